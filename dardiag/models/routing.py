@@ -1,0 +1,207 @@
+"""How a sublayer's input is built from earlier sublayer outputs: the swappable part of the DiT.
+
+Both routings share one interface, driven by ``DiT.forward``::
+
+    stream = routing.begin(v0, t_emb, tap)      # v0 = token embedding (N, T, D)
+    for l in 1 .. 2D:
+        h = routing.read(stream, l)             # input of sublayer l      (N, T, D)
+        v = sublayer_l(h)                       # gated output             (N, T, D)
+        routing.write(stream, l, v)
+    z_D = routing.end(stream)                   # input of the final layer (N, T, D)
+
+``tap(name, x)`` passes ``x`` through the model's probe site of that name (see
+``dardiag.probe.sites``). Routings tap the block states ``z_k`` (and DAR its weights ``alpha_l``);
+the DiT taps ``h_l`` and ``v_l`` itself.
+
+Legend: N batch, T tokens, D channels, S sources of one aggregator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+Tap = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+class _Stream:
+    """Per-forward state of a routing (never stored on the module: forwards stay re-entrant)."""
+
+    def __init__(self, tap: Tap, t_emb: torch.Tensor):
+        self.tap = tap
+        self.t_emb = t_emb
+        self.x: torch.Tensor | None = None  # residual: the stream
+        self.values: dict[int, torch.Tensor] = {}  # DAR: v_i by source index
+        self.inv_rms: dict[int, torch.Tensor] = {}  # DAR: 1 / rms(v_i), (N, T, 1)
+
+
+#################################################################################
+#                              Plain residual                                   #
+#################################################################################
+
+
+class ResidualRouting(nn.Module):
+    """The pre-norm residual stream of DiT: ``x = x + v_l``; every source weighs 1 at every t."""
+
+    def __init__(self, depth: int):
+        super().__init__()
+        self.depth = depth
+
+    def begin(self, v0, t_emb, tap: Tap) -> _Stream:
+        stream = _Stream(tap, t_emb)
+        stream.x = tap("z_0", v0)  # (N, T, D)
+        return stream
+
+    def read(self, stream: _Stream, l: int) -> torch.Tensor:
+        return stream.x  # the h_l site is applied by the caller on the branch side only
+
+    def write(self, stream: _Stream, l: int, v: torch.Tensor) -> None:
+        stream.x = stream.x + v  # (N, T, D)
+        if l % 2 == 0:  # after block k = l / 2 the stream is z_k
+            stream.x = stream.tap(f"z_{l // 2}", stream.x)
+
+    def end(self, stream: _Stream) -> torch.Tensor:
+        return stream.x
+
+    def route_sources(self) -> dict[int, tuple[int, ...]]:
+        return {}
+
+
+#################################################################################
+#                     DAR: Diffusion-Adaptive Routing                           #
+#################################################################################
+
+
+def dar_sources(l: int, num_sublayers: int, chunk_size: int) -> tuple[int, ...]:
+    """Source indices i (v_0 = embedding) that the aggregator of sublayer ``l`` mixes (dar.md §3).
+
+    Sublayer l in chunk n = ceil(l / S) sees the summaries c_m = v_{mS} of finished chunks m < n and
+    the raw outputs of chunk n that precede it. ``l = num_sublayers + 1`` is the final aggregator:
+    every chunk summary plus the raw outputs of the whole last chunk.
+    """
+    S, L = chunk_size, num_sublayers
+    if not 1 <= l <= L + 1:
+        raise ValueError(f"sublayer index {l} outside 1..{L + 1}")
+    if l == L + 1:
+        n_chunks = L // S
+        return tuple(m * S for m in range(n_chunks)) + tuple(range((n_chunks - 1) * S + 1, L + 1))
+    n = (l + S - 1) // S
+    return tuple(m * S for m in range(n)) + tuple(range((n - 1) * S + 1, l))
+
+
+class Aggregator(nn.Module):
+    """One softmax-over-depth mixer: h = sum_i alpha_i v_i, alpha = softmax_i(q . RMSNorm(v_i) / sqrt(D)).
+
+    The RMSNorm keys are never built: with RMSNorm weight g, q . RMSNorm(v) = (v . (q * g)) / rms(v)
+    (dar.md §6), so each source costs one dot product with the folded query and its ``1/rms`` is
+    computed once when the source is produced. Sources are never stacked into an (S, N, T, D) tensor.
+    """
+
+    def __init__(self, dim: int, query: str, eps: float = 1e-6):
+        super().__init__()
+        self.kind = query
+        self.scale = 1.0 / math.sqrt(dim)
+        self.eps = eps
+        self.norm_weight = nn.Parameter(torch.ones(dim))  # RMSNorm weight g of the keys
+        if query == "dynamic":
+            self.query = nn.Linear(dim, dim, bias=False)  # W_q, applied to v_{l-1} per token
+            nn.init.zeros_(self.query.weight)
+        else:
+            self.query = nn.Parameter(torch.zeros(dim))  # w_l; zero init -> uniform routing (ours)
+
+    def make_query(self, t_emb: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        if self.kind == "dynamic":
+            return self.query(prev)  # (N, T, D)
+        if self.kind == "static_t":
+            return self.query + t_emb  # (N, D)
+        return self.query  # (D,)
+
+    def forward(self, values, inv_rms, q):
+        gq = (q * self.norm_weight) * self.scale  # folded query: (D,) | (N, D) | (N, T, D)
+        logits = []
+        for v, r in zip(values, inv_rms):
+            if gq.dim() == 1:
+                dot = v @ gq.to(v.dtype)  # (N, T)
+            elif gq.dim() == 2:
+                dot = torch.einsum("ntd,nd->nt", v, gq.to(v.dtype))  # (N, T)
+            else:
+                dot = torch.linalg.vecdot(v, gq.to(v.dtype))  # (N, T)
+            logits.append(dot.float() * r.squeeze(-1))  # (N, T), float32 even under bf16
+        alpha = torch.softmax(torch.stack(logits), dim=0)  # (S, N, T)
+        return alpha
+
+    def mix(self, values, alpha):
+        h = None
+        for v, a in zip(values, alpha):
+            term = a.unsqueeze(-1).to(v.dtype) * v  # (N, T, D)
+            h = term if h is None else h + term
+        return h  # (N, T, D)
+
+
+class DARRouting(nn.Module):
+    """Every sublayer input is a learned, timestep-aware softmax mixture of earlier outputs (dar.md).
+
+    Our decisions where the paper is silent (dar.md §2, §5): queries zero-initialised (uniform
+    routing at init), softmax in float32, the adaLN gate stays inside v_l. Also ours: sublayer 1 has
+    no aggregator, because its only source is v_0 and a softmax over one source is identically 1
+    (its parameters could never learn); ``h_1 = v_0`` as in dar.md §1.
+    """
+
+    def __init__(self, depth: int, dim: int, query: str = "static_t", chunk_size: int = 4):
+        super().__init__()
+        self.depth = depth
+        self.num_sublayers = 2 * depth
+        self.chunk_size = chunk_size
+        self.sources = {
+            l: dar_sources(l, self.num_sublayers, chunk_size) for l in range(2, self.num_sublayers + 2)
+        }
+        self.aggregators = nn.ModuleDict({str(l): Aggregator(dim, query) for l in self.sources})
+        # last aggregator that reads each source, so finished sources can be released early
+        self._last_use = {}
+        for l, srcs in self.sources.items():
+            for i in srcs:
+                self._last_use[i] = max(self._last_use.get(i, 0), l)
+
+    def route_sources(self) -> dict[int, tuple[int, ...]]:
+        return {1: (0,), **self.sources}
+
+    def _add_source(self, stream: _Stream, i: int, v: torch.Tensor) -> None:
+        stream.values[i] = v
+        ms = v.float().pow(2).mean(-1, keepdim=True)  # (N, T, 1)
+        stream.inv_rms[i] = torch.rsqrt(ms + self.aggregators[str(2)].eps)
+
+    def begin(self, v0, t_emb, tap: Tap) -> _Stream:
+        stream = _Stream(tap, t_emb)
+        self._add_source(stream, 0, tap("z_0", v0))
+        return stream
+
+    def _aggregate(self, stream: _Stream, l: int) -> torch.Tensor:
+        agg = self.aggregators[str(l)]
+        srcs = self.sources[l]
+        values = [stream.values[i] for i in srcs]
+        q = agg.make_query(stream.t_emb, stream.values[l - 1])
+        alpha = stream.tap(f"alpha_{l}", agg(values, [stream.inv_rms[i] for i in srcs], q))  # (S, N, T)
+        h = agg.mix(values, alpha)  # (N, T, D)
+        for i in srcs:  # drop what no later aggregator reads (autograd keeps what it needs)
+            if self._last_use[i] == l:
+                stream.values.pop(i)
+                stream.inv_rms.pop(i)
+        return h
+
+    def read(self, stream: _Stream, l: int) -> torch.Tensor:
+        if l == 1:
+            return stream.values[0]  # h_1 = v_0
+        h = self._aggregate(stream, l)
+        if l % 2 == 1:  # the attention input of block k + 1 is the state z_k
+            h = stream.tap(f"z_{(l - 1) // 2}", h)
+        return h
+
+    def write(self, stream: _Stream, l: int, v: torch.Tensor) -> None:
+        self._add_source(stream, l, v)
+
+    def end(self, stream: _Stream) -> torch.Tensor:
+        h = self._aggregate(stream, self.num_sublayers + 1)
+        return stream.tap(f"z_{self.depth}", h)  # (N, T, D)
