@@ -1,0 +1,19 @@
+"""dardiag: diagnose the residual stream of Diffusion Transformers (and DAR routing)."""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # lazy: `import dardiag` stays cheap and torch-free for plotting users
+    if name == "load_model":
+        from dardiag.checkpoints import load_model
+
+        return load_model
+    if name == "read_profile":
+        from dardiag.store import read_profile
+
+        return read_profile
+    if name == "profile":
+        from dardiag.sweep import profile
+
+        return profile
+    raise AttributeError(f"module 'dardiag' has no attribute {name!r}")

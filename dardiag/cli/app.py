@@ -1,0 +1,67 @@
+"""The typer application and the one place where user errors become one-line messages."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+import typer
+
+from dardiag.errors import DardiagError
+
+_COMMANDS = ("inspect", "profile", "train", "demo", "plot", "sample")
+
+_typer_app = typer.Typer(
+    name="dardiag",
+    help="Diagnose Diffusion Transformers: magnitude, gradients, redundancy and routing "
+    "along depth and noise level.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@_typer_app.callback()
+def _root() -> None:
+    """Diagnose Diffusion Transformers along depth and noise level."""
+
+
+def _register() -> None:
+    for name in _COMMANDS:
+        try:
+            importlib.import_module(f"dardiag.cli.cmd_{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"dardiag.cli.cmd_{name}":
+                raise
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
+def app(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line and exit status 2."""
+    warnings.formatwarning = _format_warning
+    _register()
+    try:
+        _typer_app(args=argv, standalone_mode=False)
+    except DardiagError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished units are kept; rerun with --resume to continue", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+main = app
+command = _typer_app.command  # command modules register with ``@command("name")``

@@ -1,0 +1,44 @@
+"""``dardiag inspect CKPT``: what a checkpoint is, as dardiag reads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dardiag.cli.app import command
+
+
+@command("inspect")
+def inspect_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint file (.pt/.pth/.safetensors) or diffusers dir"),
+    family: Optional[str] = typer.Option(None, help="dit | sit | repa, when the file cannot say"),
+    num_heads: Optional[int] = typer.Option(None, help="attention heads, for non-preset widths"),
+    input_size: Optional[int] = typer.Option(None, help="latent side, for files without pos_embed"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+):
+    """Print the detected architecture, family, weights and file facts; non-zero exit on any error."""
+    from dardiag.checkpoints import load_model
+
+    model, info = load_model(checkpoint, family=family, num_heads=num_heads, input_size=input_size)
+    d = info.to_dict()
+    d["parameters"] = sum(p.numel() for p in model.parameters())
+    if as_json:
+        print(json.dumps(d, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(checkpoint), show_header=False)
+    for key in ("family", "routing", "depth", "hidden_size", "num_heads", "patch_size", "in_channels",
+                "out_channels", "learn_sigma", "num_classes", "latent_size", "parameters", "weights",
+                "file_format", "step", "sha256"):
+        src = info.sources.get(key, "")
+        table.add_row(key, str(d[key]) + (f"  [dim]({src})[/dim]" if src else ""))
+    if info.ignored_keys:
+        table.add_row("ignored keys", ", ".join(info.ignored_keys[:6]) + (" ..." if len(info.ignored_keys) > 6 else ""))
+    if info.rebuilt:
+        table.add_row("rebuilt", ", ".join(info.rebuilt))
+    Console().print(table)

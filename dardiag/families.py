@@ -1,0 +1,149 @@
+"""Noise processes around the network: one small adapter per model family (diagnostics.md §1).
+
+Every family converts between its native timestep ``t_native`` and dardiag's canonical
+``noise_level`` in [0, 1] (1 = pure noise), corrupts clean latents, and defines the *simple*
+denoising loss L = mean over all elements of (prediction - target)^2 that grad_rms differentiates.
+The learned-sigma channels are never part of L. Conversion happens only here.
+
+Legend: N batch, C latent channels, H/W latent side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dardiag.errors import DardiagError
+
+
+@dataclass(frozen=True)
+class Family:
+    """Base adapter; subclasses fill in the process. All tensors keep the caller's device."""
+
+    name: str = ""
+    description: str = ""
+    t_min: float = 0.0
+    t_max: float = 1.0
+    integer_time: bool = False
+
+    # --- time -----------------------------------------------------------------
+    def to_noise_level(self, t_native: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # abstract: each family defines its own time axis
+
+    def to_native(self, noise_level: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+    def check_native(self, t_native) -> None:
+        t = torch.as_tensor(t_native, dtype=torch.float64)
+        if t.numel() and (t.min() < self.t_min or t.max() > self.t_max):
+            raise DardiagError(
+                f"timestep outside the {self.name} range [{self.t_min:g}, {self.t_max:g}]: "
+                f"got {t.min().item():g}..{t.max().item():g}"
+            )
+        if self.integer_time and not torch.equal(t, t.round()):
+            raise DardiagError(f"{self.name} timesteps are integers 0..{self.t_max:g}; got {t.tolist()}")
+
+    # --- process ----------------------------------------------------------------
+    def corrupt(self, x0, noise, t_native):  # -> x_t (N, C, H, W)
+        raise NotImplementedError  # abstract
+
+    def target(self, x0, noise, t_native):  # -> what the network should predict (N, C, H, W)
+        raise NotImplementedError  # abstract
+
+    def loss(self, out, x0, noise, t_native) -> torch.Tensor:
+        """The simple loss at these timesteps: mean of (prediction - target)^2, in float32."""
+        pred = out[:, : x0.shape[1]]  # drop learned-sigma channels  (N, C, H, W)
+        return (pred.float() - self.target(x0, noise, t_native).float()).pow(2).mean()
+
+
+def _bcast(t, x):
+    return t.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))  # (N, 1, 1, 1)
+
+
+@dataclass(frozen=True)
+class DiTFamily(Family):
+    """ADM/DDPM: 1000 integer steps, linear betas 1e-4..0.02, epsilon prediction; 999 = noise."""
+
+    name: str = "dit"
+    description: str = "DDPM, linear betas, epsilon prediction, t in 0..999 (999 = noise)"
+    t_min: float = 0.0
+    t_max: float = 999.0
+    integer_time: bool = True
+
+    @staticmethod
+    def alphas_cumprod(device=None) -> torch.Tensor:
+        betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64, device=device)
+        return torch.cumprod(1.0 - betas, dim=0)  # (1000,)
+
+    def to_noise_level(self, t_native):
+        return torch.as_tensor(t_native, dtype=torch.float64) / 999.0
+
+    def to_native(self, noise_level):
+        return torch.round(torch.as_tensor(noise_level, dtype=torch.float64) * 999.0)
+
+    def corrupt(self, x0, noise, t_native):
+        abar = self.alphas_cumprod(x0.device)[t_native.long()]  # (N,)
+        a, s = _bcast(abar.sqrt(), x0), _bcast((1 - abar).sqrt(), x0)
+        return a * x0 + s * noise
+
+    def target(self, x0, noise, t_native):
+        return noise
+
+
+@dataclass(frozen=True)
+class SiTFamily(Family):
+    """SiT linear interpolant: x_t = t x0 + (1 - t) eps, t = 1 is data, velocity x0 - eps."""
+
+    name: str = "sit"
+    description: str = "linear interpolant, velocity prediction, t in [0, 1] (1 = data)"
+
+    def to_noise_level(self, t_native):
+        return 1.0 - torch.as_tensor(t_native, dtype=torch.float64)
+
+    def to_native(self, noise_level):
+        return 1.0 - torch.as_tensor(noise_level, dtype=torch.float64)
+
+    def corrupt(self, x0, noise, t_native):
+        t = _bcast(t_native, x0)
+        return t * x0 + (1 - t) * noise
+
+    def target(self, x0, noise, t_native):
+        return x0 - noise
+
+
+@dataclass(frozen=True)
+class FlowFamily(Family):
+    """REPA / rectified flow: x_t = (1 - t) x0 + t eps, t = 1 is noise, velocity eps - x0."""
+
+    name: str = "repa"
+    description: str = "linear interpolant, velocity prediction, t in [0, 1] (1 = noise)"
+
+    def to_noise_level(self, t_native):
+        return torch.as_tensor(t_native, dtype=torch.float64) / self.t_max
+
+    def to_native(self, noise_level):
+        return torch.as_tensor(noise_level, dtype=torch.float64) * self.t_max
+
+    def corrupt(self, x0, noise, t_native):
+        s = _bcast(t_native / self.t_max, x0)
+        return (1 - s) * x0 + s * noise
+
+    def target(self, x0, noise, t_native):
+        return noise - x0
+
+
+FAMILIES: dict[str, Family] = {
+    "dit": DiTFamily(),
+    "sit": SiTFamily(),
+    "repa": FlowFamily(),
+    # diffusers SD3/Flux transformers take sigma * 1000 as their timestep
+    "flow1000": FlowFamily(name="flow1000", description="flow matching, t = sigma * 1000", t_max=1000.0),
+}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise DardiagError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}") from None

@@ -1,0 +1,20 @@
+"""Pure metric maths over tensors (diagnostics.md): no hooks, no I/O, no model imports."""
+
+from dardiag.metrics.cka import CKAAccumulator, cka_rows, hsic1, unbiased_cka
+from dardiag.metrics.magnitude import token_cosine, token_rms
+from dardiag.metrics.probe import group_split, ridge_r2
+from dardiag.metrics.routing import route_entropy, route_weights, source_importance
+
+__all__ = [
+    "token_rms",
+    "token_cosine",
+    "hsic1",
+    "CKAAccumulator",
+    "cka_rows",
+    "unbiased_cka",
+    "group_split",
+    "ridge_r2",
+    "route_weights",
+    "route_entropy",
+    "source_importance",
+]
