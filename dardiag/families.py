@@ -10,6 +10,7 @@ Legend: N batch, C latent channels, H/W latent side.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ from dardiag.errors import DardiagError
 
 
 @dataclass(frozen=True)
-class Family:
+class Family(ABC):
     """Base adapter; subclasses fill in the process. All tensors keep the caller's device."""
 
     name: str = ""
@@ -28,11 +29,13 @@ class Family:
     integer_time: bool = False
 
     # --- time -----------------------------------------------------------------
+    @abstractmethod
     def to_noise_level(self, t_native: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError  # abstract: each family defines its own time axis
+        """Each family defines this."""
 
+    @abstractmethod
     def to_native(self, noise_level: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError  # abstract
+        """Each family defines this."""
 
     def check_native(self, t_native) -> None:
         t = torch.as_tensor(t_native, dtype=torch.float64)
@@ -45,11 +48,13 @@ class Family:
             raise DardiagError(f"{self.name} timesteps are integers 0..{self.t_max:g}; got {t.tolist()}")
 
     # --- process ----------------------------------------------------------------
+    @abstractmethod
     def corrupt(self, x0, noise, t_native):  # -> x_t (N, C, H, W)
-        raise NotImplementedError  # abstract
+        """Each family defines this."""
 
+    @abstractmethod
     def target(self, x0, noise, t_native):  # -> what the network should predict (N, C, H, W)
-        raise NotImplementedError  # abstract
+        """Each family defines this."""
 
     def loss(self, out, x0, noise, t_native) -> torch.Tensor:
         """The simple loss at these timesteps: mean of (prediction - target)^2, in float32."""
