@@ -59,6 +59,12 @@ class ModelInfo:
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # field -> where it was read from
 
+    @classmethod
+    def in_memory(cls, model: DiT, *, family: str, name: str, step: int | None = None) -> "ModelInfo":
+        """Info for a model that never touched disk (training-time profiling, notebooks)."""
+        return cls(path="<in-memory>", family=family, config=model.config, sha256="", weights="model",
+                   file_format="in-memory", step=step, name=name)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         cfg = self.config

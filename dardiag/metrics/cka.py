@@ -141,7 +141,7 @@ class CKAAccumulator:
         grams = torch.empty(P, n, n, dtype=self.gram_dtype, device=device)  # (P, n, n)
         for p, x in enumerate(states):
             x = x.to(device=device, dtype=self.gram_dtype)  # (n, d_p)
-            pass  # (n, d_p) centering: HSIC1 is translation invariant
+            x = x - x.mean(dim=0, keepdim=True)  # (n, d_p) centering: HSIC1 is translation invariant
             torch.mm(x, x.T, out=grams[p])  # (n, n)
             grams[p].fill_diagonal_(0)
         flat = grams.view(P, n * n)  # (P, n*n)
