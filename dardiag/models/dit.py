@@ -184,7 +184,8 @@ class DiT(nn.Module):
             self.routing = DARRouting(cfg.depth, D, cfg.query, cfg.chunk_size)
         names = site_names(cfg.depth) + [f"alpha_{l}" for l in self.routing.route_sources() if l > 1]
         self.sites = nn.ModuleDict({name: Site() for name in names})
-        self.initialize_weights()
+        if self.pos_embed.device.type != "meta":  # the loader builds on meta, then assigns weights
+            self.initialize_weights()
 
     # ------------------------------------------------------------------ init
     def initialize_weights(self):
