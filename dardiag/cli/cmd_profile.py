@@ -1,0 +1,81 @@
+"""``dardiag profile CKPT [CKPT ...] --out OUT``: the depth x noise-level sweep into one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dardiag.cli.app import command
+from dardiag.errors import DardiagError
+
+
+def parse_floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise DardiagError(f"{flag} takes comma-separated numbers, e.g. {flag} 0.1,0.5,0.9; got {text!r}") from None
+
+
+@command("profile")
+def profile_cmd(
+    checkpoints: List[Path] = typer.Argument(..., help="checkpoint files or diffusers directories"),
+    out: Path = typer.Option(..., "--out", "-o", help="output run directory (parquet shards)"),
+    inputs: Optional[Path] = typer.Option(None, help="latents file (.pt dict or .npz: x0, y?, noise?)"),
+    noise_levels: Optional[str] = typer.Option(None, help="comma-separated levels in [0, 1], 1 = noise"),
+    levels: int = typer.Option(16, help="number of evenly spaced noise levels when none are given"),
+    timesteps: Optional[str] = typer.Option(None, help="comma-separated native timesteps instead"),
+    samples: int = typer.Option(64, help="images per noise level"),
+    batch_size: int = typer.Option(16, help="images per minibatch (grad_rms scales with 1/B)"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16 (autocast)"),
+    family: Optional[str] = typer.Option(None, help="dit | sit | repa when the file cannot say"),
+    num_heads: Optional[int] = typer.Option(None, help="attention heads for non-preset widths"),
+    name: Optional[List[str]] = typer.Option(None, help="display name per checkpoint (repeat)"),
+    cka: bool = typer.Option(True, help="CKA matrix between all block states"),
+    cka_rows: str = typer.Option("tokens", help="CKA examples: tokens or images"),
+    cka_max_rows: Optional[int] = typer.Option(None, help="split CKA minibatches above this many rows"),
+    sublayers: bool = typer.Option(True, help="RMS of every sublayer input and output"),
+    routes: bool = typer.Option(True, help="DAR routing weights / residual counterfactual importance"),
+    probe: bool = typer.Option(True, help="timestep probe (ridge R^2 per block)"),
+    token_maps: bool = typer.Option(False, help="per-token act_rms / grad_rms maps"),
+    figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
+    force: bool = typer.Option(False, help="replace an existing run in OUT"),
+    resume: bool = typer.Option(False, help="continue an interrupted run in OUT"),
+    progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
+):
+    """Measure act_rms, grad_rms, cos_prev, CKA, routing and the timestep probe per block and level."""
+    from dardiag.cli.report import console, print_symptoms, progress_bar
+    from dardiag.probe.collect import Analyses
+    from dardiag.sweep import profile
+
+    if cka_rows not in ("tokens", "images"):
+        raise DardiagError(f"--cka-rows must be tokens or images, got {cka_rows!r}")
+    if levels < 1:
+        raise DardiagError("--levels must be at least 1")
+    grid = parse_floats(noise_levels, "--noise-levels")
+    ts = parse_floats(timesteps, "--timesteps")
+    if grid is None and ts is None:
+        from dardiag.sweep import default_grid
+
+        grid = default_grid(levels)
+    if name and len(name) != len(checkpoints):
+        raise DardiagError(f"{len(name)} --name values for {len(checkpoints)} checkpoints")
+    analyses = Analyses(cka=cka, cka_rows=cka_rows, cka_max_rows=cka_max_rows, sublayers=sublayers,
+                        routes=routes, probe=probe, token_maps=token_maps)
+    n_units = len(checkpoints) * ((len(ts) if ts is not None else len(grid)) + int(probe))
+    with progress_bar(n_units, progress) as advance:
+        df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, noise_levels=grid, timesteps=ts,
+                     samples=samples, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
+                     analyses=analyses, family=family, num_heads=num_heads, names=name, force=force,
+                     resume=resume, progress=advance)
+    print_symptoms(df)
+    console.print(f"wrote {len(df)} rows to {out}  (pandas.read_parquet('{out}'))")
+    if figures:
+        from dardiag.cli.figures import write_figures
+
+        write_figures(df, Path(out) / "_figures")

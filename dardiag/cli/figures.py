@@ -1,0 +1,22 @@
+"""Render every figure a table allows and report what was written or skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def write_figures(df: pd.DataFrame, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dardiag.cli.report import console
+    from dardiag.plots.figures import render_all
+
+    results = render_all(df, out_dir)
+    wrote = [r for r in results if not str(r[1]).startswith("skip")]
+    console.print(f"figures: {len(wrote)} written to {out_dir}")
+    for name, what in results:
+        if str(what).startswith("skip"):
+            console.print(f"  [dim]{name}: {what}[/dim]")
