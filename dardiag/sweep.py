@@ -65,7 +65,7 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int) -> Input
         noise = torch.randn(n, C, H, W, generator=g)
         return Inputs(x0, y, noise, f"synthetic: standard normal latents, uniform classes, seed {seed}")
     if isinstance(spec, (str, Path)):
-        from dardiag.inputs import load_latents
+        from dardiag.train.data import load_latents
 
         data, source = load_latents(spec), f"file: {spec}"
     else:
