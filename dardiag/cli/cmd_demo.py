@@ -1,0 +1,61 @@
+"""``dardiag demo``: the bundled residual and DAR models profiled side by side on held-out digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dardiag.cli.app import command
+
+BUNDLED = ("residual.pt", "dar_static_t_c4.pt")
+
+
+def bundled_checkpoints() -> list[Path]:
+    from importlib.resources import files
+
+    from dardiag.errors import DardiagError
+
+    root = Path(str(files("dardiag") / "assets"))
+    paths = [root / name for name in BUNDLED]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise DardiagError(f"bundled checkpoints missing from the installation: {', '.join(missing)}; reinstall dardiag")
+    return paths
+
+
+@command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("dardiag-demo"), "--out", "-o", help="output run directory"),
+    samples: int = typer.Option(64, help="held-out digits per noise level"),
+    levels: int = typer.Option(8, help="evenly spaced noise levels"),
+    batch_size: int = typer.Option(16),
+    figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
+    force: bool = typer.Option(False, help="replace an existing demo run in OUT"),
+    resume: bool = typer.Option(False, help="continue an interrupted demo run"),
+    device: str = typer.Option("cpu"),
+    progress: bool = typer.Option(None, help="progress bar (default: on a terminal)"),
+):
+    """Profile the bundled residual and DAR (static_t, chunk 4) digit models side by side."""
+    from dardiag.cli.report import console, print_symptoms, progress_bar
+    from dardiag.summary import probe_summary
+    from dardiag.sweep import default_grid, profile
+    from dardiag.train.data import digits_latents
+
+    paths = bundled_checkpoints()
+    held_out = digits_latents("test")
+    with progress_bar(len(paths) * (levels + 1), progress) as advance:
+        df = profile([str(p) for p in paths], out=out, inputs=held_out, noise_levels=default_grid(levels),
+                     samples=samples, batch_size=batch_size, names=["residual", "DAR static_t c4"],
+                     device=device, force=force, resume=resume, progress=advance)
+    print_symptoms(df, title="Bundled digit models: residual vs DAR (noisiest and cleanest level)")
+    probe = probe_summary(df)
+    if not probe.empty:
+        cols = ["x_t"] + [c for c in probe.columns if c != "x_t"]
+        console.print("timestep probe R^2 (held-out pairs):")
+        console.print(probe[cols].round(3).to_string())
+    console.print(f"table: {out}  (pandas.read_parquet('{out}'))")
+    if figures:
+        from dardiag.cli.figures import write_figures
+
+        write_figures(df, Path(out) / "_figures")
