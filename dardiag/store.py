@@ -48,6 +48,7 @@ Run directory layout (``OUT/``)::
     OUT/_run.json            run metadata, status "running" | "complete", completed units
     OUT/part-<unit>.parquet  one shard per completed unit of work, all in SCHEMA
     OUT/_figures/            rendered figures (the "_" keeps pyarrow from reading them as data)
+    OUT/_work/               the sweep's scratch files (kept on resume, removed by force)
 
 pyarrow skips names starting with ``_`` or ``.``, so ``pandas.read_parquet(OUT)`` returns the whole
 table. Temporary files start with ``.`` and are renamed into place only once fsynced.
@@ -79,6 +80,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "RUN_FILE",
     "FIGURES_DIRNAME",
+    "WORK_DIRNAME",
     "to_table",
     "write_part",
     "read_profile",
@@ -106,7 +108,7 @@ SCHEMA = pa.schema(
         pa.field("value", pa.float64(), nullable=False),  # NaN allowed, null not
         pa.field("n_samples", pa.int64(), nullable=False),  # images averaged
         pa.field("batch_size", pa.int64(), nullable=False),
-        pa.field("token_values", pa.list_(pa.float32()), nullable=True),  # per-token maps
+        pa.field("token_values", pa.list_(pa.float32()), nullable=True),  # per-token map, flattened (T,)
     ]
 )
 
@@ -131,6 +133,7 @@ METRICS = {
 
 RUN_FILE = "_run.json"
 FIGURES_DIRNAME = "_figures"
+WORK_DIRNAME = "_work"  # the sweep's scratch (e.g. cached probe features); dardiag's own
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 _RUN_FORMAT = "dardiag-run"
@@ -159,8 +162,10 @@ def _column_to_array(name: str, field: pa.Field, col: pd.Series) -> pa.Array:
         if pa.types.is_string(t):
             return pa.array(col, type=t, from_pandas=True)
         if pa.types.is_list(t):
-            return pa.array(col.map(_as_token_list), type=t, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
+            return pa.array([_as_token_list(v) for v in col.tolist()], type=t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError) as e:
+        if isinstance(e, ValueError) and str(e).startswith("column "):
+            raise
         raise ValueError(f"column {name!r} cannot be stored as {t}: {e}") from None
     raise AssertionError(f"unhandled type {t}")  # pragma: no cover - SCHEMA is fixed
 
@@ -194,7 +199,7 @@ def _as_nullable_int(name: str, col: pd.Series) -> pd.Series:
 
 
 def _as_token_list(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return None
     if isinstance(v, (str, bytes)):
         raise TypeError(f"expected a list of floats, got {v!r}")
@@ -354,7 +359,7 @@ def _is_own_entry(name: str) -> bool:
     """Names dardiag writes in a run directory (and only those may be deleted)."""
     return (
         name == RUN_FILE
-        or name == FIGURES_DIRNAME
+        or name in (FIGURES_DIRNAME, WORK_DIRNAME)
         or (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX))
         or _is_own_temp(name)
     )
@@ -427,7 +432,8 @@ class RunDir:
         """Start (or resume) a run in ``out`` and return it; ``.completed`` lists the finished units.
 
         - ``out`` missing or empty: a fresh run.
-        - ``out`` holds a run: error unless ``force`` (delete dardiag's own files, keep anything else)
+        - ``out`` holds a run: error unless ``force`` (delete dardiag's own files: part-*.parquet,
+          _run.json, _figures/, _work/ and stray temp files; keep anything else)
           or ``resume`` (``metadata["config"]`` must equal the stored config; completed units are kept).
         - ``out`` is a non-empty directory that is not a dardiag run: always refused.
         """

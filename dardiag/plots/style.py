@@ -60,8 +60,8 @@ METRIC_LABELS = {
 
 BLOCK_LABEL = "block k (0 = embedding)"
 OTHER_BLOCK_LABEL = "block j (0 = embedding)"
-SUBLAYER_LABEL = "sublayer l (2D+1 = final aggregator)"
-SOURCE_LABEL = "source i (0 = embedding, i = sublayer i)"
+SUBLAYER_LABEL = "sublayer l (2D+1 = final)"
+SOURCE_LABEL = "source i (0 = embedding)"
 NOISE_LABEL = "noise level (1 = pure noise)"
 STEP_LABEL = "training step"
 
@@ -110,6 +110,27 @@ def figsize(columns: int = 1, height: float | None = None, aspect: float = 0.7) 
         raise ValueError(f"columns must be 1 or 2, got {columns}")
     width = ONE_COLUMN if columns == 1 else TWO_COLUMN
     return width, height if height is not None else width * aspect
+
+
+def colormap(cmap) -> "mpl.colors.Colormap":
+    """A colormap (name or object) whose missing cells (NaN / masked) show light grey."""
+    return mpl.colormaps.get_cmap(cmap).with_extremes(bad="0.85")
+
+
+def log_axis(ax, axis: str = "y") -> None:
+    """Log scale; when the data span less than a decade, tick plain values (0.4, 0.6, ...) instead of
+    ``4 x 10^-1``, so a narrow log axis still reads at a glance."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    data = [np.asarray(line.get_ydata() if axis == "y" else line.get_xdata(), dtype=float) for line in ax.lines]
+    vals = np.concatenate(data) if data else np.array([])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if vals.size and vals.max() / vals.min() < 10:
+        target.set_major_locator(MaxNLocator(nbins=5))  # plain, evenly stepped values
+        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        target.set_minor_formatter(NullFormatter())
 
 
 def metric_label(metric: str) -> str:

@@ -1,0 +1,45 @@
+"""Plots of the long-form dardiag table (never imports torch).
+
+Axes-level functions ``plot_x(df, *, ax=None, **kw) -> Axes`` draw one view and return the Axes;
+they never show or save. The ``fig_*`` builders compose them into the paper's figures (design §7)
+and :func:`render_all` saves every figure a table allows. Save with :func:`save`.
+"""
+
+from dardiag.plots.cka import plot_cka_matrix
+from dardiag.plots.figures import (
+    fig_cka,
+    fig_heatmaps,
+    fig_probe,
+    fig_routing,
+    fig_symptoms,
+    fig_training,
+    render_all,
+)
+from dardiag.plots.heatmap import plot_heatmap, plot_ratio_heatmap
+from dardiag.plots.probe import plot_probe_r2
+from dardiag.plots.routing import plot_routing_map
+from dardiag.plots.style import ONE_COLUMN, TWO_COLUMN, model_colors, paper_style, save
+from dardiag.plots.symptoms import plot_metric_by_block
+from dardiag.plots.training import plot_metric_vs_step
+
+__all__ = [
+    "plot_metric_by_block",
+    "plot_heatmap",
+    "plot_ratio_heatmap",
+    "plot_cka_matrix",
+    "plot_routing_map",
+    "plot_probe_r2",
+    "plot_metric_vs_step",
+    "fig_symptoms",
+    "fig_heatmaps",
+    "fig_cka",
+    "fig_routing",
+    "fig_probe",
+    "fig_training",
+    "render_all",
+    "paper_style",
+    "save",
+    "model_colors",
+    "ONE_COLUMN",
+    "TWO_COLUMN",
+]

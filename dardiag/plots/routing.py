@@ -1,0 +1,91 @@
+"""Routing maps: how much sublayer l draws on each source i, across noise levels.
+
+DAR models store the learned weights (``route_alpha``); residual models the counterfactual gate
+gradient (``route_importance``, signed), so residual and DAR can stand side by side.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.ticker import MaxNLocator
+
+from dardiag.plots import _data
+from dardiag.plots.heatmap import level_ticks
+from dardiag.plots.style import colormap, DIVERGING_CMAP, NOISE_LABEL, SEQUENTIAL_CMAP, SOURCE_LABEL, metric_label
+
+ROUTING_METRICS = ("route_alpha", "route_importance")
+
+
+def routing_metric(df: pd.DataFrame, model: str) -> str:
+    """``route_alpha`` if the model has it (DAR), else ``route_importance`` (residual)."""
+    have = set(df.loc[df["model"] == model, "metric"].unique())
+    for m in ROUTING_METRICS:
+        if m in have:
+            return m
+    raise ValueError(f"model {model!r} has neither route_alpha nor route_importance rows")
+
+
+def routing_grid(df: pd.DataFrame, *, model: str, sublayer: int, metric: str) -> pd.DataFrame:
+    """(noise level x source) grid of ``metric`` for ``model`` at ``sublayer``."""
+    sub = _data.metric_rows(df, metric)
+    sub = _data.latest_checkpoint(sub[sub["model"] == model])
+    if sub.empty:
+        raise ValueError(f"model {model!r} has no {metric!r} rows")
+    have = sorted(int(s) for s in sub["sublayer"].dropna().unique())
+    sub = sub[(sub["sublayer"] == sublayer) & sub["source"].notna() & sub["noise_level"].notna()]
+    if sub.empty:
+        raise ValueError(f"model {model!r} has no {metric!r} rows at sublayer {sublayer}; sublayers: {have}")
+    _data.single_valued(sub, f"routing map of {model!r}", ignore=("sublayer", "source"))
+    grid = _data.pivot(sub, index="noise_level", columns="source")
+    grid.columns.name = "source"
+    return grid
+
+
+def routing_norm(values: np.ndarray, metric: str) -> Normalize:
+    """Weights: sequential from 0. Importances (signed): diverging, symmetric about 0."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if metric == "route_alpha" or (v.size and v.min() >= 0):
+        return Normalize(0.0, max(float(v.max()) if v.size else 1.0, 1e-12))
+    m = max(float(np.abs(v).max()) if v.size else 1.0, 1e-30)
+    return TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
+
+
+def plot_routing_map(
+    df: pd.DataFrame,
+    *,
+    model: str,
+    sublayer: int,
+    ax: Axes | None = None,
+    metric: str | None = None,
+    norm: Normalize | None = None,
+    cmap=None,
+    colorbar: bool = True,
+) -> Axes:
+    """Source index (x, 0 = embedding) x noise level (y) map of how sublayer ``sublayer`` mixes its
+    sources: ``route_alpha`` for DAR models, ``route_importance`` for residual ones (``metric=``
+    forces one). The mesh is ``ax.collections[0]``."""
+    ax = ax if ax is not None else plt.gca()
+    metric = metric or routing_metric(df, model)
+    grid = routing_grid(df, model=model, sublayer=sublayer, metric=metric)
+    norm = norm if norm is not None else routing_norm(grid.to_numpy(), metric)
+    cm = colormap(cmap or (SEQUENTIAL_CMAP if metric == "route_alpha" else DIVERGING_CMAP))
+    x = grid.columns.to_numpy(dtype=float)
+    y = grid.index.to_numpy(dtype=float)
+    ye = _data.edges(y, clip=(0.0, 1.0))
+    mesh = ax.pcolormesh(_data.edges(x), ye, np.ma.masked_invalid(grid.to_numpy()), norm=norm, cmap=cm, shading="flat")
+    ax.set_ylim(ye[0], ye[-1])
+    level_ticks(ax, y)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(SOURCE_LABEL)
+    ax.set_ylabel(NOISE_LABEL)
+    ax.set_title(f"{model}, sublayer l = {sublayer}")
+    if colorbar:
+        cb = ax.figure.colorbar(mesh, ax=ax, label=metric_label(metric))
+        if hasattr(cb.formatter, "set_powerlimits"):
+            cb.formatter.set_powerlimits((-2, 3))  # gradients are tiny: use an offset exponent
+    return ax

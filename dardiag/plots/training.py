@@ -1,0 +1,79 @@
+"""Any metric against training step, from a series of checkpoints."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.axes import Axes
+
+from dardiag.plots import _data
+from dardiag.plots.style import LOG_METRICS, STEP_LABEL, level_handles, log_axis, metric_label, model_colors, model_handles
+from dardiag.plots.symptoms import MAX_LEVELS, draw_lines
+
+
+def plot_metric_vs_step(
+    df: pd.DataFrame,
+    metric: str,
+    *,
+    block: int | None = None,
+    noise_level: float | None = None,
+    ax: Axes | None = None,
+    sublayer: int | None = None,
+    other_block: int | None = None,
+    source: int | None = None,
+    site: str | None = None,
+    legend: bool = True,
+    log: bool | None = None,
+) -> Axes:
+    """``metric`` over training ``step``, one line per model (and per noise level, a light-to-dark
+    ramp, when ``noise_level`` is None and several exist; at most 5 spread evenly).
+
+    Select the location with ``block`` (or ``sublayer`` / ``other_block`` / ``source`` / ``site``);
+    ValueError if the rows still mix several locations.
+    """
+    ax = ax if ax is not None else plt.gca()
+    colors = model_colors(df["model"].dropna().unique()) if "model" in df.columns else {}
+    sub = _data.metric_rows(df, metric)
+    if not _data.has(sub, "step"):
+        raise ValueError(f"{metric!r} rows carry no training step")
+    sub = sub[sub["step"].notna()]
+    for col, want in (("block", block), ("sublayer", sublayer), ("other_block", other_block), ("source", source)):
+        if want is not None:
+            have = sorted(int(v) for v in sub[col].dropna().unique())
+            sub = sub[sub[col] == want]
+            if sub.empty:
+                raise ValueError(f"{metric!r} has no rows at {col} {want}; {col}s: {have}")
+    if site is not None:
+        sub = sub[sub["site"] == site]
+        if sub.empty:
+            raise ValueError(f"{metric!r} has no rows at site {site!r}")
+    _data.single_valued(sub, f"plot_metric_vs_step({metric!r})")
+
+    available = _data.levels_of(sub)
+    if noise_level is not None:
+        sub = _data.select_level(sub, noise_level)
+        levels = []
+    else:
+        levels = _data.spread(available, MAX_LEVELS) if len(available) > 1 else []
+        if len(available) == 1:
+            noise_level = available[0]
+
+    drawn_models, drawn_levels = draw_lines(ax, sub, "step", colors, levels)
+
+    if (log if log is not None else metric in LOG_METRICS) and (sub["value"] > 0).all():
+        log_axis(ax)
+    ax.set_xlabel(STEP_LABEL)
+    ax.set_ylabel(metric_label(metric))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
+    where = [f"{c} {v}" for c, v in (("block", block), ("sublayer", sublayer), ("other block", other_block), ("source", source)) if v is not None]
+    if noise_level is not None:
+        lvl = _data.nearest(available, [noise_level])[0] if available else noise_level
+        where.append(f"noise {lvl:g}")
+    if where:
+        ax.set_title(", ".join(where))
+    if legend:
+        handles = model_handles({m: colors[m] for m in drawn_models})
+        if len(drawn_levels) > 1:
+            handles += level_handles(drawn_levels)
+        ax.legend(handles=handles, loc="best")
+    return ax
