@@ -73,6 +73,10 @@ def profile_cmd(
                      samples=samples, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
                      analyses=analyses, family=family, num_heads=num_heads, names=name, force=force,
                      resume=resume, progress=advance)
+    from dardiag.distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 reports and draws
+        return
     print_symptoms(df)
     console.print(f"wrote {len(df)} rows to {out}  (pandas.read_parquet('{out}'))")
     if figures:

@@ -1,0 +1,69 @@
+"""``dardiag plot RUN`` and ``dardiag compare RUN [RUN ...]``: figures from stored tables only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dardiag.cli.app import command
+from dardiag.errors import DardiagError
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not force:
+        raise DardiagError(f"{out} is not empty; pass --force to overwrite figures there")
+
+
+@command("plot")
+def plot_cmd(
+    run: Path = typer.Argument(..., help="a run directory written by dardiag profile/demo/train"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for the PDF and PNG figures"),
+    force: bool = typer.Option(False, help="overwrite figures in a non-empty OUT"),
+):
+    """Render every figure the run's metrics allow (others are skipped with a note)."""
+    from dardiag.cli.figures import write_figures
+    from dardiag.store import read_profile
+
+    df = read_profile(run)
+    _check_out(out, force)
+    write_figures(df, out)
+
+
+def select_models(df, models: list[str] | None, routings: list[str] | None):
+    if models:
+        unknown = sorted(set(models) - set(df["model"]))
+        if unknown:
+            raise DardiagError(f"no model named {', '.join(unknown)}; the runs hold: {', '.join(sorted(set(df['model'])))}")
+        df = df[df["model"].isin(models)]
+    if routings:
+        df = df[df["routing"].isin(routings)]
+        if df.empty:
+            raise DardiagError(f"no rows with routing {', '.join(routings)}")
+    return df
+
+
+@command("compare")
+def compare_cmd(
+    runs: List[Path] = typer.Argument(..., help="run directories to put side by side"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for the figures"),
+    model: Optional[List[str]] = typer.Option(None, help="keep only these model names (repeat)"),
+    routing: Optional[List[str]] = typer.Option(None, help="keep only these routings (repeat)"),
+    force: bool = typer.Option(False, help="overwrite figures in a non-empty OUT"),
+):
+    """Models from several runs side by side, with shared colour scales and ratio panels."""
+    import pandas as pd
+
+    from dardiag.cli.figures import write_figures
+    from dardiag.store import read_profile
+
+    frames = [read_profile(r) for r in runs]
+    names = [set(f["model"]) for f in frames]
+    for i, f in enumerate(frames):  # the same model name in two runs: tell them apart by run
+        clash = names[i] & set().union(*(n for j, n in enumerate(names) if j != i))
+        if clash:
+            frames[i] = f.assign(model=f["model"].where(~f["model"].isin(clash), f["model"] + f" ({Path(runs[i]).name})"))
+    df = select_models(pd.concat(frames, ignore_index=True), model, routing)
+    _check_out(out, force)
+    write_figures(df, out)

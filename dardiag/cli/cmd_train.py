@@ -1,0 +1,97 @@
+"""``dardiag train``: train a small residual or DAR DiT (digits by default), resumably."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dardiag.cli.app import command
+from dardiag.errors import DardiagError
+
+
+def _levels(text: Optional[str]) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DardiagError(f"--profile-noise-levels must be comma-separated numbers, got {text!r}") from None
+
+
+@command("train")
+def train_cmd(
+    out: Path = typer.Option(..., help="run directory: checkpoints, loss.csv, profile/"),
+    preset: Optional[str] = typer.Option(None, help="model size preset, e.g. DiT-S/2 (instead of --depth ...)"),
+    depth: Optional[int] = typer.Option(None, help="blocks [default: 8]"),
+    hidden: Optional[int] = typer.Option(None, help="hidden size [default: 96]"),
+    heads: Optional[int] = typer.Option(None, help="attention heads [default: 4]"),
+    patch: Optional[int] = typer.Option(None, help="patch size [default: 2]"),
+    input_size: Optional[int] = typer.Option(None, help="latent side; must match the data [default: the data's]"),
+    routing: str = typer.Option("residual", help="residual | dar"),
+    query: str = typer.Option("static_t", help="DAR query: static | static_t | dynamic"),
+    chunk_size: int = typer.Option(4, help="DAR chunk size S (must divide 2 x depth)"),
+    class_dropout: float = typer.Option(0.1, help="label dropout probability (CFG null class)"),
+    family: str = typer.Option("sit", help="sit (velocity objective) | dit (epsilon objective)"),
+    data: str = typer.Option("digits", help="digits, or a latents file (.pt/.npz with x0 [N,C,H,W], y)"),
+    steps: int = typer.Option(3000, help="optimizer steps in total (a resumed run continues to this)"),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate (weight decay 0)"),
+    warmup: int = typer.Option(100, help="linear learning-rate warmup steps"),
+    grad_clip: float = typer.Option(1.0, help="max gradient norm; 0 = off"),
+    ema: float = typer.Option(0.999, help="EMA decay (with a (1+n)/(10+n) warmup)"),
+    seed: int = typer.Option(0),
+    save_every: int = typer.Option(500, help="checkpoint every K steps (0 = only at the end)"),
+    log_every: int = typer.Option(1, help="loss.csv row every K steps"),
+    profile_every: int = typer.Option(0, help="profile the EMA model every K steps into OUT/profile (0 = off)"),
+    profile_samples: int = typer.Option(64, help="held-out images in the profiling probe"),
+    profile_batch_size: int = typer.Option(32),
+    profile_noise_levels: Optional[str] = typer.Option(None, help="comma-separated noise levels (1 = noise)"),
+    profile_cka: bool = typer.Option(True, "--profile-cka/--no-profile-cka"),
+    device: str = typer.Option("cpu"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in OUT from OUT/last.pt"),
+    force: bool = typer.Option(False, "--force", help="replace the run in OUT (only its own files)"),
+    export: Optional[Path] = typer.Option(None, help="after training, write the EMA weights alone to this file"),
+):
+    """Train a residual or DAR DiT/SiT; kill it any time and rerun with --resume."""
+    from dardiag.train import TrainConfig, train
+    from dardiag.train import export as export_fn
+
+    sizes = {"depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": patch}
+    given = {k: v for k, v in sizes.items() if v is not None}
+    if preset is not None and given:
+        raise DardiagError(f"pass either --preset or explicit sizes, not both (got --preset and {', '.join(given)})")
+    config = TrainConfig(
+        out=str(out), preset=preset, **given, input_size=input_size, routing=routing, query=query,
+        chunk_size=chunk_size, class_dropout=class_dropout, family=family, data=data, steps=steps,
+        batch_size=batch_size, lr=lr, warmup=warmup, grad_clip=grad_clip, ema=ema, seed=seed,
+        save_every=save_every, log_every=log_every, profile_every=profile_every,
+        profile_samples=profile_samples, profile_batch_size=profile_batch_size,
+        profile_noise_levels=_levels(profile_noise_levels), profile_cka=profile_cka, device=device,
+        resume=resume, force=force,
+    )
+    report_every = max(1, steps // 20)
+
+    def progress(step: int, loss: float) -> None:
+        if step % report_every == 0 or step == steps:
+            print(f"step {step:>7d}/{steps}  loss {loss:.4f}", file=sys.stderr, flush=True)
+
+    last = train(config, on_step=progress)
+    print(_summary(out))
+    if export is not None:
+        print(f"exported EMA weights to {export_fn(last, export)}")
+
+
+def _summary(out: Path) -> str:
+    with open(out / "loss.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return f"nothing to do: the run in {out} is already complete"
+    tail = [float(r["loss"]) for r in rows[-100:]]
+    step = int(rows[-1]["step"])
+    secs = float(rows[-1]["seconds"])
+    return (f"trained to step {step}; mean loss over the last {len(tail)} logged steps {sum(tail) / len(tail):.4f}; "
+            f"{secs:.0f} s in this process; checkpoints in {out}")
