@@ -16,4 +16,8 @@ def __getattr__(name):  # lazy: `import dardiag` stays cheap and torch-free for 
         from dardiag.sweep import profile
 
         return profile
+    if name in ("bundled_checkpoints", "held_out_digits"):
+        from dardiag import bundled
+
+        return getattr(bundled, name)
     raise AttributeError(f"module 'dardiag' has no attribute {name!r}")

@@ -8,22 +8,6 @@ import typer
 
 from dardiag.cli.app import command
 
-BUNDLED = ("residual.pt", "dar_static_t_c4.pt")
-
-
-def bundled_checkpoints() -> list[Path]:
-    from importlib.resources import files
-
-    from dardiag.errors import DardiagError
-
-    root = Path(str(files("dardiag") / "assets"))
-    paths = [root / name for name in BUNDLED]
-    missing = [p.name for p in paths if not p.exists()]
-    if missing:
-        raise DardiagError(f"bundled checkpoints missing from the installation: {', '.join(missing)}; reinstall dardiag")
-    return paths
-
-
 @command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("dardiag-demo"), "--out", "-o", help="output run directory"),
@@ -37,17 +21,16 @@ def demo_cmd(
     progress: bool = typer.Option(None, help="progress bar (default: on a terminal)"),
 ):
     """Profile the bundled residual and DAR (static_t, chunk 4) digit models side by side."""
+    from dardiag.bundled import bundled_checkpoints, held_out_digits
     from dardiag.cli.report import console, print_symptoms, progress_bar
     from dardiag.summary import probe_summary
     from dardiag.sweep import default_grid, profile
-    from dardiag.train.data import digits_latents
 
     paths = bundled_checkpoints()
-    held_out = digits_latents("test")
     with progress_bar(len(paths) * (levels + 1), progress) as advance:
-        df = profile([str(p) for p in paths], out=out, inputs=held_out, noise_levels=default_grid(levels),
-                     samples=samples, batch_size=batch_size, names=["residual", "DAR static_t c4"],
-                     device=device, force=force, resume=resume, progress=advance)
+        df = profile([str(p) for p in paths.values()], out=out, inputs=held_out_digits(),
+                     noise_levels=default_grid(levels), samples=samples, batch_size=batch_size,
+                     names=list(paths), device=device, force=force, resume=resume, progress=advance)
     print_symptoms(df, title="Bundled digit models: residual vs DAR (noisiest and cleanest level)")
     probe = probe_summary(df)
     if not probe.empty:
