@@ -203,8 +203,8 @@ def _args_dict(args) -> dict:
     return dict(args) if isinstance(args, dict) else {}
 
 
-def family_from_args(args: dict, sd: dict) -> tuple[str | None, str]:
-    if any(p.match(k) for k in sd for p in IGNORED_PATTERNS) or "proj_coeff" in args or "enc_type" in args:
+def family_from_args(args: dict, has_projectors: bool) -> tuple[str | None, str]:
+    if has_projectors or "proj_coeff" in args or "enc_type" in args:
         return "repa", "REPA projector keys / args"
     model = str(args.get("model", ""))
     if model.startswith("SiT"):
@@ -364,7 +364,7 @@ def load_model(
         step = meta.get("step")
     else:
         cfg, sources = infer_config(sd, num_heads=num_heads, args=args, path=path, input_size=input_size)
-        read_fam, why = family_from_args(args, sd)
+        read_fam, why = family_from_args(args, bool(ignored))
         if family is not None:
             if read_fam is not None and read_fam != family:
                 raise DardiagError(f"--family {family} disagrees with the checkpoint ({why} says {read_fam})")

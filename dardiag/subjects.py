@@ -79,7 +79,7 @@ def load_subject(path, *, family=None, num_heads=None, device="cpu", name=None) 
             raise DardiagError(
                 f"{path} is a diffusers model directory; install the extra: pip install 'dardiag[diffusers]'"
             ) from None
-        return diffusers_subject(path, device=device, name=name)
+        return diffusers_subject(path, device=device, name=name, family=family)
     from dardiag.checkpoints import load_model
 
     model, info = load_model(path, family=family, num_heads=num_heads, device=device)
