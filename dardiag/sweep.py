@@ -9,6 +9,10 @@
 Memory does not grow with the number of levels or minibatches: a unit keeps only fixed-size sums
 (and the P Gram matrices of the current minibatch for CKA). Work is resumable at unit granularity and
 each unit depends only on the fixed inputs, so a resumed run equals an uninterrupted one.
+
+Under torchrun (env WORLD_SIZE > 1) every process runs this same sweep on its share of each level's
+minibatches and the sums are added across processes after the level (``dardiag.distributed``), so
+rank 0 holds exactly the single-process statistics; only rank 0 writes.
 Legend: N images, C channels, H/W latent side.
 """
 
@@ -25,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dardiag import distributed
 from dardiag.errors import DardiagError
 from dardiag.metrics import ridge_r2
 from dardiag.probe.collect import Analyses, LevelCollector
@@ -246,6 +251,23 @@ def profile(
         models = [models]
     if len(models) == 0:
         raise DardiagError("no model to profile; pass at least one checkpoint")
+    created = distributed.init_if_needed(device)  # under torchrun: join the process group
+    try:
+        df = _sweep(models, out=out, inputs=inputs, noise_levels=noise_levels, timesteps=timesteps,
+                    samples=samples, batch_size=batch_size, seed=seed, device=distributed.rank_device(device),
+                    dtype=dtype, analyses=analyses, family=family, num_heads=num_heads, names=names,
+                    force=force, resume=resume, progress=progress if distributed.is_main() else None)
+        distributed.barrier()
+        return df
+    finally:
+        if created:  # not via shutdown(): after an error on one rank a barrier would never return
+            torch.distributed.destroy_process_group()
+
+
+def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size, seed, device, dtype,
+           analyses, family, num_heads, names, force, resume, progress) -> pd.DataFrame:
+    """The body of :func:`profile` once the arguments are checked (and, under torchrun, the group is up)."""
+    W = distributed.world_size()
     subjects = [as_subject(m, family=family, num_heads=num_heads, device=device) for m in models]
     for s, name in zip(subjects, names or []):
         s.name = name
@@ -257,6 +279,12 @@ def profile(
         inp = make_inputs(inputs, s, samples, seed)
         if inp.x0.shape[0] < (4 if analyses.cka else 1):
             raise DardiagError(f"{inp.x0.shape[0]} samples are too few; CKA needs at least 4")
+        if len(minibatches(inp.x0.shape[0], batch_size)) < W:
+            raise DardiagError(
+                f"{inp.x0.shape[0]} samples in minibatches of {batch_size} give fewer minibatches than the "
+                f"{W} processes; every process needs one: use --batch-size {max(1, inp.x0.shape[0] // W)} "
+                "or less, more --samples, or fewer processes"
+            )
         plans.append((s, grid, inp))
 
     config = {
@@ -281,16 +309,28 @@ def profile(
         "versions": _versions(),
         "device": str(device),
         "noise_convention": "noise_level in [0, 1], 1 = pure noise",
+        "processes": W,
     }
-    run = None
-    if out is not None:
+    main = distributed.is_main()
+    run, failure = None, None
+    if out is not None and main:
         from dardiag.store import RunDir
 
-        run = RunDir.create(out, meta, force=force, resume=resume)
-        meta = run.metadata
+        try:
+            run = RunDir.create(out, meta, force=force, resume=resume)
+            meta = run.metadata
+        except DardiagError as e:
+            failure = e
+    # every process must skip the same finished units, and stop together if rank 0 cannot start
+    message, completed = distributed.broadcast_object(
+        (str(failure) if failure else None, sorted(run.completed) if run is not None else []))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise DardiagError(message)
+    completed = frozenset(completed)
     work = Path(out) / "_work" if out is not None else None
     rows: list[dict] = []
-    tables = []
     total = sum(len(g) + int(analyses.probe) for _, g, _ in plans)
     done = 0
     for si, (s, grid, inp) in enumerate(plans):
@@ -298,26 +338,31 @@ def profile(
                     checkpoint=s.checkpoint, step=s.step, batch_size=batch_size)
         feats: dict[str, list[torch.Tensor]] = {}
         levels, ids = [], []
+        batches = distributed.shard(minibatches(inp.x0.shape[0], batch_size))  # rank r: r, r + W, ...
         for li, (level, t_native) in enumerate(grid):
             unit = f"m{si:02d}-l{li:03d}"
-            if run is not None and unit in run.completed:
-                saved = torch.load(work / f"probe-{unit}.pt", weights_only=True) if analyses.probe else None
+            saved = None
+            if unit in completed:
+                if analyses.probe and main:
+                    saved = torch.load(work / f"probe-{unit}.pt", weights_only=True)
             else:
                 col = run_level(s, inp, t_native, batch_size=batch_size, analyses=analyses, device=device,
-                                dtype=DTYPES[dtype])
-                unit_rows = [{**base, "noise_level": level, "t_native": t_native, **r} for r in col.rows()]
-                saved = None
+                                dtype=DTYPES[dtype], batches=batches)
+                distributed.reduce_collector(col)  # sums over processes: rank 0 = single-process sums
                 if analyses.probe:
-                    saved = {"feats": {k: torch.cat(v) for k, v in col.probe_feats.items()},
-                             "ids": torch.cat(col.probe_ids)}
-                    if work is not None:
+                    saved = distributed.gather_probe({k: torch.cat(v) for k, v in col.probe_feats.items()},
+                                                     torch.cat(col.probe_ids))
+                    saved = None if saved is None else {"feats": saved[0], "ids": saved[1]}
+                if main:
+                    if saved is not None and work is not None:
                         from dardiag.checkpoints import atomic_save
 
                         atomic_save(saved, work / f"probe-{unit}.pt")
-                if run is not None:
-                    run.mark_done(unit, unit_rows)
-                else:
-                    rows.extend(unit_rows)
+                    unit_rows = [{**base, "noise_level": level, "t_native": t_native, **r} for r in col.rows()]
+                    if run is not None:
+                        run.mark_done(unit, unit_rows)
+                    else:
+                        rows.extend(unit_rows)
             if saved is not None:
                 for k, v in saved["feats"].items():
                     feats.setdefault(k, []).append(v)
@@ -328,7 +373,7 @@ def profile(
                 progress(f"{s.name}  noise level {level:.3f}  ({done}/{total})")
         if analyses.probe:
             unit = f"m{si:02d}-probe"
-            if run is None or unit not in run.completed:
+            if main and unit not in completed:
                 prow = [{**base, **r} for r in probe_rows(feats, levels, ids, seed)]
                 if run is not None:
                     run.mark_done(unit, prow)
@@ -337,13 +382,15 @@ def profile(
             done += 1
             if progress:
                 progress(f"{s.name}  timestep probe  ({done}/{total})")
+    if not main:  # the table lives on rank 0; hand every process a copy
+        return distributed.broadcast_object(None)
     if run is not None:
         run.finish()
         from dardiag.store import read_profile
 
-        return read_profile(out)
-    from dardiag.store import SCHEMA, to_table
+        return distributed.broadcast_object(read_profile(out))
+    from dardiag.store import to_table
 
     df = to_table(rows, meta).to_pandas(types_mapper={__import__("pyarrow").int64(): pd.Int64Dtype()}.get)
     df.attrs["dardiag"] = meta
-    return df
+    return distributed.broadcast_object(df)

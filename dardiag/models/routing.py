@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 Tap = Callable[[str, torch.Tensor], torch.Tensor]
 
@@ -97,7 +98,8 @@ class Aggregator(nn.Module):
 
     The RMSNorm keys are never built: with RMSNorm weight g, q . RMSNorm(v) = (v . (q * g)) / rms(v)
     (dar.md §6), so each source costs one dot product with the folded query and its ``1/rms`` is
-    computed once when the source is produced. Sources are never stacked into an (S, N, T, D) tensor.
+    computed once when the source is produced. Sources are never stacked into an (S, N, T, D) tensor,
+    and the weighted sum accumulates in place (``_WeightedSum``), with no fresh (N, T, D) per source.
     """
 
     def __init__(self, dim: int, query: str, eps: float = 1e-6):
@@ -134,11 +136,49 @@ class Aggregator(nn.Module):
         return alpha
 
     def mix(self, values, alpha):
-        h = None
-        for v, a in zip(values, alpha):
-            term = a.unsqueeze(-1).to(v.dtype) * v  # (N, T, D)
-            h = term if h is None else h + term
-        return h  # (N, T, D)
+        """h = sum_i alpha_i v_i, differentiable in ``alpha`` (S, N, T) and every value (N, T, D)."""
+        return _WeightedSum.apply(alpha, *values)  # (N, T, D)
+
+
+class _WeightedSum(torch.autograd.Function):
+    """h = sum_i alpha_i v_i into one output buffer, bit-identical to the autograd expression
+    ``sum_i alpha_i.to(v_i.dtype) * v_i`` (same roundings: products in v_i's dtype, then the sum).
+
+    Autograd's version allocates a fresh (N, T, D) product and a fresh partial sum per source; on CPU
+    those allocations (page faults in glibc's allocator), not the arithmetic, were most of DAR's
+    overhead (benchmarks/bench_dar_overhead.py). Here the products go through one scratch buffer and
+    the sum accumulates in place. (``addcmul_`` would save the scratch pass but fuses multiply-add,
+    which changes the last bit.) Once differentiable: nothing takes second derivatives of routing.
+    """
+
+    @staticmethod
+    def forward(ctx, alpha, *values):
+        a = alpha.unsqueeze(-1)  # (S, N, T, 1), float32
+        out_dtype = values[0].dtype
+        for v in values[1:]:
+            out_dtype = torch.promote_types(out_dtype, v.dtype)
+        h = (a[0].to(values[0].dtype) * values[0]).to(out_dtype)  # (N, T, D)
+        scratch = {}  # dtype -> (N, T, D) buffer for the products
+        for a_i, v in zip(a[1:], values[1:]):
+            buf = scratch.setdefault(v.dtype, torch.empty_like(v))
+            torch.mul(a_i.to(v.dtype), v, out=buf)  # (N, T, D)
+            h.add_(buf)
+        ctx.save_for_backward(alpha, *values)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h):
+        alpha, *values = ctx.saved_tensors
+        a = alpha.unsqueeze(-1)  # (S, N, T, 1)
+        grad_alpha = torch.zeros_like(alpha) if ctx.needs_input_grad[0] else None  # (S, N, T)
+        grads = []
+        for i, (a_i, v) in enumerate(zip(a, values)):
+            g = grad_h.to(v.dtype)  # (N, T, D)
+            if grad_alpha is not None:
+                grad_alpha[i] = torch.linalg.vecdot(g, v)  # (N, T)
+            grads.append(g * a_i.to(v.dtype) if ctx.needs_input_grad[i + 1] else None)  # (N, T, D)
+        return (grad_alpha, *grads)
 
 
 class DARRouting(nn.Module):
