@@ -24,7 +24,8 @@ grad_rms            site z, block, noise_level   same statistic of dL/dz_k (scal
                                                  ``batch_size``)
 cos_prev            site z, block, noise_level   mean over (image, token) of cos(z_{k-1}, z_k), k>=1
 cka                 site z, block, other_block,  unbiased minibatch linear CKA(z_block, z_other)
-                    noise_level                  (Nguyen et al. 2021); may be negative
+                    noise_level, cka_rows        (Nguyen et al. 2021); may be negative; cka_rows says
+                                                 whether tokens or images were the examples
 h_rms               site h, sublayer,            channel RMS of the sublayer input h_l
                     noise_level
 v_rms               site v, sublayer,            channel RMS of the (gated) sublayer output v_l
@@ -109,6 +110,7 @@ SCHEMA = pa.schema(
         pa.field("n_samples", pa.int64(), nullable=False),  # images averaged
         pa.field("batch_size", pa.int64(), nullable=False),
         pa.field("token_values", pa.list_(pa.float32()), nullable=True),  # per-token map, flattened (T,)
+        pa.field("cka_rows", pa.string(), nullable=True),  # cka only: "tokens" or "images" as examples
     ]
 )
 

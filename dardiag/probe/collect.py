@@ -128,8 +128,12 @@ class LevelCollector:
                 self._token("tok_grad", i, r)
         elif kind == "h" and self.do_importance:
             # h_l = sum_{i<l} v_i in a residual model (v_0 = z_0): dL/dg_{i->l} = <dL/dh_l, v_i>
+            # L of this minibatch is a mean over its N images, so N * dL/dg is the sum over images of
+            # each image's own gate gradient; rows() divides by all images: B-independent (unlike grad_rms)
             srcs = [self._batch["z_0"]] + [self._batch[f"v_{j}"] for j in range(1, i)]
-            self.sums[f"importance_{i}"] += source_importance(grad, srcs) * grad.shape[0]
+            n = grad.shape[0]
+            gate_grad = source_importance(grad, srcs) * n  # (S,) dL/dg, summed over the minibatch
+            self.sums[f"importance_{i}"] += gate_grad * n
 
     def _token(self, key: str, i: int, r: torch.Tensor) -> None:
         if key not in self.sums:
@@ -190,5 +194,5 @@ class LevelCollector:
             m = self.cka.matrix().cpu()
             for i in range(P):
                 for j in range(P):
-                    row("cka", m[i, j], site="z", block=i, other_block=j)
+                    row("cka", m[i, j], site="z", block=i, other_block=j, cka_rows=self.an.cka_rows)
         return out

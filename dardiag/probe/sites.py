@@ -21,10 +21,15 @@ from torch import nn
 
 
 class Site(nn.Module):
-    """Identity; exists so that forward hooks can see (and tensor hooks can differentiate) a state."""
+    """Identity; exists so that forward hooks can see (and tensor hooks can differentiate) a state.
+
+    It returns a view, not ``x`` itself: the view is a new autograd node, so a gradient hook on it
+    sees only the gradient through this site's consumers. (Returning ``x`` would make the ``h_l``
+    site of a residual model report the whole stream's gradient, identity path included.)
+    """
 
     def forward(self, x):
-        return x
+        return x.view_as(x)
 
 
 @dataclass(frozen=True)
