@@ -28,7 +28,7 @@ def profile_cmd(
     noise_levels: Optional[str] = typer.Option(None, help="comma-separated levels in [0, 1], 1 = noise"),
     levels: int = typer.Option(16, help="number of evenly spaced noise levels when none are given"),
     timesteps: Optional[str] = typer.Option(None, help="comma-separated native timesteps instead"),
-    samples: int = typer.Option(64, help="images per noise level"),
+    samples: Optional[int] = typer.Option(None, help="images per noise level (default: all of --inputs, or 64 synthetic)"),
     batch_size: int = typer.Option(16, help="images per minibatch (grad_rms scales with 1/B)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
