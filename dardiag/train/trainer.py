@@ -1,0 +1,212 @@
+"""``train(config)``: a small, exactly resumable DiT/SiT training loop.
+
+One loop for both routings and both objectives: the family adapter supplies corruption and loss
+(sit: t ~ U(0, 1), velocity MSE; dit: t ~ U{0..999}, epsilon MSE), the model is the reference
+``DiT``. On CPU a run killed and resumed from ``OUT/last.pt`` ends bit-identical to an uninterrupted
+one: all randomness is a function of (seed, step) (``rng.py``), and a checkpoint holds the model, the
+EMA, the optimizer and the step.
+
+Legend: N batch, n training set size, C latent channels, H/W latent side.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from dardiag.checkpoints import save_checkpoint
+from dardiag.errors import DardiagError
+from dardiag.families import get_family
+from dardiag.models.dit import DiT
+from dardiag.train import outdir
+from dardiag.train.config import TrainConfig
+from dardiag.train.data import check_matches_model, digits_latents, load_latents
+from dardiag.train.rng import batch_indices, generator, seed_for
+
+DIGITS_SPLIT_SEED = 0  # the held-out digits are the same whatever the training seed
+RNG_SCHEME = "per step: numpy SeedSequence(seed, stream, step|epoch); see dardiag/train/rng.py"
+
+
+#################################################################################
+#                                   Pieces                                      #
+#################################################################################
+
+
+def load_data(config: TrainConfig) -> tuple[dict, dict]:
+    """-> (training latents, held-out latents for the profiling probe)."""
+    if config.data == "digits":
+        return digits_latents("train", DIGITS_SPLIT_SEED), digits_latents("test", DIGITS_SPLIT_SEED)
+    data = load_latents(config.data)
+    return data, data  # a user's file has no held-out part; the probe is its first images
+
+
+def build_model_config(config: TrainConfig, data: dict):
+    _, c, h, w = data["x0"].shape
+    if h != w:
+        raise DardiagError(f"training needs square latents; {config.data} holds {h}x{w}")
+    num_classes = int(data["y"].max()) + 1 if "y" in data else 1  # no labels: one class, all y = 0
+    mcfg = config.model_config(in_channels=c, input_size=config.input_size or h, num_classes=num_classes)
+    check_matches_model(data, mcfg, what=f"the latents in {config.data}")
+    return mcfg
+
+
+def ema_decay(cap: float, updates: int) -> float:
+    """EMA warmup (as TensorFlow's ExponentialMovingAverage with num_updates): short runs would
+    otherwise keep a large share of the random init in the EMA; the cap applies once reached."""
+    return min(cap, (1.0 + updates) / (10.0 + updates))
+
+
+@torch.no_grad()
+def update_ema(ema: DiT, model: DiT, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    if config.warmup and step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    return config.lr
+
+
+def _draw(config: TrainConfig, family_name: str, step: int, x0_all, y_all, device):
+    """Step ``step``'s batch, timesteps and noise; CPU generators, so the draws do not depend on device."""
+    n = x0_all.shape[0]
+    idx = batch_indices(config.seed, step, config.batch_size, n)  # (N,)
+    g = generator(config.seed, "batch", step)
+    x0 = x0_all[idx]  # (N, C, H, W)
+    if family_name == "sit":
+        t = torch.rand(config.batch_size, generator=g)  # (N,) in [0, 1), 1 = data
+    else:
+        t = torch.randint(0, 1000, (config.batch_size,), generator=g)  # (N,) 0..999, 999 = noise
+    noise = torch.randn(x0.shape, generator=g)  # (N, C, H, W)
+    return x0.to(device), y_all[idx].to(device), noise.to(device), t.to(device)
+
+
+@contextmanager
+def _deterministic(device: torch.device):
+    # On CUDA, strict mode would also need CUBLAS_WORKSPACE_CONFIG; there it only warns (no bit-exact promise).
+    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DardiagError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DardiagError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _restore(path: Path, config: TrainConfig, model, ema, opt, device) -> tuple[int, float]:
+    """Load ``OUT/last.pt`` into model/EMA/optimizer; -> (step, wall seconds so far)."""
+    obj = torch.load(path, map_location=device, weights_only=True)
+    try:
+        stored, step = obj["train"]["config"], int(obj["dardiag"]["step"])
+        model.load_state_dict(obj["model"])
+        ema.load_state_dict(obj["ema"])
+        opt.load_state_dict(obj["opt"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise DardiagError(f"cannot resume from {path}: not a complete training checkpoint ({str(e)[:120]})") from None
+    diff = config.resume_diff(stored)
+    if diff:
+        raise DardiagError(f"cannot resume {config.out}: settings differ from the stored run ({'; '.join(diff[:4])}); "
+                           "pass the same settings, or --force to start over")
+    return step, float(obj["train"].get("wall_s", 0.0))
+
+
+def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: float, wall_s: float) -> None:
+    extra = {"opt": opt.state_dict(),
+             "train": {"config": config.to_dict(), "rng": RNG_SCHEME, "loss": loss, "wall_s": wall_s}}
+    path = outdir.ckpt_path(out, step)
+    save_checkpoint(path, model, family=config.family, ema=ema, step=step, extra=extra)
+    save_checkpoint(out / outdir.LAST, model, family=config.family, ema=ema, step=step, extra=extra)
+
+
+#################################################################################
+#                                    Loop                                       #
+#################################################################################
+
+
+def train(config: TrainConfig, *, on_step=None) -> Path:
+    """Train, checkpointing into ``config.out``; returns the path of ``OUT/last.pt``.
+
+    ``on_step(step, loss)`` is called after every finished step (progress, tests that simulate a kill).
+    """
+    c = config
+    device = _device(c.device)
+    family = get_family(c.family)
+    data, held_out = load_data(c)
+    mcfg = build_model_config(c, data)
+    out = Path(c.out)
+    if c.profile_every:
+        from dardiag.train.profiling import get_profiler
+
+        get_profiler()  # a missing profiler fails here, before OUT is touched
+    resume_from = outdir.prepare(out, resume=c.resume, force=c.force)
+    x0_all = data["x0"]  # (n, C, H, W)
+    y_all = data.get("y", torch.zeros(x0_all.shape[0], dtype=torch.long))  # (n,)
+
+    hook = None
+    if c.profile_every:
+        from dardiag.train.profiling import ProfileHook, probe_inputs
+
+        check_matches_model(held_out, mcfg, what="the profiling probe")
+        hook = ProfileHook(c, out / outdir.PROFILE_DIR, probe_inputs(held_out, c), name=out.name or "train")
+
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    # fork_rng: seeding for dropout must not leak into the caller's global RNG
+    with torch.random.fork_rng(devices=cuda), _deterministic(device):
+        torch.manual_seed(seed_for(c.seed, "init", 0))
+        model = DiT(mcfg).to(device)
+        ema = copy.deepcopy(model).requires_grad_(False).eval()
+        params = [p for p in model.parameters() if p.requires_grad]  # pos_embed is fixed
+        opt = torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.999), weight_decay=0.0)
+        start, wall_before = 0, 0.0
+        if resume_from is not None:
+            start, wall_before = _restore(resume_from, c, model, ema, opt, device)
+        outdir.write_config(out, c.to_dict())
+        log = outdir.LossLog(out, keep_until=start)
+        t0 = time.perf_counter()
+        loss_value = float("nan")
+        model.train()  # train mode: the LabelEmbedder drops labels with p = class_dropout
+        try:
+            for step in range(start, c.steps):
+                x0, y, noise, t = _draw(c, family.name, step, x0_all, y_all, device)
+                torch.manual_seed(seed_for(c.seed, "dropout", step))  # the LabelEmbedder's torch.rand
+                lr = lr_at(c, step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                pred = model(family.corrupt(x0, noise, t), t, y)  # (N, C, H, W)
+                loss = family.loss(pred, x0, noise, t)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+                opt.step()
+                done = step + 1
+                update_ema(ema, model, ema_decay(c.ema, done))
+                loss_value = loss.item()
+                wall = time.perf_counter() - t0
+                if done % c.log_every == 0 or done == c.steps:
+                    log.write(done, loss_value, lr, wall)
+                if hook is not None and done % c.profile_every == 0:
+                    hook(ema, done)
+                if (c.save_every and done % c.save_every == 0) or done == c.steps:
+                    _save(out, c, model, ema, opt, done, loss_value, wall_before + wall)
+                if on_step is not None:
+                    on_step(done, loss_value)
+        finally:
+            log.close()
+    if hook is not None:
+        hook.finish()
+    return out / outdir.LAST
