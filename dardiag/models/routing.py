@@ -128,7 +128,7 @@ class Aggregator(nn.Module):
             if gq.dim() == 1:
                 dot = v @ gq.to(v.dtype)  # (N, T)
             elif gq.dim() == 2:
-                dot = torch.einsum("ntd,nd->nt", v, gq.to(v.dtype))  # (N, T)
+                dot = _SampleDot.apply(v, gq.to(v.dtype))  # (N, T)
             else:
                 dot = torch.linalg.vecdot(v, gq.to(v.dtype))  # (N, T)
             logits.append(dot.float() * r.squeeze(-1))  # (N, T), float32 even under bf16
@@ -144,10 +144,10 @@ class _WeightedSum(torch.autograd.Function):
     """h = sum_i alpha_i v_i into one output buffer, bit-identical to the autograd expression
     ``sum_i alpha_i.to(v_i.dtype) * v_i`` (same roundings: products in v_i's dtype, then the sum).
 
-    Autograd's version allocates a fresh (N, T, D) product and a fresh partial sum per source; on CPU
-    those allocations (page faults in glibc's allocator), not the arithmetic, were most of DAR's
-    overhead (benchmarks/bench_dar_overhead.py). Here the products go through one scratch buffer and
-    the sum accumulates in place. (``addcmul_`` would save the scratch pass but fuses multiply-add,
+    Autograd's version allocates a fresh (N, T, D) product and a fresh partial sum per source, and on
+    CPU those allocations (page faults in glibc's allocator) cost more than the arithmetic. Here the
+    products go through one scratch buffer and the sum accumulates in place: dense DAR on DiT-S/2 went
+    from about 1.30x to 1.20x the residual step (benchmarks/bench_dar_overhead.py, one CPU thread). (``addcmul_`` would save the scratch pass but fuses multiply-add,
     which changes the last bit.) Once differentiable: nothing takes second derivatives of routing.
     """
 
@@ -179,6 +179,33 @@ class _WeightedSum(torch.autograd.Function):
                 grad_alpha[i] = torch.linalg.vecdot(g, v)  # (N, T)
             grads.append(g * a_i.to(v.dtype) if ctx.needs_input_grad[i + 1] else None)  # (N, T, D)
         return (grad_alpha, *grads)
+
+
+class _SampleDot(torch.autograd.Function):
+    """dot[n, t] = v[n, t] . q[n] for a per-sample query (static_t). The forward is the batched matmul
+    that ``einsum("ntd,nd->nt")`` runs (same numbers); the backward is written out because the one
+    autograd derives (a batched outer product and a transposed batched matmul) cost several times the
+    forward on CPU. Both gradients are exact products or the same reduction as autograd's (bit for bit
+    on CPU, checked against the einsum form in float32 and in the source layouts the model produces).
+    """
+
+    @staticmethod
+    def forward(ctx, v, q):
+        ctx.save_for_backward(v, q)
+        return torch.bmm(v, q.unsqueeze(-1)).squeeze(-1)  # (N, T)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        v, q = ctx.saved_tensors
+        grad_v = grad.unsqueeze(-1) * q.unsqueeze(1) if ctx.needs_input_grad[0] else None  # (N, T, D)
+        grad_q = None
+        if ctx.needs_input_grad[1]:  # q_grad[n] = v[n]^T grad[n], (N, D)
+            if v.is_contiguous():  # (1 x T) @ (T x D): fast; on CPU the same numbers as the form below
+                grad_q = torch.bmm(grad.unsqueeze(1), v).squeeze(1)
+            else:  # autograd's form, fast when v^T is contiguous (v_0 comes from a transposed conv)
+                grad_q = torch.bmm(v.transpose(1, 2), grad.unsqueeze(-1)).squeeze(-1)
+        return grad_v, grad_q
 
 
 class DARRouting(nn.Module):
