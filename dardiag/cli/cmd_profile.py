@@ -47,9 +47,16 @@ def profile_cmd(
     force: bool = typer.Option(False, help="replace an existing run in OUT"),
     resume: bool = typer.Option(False, help="continue an interrupted run in OUT"),
     progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)"),
 ):
     """Measure act_rms, grad_rms, cos_prev, CKA, routing and the timestep probe per block and level."""
-    from dardiag.cli.report import console, print_symptoms, progress_bar
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise DardiagError("--threads must be at least 1")
+        torch.set_num_threads(threads)
+    from dardiag.cli.report import console, print_probe, print_symptoms, progress_bar
     from dardiag.probe.collect import Analyses
     from dardiag.sweep import profile
 
@@ -78,6 +85,7 @@ def profile_cmd(
     if not is_main():  # under torchrun only rank 0 reports and draws
         return
     print_symptoms(df)
+    print_probe(df)
     console.print(f"wrote {len(df)} rows to {out}  (pandas.read_parquet('{out}'))")
     if figures:
         from dardiag.cli.figures import write_figures

@@ -17,6 +17,9 @@ def write_figures(df: pd.DataFrame, out_dir: Path) -> None:
     results = render_all(df, out_dir)
     wrote = [r for r in results if not str(r[1]).startswith("skip")]
     console.print(f"figures: {len(wrote)} written to {out_dir}")
+    skipped: dict[str, list[str]] = {}  # reason -> figures, so ten skips read as one line
     for name, what in results:
         if str(what).startswith("skip"):
-            console.print(f"  [dim]{name}: {what}[/dim]")
+            skipped.setdefault(str(what).split(":", 1)[-1].strip(), []).append(name)
+    for reason, names in skipped.items():
+        console.print(f"  [dim]skipped {', '.join(names)}: {reason}[/dim]")

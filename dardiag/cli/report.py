@@ -11,7 +11,8 @@ from rich.table import Table
 
 from dardiag.summary import symptom_summary
 
-console = Console(stderr=False)
+# Tables need ~110 columns; rich assumes 80 when stdout is not a terminal (CI logs, pipes).
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def print_symptoms(df: pd.DataFrame, title: str = "Symptoms (noisiest and cleanest level)") -> None:
@@ -19,11 +20,11 @@ def print_symptoms(df: pd.DataFrame, title: str = "Symptoms (noisiest and cleane
     if s.empty:
         console.print("no per-level metrics in this table")
         return
-    table = Table(title=title)
-    cols = [("model", "model"), ("routing", "routing"), ("noise_level", "noise level"),
-            ("act_growth", "act_rms last/first"), ("grad_decay", "grad_rms first/last"),
-            ("mean_cos_prev", "mean cos(z_k-1, z_k)"), ("mean_adjacent_cka", "mean adjacent CKA"),
-            ("loss", "loss")]
+    table = Table(title=title, caption="growth = act_rms(z_D) / act_rms(z_1); decay = grad_rms(z_1) / "
+                  "grad_rms(z_D); cos and CKA: mean over adjacent blocks; noise level 1 = pure noise")
+    cols = [("model", "model"), ("routing", "routing"), ("noise_level", "noise"),
+            ("act_growth", "act growth"), ("grad_decay", "grad decay"),
+            ("mean_cos_prev", "adj. cos"), ("mean_adjacent_cka", "adj. CKA"), ("loss", "loss")]
     cols = [(k, h) for k, h in cols if k in s.columns]
     for _, h in cols:
         table.add_column(h, justify="left" if h in ("model", "routing") else "right")
@@ -33,6 +34,24 @@ def print_symptoms(df: pd.DataFrame, title: str = "Symptoms (noisiest and cleane
             v = r[k]
             cells.append(v if isinstance(v, str) else f"{v:.3g}" if pd.notna(v) else "-")
         table.add_row(*cells)
+    console.print(table)
+
+
+def print_probe(df: pd.DataFrame, max_blocks: int = 8) -> None:
+    """Probe R^2 per model: raw x_t, then z_0 .. z_{max_blocks - 1} and the last block."""
+    from dardiag.summary import probe_summary
+
+    p = probe_summary(df)
+    if p.empty:
+        return
+    blocks = sorted((c for c in p.columns if c != "x_t"), key=lambda c: int(c.split("_")[1]))
+    shown = blocks[:max_blocks] + ([blocks[-1]] if len(blocks) > max_blocks else [])
+    table = Table(title="Timestep probe: held-out R^2 of a ridge fit of the noise level")
+    table.add_column("model")
+    for c in ["x_t"] + shown:
+        table.add_column(c, justify="right")
+    for model, r in p.iterrows():
+        table.add_row(str(model), *[f"{r[c]:.3f}" if pd.notna(r.get(c)) else "-" for c in ["x_t"] + shown])
     console.print(table)
 
 
