@@ -14,8 +14,8 @@ from dardiag.errors import DardiagError
 def export(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Write ``path``: a dardiag checkpoint holding only the EMA weights (under ``"ema"``).
 
-    ``load_model(path)`` reads it with no flags. The training settings ride along under
-    ``"train"`` (plain values, a few hundred bytes) so the file says how it was made.
+    ``load_model(path)`` reads it with no flags. The training settings and final loss ride along
+    under ``"train"`` (plain values, a few hundred bytes) so the file says how it was made.
     """
     checkpoint, path = Path(checkpoint), Path(path)
     ema, info = load_model(checkpoint, weights="ema")
@@ -24,7 +24,11 @@ def export(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
     train = read_file(checkpoint).get("train", {})
     obj = checkpoint_dict(ema.float(), family=info.family, step=info.step)
     obj["ema"] = obj.pop("model")  # one copy of the weights, labelled as what they are
-    obj["train"] = {k: train[k] for k in ("config", "loss", "wall_s") if k in train}
+    # no wall-clock time: the same weights then give the same file bytes (and sha256)
+    obj["train"] = {k: train[k] for k in ("config", "loss") if k in train}
     atomic_save(obj, path)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # the temp file behind atomic_save is 0600; a file to ship is not private
     torch.load(path, map_location="cpu", weights_only=True)  # prove it reads back safely
     return path
