@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize, TwoSlopeNorm
-from matplotlib.ticker import MaxNLocator
 
 from dardiag.plots import _data
 from dardiag.plots.heatmap import level_ticks
@@ -65,27 +64,43 @@ def plot_routing_map(
     norm: Normalize | None = None,
     cmap=None,
     colorbar: bool = True,
+    per_level: bool | None = None,
 ) -> Axes:
-    """Source index (x, 0 = embedding) x noise level (y) map of how sublayer ``sublayer`` mixes its
+    """Source (x, 0 = embedding) x noise level (y) map of how sublayer ``sublayer`` mixes its
     sources: ``route_alpha`` for DAR models, ``route_importance`` for residual ones (``metric=``
-    forces one). The mesh is ``ax.collections[0]``."""
+    forces one). The mesh is ``ax.collections[0]``.
+
+    Sources are drawn as equal columns labelled with their index: a chunked DAR aggregator reads
+    e.g. sources 0, 4, 8, 9, 10, and a numeric axis would stretch cells over the gaps.
+    ``per_level`` (default: on for importances) divides each noise level's row by its largest
+    magnitude: the gate gradients span decades across noise levels, and what the map should show is
+    which sources a sublayer relies on *at* each level.
+    """
     ax = ax if ax is not None else plt.gca()
     metric = metric or routing_metric(df, model)
     grid = routing_grid(df, model=model, sublayer=sublayer, metric=metric)
-    norm = norm if norm is not None else routing_norm(grid.to_numpy(), metric)
+    values = grid.to_numpy(dtype=float)
+    per_level = metric == "route_importance" if per_level is None else per_level
+    if per_level:
+        scale = np.nanmax(np.abs(values), axis=1, keepdims=True)
+        values = values / np.where(scale > 0, scale, 1.0)
+    norm = norm if norm is not None else routing_norm(values, metric)
     cm = colormap(cmap or (SEQUENTIAL_CMAP if metric == "route_alpha" else DIVERGING_CMAP))
-    x = grid.columns.to_numpy(dtype=float)
+    sources = grid.columns.to_numpy(dtype=int)
+    x = np.arange(len(sources), dtype=float)
     y = grid.index.to_numpy(dtype=float)
     ye = _data.edges(y, clip=(0.0, 1.0))
-    mesh = ax.pcolormesh(_data.edges(x), ye, np.ma.masked_invalid(grid.to_numpy()), norm=norm, cmap=cm, shading="flat")
+    mesh = ax.pcolormesh(_data.edges(x), ye, np.ma.masked_invalid(values), norm=norm, cmap=cm, shading="flat")
     ax.set_ylim(ye[0], ye[-1])
     level_ticks(ax, y)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    step = max(1, int(np.ceil(len(sources) / 12)))  # at most ~12 labels stay legible in one column
+    ax.set_xticks(x[::step], [str(s) for s in sources[::step]])
     ax.set_xlabel(SOURCE_LABEL)
     ax.set_ylabel(NOISE_LABEL)
     ax.set_title(f"{model}, sublayer l = {sublayer}")
     if colorbar:
-        cb = ax.figure.colorbar(mesh, ax=ax, label=metric_label(metric))
+        label = metric_label(metric) + (" / max per level" if per_level else "")
+        cb = ax.figure.colorbar(mesh, ax=ax, label=label)
         if hasattr(cb.formatter, "set_powerlimits"):
             cb.formatter.set_powerlimits((-2, 3))  # gradients are tiny: use an offset exponent
     return ax
