@@ -1,0 +1,175 @@
+"""Multi-process sweeps: torchrun's environment in, single-process statistics out on rank 0.
+
+``torchrun --nproc-per-node W -m dardiag profile ...`` (or ``--nnodes``: it is only torchrun's
+environment) runs the same command on W processes. Each process takes every W-th minibatch of every
+noise level (rank r: minibatches r, r + W, ...). After a level, the collector's statistics are summed
+over processes; this is exact, not an approximation, because every statistic is a sum over
+minibatches (act/grad/cos sums and their counts, routing sums, the CKA minibatch-HSIC sums S_KL of
+diagnostics.md section 4 and their minibatch count) that is turned into means only in
+``LevelCollector.rows()``. Only the order of float additions changes. The timestep probe's pooled
+features are gathered on rank 0, in sample order. Only rank 0 writes anything.
+
+Backends: gloo on CPU, nccl with ``--device cuda`` (one GPU per process: ``cuda:LOCAL_RANK``).
+Several nodes: ``torchrun --nnodes N --node-rank R --rdzv-endpoint HOST:PORT ...`` on each; every node
+needs the checkpoints (and ``--inputs``) at the same paths, and OUT is written on rank 0's node.
+Every helper is a no-op (or the identity) in a single process, so callers need no branches.
+
+    torchrun --nproc-per-node 2 -m dardiag profile ckpt.pt --out runs/a          # 2 CPU processes
+    torchrun --nproc-per-node 8 -m dardiag profile ckpt.pt --out runs/a --device cuda
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from dardiag.errors import DardiagError
+
+__all__ = [
+    "is_distributed", "rank", "world_size", "is_main", "init_if_needed", "rank_device", "shard",
+    "reduce_collector", "gather_probe", "broadcast_object", "barrier", "shutdown",
+]
+
+T = TypeVar("T")
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """Processes in the sweep: the process group's size, else torchrun's ``WORLD_SIZE``, else 1."""
+    return dist.get_world_size() if _active() else _env_int("WORLD_SIZE", 1)
+
+
+def rank() -> int:
+    """This process' global rank (0 in a single process); still valid after the group is destroyed."""
+    return dist.get_rank() if _active() else _env_int("RANK", 0)
+
+
+def is_distributed() -> bool:
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    """True on the one process that writes files and prints (rank 0)."""
+    return rank() == 0
+
+
+def rank_device(device: str | torch.device) -> torch.device:
+    """The device this process uses: with several processes, ``cuda`` means ``cuda:LOCAL_RANK``."""
+    device = torch.device(device)
+    if device.type == "cuda" and is_distributed():
+        return torch.device("cuda", _env_int("LOCAL_RANK", 0))
+    return device
+
+
+def init_if_needed(device: str | torch.device = "cpu") -> bool:
+    """Join the process group torchrun describes (env ``WORLD_SIZE`` > 1) unless one exists.
+
+    gloo for CPU devices, nccl for CUDA (after selecting ``cuda:LOCAL_RANK``). Returns True when this
+    call created the group, i.e. the caller should destroy it with :func:`shutdown` when done.
+    """
+    if _active() or _env_int("WORLD_SIZE", 1) <= 1:
+        return False
+    if not dist.is_available():
+        raise DardiagError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    device = rank_device(device)
+    if device.type == "cuda":
+        if _env_int("LOCAL_RANK", 0) >= torch.cuda.device_count():
+            raise DardiagError(
+                f"LOCAL_RANK {_env_int('LOCAL_RANK', 0)} but only {torch.cuda.device_count()} CUDA devices: "
+                "start at most one process per GPU (torchrun --nproc-per-node <= GPUs)"
+            )
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return True
+
+
+def shutdown(created: bool) -> None:
+    """Wait for every process, then destroy the group if :func:`init_if_needed` created it."""
+    if not _active():
+        return
+    barrier()
+    if created:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if _active() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def shard(items: Sequence[T]) -> list[T]:
+    """This process' share: items r, r + W, r + 2W, ... (all of them in a single process)."""
+    return list(items[rank()::world_size()])
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` from rank ``src`` on every process (picklable objects; the identity in one process)."""
+    if not (_active() and dist.get_world_size() > 1):
+        return obj
+    box = [obj if rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def reduce_collector(col) -> None:
+    """Sum a ``LevelCollector``'s statistics over all processes, in place, on every process.
+
+    ``col.sums`` (same keys and shapes on every process: they depend only on the model) and the CKA
+    accumulator's [P, P] HSIC sums and minibatch count travel as one flat float64 buffer and one
+    all-reduce. The count is an integer far below 2^53, so it stays exact in float64.
+    """
+    if not (_active() and dist.get_world_size() > 1):
+        return
+    keys = sorted(col.sums)
+    parts = [col.sums[k] for k in keys]
+    if col.cka is not None:
+        parts += [col.cka.sums, torch.tensor(float(col.cka.count), dtype=torch.float64)]
+    device = col.sums[keys[0]].device
+    flat = torch.cat([p.to(device=device, dtype=torch.float64).reshape(-1) for p in parts])  # (sum of numels,)
+    size = torch.tensor([flat.numel()], device=device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    if len({int(s) for s in sizes}) != 1:  # a layout mismatch would otherwise sum unrelated numbers
+        raise DardiagError(f"processes hold statistics of different sizes {[int(s) for s in sizes]}; "
+                           "every process must profile the same model with the same options")
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    chunks = iter(flat.split([p.numel() for p in parts]))
+    for k in keys:
+        col.sums[k] = next(chunks).view_as(col.sums[k]).clone()
+    if col.cka is not None:
+        col.cka.sums = next(chunks).view_as(col.cka.sums).clone()
+        col.cka.count = int(round(next(chunks).item()))
+
+
+def gather_probe(feats: dict[str, torch.Tensor], ids: torch.Tensor):
+    """Pooled probe features of all processes on rank 0, rows in ascending sample id (as one process
+    would hold them); returns ``(feats, ids)`` on rank 0 and None elsewhere. Identity in one process.
+
+    ``feats`` maps a site to [M, D] CPU features whose rows belong to the sample ``ids`` [M]. The
+    payload is small (images x sites x width), so it travels pickled via ``gather_object``.
+    """
+    if not (_active() and dist.get_world_size() > 1):
+        return feats, ids
+    parts = [None] * dist.get_world_size() if rank() == 0 else None
+    dist.gather_object((feats, ids), parts, dst=0)
+    if rank() != 0:
+        return None
+    all_ids = torch.cat([p[1] for p in parts])  # (M_total,)
+    order = torch.argsort(all_ids, stable=True)
+    merged = {k: torch.cat([p[0][k] for p in parts])[order] for k in feats}
+    return merged, all_ids[order]
