@@ -68,6 +68,7 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int) -> Input
         x0 = torch.randn(n, C, H, W, generator=g)
         y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)
         noise = torch.randn(n, C, H, W, generator=g)
+        _conditioning(subject, {}, seed)
         return Inputs(x0, y, noise, f"synthetic: standard normal latents, uniform classes, seed {seed}")
     if isinstance(spec, (str, Path)):
         from dardiag.train.data import load_latents
@@ -99,7 +100,22 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int) -> Input
     else:
         noise = torch.randn(x0.shape, generator=g)
         source += f"; noise drawn with seed {seed}"
+    cond = {k: torch.as_tensor(v)[:n] for k, v in data.items() if k not in ("x0", "y", "noise")}
+    _conditioning(subject, cond, seed)
+    if cond:
+        source += f"; conditioning from the inputs: {', '.join(cond)}"
     return Inputs(x0, y, noise, source)
+
+
+def _conditioning(subject: Subject, cond: dict, seed: int) -> None:
+    """Hand per-sample conditioning from the inputs (text embeddings, ...) and the seed to the subject."""
+    use = getattr(subject.make_cond, "use_inputs", None)
+    if use is not None:
+        use(cond, seed=seed)
+    elif cond:
+        raise DardiagError(
+            f"inputs hold {', '.join(cond)}, but {subject.name} takes no conditioning besides class labels"
+        )
 
 
 def minibatches(n: int, batch_size: int) -> list[slice]:
@@ -209,7 +225,7 @@ def profile(
     inputs=None,
     noise_levels: Sequence[float] | None = None,
     timesteps: Sequence[float] | None = None,
-    samples: int | None = 64,
+    samples: int | None = None,
     batch_size: int = 16,
     seed: int = 0,
     device: str = "cpu",

@@ -395,3 +395,19 @@ def test_dit_port_numerical_difference():
     matched = compare_dit_port(ours, port, samples=4, batch_size=4, noise_levels=[0.1, 0.9])
     assert matched["max_abs_output_diff"] < 1e-5
     assert matched["max_act_rms_rel_diff"] < 1e-5
+
+
+def test_inputs_file_supplies_conditioning(model_dirs, tmp_path):
+    """`profile --inputs` with extra keys hands them to the adapter; a DiT of ours refuses them."""
+    import dardiag
+
+    d = model_dirs["SD3Transformer2DModel"]
+    s = diffusers_subject(d, text_tokens=TEXT_TOKENS)
+    C, H, W = s.input_shape
+    inputs = {"x0": torch.randn(4, C, H, W), "encoder_hidden_states": torch.randn(4, 3, 12)}
+    path = tmp_path / "latents.pt"
+    torch.save(inputs, path)
+    df = dardiag.profile(str(d), inputs=str(path), noise_levels=[0.5], batch_size=4,
+                         analyses=__import__("dardiag.probe.collect", fromlist=["Analyses"]).Analyses(probe=False))
+    assert "conditioning from the inputs: encoder_hidden_states" in df.attrs["dardiag"]["config"]["inputs"]
+    assert (df[df.metric == "grad_rms"].value > 0).all()

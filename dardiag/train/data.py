@@ -100,11 +100,8 @@ def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> 
     if not path.is_file():
         raise DardiagError(f"{path}: no such latents file; pass a .pt/.npz holding x0 [N,C,H,W]")
     obj = _read(path)
-    unknown = sorted(set(map(str, obj)) - {"x0", "y", "noise"})
     if "x0" not in obj:
         raise DardiagError(f"{path} has no 'x0' entry (found {', '.join(map(str, obj)) or 'nothing'})")
-    if unknown:
-        raise DardiagError(f"{path}: unexpected key(s) {unknown}; allowed are x0, y, noise")
     out = {}
     for key in obj:
         if not torch.is_tensor(obj[key]):
@@ -137,6 +134,14 @@ def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> 
             allowed = f"0..{hi}" if hi is not None else "non-negative"
             raise DardiagError(f"{path}: labels must be {allowed}, got {int(y.min())}..{int(y.max())}")
         out["y"] = y  # (N,)
+    for key in sorted(set(map(str, obj)) - {"x0", "y", "noise"}):
+        # per-sample conditioning (encoder_hidden_states, pooled_projections, ...): the model's
+        # adapter checks names and shapes; here only one row per x0 and finite values
+        value = obj[key]
+        if value.dim() == 0 or value.shape[0] != n or not torch.isfinite(value.float()).all():
+            raise DardiagError(f"{path}: '{key}' must hold finite values, one row per x0 ([{n}, ...]); "
+                               f"got shape {list(value.shape)}")
+        out[key] = value.float().contiguous()
     return out
 
 
