@@ -17,7 +17,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -25,8 +24,9 @@ from pathlib import Path
 
 import torch
 
+from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
-from dardiag.models.config import HEADS_BY_WIDTH, SIZES, DiTConfig, preset
+from dardiag.models.config import HEADS_BY_WIDTH, SIZES, DiTConfig
 from dardiag.models.dit import DiT, sincos_pos_embed
 
 FAMILIES = ("dit", "sit", "repa")
@@ -397,18 +397,7 @@ def load_model(
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
     """torch.save to a temporary file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def checkpoint_dict(model: DiT, *, family: str, ema: DiT | None = None, step: int | None = None,

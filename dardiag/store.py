@@ -62,7 +62,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -72,6 +71,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
 
 __all__ = [
@@ -278,44 +278,6 @@ def _check_name(name: str) -> None:
         )
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(dest: Path, write, *, overwrite: bool = True, mode: str = "wb") -> Path:
-    """Write via ``write(fileobj)`` to a hidden temp file beside ``dest``, fsync, then rename into place."""
-    dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, dest)
-        else:
-            try:
-                os.link(tmp, dest)  # atomic and fails if dest exists
-            except FileExistsError:
-                raise DardiagError(f"{dest} already exists; refusing to overwrite it") from None
-            except OSError:  # pragma: no cover - filesystems without hard links
-                if dest.exists():
-                    raise DardiagError(f"{dest} already exists; refusing to overwrite it") from None
-                os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
 
 
 def write_part(out_dir: str | os.PathLike, name: str, table: pa.Table, *, overwrite: bool = False) -> Path:
@@ -333,12 +295,12 @@ def write_part(out_dir: str | os.PathLike, name: str, table: pa.Table, *, overwr
     dest = out_dir / f"{name}{PART_SUFFIX}"
     if dest.exists() and not overwrite:
         raise DardiagError(f"{dest} already exists; refusing to overwrite it")
-    return _atomic_write(dest, lambda f: pq.write_table(table, f), overwrite=overwrite)
+    return atomic_write(dest, lambda f: pq.write_table(table, f), overwrite=overwrite)
 
 
 def _write_json(path: Path, obj: dict) -> None:
     text = _dumps(obj, indent=2, sort_keys=True) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode()), overwrite=True)
+    atomic_write(path, lambda f: f.write(text.encode()), overwrite=True)
 
 
 def _now() -> str:

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.collections import QuadMesh
 from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
 from matplotlib.ticker import FixedLocator, MaxNLocator
 
@@ -54,7 +55,7 @@ def auto_norm(values: np.ndarray, metric: str | None = None) -> Normalize:
     return Normalize(lo, hi)
 
 
-def draw_grid(ax: Axes, grid: pd.DataFrame, *, norm: Normalize, cmap) -> "matplotlib.collections.QuadMesh":
+def draw_grid(ax: Axes, grid: pd.DataFrame, *, norm: Normalize, cmap) -> QuadMesh:
     """pcolormesh of a (noise level x depth) grid with cells centred on the integer depth indices."""
     x = grid.columns.to_numpy(dtype=float)
     y = grid.index.to_numpy(dtype=float)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -17,6 +16,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.lines import Line2D
+from dardiag.atomic import atomic_write
 
 ONE_COLUMN = 3.5  # inches, single-column width
 TWO_COLUMN = 7.1  # inches, full text width
@@ -190,15 +190,6 @@ def save(fig, path_stem: str | os.PathLike, *, dpi: int = PNG_DPI) -> tuple[Path
     with mpl.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
         for fmt in ("pdf", "png"):
             dest = stem.with_name(stem.name + "." + fmt)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    fig.savefig(f, format=fmt, dpi=dpi if fmt == "png" else None)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, dest)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_write(dest, lambda f, _fmt=fmt: fig.savefig(f, format=_fmt, dpi=dpi if _fmt == "png" else None))
             out.append(dest)
     return out[0], out[1]

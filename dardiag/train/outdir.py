@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
+from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
 
 LAST = "last.pt"
@@ -92,16 +91,7 @@ def write_config(out: Path, config: dict) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 class LossLog:
