@@ -151,7 +151,6 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
             cond = subject.make_cond(x0.shape[0], ids) if subject.make_cond else None
             with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=autocast):
                 out = subject.call(model, x_t, t, y, cond)  # (N, C_out, H, W)
-            col.forward_done()
             loss = fam.loss(out, x0, noise, t)
             if not torch.isfinite(loss):
                 raise DardiagError(

@@ -59,7 +59,8 @@ def cka_rows(z: torch.Tensor, mode: str = "tokens") -> torch.Tensor:
     raise ValueError(f"mode must be one of {ROW_MODES}, got {mode!r}")
 
 
-BLOCK_ROWS = 512  # rows per Gram block: a [P, 512, 512] float64 tile is P * 2 MiB
+TILE_BYTES = 256 * 2**20  # default bound on one [P, b, b] Gram tile (see CKAAccumulator)
+ROWS_BYTES = 64 * 2**20  # bound on the stacked centered rows of a group of states
 
 
 def _chunks(n: int, max_rows: Optional[int]) -> list[tuple[int, int]]:
@@ -86,15 +87,16 @@ class CKAAccumulator:
     HSIC1 is invariant to translating the features of either state, and centering removes the
     large cancelling terms that uncentered residual streams produce.
 
-    Row blocks (speed and memory; the result does not depend on them beyond float rounding): the n
-    rows are cut into m blocks of at most ``block_rows`` rows, and only the blocks K_IJ with I <= J
-    are formed, for all P states as one [P, b_I, b_J] tile. By symmetry
-    tr(K L) = sum_I <K_II, L_II> + 2 sum_{I<J} <K_IJ, L_IJ>, one [P, b*b] @ [b*b, P] matmul per tile,
-    and K_IJ gives the row sums of block I (sum over columns) and of block J (sum over rows). So the
-    Grams cost n^2 d (m + 1) / (2m) multiply-adds per state instead of n^2 d (62.5% at m = 4), and
-    memory is one tile, P * block_rows^2 * 8 bytes in float64 (29 states at 512 rows: 58 MiB), plus
-    one state's centered block rows, instead of all P Grams, P * n^2 * 8 bytes (29 states at
-    n = 4096 rows: 3.9 GB).
+    Row blocks (memory and speed; the result does not depend on them beyond float rounding): all P
+    Grams take P * n^2 * 8 bytes in float64 (29 states at n = 4096 rows: 3.9 GB; they grow as n^2,
+    the model's activations only as n). So the n rows are cut into m equal blocks of at most b rows, with b
+    the largest size whose [P, b, b] tile fits ``tile_bytes`` (default 256 MiB: b = 1075 rows for 29
+    states in float64, 1605 for 13), and only the blocks K_IJ with I <= J are formed, all P states
+    at once as one tile. By symmetry tr(K L) = sum_I <K_II, L_II> + 2 sum_{I<J} <K_IJ, L_IJ> (one
+    [P, b*b] @ [b*b, P] matmul per tile), and K_IJ gives the row sums of block I (sum over columns)
+    and of block J (sum over rows). Memory is one tile plus the centered rows of a group of states
+    (at most 64 MiB), whatever n is; the Grams cost n^2 d (m + 1) / (2m) multiply-adds per state
+    instead of n^2 d. With m = 1 (n <= b) this is the plain all-Grams computation.
 
     ``max_rows`` (a different thing: it changes the estimate) splits a larger minibatch into
     consecutive sub-minibatches of at most ``max_rows`` rows (a tail of < 4 rows is folded into the
@@ -115,7 +117,7 @@ class CKAAccumulator:
         max_rows: Optional[int] = None,
         gram_dtype: torch.dtype = torch.float64,
         device: Optional[torch.device | str] = None,
-        block_rows: int = BLOCK_ROWS,
+        tile_bytes: int = TILE_BYTES,
     ):
         if num_states < 1:
             raise ValueError(f"num_states must be >= 1, got {num_states}")
@@ -123,11 +125,11 @@ class CKAAccumulator:
             raise ValueError(f"max_rows must be >= 4 (unbiased HSIC needs n >= 4), got {max_rows}")
         if gram_dtype not in (torch.float32, torch.float64):
             raise ValueError(f"gram_dtype must be torch.float32 or torch.float64, got {gram_dtype}")
-        if block_rows < 1:
-            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        if tile_bytes < 1:
+            raise ValueError(f"tile_bytes must be >= 1, got {tile_bytes}")
         self.num_states = num_states
         self.max_rows = max_rows
-        self.block_rows = block_rows
+        self.tile_bytes = tile_bytes
         self.gram_dtype = gram_dtype
         self.sums = torch.zeros(num_states, num_states, dtype=torch.float64, device=device)  # (P, P) sum_b HSIC1
         self.count = 0  # minibatches (after max_rows splitting) folded into sums
@@ -148,22 +150,51 @@ class CKAAccumulator:
         for start, stop in _chunks(n, self.max_rows):
             self._update_minibatch([x[start:stop] for x in states])
 
+    def _blocks(self, n: int, P: int) -> list[tuple[int, int]]:
+        """m equal consecutive row blocks, m the fewest whose [P, b, b] tile fits ``tile_bytes``."""
+        itemsize = torch.empty((), dtype=self.gram_dtype).element_size()
+        b_max = max(1, math.isqrt(self.tile_bytes // (P * itemsize)))
+        m = -(-n // b_max)
+        b = -(-n // m)
+        return [(s, min(s + b, n)) for s in range(0, n, b)]
+
+    def _groups(self, states: Sequence[torch.Tensor], b: int) -> list[tuple[int, int]]:
+        """Consecutive ranges of states with equal width, each small enough to stack b rows of."""
+        itemsize = torch.empty((), dtype=self.gram_dtype).element_size()
+        groups: list[tuple[int, int]] = []
+        for p, x in enumerate(states):
+            if groups and states[groups[-1][0]].shape[1] == x.shape[1] and (
+                (p + 1 - groups[-1][0]) * b * x.shape[1] * itemsize <= ROWS_BYTES
+            ):
+                groups[-1] = (groups[-1][0], p + 1)
+            else:
+                groups.append((p, p + 1))
+        return groups
+
     def _update_minibatch(self, states: Sequence[torch.Tensor]) -> None:
         n = states[0].shape[0]
         device = states[0].device
         P = len(states)
         dt = self.gram_dtype
-        means = [x.to(device=device, dtype=dt).mean(dim=0, keepdim=True) for x in states]  # P x (1, d_p)
-        blocks = [(s, min(s + self.block_rows, n)) for s in range(0, n, self.block_rows)]
+        means = [x.to(device).mean(dim=0, keepdim=True, dtype=dt) for x in states]  # P x (1, d_p), no full copy
+        blocks = self._blocks(n, P)
+        groups = self._groups(states, blocks[0][1])
+        group_means = [torch.stack(means[g0:g1]) for g0, g1 in groups]  # (g, 1, d) per group
+
+        def centered(g0: int, g1: int, mu: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+            rows = torch.stack([x[r0:r1] for x in states[g0:g1]])  # (g, b, d)
+            return rows.to(device=device, dtype=dt) - mu  # (g, b, d)
+
         tr_kl = torch.zeros(P, P, dtype=torch.float64, device=device)  # (P, P) tr(K L)
         rowsums = torch.zeros(P, n, dtype=torch.float64, device=device)  # (P, n) rowsum(K)
         for bi, (i0, i1) in enumerate(blocks):
             for j0, j1 in blocks[bi:]:
                 tile = torch.empty(P, i1 - i0, j1 - j0, dtype=dt, device=device)  # (P, b_I, b_J) = K_IJ
-                for p, (x, mu) in enumerate(zip(states, means)):  # centered rows: transient, one state at a time
-                    a = x[i0:i1].to(device=device, dtype=dt) - mu  # (b_I, d_p)
-                    b = a if j0 == i0 else x[j0:j1].to(device=device, dtype=dt) - mu  # (b_J, d_p)
-                    torch.mm(a, b.T, out=tile[p])
+                for (g0, g1), mu in zip(groups, group_means):  # centered rows: transient, a group at a time
+                    a = centered(g0, g1, mu, i0, i1)  # (g, b_I, d)
+                    b = a if j0 == i0 else centered(g0, g1, mu, j0, j1)  # (g, b_J, d)
+                    torch.bmm(a, b.transpose(1, 2), out=tile[g0:g1])
+                    del a, b
                 if j0 == i0:
                     tile.diagonal(dim1=1, dim2=2).zero_()  # diagonal blocks hold the Gram diagonal
                 flat = tile.view(P, -1)  # (P, b_I*b_J)

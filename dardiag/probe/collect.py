@@ -141,12 +141,17 @@ class LevelCollector:
         self.sums[key][i] += r.sum(0, dtype=torch.float64)
 
     def forward_done(self) -> None:
-        """After the forward pass: fold this minibatch's states into the CKA sums."""
+        """After the forward pass. Nothing to do any more: CKA is folded in by ``end_batch``."""
+
+    def end_batch(self, loss: torch.Tensor) -> None:
+        """After the backward pass: fold this minibatch's states into the CKA sums, add the loss.
+
+        CKA runs here rather than after the forward because autograd has freed the activations by
+        now: the Gram tile then never adds to the forward+backward peak (DiT-XL/2, 4 images: 0.4 GiB).
+        """
         if self.cka is not None:
             P = self.spec.depth + 1
             self.cka.update([cka_rows(self._batch[f"z_{k}"], self.an.cka_rows) for k in range(P)])
-
-    def end_batch(self, loss: torch.Tensor) -> None:
         self.sums["loss"] += loss.detach().to(torch.float64) * self._n
         self.sums["images"] += self._n
         self._batch = {}
