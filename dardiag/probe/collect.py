@@ -140,9 +140,6 @@ class LevelCollector:
             self.sums[key] = torch.zeros(self.spec.depth + 1, r.shape[1], dtype=torch.float64, device=self.device)
         self.sums[key][i] += r.sum(0, dtype=torch.float64)
 
-    def forward_done(self) -> None:
-        """After the forward pass. Nothing to do any more: CKA is folded in by ``end_batch``."""
-
     def end_batch(self, loss: torch.Tensor) -> None:
         """After the backward pass: fold this minibatch's states into the CKA sums, add the loss.
 

@@ -26,7 +26,7 @@ CONFIG_JSON = "train_config.json"
 PROFILE_DIR = "profile"
 LOSS_COLUMNS = ("step", "loss", "lr", "seconds")
 _CKPT = re.compile(r"^ckpt_\d{7}\.pt$")
-# atomic_save's temp files are ".{name}.XXXX" beside the target
+# atomic_write leaves temp files named ".{name}.<random>.tmp" beside the target
 _TEMP = re.compile(r"^\.(last\.pt|ckpt_\d{7}\.pt|loss\.csv|train_config\.json)\..+$")
 _PROFILE_OWN = re.compile(r"^(_run\.json|_figures|part-.+\.parquet|\..+\.tmp)$")
 
