@@ -173,6 +173,15 @@ def level_handles(levels: Iterable[float], lightest: float = 0.35) -> list[Line2
     ]
 
 
+def model_level_legend(ax, colors: dict[str, str], models: Iterable[str], levels: Iterable[float]) -> None:
+    """One legend for line plots: a colour per model, plus the grey ramp when several levels are drawn."""
+    handles = model_handles({m: colors[m] for m in models})
+    levels = list(levels)
+    if len(levels) > 1:
+        handles += level_handles(levels)
+    ax.legend(handles=handles, loc="best")
+
+
 # ============================================================================ saving
 
 

@@ -15,11 +15,10 @@ from dardiag.plots.style import (
     BLOCK_LABEL,
     LOG_METRICS,
     SUBLAYER_LABEL,
-    level_handles,
     log_axis,
     metric_label,
     model_colors,
-    model_handles,
+    model_level_legend,
     ramp,
 )
 
@@ -107,8 +106,5 @@ def plot_metric_by_block(
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if legend:
-        handles = model_handles({m: colors[m] for m in drawn_models})
-        if len(drawn_levels) > 1:
-            handles += level_handles(drawn_levels)
-        ax.legend(handles=handles, loc="best")
+        model_level_legend(ax, colors, drawn_models, drawn_levels)
     return ax

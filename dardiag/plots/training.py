@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 from dardiag.plots import _data
-from dardiag.plots.style import LOG_METRICS, STEP_LABEL, level_handles, log_axis, metric_label, model_colors, model_handles
+from dardiag.plots.style import LOG_METRICS, STEP_LABEL, log_axis, metric_label, model_colors, model_level_legend
 from dardiag.plots.symptoms import MAX_LEVELS, draw_lines
 
 
@@ -72,8 +72,5 @@ def plot_metric_vs_step(
     if where:
         ax.set_title(", ".join(where))
     if legend:
-        handles = model_handles({m: colors[m] for m in drawn_models})
-        if len(drawn_levels) > 1:
-            handles += level_handles(drawn_levels)
-        ax.legend(handles=handles, loc="best")
+        model_level_legend(ax, colors, drawn_models, drawn_levels)
     return ax
