@@ -1,10 +1,16 @@
 """The full (D+1) x (D+1) linear-CKA matrix of one DiT's block states: dardiag against peer libraries.
 
-Activations: z_0..z_12 of a DiT-S/2-like model (depth 12, width 384, 256 tokens; random weights with
-the zero-initialised adaLN gates and head randomised) on ``--images`` latents at noise level 0.5, so
-13 states of n = images x 256 token rows and d = 384 features, all float32, computed once and fed to
-every library as the same minibatch of n rows (one minibatch: the unbiased-HSIC minibatch scheme of
-Nguyen et al. 2021 then reduces to the unbiased CKA of that minibatch).
+Activations (``--model``), computed once, float32, and fed to every library as the same minibatch of
+n rows (one minibatch: the unbiased-HSIC minibatch scheme of Nguyen et al. 2021 then reduces to the
+unbiased CKA of that minibatch):
+
+* ``dit-s`` (default): z_0..z_12 of a DiT-S/2-like model (depth 12, width 384, 256 tokens; random
+  weights with the zero-initialised adaLN gates and head randomised) on ``--images`` latents at noise
+  level 0.5: 13 states of n = images x 256 token rows, d = 384. More rows than features together
+  (n > 13 x 384) only from 20 images on, so our Gram-tile route runs.
+* ``bundled``: z_0..z_8 of the bundled residual digit model (depth 8, width 64, 64 tokens) on
+  ``--images`` held-out digits at t = 0.5: 9 states of n = images x 64 rows, d = 64. Narrow model,
+  many rows: our feature-space route runs (n D^2 / 2 multiply-adds, D = 576, instead of n^2 D).
 
 Libraries (benchmark-only, ``pip install 'dardiag[bench]'``; a missing one is skipped):
 
@@ -46,10 +52,12 @@ from dardiag.models import DiT, DiTConfig
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, default=4, help="images -> n = 256 x images token rows")
+    p.add_argument("--model", choices=("dit-s", "bundled"), default="dit-s", help="whose states (see above)")
+    p.add_argument("--images", type=int, default=None,
+                   help="images -> n = tokens x images rows (default 4 for dit-s, 128 for bundled)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads for every library")
-    p.add_argument("--skip", default="", help="comma-separated peers to skip: pytorch_cka,ckatorch,torch_cka")
+    p.add_argument("--skip", default="", help="comma-separated peers to skip: pytorch_cka,pytorch_cka_f64,ckatorch,torch_cka")
     return p.parse_args(argv)
 
 
@@ -70,6 +78,29 @@ def dit_states(images: int) -> list[torch.Tensor]:
     for h in handles:
         h.remove()
     return [states[k].contiguous() for k in range(len(states))]
+
+
+@torch.no_grad()
+def bundled_states(images: int) -> list[torch.Tensor]:
+    """z_0..z_8 of the bundled residual digit model on held-out digits: 9 x [images * 64, 64]."""
+    from dardiag.bundled import bundled_checkpoints, held_out_digits
+    from dardiag.checkpoints import load_model
+
+    model, _ = load_model(bundled_checkpoints()["residual"])
+    x0 = held_out_digits()["x0"]
+    if images > x0.shape[0]:
+        raise SystemExit(f"--images {images}: only {x0.shape[0]} held-out digits; use at most that")
+    torch.manual_seed(0)
+    x0 = x0[:images]  # (N, 1, 16, 16)
+    x_t = 0.5 * x0 + 0.5 * torch.randn_like(x0)  # SiT path at t = 0.5
+    states = {}
+    handles = [model.sites[f"z_{k}"].register_forward_hook(
+        lambda m, a, out, k=k: states.__setitem__(k, out.reshape(-1, out.shape[-1])))
+        for k in range(model.config.depth + 1)]
+    model.eval()(x_t, torch.full((images,), 0.5), torch.zeros(images, dtype=torch.long))
+    for h in handles:
+        h.remove()
+    return [states[k].float().contiguous() for k in range(len(states))]
 
 
 class Replay(nn.Module):
@@ -148,9 +179,19 @@ def independent_check(peers: dict, seeds: int = 5) -> None:
         print(f"  {name:28s} " + "  ".join(f"{v:+.4f}" for v in vals))
 
 
-PEERS = {"pytorch_cka": peer_pytorch_cka, "ckatorch": peer_ckatorch, "torch_cka": peer_torch_cka}
-PIP = {"pytorch_cka": "pytorch-cka", "ckatorch": "ckatorch", "torch_cka": "torch-cka"}
-MODULE = {"pytorch_cka": "cka", "ckatorch": "ckatorch", "torch_cka": "torch_cka"}
+def peer_pytorch_cka_f64(states):
+    """pytorch-cka computes in its input's dtype: fed float64, its values meet ours (equal-values timing)."""
+    return peer_pytorch_cka([s.double() for s in states])
+
+
+PEERS = {"pytorch_cka": peer_pytorch_cka, "pytorch_cka_f64": peer_pytorch_cka_f64,
+         "ckatorch": peer_ckatorch, "torch_cka": peer_torch_cka}
+PIP = {"pytorch_cka": "pytorch-cka", "pytorch_cka_f64": "pytorch-cka (float64 in)",
+       "ckatorch": "ckatorch", "torch_cka": "torch-cka"}
+MODULE = {"pytorch_cka": "cka", "pytorch_cka_f64": "cka", "ckatorch": "ckatorch", "torch_cka": "torch_cka"}
+
+
+EQUAL = 1e-5  # "equal values": max |CKA - ours (float64)| over the matrix; our float32 Grams stay within it
 
 
 def timed(fn, states, repeats):
@@ -169,7 +210,7 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")
     if a.threads:
         torch.set_num_threads(a.threads)
-    states = dit_states(a.images)
+    states = dit_states(a.images or 4) if a.model == "dit-s" else bundled_states(a.images or 128)
     P, (n, d) = len(states), states[0].shape
     print(f"{P} states of n = {n} rows x d = {d}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     ours(states)  # warm-up
@@ -184,12 +225,12 @@ def main(argv=None) -> None:
         try:
             importlib.import_module(MODULE[name])  # import time is not the peer's CKA time
         except ImportError as e:
-            print(f"{name}: not importable ({e}); pip install {PIP[name]}")
+            print(f"{name}: not importable ({e}); pip install 'dardiag[bench]'")
             continue
         t, m = timed(fn, states, a.repeats)
         available[name] = fn
         rows.append((f"{PIP[name]}", t, (m - ref).abs().max().item()))
-        print(f"  {PIP[name]:12s} {t:8.3f} s   max |CKA - ours| {rows[-1][2]:.2e}   "
+        print(f"  {PIP[name]:26s} {t:8.3f} s   max |CKA - ours| {rows[-1][2]:.2e}   "
               f"min entry {m.min().item():+.4f} (ours {ref.min().item():+.4f})", flush=True)
     print(f"\n{'library':26s} {'seconds':>9s} {'x ours (f64)':>13s} {'x ours (f32)':>13s} {'max |diff| vs ours':>19s}")
     for name, t, diff in rows:
@@ -199,6 +240,13 @@ def main(argv=None) -> None:
         fastest = min(peers, key=lambda r: r[1])
         print(f"\nfastest peer: {fastest[0]} at {fastest[1]:.3f} s = {fastest[1] / t64:.1f}x our float64 time, "
               f"{fastest[1] / t32:.1f}x our float32 time")
+        equal = [r for r in peers if r[2] <= EQUAL]
+        if equal:
+            fastest = min(equal, key=lambda r: r[1])
+            print(f"fastest peer at equal values (max |diff| <= {EQUAL:g}): {fastest[0]} at {fastest[1]:.3f} s = "
+                  f"{fastest[1] / t64:.1f}x our float64 time")
+        else:
+            print(f"no peer agrees with ours to {EQUAL:g}")
     independent_check(available)
 
 

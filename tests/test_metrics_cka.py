@@ -72,6 +72,43 @@ def test_accumulator_matches_bruteforce_over_minibatches():
     torch.testing.assert_close(acc.adjacent(), torch.diagonal(acc.matrix(), 1))
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(method="grams"), dict(method="grams", block_rows=3), dict(method="grams", block_rows=5),
+     dict(method="grams", tile_bytes=3 * 8 * 16), dict(method="features")],
+    ids=["grams-one-tile", "grams-blocks-3", "grams-blocks-5", "grams-tile-bytes", "features"],
+)
+def test_every_route_matches_bruteforce(kwargs):
+    """Gram tiles of any block size and the feature-space route give the same estimate."""
+    batches = []
+    for b in range(3):
+        n = 11 + 4 * b
+        z0 = randn(n, 5, seed=50 + b) + 2.0
+        z1 = z0 @ randn(5, 7, seed=60 + b) + 0.3 * randn(n, 7, seed=70 + b) - 1.0
+        z2 = randn(n, 3, seed=80 + b) * 4.0
+        batches.append([z0, z1, z2])
+    acc = CKAAccumulator(3, **kwargs)
+    for states in batches:
+        acc.update(states)
+    torch.testing.assert_close(acc.matrix(), brute_cka_matrix(batches), rtol=1e-9, atol=1e-12)
+
+
+def test_auto_route_picks_the_cheaper_and_agrees():
+    """Many rows, few features: auto takes the feature route (n D^2 / 2 << n^2 D) and equals the Grams."""
+    states = [randn(600, 4, seed=s) + s for s in range(3)]
+    auto = CKAAccumulator(3)
+    n, widths = 600, [4, 4, 4]
+    assert auto._use_features(n, widths, auto._blocks(n, 3, torch.device("cpu")))
+    assert not auto._use_features(8, [300, 300, 300], auto._blocks(8, 3, torch.device("cpu")))
+    auto.update(states)
+    grams = CKAAccumulator(3, method="grams")
+    grams.update(states)
+    torch.testing.assert_close(auto.matrix(), grams.matrix(), rtol=1e-10, atol=1e-12)
+    f32 = CKAAccumulator(3, method="features", gram_dtype=torch.float32)
+    f32.update(states)
+    torch.testing.assert_close(f32.matrix(), grams.matrix(), rtol=0, atol=1e-5)
+
+
 def test_accumulator_float32_grams_and_low_precision_inputs():
     z0 = randn(64, 16, seed=3)
     z1 = torch.tanh(z0 @ randn(16, 16, seed=4)) + 100.0
@@ -162,6 +199,10 @@ def test_errors():
         CKAAccumulator(2).update([randn(5, 2)])
     with pytest.raises(ValueError):
         CKAAccumulator(2, max_rows=3)
+    with pytest.raises(ValueError):
+        CKAAccumulator(2, block_rows=0)
+    with pytest.raises(ValueError):
+        CKAAccumulator(2, method="svd")
     with pytest.raises(ValueError):
         CKAAccumulator(2).matrix()
     with pytest.raises(ValueError):

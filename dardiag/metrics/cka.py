@@ -61,6 +61,12 @@ def cka_rows(z: torch.Tensor, mode: str = "tokens") -> torch.Tensor:
 
 TILE_BYTES = 256 * 2**20  # default bound on one [P, b, b] Gram tile (see CKAAccumulator)
 ROWS_BYTES = 64 * 2**20  # bound on the stacked centered rows of a group of states
+# Row-block size of the Gram tiles on CPU. Measured (1 thread, float64, 13 states of d = 384,
+# n = 1024..2048; 29 of d = 1152, n = 1024; 9 of d = 64, n = 4096): blocks of 256-384 rows were
+# 1.2-3.8x faster than one n x n tile, because a [P, b, b] tile then stays in cache for the pair
+# products and sums that follow its Gram; 128 rows was slower again. GPUs prefer the largest tile.
+CPU_BLOCK_ROWS = 384
+METHODS = ("auto", "grams", "features")
 
 
 def _chunks(n: int, max_rows: Optional[int]) -> list[tuple[int, int]]:
@@ -89,14 +95,23 @@ class CKAAccumulator:
 
     Row blocks (memory and speed; the result does not depend on them beyond float rounding): all P
     Grams take P * n^2 * 8 bytes in float64 (29 states at n = 4096 rows: 3.9 GB; they grow as n^2,
-    the model's activations only as n). So the n rows are cut into m equal blocks of at most b rows, with b
+    the model's activations only as n). So the n rows are cut into m equal blocks of at most b rows:
+    ``block_rows`` if given, else 384 on CPU (cache-sized, see ``CPU_BLOCK_ROWS``) and on other devices
     the largest size whose [P, b, b] tile fits ``tile_bytes`` (default 256 MiB: b = 1075 rows for 29
-    states in float64, 1605 for 13), and only the blocks K_IJ with I <= J are formed, all P states
-    at once as one tile. By symmetry tr(K L) = sum_I <K_II, L_II> + 2 sum_{I<J} <K_IJ, L_IJ> (one
+    states in float64, 1605 for 13); b never exceeds that size. Only the blocks K_IJ with I <= J are
+    formed, all P states at once as one tile. By symmetry tr(K L) = sum_I <K_II, L_II> + 2 sum_{I<J} <K_IJ, L_IJ> (one
     [P, b*b] @ [b*b, P] matmul per tile), and K_IJ gives the row sums of block I (sum over columns)
     and of block J (sum over rows). Memory is one tile plus the centered rows of a group of states
     (at most 64 MiB), whatever n is; the Grams cost n^2 d (m + 1) / (2m) multiply-adds per state
     instead of n^2 d. With m = 1 (n <= b) this is the plain all-Grams computation.
+
+    Feature space (``method="features"``; ``"auto"``, the default, takes it when it needs fewer
+    multiply-adds): with X_p centered, K_p = X_p X_p^T, q_p = diag(K_p) and D = sum of the widths,
+    tr(K~_p K~_q) = ||X_p^T X_q||_F^2 - q_p . q_q and rowsum(K~_p) = X_p (X_p^T 1) - q_p = -q_p, so
+    the [D, D] product Z^T Z of the stacked centered features (its blocks q >= p: about n D^2 / 2
+    multiply-adds, accumulated over row chunks) replaces the Grams (about n^2 D (m+1)/(2m) + P^2 n^2). It pays when the minibatch has
+    more rows than the states have features together (narrow models, large token minibatches) and is
+    used only while the [D, D] matrix fits ``tile_bytes``. Same estimate, other rounding.
 
     ``max_rows`` (a different thing: it changes the estimate) splits a larger minibatch into
     consecutive sub-minibatches of at most ``max_rows`` rows (a tail of < 4 rows is folded into the
@@ -118,6 +133,8 @@ class CKAAccumulator:
         gram_dtype: torch.dtype = torch.float64,
         device: Optional[torch.device | str] = None,
         tile_bytes: int = TILE_BYTES,
+        block_rows: Optional[int] = None,
+        method: str = "auto",
     ):
         if num_states < 1:
             raise ValueError(f"num_states must be >= 1, got {num_states}")
@@ -127,6 +144,12 @@ class CKAAccumulator:
             raise ValueError(f"gram_dtype must be torch.float32 or torch.float64, got {gram_dtype}")
         if tile_bytes < 1:
             raise ValueError(f"tile_bytes must be >= 1, got {tile_bytes}")
+        if block_rows is not None and block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.block_rows = block_rows
+        self.method = method
         self.num_states = num_states
         self.max_rows = max_rows
         self.tile_bytes = tile_bytes
@@ -150,10 +173,14 @@ class CKAAccumulator:
         for start, stop in _chunks(n, self.max_rows):
             self._update_minibatch([x[start:stop] for x in states])
 
-    def _blocks(self, n: int, P: int) -> list[tuple[int, int]]:
-        """m equal consecutive row blocks, m the fewest whose [P, b, b] tile fits ``tile_bytes``."""
+    def _blocks(self, n: int, P: int, device: torch.device) -> list[tuple[int, int]]:
+        """m equal consecutive row blocks of at most the block size (see the class docstring)."""
         itemsize = torch.empty((), dtype=self.gram_dtype).element_size()
         b_max = max(1, math.isqrt(self.tile_bytes // (P * itemsize)))
+        if self.block_rows is not None:
+            b_max = min(b_max, self.block_rows)
+        elif device.type == "cpu":
+            b_max = min(b_max, CPU_BLOCK_ROWS)
         m = -(-n // b_max)
         b = -(-n // m)
         return [(s, min(s + b, n)) for s in range(0, n, b)]
@@ -171,13 +198,76 @@ class CKAAccumulator:
                 groups.append((p, p + 1))
         return groups
 
+    def _use_features(self, n: int, widths: list[int], blocks: list[tuple[int, int]]) -> bool:
+        """Whether the feature-space route applies: asked for, or (auto) cheaper and its [D, D] fits."""
+        if self.method != "auto":
+            return self.method == "features"
+        itemsize = torch.empty((), dtype=self.gram_dtype).element_size()
+        D, P, m = sum(widths), len(widths), len(blocks)
+        if D * D * itemsize > self.tile_bytes:
+            return False
+        grams = (n * n * D + P * P * n * n) * (m + 1) / (2 * m)  # Gram tiles + pair products
+        return n * D * D / 2 < grams
+
     def _update_minibatch(self, states: Sequence[torch.Tensor]) -> None:
         n = states[0].shape[0]
         device = states[0].device
         P = len(states)
-        dt = self.gram_dtype
+        blocks = self._blocks(n, P, device)
+        if self._use_features(n, [x.shape[1] for x in states], blocks):
+            hsic = self._hsic_features(states, device)
+        else:
+            hsic = self._hsic_grams(states, device, blocks)
+        hsic = 0.5 * (hsic + hsic.T)  # (P, P) exact symmetry despite float rounding
+        if self.sums.device != device:
+            self.sums = self.sums.to(device)
+        self.sums += hsic
+        self.count += 1
+
+    def _hsic_features(self, states: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+        """HSIC1 of all pairs from the [D, D] covariance of the stacked centered features (n D^2)."""
+        n, P, dt = states[0].shape[0], len(states), self.gram_dtype
+        widths = [x.shape[1] for x in states]
+        D = sum(widths)
+        # means in float64 whatever dt is: rowsum(K~) = -q below relies on centered columns
+        means = [x.to(device).mean(dim=0, keepdim=True, dtype=torch.float64) for x in states]  # P x (1, d_p)
+        offsets = [sum(widths[:p]) for p in range(P)]
+        cov = torch.zeros(D, D, dtype=dt, device=device)  # (D, D) Z^T Z, blocks (q, p) with q >= p only
+        q = torch.empty(P, n, dtype=torch.float64, device=device)  # (P, n) diag(K_p)
+        chunk = max(1, ROWS_BYTES // (D * 8))
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            parts = [(x[r0:r1].to(device=device, dtype=torch.float64) - mu) for x, mu in zip(states, means)]
+            for p, part in enumerate(parts):
+                q[p, r0:r1] = part.square().sum(dim=1)
+            z = torch.cat(parts, dim=1).to(dt)  # (c, D)
+            for o, w in zip(offsets, widths):  # symmetry: X_q^T X_p for q >= p, half of Z^T Z
+                cov[o:, o:o + w].addmm_(z[:, o:].T, z[:, o:o + w])
+            del parts, z
+        owner = torch.repeat_interleave(torch.arange(P, device=device), torch.tensor(widths, device=device))
+        E = torch.nn.functional.one_hot(owner, P).to(torch.float64)  # (D, P) which state owns a feature
+        lower = E.T @ (cov.square_().to(torch.float64) @ E)  # (P, P) ||X_q^T X_p||_F^2 for q >= p, else 0
+        del cov
+        frob = lower + lower.T - torch.diag(torch.diagonal(lower))  # (P, P) ||X_p^T X_q||_F^2
+        qq = q @ q.T  # (P, P) q_p . q_q
+        tr_kl = frob - qq
+        sum_kl = qq  # rowsum(K~_p) = -q_p for centered X_p
+        totals = -q.sum(dim=1)  # (P,) sum(K~)
+        return self._hsic1(tr_kl, sum_kl, totals, n)
+
+    @staticmethod
+    def _hsic1(tr_kl: torch.Tensor, sum_kl: torch.Tensor, totals: torch.Tensor, n: int) -> torch.Tensor:
+        """HSIC1 for all pairs from tr(K L), sum(K L) and sum(K) (diagonals zeroed): [P, P] float64."""
+        return (tr_kl + torch.outer(totals, totals) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * sum_kl) / (
+            n * (n - 3)
+        )
+
+    def _hsic_grams(
+        self, states: Sequence[torch.Tensor], device: torch.device, blocks: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        """HSIC1 of all pairs from [P, b, b] Gram tiles K_IJ, I <= J (see the class docstring)."""
+        n, P, dt = states[0].shape[0], len(states), self.gram_dtype
         means = [x.to(device).mean(dim=0, keepdim=True, dtype=dt) for x in states]  # P x (1, d_p), no full copy
-        blocks = self._blocks(n, P)
         groups = self._groups(states, blocks[0][1])
         group_means = [torch.stack(means[g0:g1]) for g0, g1 in groups]  # (g, 1, d) per group
 
@@ -205,14 +295,7 @@ class CKAAccumulator:
                 del tile, flat
         sum_kl = rowsums @ rowsums.T  # (P, P) sum(K L)
         totals = rowsums.sum(dim=1)  # (P,) sum(K)
-        hsic = (tr_kl + torch.outer(totals, totals) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * sum_kl) / (
-            n * (n - 3)
-        )  # (P, P)
-        hsic = 0.5 * (hsic + hsic.T)  # (P, P) exact symmetry despite float rounding
-        if self.sums.device != device:
-            self.sums = self.sums.to(device)
-        self.sums += hsic
-        self.count += 1
+        return self._hsic1(tr_kl, sum_kl, totals, n)
 
     # ---------------------------------------------------------------- results
     def matrix(self) -> torch.Tensor:
