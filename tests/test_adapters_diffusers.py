@@ -139,6 +139,21 @@ def test_unsupported_class_exits_2(tmp_path, capsys):
         assert cls in err
 
 
+@pytest.mark.parametrize("cls", ["DiTTransformer2DModel", "FluxTransformer2DModel"])
+def test_inspect_reads_a_diffusers_directory(model_dirs, cls, capsys):
+    from dardiag.cli.app import app
+
+    app(["inspect", str(model_dirs[cls]), "--json"])
+    d = json.loads(capsys.readouterr().out)
+    model = build(cls)
+    assert d["class_name"] == cls and d["depth"] == layers(cls)
+    assert d["parameters"] == sum(p.numel() for p in model.parameters())
+    assert d["family"] == ("flow1000" if cls == "FluxTransformer2DModel" else "dit")
+    assert len(d["sha256"]) == 64 and d["files"]
+    app(["inspect", str(model_dirs[cls])])
+    assert cls in capsys.readouterr().out
+
+
 #################################################################################
 #                                 Loading                                       #
 #################################################################################

@@ -20,6 +20,8 @@ def inspect_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ):
     """Print the detected architecture, family, weights and file facts; non-zero exit on any error."""
+    if checkpoint.is_dir() and (checkpoint / "config.json").exists():
+        return _inspect_diffusers(checkpoint, family, as_json)
     from dardiag.checkpoints import load_model
 
     model, info = load_model(checkpoint, family=family, num_heads=num_heads, input_size=input_size)
@@ -41,4 +43,45 @@ def inspect_cmd(
         table.add_row("ignored keys", ", ".join(info.ignored_keys[:6]) + (" ..." if len(info.ignored_keys) > 6 else ""))
     if info.rebuilt:
         table.add_row("rebuilt", ", ".join(info.rebuilt))
+    Console().print(table)
+
+
+def _inspect_diffusers(path: Path, family: Optional[str], as_json: bool) -> None:
+    """A diffusers transformer directory: the class, how dardiag drives it, its size and files."""
+    from dardiag.subjects import load_subject
+
+    subject = load_subject(path, family=family)
+    info = subject.info
+    d = {
+        "name": subject.name,
+        "class_name": info.get("class_name"),
+        "adapter": info.get("adapter"),
+        "family": subject.family.name,
+        "depth": subject.spec.depth,
+        "block_lists": info.get("block_lists"),
+        "input_shape": list(subject.input_shape),
+        "num_classes": subject.num_classes,
+        "conditioning": info.get("conditioning"),
+        "parameters": sum(p.numel() for p in subject.model.parameters()),
+        "dtype": info.get("dtype"),
+        "diffusers_version": info.get("diffusers_version"),
+        "files": info.get("files"),
+        "sha256": info.get("sha256"),
+        "config": info.get("config"),
+    }
+    if as_json:
+        print(json.dumps(d, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(path), show_header=False)
+    for key, value in d.items():
+        if key == "config":
+            continue
+        if key == "files":
+            value = ", ".join(value or {})
+        elif key == "block_lists":
+            value = ", ".join(f"{k} x {v}" for k, v in (value or {}).items())
+        table.add_row(key, str(value))
     Console().print(table)
