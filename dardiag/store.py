@@ -50,6 +50,8 @@ Run directory layout (``OUT/``)::
     OUT/part-<unit>.parquet  one shard per completed unit of work, all in SCHEMA
     OUT/_figures/            rendered figures (the "_" keeps pyarrow from reading them as data)
     OUT/_work/               the sweep's scratch files (kept on resume, removed by force)
+    OUT/_replaced/           only while a --force run is unfinished: the run it replaces, restored
+                             if the new run fails, deleted when it completes
 
 pyarrow skips names starting with ``_`` or ``.``, so ``pandas.read_parquet(OUT)`` returns the whole
 table. Temporary files start with ``.`` and are renamed into place only once fsynced.
@@ -136,6 +138,7 @@ METRICS = {
 RUN_FILE = "_run.json"
 FIGURES_DIRNAME = "_figures"
 WORK_DIRNAME = "_work"  # the sweep's scratch (e.g. cached probe features); dardiag's own
+REPLACED_DIRNAME = "_replaced"  # the previous run while --force builds its replacement
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 _RUN_FORMAT = "dardiag-run"
@@ -323,14 +326,21 @@ def _is_own_entry(name: str) -> bool:
     """Names dardiag writes in a run directory (and only those may be deleted)."""
     return (
         name == RUN_FILE
-        or name in (FIGURES_DIRNAME, WORK_DIRNAME)
+        or name in (FIGURES_DIRNAME, WORK_DIRNAME, REPLACED_DIRNAME)
         or (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX))
         or _is_own_temp(name)
     )
 
 
 def _is_own_temp(name: str) -> bool:
-    return name.endswith(".tmp") and (name.startswith("." + PART_PREFIX) or name.startswith("." + RUN_FILE))
+    return name.endswith(".tmp") and (
+        name.startswith("." + PART_PREFIX) or name.startswith("." + RUN_FILE) or name == f".{REPLACED_DIRNAME}.tmp"
+    )
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _config_diff(stored: Any, given: Any, prefix: str = "config") -> list[str]:
@@ -338,13 +348,15 @@ def _config_diff(stored: Any, given: Any, prefix: str = "config") -> list[str]:
         out = []
         for k in sorted(set(stored) | set(given), key=str):
             if k not in given:
-                out.append(f"{prefix}.{k} is missing now (stored {stored[k]!r})")
+                out.append(f"{prefix}.{k} is missing now (stored {_short_repr(stored[k])})")
             elif k not in stored:
-                out.append(f"{prefix}.{k} is new (now {given[k]!r})")
+                out.append(f"{prefix}.{k} is new (now {_short_repr(given[k])})")
             else:
                 out += _config_diff(stored[k], given[k], f"{prefix}.{k}")
         return out
-    return [] if stored == given else [f"{prefix}: stored {stored!r}, now {given!r}"]
+    if isinstance(stored, list) and isinstance(given, list) and len(stored) == len(given):
+        return [d for i, (a, b) in enumerate(zip(stored, given)) for d in _config_diff(a, b, f"{prefix}[{i}]")]
+    return [] if stored == given else [f"{prefix}: stored {_short_repr(stored)}, now {_short_repr(given)}"]
 
 
 class RunDir:
@@ -360,6 +372,7 @@ class RunDir:
     def __init__(self, path: Path, state: dict):
         self.path = Path(path)
         self._state = state
+        self.resumed_from: int | None = None  # units already done when an existing run was resumed
 
     # ------------------------------------------------------------------ properties
     @property
@@ -396,9 +409,13 @@ class RunDir:
         """Start (or resume) a run in ``out`` and return it; ``.completed`` lists the finished units.
 
         - ``out`` missing or empty: a fresh run.
-        - ``out`` holds a run: error unless ``force`` (delete dardiag's own files: part-*.parquet,
-          _run.json, _figures/, _work/ and stray temp files; keep anything else)
-          or ``resume`` (``metadata["config"]`` must equal the stored config; completed units are kept).
+        - ``out`` holds a run with the same ``metadata["config"]``: it is resumed (completed units are
+          kept; a complete run has nothing left to do), with or without ``resume``.
+        - ``out`` holds a run with another config: error unless ``force``. ``force`` moves dardiag's
+          own files (part-*.parquet, _run.json, _figures/, _work/) into ``OUT/_replaced/``, where they
+          stay until the new run :meth:`finish`-es (then deleted) or is :meth:`abandon`-ed (then
+          restored); a new ``force`` while an earlier forced run is unfinished keeps the older
+          ``_replaced`` and drops the unfinished one. Anything else in ``out`` is never touched.
         - ``out`` is a non-empty directory that is not a dardiag run: always refused.
         """
         if force and resume:
@@ -408,43 +425,48 @@ class RunDir:
         metadata = json.loads(_dumps(metadata))  # normalise (tuples -> lists, Paths -> str)
         out = Path(out)
         if out.exists() and not out.is_dir():
-            raise DardiagError(f"{out} exists and is not a directory")
+            raise DardiagError(f"{out} exists and is not a directory; choose a directory path for --out")
         entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
         has_run = RUN_FILE in entries
         if entries and not has_run:
             foreign = [e for e in entries if not _is_own_entry(e)]
-            shown = ", ".join(repr(e) for e in (foreign or entries)[:3])
-            raise DardiagError(
-                f"{out} is a non-empty directory that is not a dardiag run (it holds {shown}); "
-                "choose a new or empty directory"
-            )
-        if has_run and not (force or resume):
-            raise DardiagError(f"{out} already holds a run; pass --force to replace it or --resume to continue it")
-
-        if has_run and resume:
-            run = cls._open(out)
-            stored_cfg = run.metadata.get("config")
-            diff = _config_diff(stored_cfg, metadata.get("config"))
-            if diff:
+            if foreign or REPLACED_DIRNAME not in entries:
+                shown = ", ".join(repr(e) for e in (foreign or entries)[:3])
                 raise DardiagError(
-                    f"cannot resume {out}: the config differs from the stored run ({'; '.join(diff[:5])}); "
-                    "pass --force to start over"
+                    f"{out} is a non-empty directory that is not a dardiag run (it holds {shown}); "
+                    "choose a new or empty directory"
+                )
+
+        if has_run and not force:
+            run = cls._open(out)
+            diff = _config_diff(run.metadata.get("config"), metadata.get("config"))
+            if diff:
+                what = "cannot resume" if resume else "will not overwrite"
+                raise DardiagError(
+                    f"{what} {out}: it holds a run with another config ({'; '.join(diff[:3])}"
+                    f"{'; ...' if len(diff) > 3 else ''}); pass --force to replace it, or choose another --out"
                 )
             run._clean_for_resume()
-            run._state["status"] = "running"
+            run.resumed_from = len(run.completed)
+            run._state["status"] = "running" if run.status != "complete" else "complete"
             run._state["resumed"] = run._state.get("resumed", 0) + 1
             run._state["updated"] = _now()
             run._save()
             return run
 
         if has_run and force:
-            cls._open(out)  # must at least be our format before deleting anything
-            for e in entries:
-                if _is_own_entry(e):
-                    p = out / e
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            try:
+                cls._open(out)  # must at least be our format before moving anything
+            except DardiagError as e:
+                raise DardiagError(f"{e}; move it away or delete {out / RUN_FILE} yourself") from None
+            cls._set_aside(out, entries)
 
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DardiagError(f"cannot create {out}: {e.strerror or e}; choose a writable directory for --out") from None
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise DardiagError(f"cannot write into {out}: permission denied; choose a writable directory for --out")
         state = {
             "format": _RUN_FORMAT,
             "version": _RUN_VERSION,
@@ -458,6 +480,36 @@ class RunDir:
         run = cls(out, state)
         run._save()
         return run
+
+    @staticmethod
+    def _set_aside(out: Path, entries: list[str]) -> None:
+        """Move the run in ``out`` into ``out/_replaced`` (kept: an older one already there)."""
+        keep = out / REPLACED_DIRNAME
+        if keep.exists():  # an earlier --force never finished: _replaced holds the last complete run
+            for e in entries:
+                if _is_own_entry(e) and e != REPLACED_DIRNAME:
+                    p = out / e
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            return
+        staging = out / f".{REPLACED_DIRNAME}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for e in entries:
+            if _is_own_entry(e):
+                os.replace(out / e, staging / e)
+        os.replace(staging, keep)  # one rename: _replaced appears complete or not at all
+
+    def abandon(self) -> None:
+        """Give up an unfinished run: restore the run a ``force`` replaced, if any (else keep this one)."""
+        keep = self.path / REPLACED_DIRNAME
+        if not keep.is_dir() or self.status == "complete":
+            return
+        for p in self.path.iterdir():
+            if _is_own_entry(p.name) and p.name != REPLACED_DIRNAME:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for p in sorted(keep.iterdir(), key=lambda p: p.name == RUN_FILE):  # _run.json last: it vouches for the parts
+            os.replace(p, self.path / p.name)
+        keep.rmdir()
 
     @classmethod
     def _open(cls, out: Path) -> "RunDir":
@@ -503,11 +555,22 @@ class RunDir:
         self._save()
         return path
 
+    def forget(self, unit: str) -> None:
+        """Drop a completed unit (its shard is deleted) so that it is computed again."""
+        if unit not in self._state["completed"]:
+            return
+        self._state["completed"].remove(unit)
+        name = self._state.setdefault("parts", {}).pop(unit, _part_name(unit) + PART_SUFFIX)
+        self._state["status"] = "running"
+        self._save()
+        (self.path / name).unlink(missing_ok=True)
+
     def finish(self) -> None:
-        """Mark the run complete."""
+        """Mark the run complete; the run a ``force`` replaced is deleted only now."""
         self._state["status"] = "complete"
         self._state["updated"] = self._state["finished"] = _now()
         self._save()
+        shutil.rmtree(self.path / REPLACED_DIRNAME, ignore_errors=True)
 
 
 def _read_run_json(path: Path) -> dict:

@@ -68,8 +68,11 @@ def dit_subject(model, info, *, name: str | None = None) -> Subject:
     )
 
 
-def load_subject(path, *, family=None, num_heads=None, device="cpu", name=None) -> Subject:
-    """Open a checkpoint file (or a diffusers directory) as a Subject."""
+def load_subject(path, *, family=None, num_heads=None, device="cpu", name=None, input_size=None) -> Subject:
+    """Open a checkpoint file (or a diffusers directory) as a Subject.
+
+    ``input_size``: latent side for files that cannot say (no pos_embed; diffusers: else sample_size).
+    """
     path = Path(path)
     if path.is_dir() and (path / "config.json").exists():
         try:
@@ -78,10 +81,10 @@ def load_subject(path, *, family=None, num_heads=None, device="cpu", name=None) 
             raise DardiagError(
                 f"{path} is a diffusers model directory; install the extra: pip install 'dardiag[diffusers]'"
             ) from None
-        return diffusers_subject(path, device=device, name=name, family=family)
+        return diffusers_subject(path, device=device, name=name, family=family, latent_size=input_size)
     from dardiag.checkpoints import load_model
 
-    model, info = load_model(path, family=family, num_heads=num_heads, device=device)
+    model, info = load_model(path, family=family, num_heads=num_heads, device=device, input_size=input_size)
     return dit_subject(model, info, name=name)
 
 

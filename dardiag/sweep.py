@@ -19,6 +19,7 @@ Legend: N images, C channels, H/W latent side.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import uuid
 from datetime import datetime, timezone
@@ -50,8 +51,43 @@ class Inputs:
     source: str
 
 
+MAX_LEVELS = 1000  # DiT's whole discrete schedule; a larger grid is a typo, not a study
+
+
 def default_grid(n: int = DEFAULT_LEVELS) -> list[float]:
+    """``n`` evenly spaced noise levels from 0 (clean) to 1 (pure noise)."""
+    if not 1 <= n <= MAX_LEVELS:
+        raise DardiagError(f"--levels must be between 1 and {MAX_LEVELS}, got {n}")
     return [float(v) for v in np.linspace(0.0, 1.0, n)]
+
+
+def check_device(device: str) -> None:
+    """One-line errors for devices the profiler cannot use (it runs on CPU and CUDA)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DardiagError(f"unknown --device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise DardiagError(f"--device {device} is not supported; use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DardiagError("--device cuda asked for, but no CUDA device is available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DardiagError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _check_fits_in_memory(n: int, shape: tuple[int, int, int]) -> None:
+    """Synthetic latents and noise for ``n`` samples must fit comfortably in RAM (a typo guard)."""
+    need = 2 * n * shape[0] * shape[1] * shape[2] * 4  # x0 and noise, float32
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no guard
+        return
+    if need > ram // 2:
+        raise DardiagError(
+            f"--samples {n} needs {need / 2**30:.1f} GiB for the latents alone, over half of this machine's "
+            f"{ram / 2**30:.0f} GiB; use fewer samples (the statistics converge long before that)"
+        )
 
 
 #################################################################################
@@ -65,6 +101,7 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int) -> Input
     g = torch.Generator().manual_seed(seed)
     if spec is None:
         n = samples or 64
+        _check_fits_in_memory(n, (C, H, W))
         x0 = torch.randn(n, C, H, W, generator=g)
         y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)
         noise = torch.randn(n, C, H, W, generator=g)
@@ -73,7 +110,11 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int) -> Input
     if isinstance(spec, (str, Path)):
         from dardiag.train.data import load_latents
 
-        data, source = load_latents(spec), f"file: {spec}"
+        from dardiag.checkpoints import sha256_file
+
+        # the content, not the path's spelling, identifies the inputs (resume compares configs)
+        data = load_latents(spec)
+        source = f"file: {Path(spec).name}, sha256 {sha256_file(Path(spec))}"
     else:
         data, source = dict(spec), "in-memory inputs"
     x0 = torch.as_tensor(data["x0"]).float()
@@ -236,13 +277,16 @@ def profile(
     force: bool = False,
     resume: bool = False,
     progress: Callable[[str], None] | None = None,
+    input_size: int | None = None,
 ) -> pd.DataFrame:
     """Profile one or more models over a noise-level grid and return the long-form table.
 
     ``models``: checkpoint paths, ``(model, ModelInfo)`` pairs or Subjects (one or a list).
     ``inputs``: None (seeded synthetic latents), a dict ``{x0, y?, noise?}`` or a file path.
-    With ``out``, shards are written atomically as each unit finishes; ``resume`` continues an
-    interrupted run to the same result, ``force`` replaces an existing one.
+    With ``out``, shards are written atomically as each unit finishes. Run again with the same
+    arguments, an interrupted run continues to the same result (a complete one is read back); ``force``
+    replaces a run with other arguments, keeping it in ``OUT/_replaced`` until the new run completes.
+    ``input_size``: latent side for checkpoints that cannot say (no ``pos_embed``).
     Every user error raises ``DardiagError`` before any work starts.
     """
     analyses = analyses or Analyses()
@@ -255,12 +299,12 @@ def profile(
             f"--batch-size {batch_size} is too small for CKA: the unbiased estimator needs at least 4 "
             "rows per minibatch; use --batch-size 4 or more, or --no-cka"
         )
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise DardiagError(f"unknown --device {device!r}; use cpu, cuda or cuda:N") from None
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise DardiagError("--device cuda asked for, but no CUDA device is available; use --device cpu")
+    if analyses.cka and analyses.cka_max_rows is not None and analyses.cka_max_rows < 4:
+        raise DardiagError(
+            f"--cka-max-rows {analyses.cka_max_rows} is too small: the unbiased CKA needs at least 4 rows "
+            "per minibatch; use 4 or more, or leave it out"
+        )
+    check_device(device)
     if not isinstance(models, (list, tuple)) or (isinstance(models, tuple) and len(models) == 2
                                                  and not isinstance(models[0], (str, Path, tuple))):
         models = [models]
@@ -271,7 +315,8 @@ def profile(
         df = _sweep(models, out=out, inputs=inputs, noise_levels=noise_levels, timesteps=timesteps,
                     samples=samples, batch_size=batch_size, seed=seed, device=distributed.rank_device(device),
                     dtype=dtype, analyses=analyses, family=family, num_heads=num_heads, names=names,
-                    force=force, resume=resume, progress=progress if distributed.is_main() else None)
+                    force=force, resume=resume, progress=progress if distributed.is_main() else None,
+                    input_size=input_size)
         distributed.barrier()
         return df
     finally:
@@ -280,10 +325,11 @@ def profile(
 
 
 def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size, seed, device, dtype,
-           analyses, family, num_heads, names, force, resume, progress) -> pd.DataFrame:
+           analyses, family, num_heads, names, force, resume, progress, input_size) -> pd.DataFrame:
     """The body of :func:`profile` once the arguments are checked (and, under torchrun, the group is up)."""
     W = distributed.world_size()
-    subjects = [as_subject(m, family=family, num_heads=num_heads, device=device) for m in models]
+    subjects = [as_subject(m, family=family, num_heads=num_heads, device=device, input_size=input_size)
+                for m in models]
     for s, name in zip(subjects, names or []):
         s.name = name
     unique_names(subjects)
@@ -304,9 +350,10 @@ def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size,
 
     config = {
         "models": [
-            {"name": s.name, "checkpoint": s.checkpoint, "sha256": s.info.get("sha256", ""),
+            # no paths: the same files under another spelling resume the same run (sha256 identifies them)
+            {"name": s.name, "sha256": s.info.get("sha256", ""),
              "family": s.family.name, "routing": s.routing, "step": s.step,
-             "detected": {k: v for k, v in s.info.items() if k not in ("warnings",)}}
+             "detected": {k: v for k, v in s.info.items() if k not in ("warnings", "path", "checkpoint")}}
             for s in subjects
         ],
         "grid": {s.name: [lv for lv, _ in g] for s, g, _ in plans},
@@ -321,6 +368,8 @@ def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size,
     meta = {
         "run_id": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
         "config": config,
+        "paths": {"checkpoints": [s.checkpoint for s in subjects],
+                  "inputs": str(inputs) if isinstance(inputs, (str, Path)) else None},
         "versions": _versions(),
         "device": str(device),
         "noise_convention": "noise_level in [0, 1], 1 = pure noise",
@@ -334,6 +383,7 @@ def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size,
         try:
             run = RunDir.create(out, meta, force=force, resume=resume)
             meta = run.metadata
+            _forget_levels_without_probe_cache(run, plans, analyses)
         except DardiagError as e:
             failure = e
     # every process must skip the same finished units, and stop together if rank 0 cannot start
@@ -344,6 +394,34 @@ def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size,
     if message is not None:
         raise DardiagError(message)
     completed = frozenset(completed)
+    try:
+        return _run_units(plans, completed, run, meta, out=out, analyses=analyses, batch_size=batch_size,
+                          seed=seed, device=device, dtype=dtype, progress=progress)
+    except Exception:
+        if run is not None and force:  # a failed replacement: put the replaced run back
+            run.abandon()
+        raise
+
+
+def _forget_levels_without_probe_cache(run, plans, analyses) -> None:
+    """A resumed run whose probe is unfinished needs every level's cached probe features (``_work``):
+    levels whose cache is gone (deleted, copied without it) are computed again."""
+    if not analyses.probe:
+        return
+    work = run.path / "_work"
+    for si, (_, grid, _) in enumerate(plans):
+        if f"m{si:02d}-probe" in run.completed:
+            continue
+        for li in range(len(grid)):
+            unit = f"m{si:02d}-l{li:03d}"
+            if unit in run.completed and not (work / f"probe-{unit}.pt").exists():
+                run.forget(unit)
+
+
+def _run_units(plans, completed, run, meta, *, out, analyses, batch_size, seed, device, dtype,
+               progress) -> pd.DataFrame:
+    """Every unit not yet completed: a level of one model, then that model's timestep probe."""
+    main = distributed.is_main()
     work = Path(out) / "_work" if out is not None else None
     rows: list[dict] = []
     total = sum(len(g) + int(analyses.probe) for _, g, _ in plans)
@@ -358,7 +436,7 @@ def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size,
             unit = f"m{si:02d}-l{li:03d}"
             saved = None
             if unit in completed:
-                if analyses.probe and main:
+                if analyses.probe and main and f"m{si:02d}-probe" not in completed:  # the probe still needs it
                     saved = torch.load(work / f"probe-{unit}.pt", weights_only=True)
             else:
                 col = run_level(s, inp, t_native, batch_size=batch_size, analyses=analyses, device=device,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import dardiag
 import dardiag.sweep as sweep
 from dardiag.checkpoints import save_checkpoint
 from dardiag.models import DiT, DiTConfig
+from dardiag.probe.collect import Analyses
 from dardiag.store import REQUIRED_COLUMNS, SCHEMA
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
@@ -181,12 +183,9 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(files, monkeyp
     state = dardiag.store._read_run_json(out / "_run.json")
     assert state["status"] == "running" and len(state["completed"]) == 2
 
-    with pytest.raises(dardiag.errors.DardiagError, match="already holds a run"):
-        sweep.profile(models, out=out, **kw)
-
     calls.clear()
     monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
-    resumed = sweep.profile(models, out=out, resume=True, **kw)
+    resumed = sweep.profile(models, out=out, **kw)  # the same call again continues (as --resume would)
     assert len(calls) == 2 * 3 - 2  # only the unfinished levels were recomputed
     assert resumed.attrs["dardiag_status"] == "complete"
 
@@ -220,6 +219,9 @@ def bad_cases(f: Path) -> dict[str, list]:
         "cuda without CUDA": [res, "--device", "cuda"],
         "levels and timesteps": [res, "--noise-levels", "0.5", "--timesteps", "10"],
         "missing checkpoint": [f / "nothing.pt"],
+        "cka max rows 3": [res, "--cka-max-rows", "3"],
+        "device mps": [res, "--device", "mps"],
+        "levels 1e12": [res, "--levels", "1000000000000"],
     }
 
 
@@ -228,6 +230,7 @@ EXPECT = {
     "DiT timestep 1000": "range", "SiT timestep 1.5": "range", "empty grid": "empty",
     "noise level 1.5": "[0, 1]", "batch 2 with CKA": "CKA", "unknown dtype": "float8",
     "cuda without CUDA": "CUDA", "levels and timesteps": "either", "missing checkpoint": "nothing.pt",
+    "cka max rows 3": "--cka-max-rows", "device mps": "mps", "levels 1e12": "--levels",
 }
 
 
@@ -254,3 +257,92 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, case, capsys, mo
     assert EXPECT[case] in lines[0], lines[0]
     assert "Traceback" not in captured.err + captured.out
     assert not out.exists()
+
+
+def test_huge_samples_and_unwritable_out_are_one_line_errors(files, tmp_path):
+    from dardiag.errors import DardiagError
+
+    with pytest.raises(DardiagError, match="--samples 100000000000 needs"):
+        sweep.profile(str(files / "res.pt"), samples=10**11, noise_levels=[0.5])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DardiagError, match="cannot create .*afile/sub.*writable directory"):
+        sweep.profile(str(files / "res.pt"), out=tmp_path / "afile" / "sub", samples=N, batch_size=4,
+                      noise_levels=[0.5], analyses=Analyses(probe=False))
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_failed_force_restores_the_replaced_run(files, monkeypatch):
+    kw = dict(inputs=files / "inputs.pt", samples=N, batch_size=4, analyses=Analyses(probe=False))
+    out = files / "forced"
+    first = sweep.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)
+    before = snapshot(out)
+
+    def broken(*a, **k):
+        raise RuntimeError("loss is not finite")  # what a NaN checkpoint or an OOM does mid-run
+
+    monkeypatch.setattr(sweep, "run_level", broken)
+    with pytest.raises(RuntimeError):
+        sweep.profile(str(files / "res.pt"), out=out, noise_levels=[0.2, 0.9], force=True, **kw)
+    assert snapshot(out) == before  # the old run is back, byte for byte
+    pd.testing.assert_frame_equal(dardiag.read_profile(out), first)
+
+
+def test_resume_recomputes_levels_whose_probe_cache_is_gone(files, monkeypatch):
+    kw = dict(inputs=files / "inputs.pt", noise_levels=[0.2, 0.8], samples=N, batch_size=4)
+    out = files / "nocache"
+    real = sweep.run_level
+    calls = []
+
+    def stop_before_probe(*a, **k):  # the first model's levels are done, its probe is not
+        calls.append(a[2])
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    def no_probe(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "probe_rows", no_probe)
+
+    monkeypatch.setattr(sweep, "run_level", stop_before_probe)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
+    shutil.rmtree(out / "_work")  # e.g. the run directory was copied without its scratch
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    df = sweep.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
+    assert len(calls) == 4  # the first model's two levels again (cache gone), then the second's
+    assert df[df.metric == "probe_r2"].model.nunique() == 2
+    shutil.rmtree(out / "_work")  # a complete run needs no cache: read back without any work
+    calls.clear()
+    again = sweep.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
+    assert calls == [] and len(again) == len(df)
+
+
+def test_ctrl_c_exits_130_and_the_same_command_finishes_the_run(files):
+    """Ctrl-C must fail a `dardiag profile ... && next` chain, keep finished units, and the same command
+    run again must complete the table."""
+    import signal
+    import time
+
+    out = files / "ctrl_c"
+    cmd = cli(files / "res.pt", "--out", out, "--inputs", files / "inputs.pt", "--levels", "12",
+              "--samples", N, "--batch-size", 4, "--no-figures", "--no-progress")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        run_file = out / "_run.json"
+        if run_file.exists() and '"m00-l000"' in run_file.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0 and '"complete"' in (out / "_run.json").read_text():
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    df = dardiag.read_profile(out)
+    assert df.attrs["dardiag_status"] == "complete" and df.noise_level.nunique() == 12

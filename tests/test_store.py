@@ -174,12 +174,40 @@ def test_run_dir_lifecycle_and_pandas_reads_it(tmp_path):
         run.mark_done("ckpt-1000", make_rows())
 
 
-def test_create_on_existing_run_needs_a_flag(tmp_path):
+def test_same_config_continues_and_another_config_needs_force(tmp_path):
     RunDir.create(tmp_path, META).mark_done("u1", make_rows())
-    with pytest.raises(DardiagError, match="already holds a run; pass --force to replace it or --resume"):
-        RunDir.create(tmp_path, META)
+    again = RunDir.create(tmp_path, META)  # the same command again: continue, never start over
+    assert again.completed == {"u1"} and again.resumed_from == 1
+    other = {**META, "config": {**META["config"], "batch_size": 8}}
+    with pytest.raises(DardiagError, match=r"will not overwrite .*config\.batch_size: stored 4, now 8.*--force"):
+        RunDir.create(tmp_path, other)
     with pytest.raises(DardiagError, match="not both"):
         RunDir.create(tmp_path, META, force=True, resume=True)
+    assert RunDir.create(tmp_path, META).completed == {"u1"}
+
+
+def test_force_keeps_the_replaced_run_until_the_new_one_completes(tmp_path):
+    old = RunDir.create(tmp_path, META)
+    old.mark_done("u1", make_rows(step=1))
+    old.finish()
+    other = {**META, "config": {**META["config"], "batch_size": 8}}
+    new = RunDir.create(tmp_path, other, force=True)
+    assert new.completed == frozenset()
+    assert (tmp_path / "_replaced" / RUN_FILE).exists()  # hidden from pandas, not lost
+    new.mark_done("u2", make_rows(step=2))
+    new.abandon()  # the new run failed: the old one is back as it was
+    assert not (tmp_path / "_replaced").exists()
+    assert read_profile(tmp_path)["step"].tolist() == [1] * len(make_rows())
+    assert RunDir.create(tmp_path, META).completed == {"u1"}
+
+    # interrupted for good (no abandon): a second --force keeps the older complete run aside
+    RunDir.create(tmp_path, other, force=True).mark_done("u2", make_rows(step=2))
+    third = RunDir.create(tmp_path, {**META, "config": {**META["config"], "seed": 9}}, force=True)
+    assert sorted(p.name for p in (tmp_path / "_replaced").iterdir()) == [RUN_FILE, "part-u1.parquet"]
+    third.mark_done("u3", make_rows(step=3))
+    third.finish()
+    assert not (tmp_path / "_replaced").exists()
+    assert set(read_profile(tmp_path)["step"]) == {3}
 
 
 def test_resume_returns_completed_units_and_checks_config(tmp_path):
@@ -217,6 +245,8 @@ def test_force_removes_only_dardiag_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     fresh = RunDir.create(tmp_path, META, force=True)
     assert fresh.completed == frozenset()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_replaced", RUN_FILE, "notes.txt"]
+    fresh.finish()
     assert sorted(p.name for p in tmp_path.iterdir()) == [RUN_FILE, "notes.txt"]
 
 

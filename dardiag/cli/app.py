@@ -45,22 +45,27 @@ def app(argv: list[str] | None = None) -> None:
     warnings.formatwarning = _format_warning
     _register()
     try:
-        _typer_app(args=argv, standalone_mode=False)
+        rc = _typer_app(args=argv, standalone_mode=False)
     except DardiagError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: finished units are kept; rerun with --resume to continue", file=sys.stderr)
-        sys.exit(130)
+        rc = 130
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
-        sys.exit(1)
+        rc = 130
     except Exception as e:  # click usage errors arrive here in non-standalone mode
         if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(e.exit_code)
         raise
+    # not standalone, click returns Ctrl-C as the value 130 instead of raising: a script must see it fail
+    if rc == 130:
+        print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
+        sys.exit(130)
+    if isinstance(rc, int) and rc != 0:
+        sys.exit(rc)
 
 
 main = app

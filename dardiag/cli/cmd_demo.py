@@ -15,8 +15,8 @@ def demo_cmd(
     levels: int = typer.Option(8, help="evenly spaced noise levels"),
     batch_size: int = typer.Option(16),
     figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
-    force: bool = typer.Option(False, help="replace an existing demo run in OUT"),
-    resume: bool = typer.Option(False, help="continue an interrupted demo run"),
+    force: bool = typer.Option(False, help="replace a run with other settings in OUT"),
+    resume: bool = typer.Option(False, help="continue the run in OUT (the same command without it does too)"),
     device: str = typer.Option("cpu"),
     threads: int = typer.Option(1, help="CPU threads for torch"),
     progress: bool = typer.Option(None, help="progress bar (default: on a terminal)"),
@@ -24,6 +24,10 @@ def demo_cmd(
     """Profile the bundled residual and DAR (static_t, chunk 4) digit models side by side."""
     import torch
 
+    from dardiag.errors import DardiagError
+
+    if threads < 1:
+        raise DardiagError("--threads must be at least 1")
     # The bundled models are tiny (64 tokens, width 64): one thread is as fast as two on an idle
     # machine and avoids OpenMP spin-waits that made a busy 2-core machine 50x slower (measured).
     torch.set_num_threads(threads)

@@ -35,6 +35,7 @@ def profile_cmd(
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16 (autocast)"),
     family: Optional[str] = typer.Option(None, help="dit | sit | repa when the file cannot say"),
     num_heads: Optional[int] = typer.Option(None, help="attention heads for non-preset widths"),
+    input_size: Optional[int] = typer.Option(None, help="latent side, for files without pos_embed"),
     name: Optional[List[str]] = typer.Option(None, help="display name per checkpoint (repeat)"),
     cka: bool = typer.Option(True, help="CKA matrix between all block states"),
     cka_rows: str = typer.Option("tokens", help="CKA examples: tokens or images"),
@@ -44,8 +45,8 @@ def profile_cmd(
     probe: bool = typer.Option(True, help="timestep probe (ridge R^2 per block)"),
     token_maps: bool = typer.Option(False, help="per-token act_rms / grad_rms maps"),
     figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
-    force: bool = typer.Option(False, help="replace an existing run in OUT"),
-    resume: bool = typer.Option(False, help="continue an interrupted run in OUT"),
+    force: bool = typer.Option(False, help="replace a run with other settings in OUT (kept until the new one completes)"),
+    resume: bool = typer.Option(False, help="continue the run in OUT (the same command without it does too)"),
     progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)"),
 ):
@@ -62,8 +63,6 @@ def profile_cmd(
 
     if cka_rows not in ("tokens", "images"):
         raise DardiagError(f"--cka-rows must be tokens or images, got {cka_rows!r}")
-    if levels < 1:
-        raise DardiagError("--levels must be at least 1")
     grid = parse_floats(noise_levels, "--noise-levels")
     ts = parse_floats(timesteps, "--timesteps")
     if grid is None and ts is None:
@@ -79,7 +78,7 @@ def profile_cmd(
         df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, noise_levels=grid, timesteps=ts,
                      samples=samples, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
                      analyses=analyses, family=family, num_heads=num_heads, names=name, force=force,
-                     resume=resume, progress=advance)
+                     resume=resume, progress=advance, input_size=input_size)
     from dardiag.distributed import is_main
 
     if not is_main():  # under torchrun only rank 0 reports and draws
