@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("summary", "metrics", "plots", "store", "sweep", "checkpoints", "models", "probe", "adapters",
+               "subjects", "families", "train", "distributed")
+
 
 def __getattr__(name):  # lazy: `import dardiag` stays cheap and torch-free for plotting users
     if name == "load_model":
@@ -20,4 +23,8 @@ def __getattr__(name):  # lazy: `import dardiag` stays cheap and torch-free for 
         from dardiag import bundled
 
         return getattr(bundled, name)
+    if name in _SUBMODULES:  # `dardiag.summary.symptom_summary(...)` after a bare `import dardiag`
+        import importlib
+
+        return importlib.import_module(f"dardiag.{name}")
     raise AttributeError(f"module 'dardiag' has no attribute {name!r}")

@@ -15,6 +15,11 @@ def _at(df: pd.DataFrame, metric: str) -> pd.Series:
     return d.set_index("block")["value"].sort_index() if len(d) else pd.Series(dtype=float)
 
 
+def _ratio(num: float, den: float) -> float:
+    """num / den, NaN when undefined (a zero gradient at an untrained model's last block), silently."""
+    return float(num) / float(den) if den != 0 and np.isfinite(den) else np.nan
+
+
 def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
     """Rows per (model, noise level); ``levels="extremes"`` keeps the noisiest and cleanest level."""
     out = []
@@ -26,9 +31,9 @@ def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
             act, grad, cos = _at(d, "act_rms"), _at(d, "grad_rms"), _at(d, "cos_prev")
             row = {"model": model, "routing": d["routing"].iloc[0], "noise_level": level}
             if len(act) > 1:
-                row["act_growth"] = act.iloc[-1] / act.loc[1] if 1 in act.index else np.nan
+                row["act_growth"] = _ratio(act.iloc[-1], act.loc[1]) if 1 in act.index else np.nan
             if len(grad) > 1:
-                row["grad_decay"] = grad.loc[1] / grad.iloc[-1] if 1 in grad.index else np.nan
+                row["grad_decay"] = _ratio(grad.loc[1], grad.iloc[-1]) if 1 in grad.index else np.nan
             if len(cos):
                 row["mean_cos_prev"] = cos.mean()
             cka = d[(d["metric"] == "cka") & (d["other_block"] == d["block"] - 1)]

@@ -12,6 +12,8 @@ from dardiag.errors import DardiagError
 
 
 def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DardiagError(f"{out} exists and is not a directory; choose a directory for --out")
     if out.exists() and any(out.iterdir()) and not force:
         raise DardiagError(f"{out} is not empty; pass --force to overwrite figures there")
 
@@ -59,6 +61,11 @@ def compare_cmd(
     from dardiag.store import read_profile
 
     frames = [read_profile(r) for r in runs]
+    ids = [sorted(set(f["run_id"])) for f in frames]
+    for i in range(len(runs)):
+        for j in range(i):
+            if ids[i] == ids[j]:
+                raise DardiagError(f"{runs[j]} and {runs[i]} are the same run; give each run once")
     names = [set(f["model"]) for f in frames]
     for i, f in enumerate(frames):  # the same model name in two runs: tell them apart by run
         clash = names[i] & set().union(*(n for j, n in enumerate(names) if j != i))
