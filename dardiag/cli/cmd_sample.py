@@ -14,32 +14,44 @@ from dardiag.errors import DardiagError
 @command("sample")
 def sample_cmd(
     checkpoint: Path = typer.Argument(..., help="a dardiag checkpoint (or a DiT/SiT one with --family)"),
-    out: Path = typer.Option(Path("samples.png"), help="PNG grid: one row per class"),
+    out: Path = typer.Option(Path("samples.png"),
+                             help="image grid, one row per class: .png (or .jpg, .bmp, .tif, .webp)"),
     n_per_class: int = typer.Option(8, help="samples per class"),
     steps: int = typer.Option(50, help="Euler (sit) / DDIM (dit) steps"),
-    cfg: float = typer.Option(1.0, help="classifier-free guidance scale (1 = off)"),
+    cfg: float = typer.Option(1.0, help="classifier-free guidance scale >= 0 (1 = off, 0 = unconditional)"),
     seed: int = typer.Option(0),
     family: Optional[str] = typer.Option(None, help="sit | dit, when the file cannot say"),
     device: str = typer.Option("cpu"),
     score: bool = typer.Option(False, "--score", help="digit score: classifier accuracy and Fréchet distance"),
+    force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
 ):
     """Sample every class with a deterministic ODE sampler and save a grid."""
     import torch
 
     from dardiag.checkpoints import load_model
     from dardiag.train import digit_score, sample, save_grid
+    from dardiag.train.sampler import check_sampling, grid_format
+    from dardiag.train.trainer import resolve_device
 
+    # every flag first: a bad one must not cost a model load and a sampling run
     if n_per_class < 1:
         raise DardiagError(f"--n-per-class must be at least 1, got {n_per_class}")
+    check_sampling(steps=steps, cfg_scale=cfg)
+    grid_format(out, overwrite=force)
+    resolve_device(device)
     model, info = load_model(checkpoint, family=family, device=device)
     cfg_model = model.config
+    if score and (cfg_model.in_channels, cfg_model.input_size, cfg_model.num_classes) != (1, 16, 10):
+        raise DardiagError("--score is for digits models (1 x 16 x 16 latents, 10 classes)")
     y = torch.arange(cfg_model.num_classes).repeat_interleave(n_per_class)  # (classes * n,)
     x = sample(model, info.family, y, steps=steps, cfg_scale=cfg, seed=seed)
-    save_grid(x, out, nrow=n_per_class)
-    print(f"{x.shape[0]} samples ({cfg_model.num_classes} classes x {n_per_class}, {steps} steps, cfg {cfg:g}) -> {out}")
+    if not torch.isfinite(x).all():
+        raise DardiagError(f"the samples are not finite (NaN or inf), so nothing was written: {checkpoint} holds "
+                           "non-finite weights, or the guidance diverged (try a smaller --cfg)")
+    save_grid(x, out, nrow=n_per_class, overwrite=force)
+    print(f"{x.shape[0]} samples ({cfg_model.num_classes} classes x {n_per_class}, {steps} steps, cfg {cfg:g}) "
+          f"-> {out}")
     if score:
-        if (cfg_model.in_channels, cfg_model.input_size, cfg_model.num_classes) != (1, 16, 10):
-            raise DardiagError("--score is for digits models (1 x 16 x 16 latents, 10 classes)")
         s = digit_score(x, y)
         print(f"digit score (n={s['n']}): accuracy {s['accuracy']:.3f} (real test digits: {s['real_accuracy']:.3f}); "
               f"FD {s['fd']:.2f} (real train digits, same n: {s['fd_real']:.2f}; lower is better)")

@@ -74,6 +74,9 @@ def train_cmd(
         profile_noise_levels=_levels(profile_noise_levels), profile_cka=profile_cka, device=device,
         resume=resume, force=force,
     )
+    if export is not None and (export.is_dir() or any(p.exists() and not p.is_dir() for p in export.parents)):
+        raise DardiagError(f"--export {export}: not a writable file path (a directory, or under a file); "
+                           "pass a file name such as tiny_ema.pt")
     if threads is not None:
         if threads < 1:
             raise DardiagError(f"--threads must be at least 1, got {threads}")

@@ -7,6 +7,7 @@ The model size is a preset (``DiT-S/2``) or explicit ``depth``/``hidden_size``/`
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from dardiag.errors import DardiagError
@@ -15,6 +16,13 @@ from dardiag.models.config import DiTConfig, preset
 TRAIN_FAMILIES = ("sit", "dit")  # sit: velocity objective (default); dit: epsilon objective
 # Fields that may change when a run is resumed: they decide how long and how often, not what is learned.
 RESUMABLE = frozenset({"out", "steps", "save_every", "log_every", "profile_every", "device", "resume", "force"})
+LR_MAX = 1e37  # AdamW's first step is lr / (1 - beta1) = 10 lr, and torch needs it as a float32
+# TrainConfig field -> the ``dardiag train`` flag that sets it, where the two names differ
+FLAGS = {"hidden_size": "--hidden", "num_heads": "--heads", "patch_size": "--patch"}
+
+
+def flag(field: str) -> str:
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -102,22 +110,28 @@ class TrainConfig:
         """Settings that differ from a stored run and may not change on resume."""
         mine = self.to_dict()
         return [
-            f"{k}: stored {stored.get(k)!r}, now {mine[k]!r}"
+            f"{flag(k)}: stored {stored.get(k)!r}, now {mine[k]!r}"
             for k in mine if k not in RESUMABLE and stored.get(k) != mine[k]
         ]
 
 
 def _check(c: TrainConfig) -> None:
+    """Every setting, before any data is read or any file in OUT is written or deleted."""
     def need(ok: bool, msg: str):
         if not ok:
             raise DardiagError(msg)
 
+    def finite(v: float) -> bool:
+        return isinstance(v, (int, float)) and math.isfinite(v)
+
     need(c.family in TRAIN_FAMILIES, f"--family must be one of {', '.join(TRAIN_FAMILIES)} for training, got {c.family!r}")
     need(c.steps >= 1, f"--steps must be at least 1, got {c.steps}")
     need(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}")
-    need(c.lr > 0, f"--lr must be positive, got {c.lr}")
+    need(finite(c.lr) and 0 < c.lr <= LR_MAX,
+         f"--lr must be a number > 0 and at most {LR_MAX:g} (a larger AdamW step overflows float32), got {c.lr}")
     need(c.warmup >= 0, f"--warmup must be >= 0, got {c.warmup}")
-    need(c.grad_clip >= 0, f"--grad-clip must be >= 0 (0 = off), got {c.grad_clip}")
+    need(finite(c.grad_clip) and c.grad_clip >= 0,
+         f"--grad-clip must be a finite number >= 0 (0 = off), got {c.grad_clip}")
     need(0.0 <= c.ema < 1.0, f"--ema must be in [0, 1), got {c.ema}")
     need(0.0 <= c.class_dropout < 1.0, f"--class-dropout must be in [0, 1), got {c.class_dropout}")
     need(c.seed >= 0, f"--seed must be >= 0, got {c.seed}")
@@ -126,9 +140,22 @@ def _check(c: TrainConfig) -> None:
     need(c.profile_every >= 0, f"--profile-every must be >= 0 (0 = off), got {c.profile_every}")
     need(c.profile_samples >= 4, f"--profile-samples must be at least 4 (CKA needs n >= 4), got {c.profile_samples}")
     need(c.profile_batch_size >= 1, f"--profile-batch-size must be at least 1, got {c.profile_batch_size}")
+    need(not c.profile_cka or c.profile_batch_size >= 4,
+         f"--profile-batch-size must be at least 4 for CKA (or pass --no-profile-cka), got {c.profile_batch_size}")
+    levels = c.profile_noise_levels
+    need(levels is None or (len(levels) > 0 and all(finite(v) and 0 <= v <= 1 for v in levels)),
+         f"--profile-noise-levels must be numbers in [0, 1] (1 = pure noise), got {list(levels or [])}")
     need(not (c.resume and c.force), "pass either --resume or --force, not both")
     need(c.input_size is None or c.input_size >= 1, f"--input-size must be positive, got {c.input_size}")
-    # the size checks of DiTConfig (heads divide width, chunk size divides 2*depth) fail here, before any data
-    # is read; the patch size stands in for the latent side, which only the data knows
-    patch = c.size()[3]
+    need(c.chunk_size >= 1, f"--chunk-size must be at least 1, got {c.chunk_size}")
+    depth, hidden, heads, patch = c.size()
+    for name, value in (("--depth", depth), ("--hidden", hidden), ("--heads", heads), ("--patch", patch)):
+        need(value >= 1, f"{name} must be at least 1, got {value}")
+    need(hidden % 4 == 0, f"--hidden must be a multiple of 4 (the 2-D sin-cos position embedding), got {hidden}")
+    need(hidden % heads == 0, f"--hidden {hidden} is not divisible by --heads {heads}; "
+         f"use a width that is a multiple of the head count")
+    need(c.input_size is None or c.input_size % patch == 0,
+         f"--input-size {c.input_size} is not a multiple of --patch {patch}")
+    # the remaining checks of DiTConfig (routing, query, chunk size divides 2*depth) fail here, before any
+    # data is read; the patch size stands in for the latent side, which only the data knows
     c.model_config(in_channels=1, input_size=c.input_size or patch, num_classes=1)

@@ -1,4 +1,4 @@
-"""Deterministic ODE samplers for trained models, and a PNG grid writer.
+"""Deterministic ODE samplers for trained models, and an image grid writer.
 
 - sit: Euler on the velocity field from t = 0 (noise) to t = 1 (data), ``steps`` uniform steps.
 - dit: DDIM with eta = 0 (Song et al. 2021), the deterministic sampler of an epsilon model; it is an
@@ -17,10 +17,51 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
 from dardiag.families import DiTFamily, Family, get_family
 
 SAMPLE_FAMILIES = ("sit", "dit")
+# file extension -> PIL format for ``save_grid``: lossless rasters, and JPEG
+GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+                ".webp": "WEBP"}
+
+
+def check_sampling(*, steps: int, cfg_scale: float) -> None:
+    """The sampler settings, checked before a model is loaded or run."""
+    if steps < 1:
+        raise DardiagError(f"--steps must be at least 1, got {steps}")
+    # cfg 0 samples the null class alone (unconditional); below 0 it steers away from the class, which is
+    # never what a user asking for class y wants
+    if not (math.isfinite(cfg_scale) and cfg_scale >= 0):
+        raise DardiagError(f"--cfg must be a finite number >= 0 (1 = off, 0 = unconditional), got {cfg_scale}")
+
+
+def grid_format(path: str | os.PathLike, *, overwrite: bool = True) -> str:
+    """The PIL format ``save_grid`` writes ``path`` in; a one-line error for a path it cannot write."""
+    path = Path(path)
+    if path.is_dir():
+        raise DardiagError(f"{path} is a directory; pass a file name such as {path / 'samples.png'}")
+    fmt = GRID_FORMATS.get(path.suffix.lower())
+    if fmt is None or not _pil_can_save(fmt):
+        accepted = ", ".join(e for e, f in GRID_FORMATS.items() if _pil_can_save(f))
+        got = f"extension {path.suffix!r}" if path.suffix else "no extension"
+        raise DardiagError(f"{path} has {got}; the grid is an image: use one of {accepted}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DardiagError(f"cannot write {path}: {parent} is a file, not a directory; choose another --out")
+            break
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise DardiagError(f"{path} already exists; pass --force to replace it, or choose another --out")
+    return fmt
+
+
+def _pil_can_save(fmt: str) -> bool:
+    from PIL import Image, features
+
+    Image.init()
+    return fmt in Image.SAVE and (fmt != "WEBP" or bool(features.check("webp")))
 
 
 def _predict(model, x, t_native, y, cfg_scale: float):
@@ -44,8 +85,7 @@ def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float 
     fam = get_family(family) if isinstance(family, str) else family
     if fam.name not in SAMPLE_FAMILIES:
         raise DardiagError(f"sampling supports the {' and '.join(SAMPLE_FAMILIES)} families, not {fam.name!r}")
-    if steps < 1:
-        raise DardiagError(f"--steps must be at least 1, got {steps}")
+    check_sampling(steps=steps, cfg_scale=cfg_scale)
     cfg = model.config
     device = next(model.parameters()).device
     y = torch.as_tensor(y, dtype=torch.long).to(device)  # (N,)
@@ -88,13 +128,17 @@ def _ddim(model, x, y, steps, cfg_scale):
     return x
 
 
-def save_grid(x: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = None, scale: int = 4) -> Path:
-    """Write images ``(N, C, H, W)`` in [-1, 1] as one PNG, ``nrow`` per row, each pixel ``scale`` x ``scale``.
+def save_grid(x: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = None, scale: int = 4,
+              overwrite: bool = True) -> Path:
+    """Write images ``(N, C, H, W)`` in [-1, 1] as one image, ``nrow`` per row, each pixel ``scale`` x ``scale``.
 
-    C = 3 is drawn as RGB; any other channel count shows channel 0 in grey (latents are not images).
+    The format follows the extension (``GRID_FORMATS``); the file is replaced atomically, and with
+    ``overwrite=False`` an existing ``path`` is an error. C = 3 is drawn as RGB; any other channel count
+    shows channel 0 in grey (latents are not images).
     """
     from PIL import Image
 
+    fmt = grid_format(path, overwrite=overwrite)
     x = torch.as_tensor(x).detach().float().cpu()
     if x.dim() != 4 or x.shape[0] == 0:
         raise DardiagError(f"save_grid needs images [N, C, H, W], got shape {list(x.shape)}")
@@ -109,7 +153,8 @@ def save_grid(x: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = No
         grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = x[i]
     img = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H', W', c)
     img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img[..., 0] if c == 1 else img).save(path)  # uint8 2-D -> L, (H, W, 3) -> RGB
-    return path
+    image = Image.fromarray(img[..., 0] if c == 1 else img)  # uint8 2-D -> L, (H, W, 3) -> RGB
+    try:
+        return atomic_write(path, lambda f: image.save(f, format=fmt), overwrite=overwrite)
+    except OSError as e:  # permission denied, disk full, read-only file system
+        raise DardiagError(f"cannot write {path}: {e.strerror or e}; choose another --out") from None

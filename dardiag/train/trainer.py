@@ -12,6 +12,7 @@ Legend: N batch, n training set size, C latent channels, H/W latent side.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,10 @@ def build_model_config(config: TrainConfig, data: dict):
     _, c, h, w = data["x0"].shape
     if h != w:
         raise DardiagError(f"training needs square latents; {config.data} holds {h}x{w}")
+    patch = config.size()[3]
+    if config.input_size is None and h % patch:
+        raise DardiagError(f"the latents in {config.data} are {h}x{w}, not a multiple of --patch {patch}; "
+                           f"use a patch size that divides {h}")
     num_classes = int(data["y"].max()) + 1 if "y" in data else 1  # no labels: one class, all y = 0
     mcfg = config.model_config(in_channels=c, input_size=config.input_size or h, num_classes=num_classes)
     check_matches_model(data, mcfg, what=f"the latents in {config.data}")
@@ -97,31 +102,70 @@ def _deterministic(device: torch.device):
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``--device`` as a torch.device: cpu, cuda or cuda:N, and only a CUDA device that exists here."""
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise DardiagError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DardiagError(f"--device {name}: CUDA is not available here; use --device cpu")
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise DardiagError(f"unknown --device {name!r}; use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DardiagError(f"--device {name}: CUDA is not available here; use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DardiagError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
     return device
 
 
-def _restore(path: Path, config: TrainConfig, model, ema, opt, device) -> tuple[int, float]:
-    """Load ``OUT/last.pt`` into model/EMA/optimizer; -> (step, wall seconds so far)."""
-    obj = torch.load(path, map_location=device, weights_only=True)
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_resume(path: Path, config: TrainConfig, device) -> dict:
+    """``OUT/last.pt``, refused unless it is a training checkpoint of the same run: the stored settings
+    are compared before any weights are loaded, so a changed --depth says so instead of failing in
+    ``load_state_dict``."""
     try:
-        stored, step = obj["train"]["config"], int(obj["dardiag"]["step"])
+        obj = torch.load(path, map_location=device, weights_only=True)
+        stored = obj["train"]["config"]
+        int(obj["dardiag"]["step"])
+        if not isinstance(stored, dict):
+            raise TypeError(f"stored config is a {type(stored).__name__}")
+    except Exception as e:  # unpickling a damaged file raises anything from KeyError to IndexError
+        raise DardiagError(f"cannot resume from {path}: not a complete training checkpoint ({_one_line(e)}); "
+                           "copy an intact ckpt_*.pt over it, or pass --force to start the run over") from None
+    diff = config.resume_diff(stored)
+    if diff:
+        more = f"; and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise DardiagError(f"cannot resume {config.out}: settings differ from the stored run "
+                           f"({'; '.join(diff[:4])}{more}); pass the same settings, or --force to start over")
+    return obj
+
+
+def _restore(obj: dict, path: Path, model, ema, opt) -> tuple[int, float]:
+    """Load a checked ``read_resume`` dict into model/EMA/optimizer; -> (step, wall seconds so far)."""
+    try:
         model.load_state_dict(obj["model"])
         ema.load_state_dict(obj["ema"])
         opt.load_state_dict(obj["opt"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise DardiagError(f"cannot resume from {path}: not a complete training checkpoint ({str(e)[:120]})") from None
-    diff = config.resume_diff(stored)
-    if diff:
-        raise DardiagError(f"cannot resume {config.out}: settings differ from the stored run ({'; '.join(diff[:4])}); "
-                           "pass the same settings, or --force to start over")
-    return step, float(obj["train"].get("wall_s", 0.0))
+        raise DardiagError(f"cannot resume from {path}: not a complete training checkpoint ({_one_line(e)})") from None
+    return int(obj["dardiag"]["step"]), float(obj["train"].get("wall_s", 0.0))
+
+
+def _all_finite(*models) -> bool:
+    return all(bool(torch.isfinite(p).all()) for m in models for p in m.parameters())
+
+
+def _diverged(config: TrainConfig, what: str, step: int, saved: int | None) -> DardiagError:
+    kept = (f"the last good checkpoint ({config.out}/{outdir.LAST}, step {saved}) is kept" if saved is not None
+            else "no checkpoint was written")
+    clip = "" if config.grad_clip else " or turn --grad-clip on"
+    return DardiagError(f"training diverged at step {step}: {what}; stopped, {kept}; "
+                        f"start over (--force) with a lower --lr (now {config.lr:g}){clip}")
 
 
 def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: float, wall_s: float) -> None:
@@ -143,7 +187,7 @@ def train(config: TrainConfig, *, on_step=None) -> Path:
     ``on_step(step, loss)`` is called after every finished step (progress, tests that simulate a kill).
     """
     c = config
-    device = _device(c.device)
+    device = resolve_device(c.device)
     family = get_family(c.family)
     data, held_out = load_data(c)
     mcfg = build_model_config(c, data)
@@ -153,6 +197,7 @@ def train(config: TrainConfig, *, on_step=None) -> Path:
 
         get_profiler()  # a missing profiler fails here, before OUT is touched
     resume_from = outdir.prepare(out, resume=c.resume, force=c.force)
+    stored = read_resume(resume_from, c, device) if resume_from is not None else None
     x0_all = data["x0"]  # (n, C, H, W)
     y_all = data.get("y", torch.zeros(x0_all.shape[0], dtype=torch.long))  # (n,)
 
@@ -172,8 +217,10 @@ def train(config: TrainConfig, *, on_step=None) -> Path:
         params = [p for p in model.parameters() if p.requires_grad]  # pos_embed is fixed
         opt = torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.999), weight_decay=0.0)
         start, wall_before = 0, 0.0
-        if resume_from is not None:
-            start, wall_before = _restore(resume_from, c, model, ema, opt, device)
+        if stored is not None:
+            start, wall_before = _restore(stored, resume_from, model, ema, opt)
+            del stored
+        saved = start if resume_from is not None else None  # the step of the good OUT/last.pt, if any
         outdir.write_config(out, c.to_dict())
         log = outdir.LossLog(out, keep_until=start)
         t0 = time.perf_counter()
@@ -188,21 +235,26 @@ def train(config: TrainConfig, *, on_step=None) -> Path:
                     group["lr"] = lr
                 pred = model(family.corrupt(x0, noise, t), t, y)  # (N, C, H, W)
                 loss = family.loss(pred, x0, noise, t)
+                done = step + 1
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
+                    raise _diverged(c, f"the loss is {loss_value}", done, saved)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
                 opt.step()
-                done = step + 1
                 update_ema(ema, model, ema_decay(c.ema, done))
-                loss_value = loss.item()
                 wall = time.perf_counter() - t0
                 if done % c.log_every == 0 or done == c.steps:
                     log.write(done, loss_value, lr, wall)
                 if hook is not None and done % c.profile_every == 0:
                     hook(ema, done)
                 if (c.save_every and done % c.save_every == 0) or done == c.steps:
+                    if not _all_finite(model, ema):  # a finite loss can still overflow the update
+                        raise _diverged(c, "the weights are no longer finite", done, saved)
                     _save(out, c, model, ema, opt, done, loss_value, wall_before + wall)
+                    saved = done
                 if on_step is not None:
                     on_step(done, loss_value)
         finally:
