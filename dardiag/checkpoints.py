@@ -6,6 +6,9 @@ Reads (facts in shared/design/checkpoints.md):
   * dardiag checkpoints ``{"dardiag": {...config...}, "model", "ema", ...}``, which load with no flags
 Always ``weights_only`` (or safetensors): a pickle that needs code to unpickle is refused, unrun.
 What the weights cannot tell (attention heads for a non-preset width; DiT vs SiT) is never guessed.
+Every bad input is one ``DardiagError`` line: the first bytes name what a non-checkpoint is (an LFS
+pointer, an HTML page, a .npy; a safetensors file loads whatever its name), and keys, shapes, dtypes,
+metadata values and flags are checked before anything is parsed, divided or copied.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import io
 import math
 import os
 import pickle
+import pickletools
 import re
+import textwrap
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -102,55 +108,169 @@ def _check_path(path: Path) -> None:
         raise DardiagError(f"{path} is empty (0 bytes); the file was not written completely")
 
 
+def _read_head(path: Path, n: int = 1024) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise _unreadable(path, e) from None
+
+
+def _sniff(head: bytes, size: int) -> str:
+    """What the first bytes say the file is; torch's own errors for these are misleading."""
+    if head.startswith(b"version https://git-lfs"):
+        return "lfs"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    header_len = int.from_bytes(head[:8], "little")  # safetensors: u64 length, then a JSON header
+    if len(head) > 8 and head[8:9] == b"{" and 8 + header_len <= size:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"  # torch.save's format
+    if head.startswith(b"\x80"):
+        return "pickle"  # the legacy torch.save format, or a plain pickle
+    if _is_text(head):
+        return "html" if re.search(rb"<(!doctype html|html|head|body)\b", head[:512].lower()) else "text"
+    return "unknown"
+
+
+def _is_text(head: bytes) -> bool:
+    if any(b < 32 and b not in b"\t\n\r\f\x1b" for b in head):  # control bytes: binary
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.reason == "unexpected end of data"  # only a character cut by the sniff window
+    return True
+
+
+def _refuse_by_content(path: Path, kind: str, head: bytes) -> None:
+    """Files that are certainly not checkpoints, whatever their name."""
+    if kind == "lfs":
+        raise DardiagError(f"{path} is a Git LFS pointer, not the weights; run git lfs pull (or download the file itself)")
+    if kind in ("html", "text"):
+        first = " ".join(head.decode("utf-8", "replace").split())[:60]
+        raise DardiagError(
+            f"{path} is a text/HTML file, not a checkpoint (a failed download?); it starts with {first!r}"
+        )
+    if kind == "npy":
+        raise DardiagError(
+            f"{path} is a NumPy array (.npy), not a PyTorch checkpoint; pass a state dict saved with torch.save"
+        )
+
+
 def read_file(path: str | os.PathLike) -> object:
     """Load a checkpoint file without running any code from it."""
-    path = Path(path)
-    _check_path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    return _read(Path(path))[0]
 
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types
-            raise DardiagError(f"{path} is not a readable safetensors file ({_short(e)})") from None
+
+def _read(path: Path) -> tuple[object, str]:
+    """-> (loaded object, "safetensors" | "torch"): the content decides, not the suffix."""
+    _check_path(path)
+    head = _read_head(path)
+    kind = _sniff(head, path.stat().st_size)
+    _refuse_by_content(path, kind, head)
+    if kind == "safetensors" or (kind == "unknown" and path.suffix == ".safetensors"):
+        return _load_safetensors(path), "safetensors"
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the error says more
+            return torch.load(path, map_location="cpu", weights_only=True), "torch"
     except pickle.UnpicklingError as e:
-        raise DardiagError(
-            f"{path} needs arbitrary code to unpickle ({_short(e)}); refused, nothing in it ran. "
-            "Re-save it as a state dict (torch.save(model.state_dict(), ...)) or as .safetensors"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise DardiagError(
-            f"{path} is truncated or not a PyTorch checkpoint ({_short(e)}); re-download or re-save it"
-        ) from None
+        raise _unpickling_error(path, e, kind) from None
+    except Exception as e:  # the weights-only unpickler also raises KeyError, IndexError, ... on garbage
+        raise _unreadable(path, e) from None
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise DardiagError(f"{path} is not a readable safetensors file ({_short(e)})") from None
+
+
+def _unreadable(path: Path, e: Exception) -> DardiagError:
+    if isinstance(e, PermissionError):
+        return DardiagError(f"cannot read {path}: permission denied; check the file's permissions")
+    if isinstance(e, OSError):  # the disk or the file system, not the file's content
+        return DardiagError(f"cannot read {path}: {e.strerror or _short(e)}")
+    return DardiagError(
+        f"{path} is truncated or not a PyTorch checkpoint ({_short(e)}); re-download or re-save it"
+    )
+
+
+def _unpickling_error(path: Path, e: Exception, kind: str) -> DardiagError:
+    """A pickle that needs code (name what it needs) or one that is damaged."""
+    text = str(e)
+    names = _pickle_globals(path, kind) or re.findall(r"GLOBAL (\S+)", text)
+    if not names and not re.search(r"Trying to call reduce|Can only (build|create)|must be imported", text):
+        return _unreadable(path, e)
+    needs = ", ".join(dict.fromkeys(names)) or _short(e)
+    return DardiagError(
+        f"{path} needs arbitrary code to unpickle ({needs}); refused, nothing in it ran. If you trust its "
+        "source, load it once with torch.load(..., weights_only=False) and re-save the weights alone: "
+        "torch.save(model.state_dict(), ...) or as .safetensors"
+    )
+
+
+SAFE_PICKLE_GLOBALS = ("torch.", "collections.OrderedDict", "argparse.Namespace")
+
+
+def _pickle_bytes(path: Path, kind: str, limit: int = 1 << 24) -> bytes:
+    """The pickle stream: the file itself, or ``data.pkl`` inside torch.save's zip."""
+    try:
+        if kind != "zip":
+            with open(path, "rb") as f:
+                return f.read(limit)
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+            return z.open(name).read(limit) if name else b""
+    except Exception:  # unreadable: torch's own message is all there is
+        return b""
+
+
+def _pickle_globals(path: Path, kind: str) -> list[str]:
+    """The non-torch globals a pickle refers to, read with ``pickletools`` (which runs nothing): torch
+    names only the first it refuses, and none at all when it stops at an opcode first."""
+    names, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(_pickle_bytes(path, kind))):
+            if op.name == "GLOBAL":
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # damaged: names read from garbage would only mislead
+        return []
+    return [n for n in names if not n.startswith(SAFE_PICKLE_GLOBALS)]
 
 
 def _short(e: Exception) -> str:
-    text = " ".join(str(e).split())
-    if "Unsupported global" in text:  # torch's message is long; keep the part naming the class
-        m = re.search(r"Unsupported global: (GLOBAL \S+)", text)
-        return m.group(1) if m else "unsupported global"
-    return text[:160]
+    """torch's unpickling messages are paragraphs: keep the reason, whole words, one line."""
+    text = f"{type(e).__name__} {e}" if isinstance(e, LookupError) else str(e)  # KeyError: just the key
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    text = re.split(r"Check the documentation|This is an internal", text, maxsplit=1)[0]
+    return textwrap.shorten(" ".join(text.split()) or type(e).__name__, 160, placeholder=" ...")
 
 
-def _is_state_dict(obj) -> bool:
-    return isinstance(obj, dict) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
+def _has_tensors(obj) -> bool:
+    return isinstance(obj, dict) and any(torch.is_tensor(v) for v in obj.values())
 
 
 def unwrap(obj, path: Path, prefer: str | None = None):
     """-> (state_dict, weights used, file format, dardiag meta or None, training args or None)."""
-    if _is_state_dict(obj):
-        return obj, "state_dict", "state_dict", None, None
     if not isinstance(obj, dict):
         raise DardiagError(
             f"{path} is not a checkpoint: it holds a {type(obj).__name__}, expected a state dict "
             "or a dict with 'model'/'ema' entries"
         )
-    meta = obj.get("dardiag")
-    args = obj.get("args")
-    available = [k for k in ("ema", "model") if _is_state_dict(obj.get(k))]
+    available = [k for k in ("ema", "model") if _has_tensors(obj.get(k))]
+    if not available and _has_tensors(obj):
+        return checked_entries(obj, path), "state_dict", "state_dict", None, None
     if not available:
         keys = ", ".join(sorted(map(str, obj))[:8])
         raise DardiagError(
@@ -160,7 +280,22 @@ def unwrap(obj, path: Path, prefer: str | None = None):
     if prefer is not None and prefer not in available:
         raise DardiagError(f"{path} has no '{prefer}' weights; it has: {', '.join(available)}")
     which = prefer or available[0]
-    return obj[which], which, "dardiag" if meta else "training", meta, args
+    meta = obj.get("dardiag")
+    return checked_entries(obj[which], path), which, "dardiag" if meta else "training", meta, obj.get("args")
+
+
+def checked_entries(sd: dict, path: Path) -> dict:
+    """Names map to dense tensors: checked before any key is parsed or any value is used."""
+    for k, v in sd.items():
+        if not isinstance(k, str):
+            raise DardiagError(
+                f"{path}: state-dict key {k!r} is of type {type(k).__name__}; keys must be parameter names (str)"
+            )
+        if not torch.is_tensor(v):
+            raise DardiagError(f"{path}: {k} holds a {type(v).__name__}, not a tensor; a state dict maps names to tensors")
+        if v.layout != torch.strided:
+            raise DardiagError(f"{path}: {k} is a {v.layout} tensor; dardiag reads dense tensors only")
+    return sd
 
 
 def strip_prefixes(sd: dict) -> dict:
@@ -176,11 +311,23 @@ def strip_prefixes(sd: dict) -> dict:
     return out
 
 
-def _legacy_repa(sd: dict) -> dict:
+def _block_numbers(sd: dict, prefix: str, path: Path) -> set[int]:
+    """The i of every ``{prefix}.{i}.`` key; a key whose i is not a number is named."""
+    numbers = set()
+    for k in sd:
+        if k.startswith(prefix + "."):
+            parts = k.split(".", 2)
+            if len(parts) < 3 or not re.fullmatch(r"[0-9]+", parts[1]):
+                raise DardiagError(f"{path}: key {k} has no block number (expected {prefix}.{{i}}.<name>)")
+            numbers.add(int(parts[1]))
+    return numbers
+
+
+def _legacy_repa(sd: dict, path: Path) -> dict:
     """Legacy REPA files call later blocks ``decoder_blocks.{j}`` = ``blocks.{j + encoder_depth}``."""
-    if not any(k.startswith("decoder_blocks.") for k in sd):
+    if not _block_numbers(sd, "decoder_blocks", path):
         return sd
-    enc = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    enc = 1 + max(_block_numbers(sd, "blocks", path), default=-1)
     out = {}
     for k, v in sd.items():
         if k.startswith("decoder_blocks."):
@@ -214,6 +361,95 @@ def family_from_args(args: dict, has_projectors: bool) -> tuple[str | None, str]
     return None, ""
 
 
+# The tensors infer_config reads, and the shape each must have (checkpoints.md, module table).
+READ_SHAPES = {
+    "x_embedder.proj.weight": "[H, C, p, p]",
+    "y_embedder.embedding_table.weight": "[num_classes + 1, H]",
+    "blocks.0.attn.qkv.weight": "[3H, H]",
+    "blocks.0.mlp.fc1.weight": "[mlp_ratio * H, H]",
+    "final_layer.linear.weight": "[p * p * out_channels, H]",
+    "pos_embed": "[1, T, H]",
+}
+
+
+def _shape_error(path: Path, key: str, sd: dict, expected: str) -> DardiagError:
+    return DardiagError(f"{path}: {key} has shape {list(sd[key].shape)}; expected {expected}")
+
+
+def _check_read_shapes(sd: dict, path: Path) -> None:
+    """Every shape infer_config reads, checked before it is unpacked or divided by."""
+    for key, expected in READ_SHAPES.items():
+        if key in sd and (sd[key].ndim != expected.count(",") + 1 or 0 in sd[key].shape):
+            raise _shape_error(path, key, sd, expected)
+    H, C, p, p2 = sd["x_embedder.proj.weight"].shape
+    if p != p2:
+        raise _shape_error(path, "x_embedder.proj.weight", sd, "[H, C, p, p] with a square patch")
+    for key, expected in READ_SHAPES.items():
+        if key in sd and expected.endswith(", H]") and sd[key].shape[-1] != H:
+            raise _shape_error(path, key, sd, f"{expected} with H = {H} (from x_embedder.proj.weight)")
+    if sd["blocks.0.attn.qkv.weight"].shape[0] != 3 * H:
+        raise _shape_error(path, "blocks.0.attn.qkv.weight", sd, f"[{3 * H}, {H}]")
+    if sd["y_embedder.embedding_table.weight"].shape[0] < 2:  # one class at least, plus the CFG null row
+        raise _shape_error(path, "y_embedder.embedding_table.weight", sd, "[num_classes + 1, H], num_classes >= 1")
+    if "pos_embed" in sd and sd["pos_embed"].shape[0] != 1:
+        raise _shape_error(path, "pos_embed", sd, "[1, T, H]")
+
+
+def _depth(sd: dict, path: Path) -> int:
+    numbers = _block_numbers(sd, "blocks", path)
+    gaps = sorted(set(range(max(numbers) + 1)) - numbers)
+    if gaps:  # also stops a key like blocks.99999999.x from building a model that deep
+        raise DardiagError(f"{path}: blocks must be numbered 0..{max(numbers)} without gaps; no blocks.{gaps[0]}.*")
+    return max(numbers) + 1
+
+
+def _latent_size(sd: dict, args: dict, input_size: int | None, p: int, path: Path) -> tuple[int, str]:
+    """-> (latent side, where it was read from)."""
+    if "pos_embed" in sd:
+        T = sd["pos_embed"].shape[1]
+        if math.isqrt(T) ** 2 != T:
+            raise _shape_error(path, "pos_embed", sd, "[1, T, H] with T a square number of tokens")
+        latent, source = math.isqrt(T) * p, "pos_embed"
+        if input_size is not None and input_size != latent:
+            raise DardiagError(f"--input-size {input_size} disagrees with the checkpoint's {latent}")
+        return latent, source
+    if input_size is not None:
+        latent, source = input_size, "--input-size"
+    elif "image_size" in args:
+        image = args["image_size"]
+        latent = image // 8 if isinstance(image, int) else 0  # the SD VAE downsamples 8x
+        source = f"args.image_size={image!r} / 8"
+    else:
+        raise DardiagError(f"{path} has no pos_embed, so the latent size cannot be read; pass --input-size")
+    if latent < p or latent % p:
+        raise DardiagError(f"latent side {latent} ({source}) is not a positive multiple of the patch size {p}")
+    return latent, source
+
+
+def _heads(num_heads: int | None, args: dict, H: int, path: Path) -> tuple[int, str]:
+    """-> (attention heads, source). The weights cannot say (qkv is fused); saved args can, and win."""
+    model_name = str(args.get("model", ""))
+    size = model_name.split("-", 1)[1].split("/")[0] if "-" in model_name else None
+    saved = SIZES[size][2] if size in SIZES and SIZES[size][1] == H else None
+    guess = HEADS_BY_WIDTH.get(H)
+    if num_heads is not None:
+        if saved is not None and saved != num_heads:
+            raise DardiagError(
+                f"--num-heads {num_heads} disagrees with the checkpoint (args.model={model_name} says {saved})"
+            )
+        if saved is None and guess is not None and guess != num_heads:  # a non-standard model: allowed
+            return num_heads, f"--num-heads (overrides preset width {H} -> {guess})"
+        return num_heads, "--num-heads"
+    if saved is not None:
+        return saved, f"args.model={model_name}"
+    if guess is not None:
+        return guess, f"preset width {H}"
+    raise DardiagError(
+        f"cannot read the number of attention heads from the weights (qkv is fused) for "
+        f"hidden size {H}, which is not a preset width; pass --num-heads"
+    )
+
+
 def infer_config(sd: dict, *, num_heads: int | None, args: dict, path: Path, input_size: int | None):
     """Architecture from a bare state dict (checkpoints.md, 'Reading hyper-parameters')."""
     missing = [k for k in REQUIRED_KEYS if k not in sd]
@@ -222,58 +458,24 @@ def infer_config(sd: dict, *, num_heads: int | None, args: dict, path: Path, inp
             f"{path} is not a DiT/SiT checkpoint: missing {', '.join(missing)} "
             f"(expected keys like {', '.join(REQUIRED_KEYS)})"
         )
+    _check_read_shapes(sd, path)
     sources = {}
-    H, C, p, p2 = sd["x_embedder.proj.weight"].shape
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    H, C, p, _ = sd["x_embedder.proj.weight"].shape
     mlp_ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / H if "blocks.0.mlp.fc1.weight" in sd else 4.0
     out_rows = sd["final_layer.linear.weight"].shape[0]
-    if out_rows == p * p * 2 * C:
-        learn_sigma = True
-    elif out_rows == p * p * C:
-        learn_sigma = False
-    else:
+    if out_rows not in (p * p * C, p * p * 2 * C):
         raise DardiagError(
             f"final_layer.linear.weight has {out_rows} rows; a patch-{p} model with {C} channels "
             f"needs {p * p * C} or {2 * p * p * C}"
         )
-    num_classes = sd["y_embedder.embedding_table.weight"].shape[0] - 1
-    if "pos_embed" in sd:
-        grid = math.isqrt(sd["pos_embed"].shape[1])
-        latent = grid * p
-        sources["input_size"] = "pos_embed"
-    elif input_size is not None:
-        latent = input_size
-        sources["input_size"] = "--input-size"
-    elif "image_size" in args:
-        latent = int(args["image_size"]) // 8  # the SD VAE downsamples 8x
-        sources["input_size"] = "args.image_size / 8"
-    else:
-        raise DardiagError(
-            f"{path} has no pos_embed, so the latent size cannot be read; pass --input-size"
-        )
-    if input_size is not None and input_size != latent:
-        raise DardiagError(f"--input-size {input_size} disagrees with the checkpoint's {latent}")
-    heads = num_heads
-    if heads is not None:
-        sources["num_heads"] = "--num-heads"
-    else:
-        model_name = str(args.get("model", ""))
-        size = model_name.split("-", 1)[1].split("/")[0] if "-" in model_name else None
-        if size in SIZES and SIZES[size][1] == H:
-            heads, sources["num_heads"] = SIZES[size][2], f"args.model={model_name}"
-        elif H in HEADS_BY_WIDTH:
-            heads, sources["num_heads"] = HEADS_BY_WIDTH[H], f"preset width {H}"
-        else:
-            raise DardiagError(
-                f"cannot read the number of attention heads from the weights (qkv is fused) for "
-                f"hidden size {H}, which is not a preset width; pass --num-heads"
-            )
+    latent, sources["input_size"] = _latent_size(sd, args, input_size, p, path)
+    heads, sources["num_heads"] = _heads(num_heads, args, H, path)
     if H % heads:
         raise DardiagError(f"--num-heads {heads} does not divide the hidden size {H}")
     cfg = DiTConfig(
-        input_size=latent, patch_size=p, in_channels=C, hidden_size=H, depth=depth,
-        num_heads=heads, mlp_ratio=mlp_ratio, num_classes=num_classes, learn_sigma=learn_sigma,
-        qk_norm="blocks.0.attn.q_norm.weight" in sd,
+        input_size=latent, patch_size=p, in_channels=C, hidden_size=H, depth=_depth(sd, path),
+        num_heads=heads, mlp_ratio=mlp_ratio, num_classes=sd["y_embedder.embedding_table.weight"].shape[0] - 1,
+        learn_sigma=out_rows == p * p * 2 * C, qk_norm="blocks.0.attn.q_norm.weight" in sd,
     )
     return cfg, sources
 
@@ -281,6 +483,18 @@ def infer_config(sd: dict, *, num_heads: int | None, args: dict, path: Path, inp
 #################################################################################
 #                                   Loading                                     #
 #################################################################################
+
+
+def check_tensors(expected: dict, sd: dict, path, *, have: str = "checkpoint", want: str = "model expects") -> None:
+    """Shapes, and a floating dtype where the model has one, checked before anything is copied."""
+    for k, ref in expected.items():
+        if tuple(sd[k].shape) != tuple(ref.shape):
+            raise DardiagError(
+                f"{path}: shape mismatch for {k}: {have} {list(sd[k].shape)}, {want} {list(ref.shape)}"
+            )
+        if ref.is_floating_point() and not sd[k].is_floating_point():
+            dtype = str(sd[k].dtype).replace("torch.", "")
+            raise DardiagError(f"{path}: {k} is {dtype}; the weights must be floating point (float32/16, bfloat16)")
 
 
 def build_and_load(cfg: DiTConfig, sd: dict, path: Path, device="cpu") -> tuple[DiT, list[str]]:
@@ -304,12 +518,7 @@ def build_and_load(cfg: DiTConfig, sd: dict, path: Path, device="cpu") -> tuple[
             f"{path}: {len(unexpected)} unexpected weights, e.g. {', '.join(unexpected[:4])}; "
             "is this a DiT/SiT checkpoint?"
         )
-    for k, v in expected.items():
-        if tuple(sd[k].shape) != tuple(v.shape):
-            raise DardiagError(
-                f"{path}: shape mismatch for {k}: checkpoint {list(sd[k].shape)}, "
-                f"model expects {list(v.shape)}"
-            )
+    check_tensors(expected, sd, path)
     sd = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     return model.to(device).eval(), rebuilt
@@ -318,10 +527,93 @@ def build_and_load(cfg: DiTConfig, sd: dict, path: Path, device="cpu") -> tuple[
 def _nonfinite(sd: dict) -> list[str]:
     bad = []
     for k, v in sd.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
-            n = int((~torch.isfinite(v)).sum())
-            bad.append(f"{k} has {n} non-finite values (NaN/inf)")
+        if not v.is_floating_point():
+            continue
+        finite = torch.isfinite(v if v.element_size() > 1 else v.float())  # no isfinite for float8
+        if not finite.all():
+            bad.append(f"{k} has {int((~finite).sum())} non-finite values (NaN/inf)")
     return bad
+
+
+def _check_flag(flag: str, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DardiagError(f"{flag} must be a positive integer, got {value!r}")
+
+
+def _damaged(path: Path, what: str) -> DardiagError:
+    return DardiagError(f"{path}: damaged dardiag metadata ({what}); re-save it with dardiag or load its weights "
+                        "as a state dict")
+
+
+def _config_problem(name: str, kind: str, value) -> str | None:
+    """What a metadata config value should have been, or None if it is usable (``DiTConfig`` itself
+    checks only routing and divisibility, and divides by zero first)."""
+    if kind in ("bool", "str"):
+        return None if type(value).__name__ == kind else f"a {kind}"
+    in_range = (lambda v: 0 <= v < 1) if name == "class_dropout_prob" else (lambda v: 0 < v < math.inf)
+    number = not isinstance(value, bool) and isinstance(value, int if kind == "int" else (int, float))
+    if number and in_range(value):
+        return None
+    return "a float in [0, 1)" if name == "class_dropout_prob" else f"a positive {kind}"
+
+
+def _config_from_meta(meta, path: Path) -> tuple[DiTConfig, str, int | None]:
+    """-> (config, family, step) from dardiag's own metadata, every value checked."""
+    config = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(config, dict):
+        raise _damaged(path, "no config dict")
+    for f in dataclasses.fields(DiTConfig):
+        problem = _config_problem(f.name, f.type, config[f.name]) if f.name in config else None
+        if problem:
+            raise _damaged(path, f"config {f.name} is {config[f.name]!r}; expected {problem}")
+    if meta.get("family") not in FAMILIES:
+        raise _damaged(path, f"family {meta.get('family')!r} is not one of {', '.join(FAMILIES)}")
+    step = meta.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise _damaged(path, f"step {step!r} is not an integer")
+    try:
+        return DiTConfig.from_dict(config), meta["family"], step
+    except (TypeError, ValueError) as e:
+        raise _damaged(path, _short(e)) from None
+
+
+def _training_step(obj: dict, fmt: str, path: Path) -> tuple[int | None, str]:
+    """-> (step, source): a "steps" (REPA) or "step" entry, else an all-digit file name (0400000.pt)."""
+    for key in ("steps", "step"):
+        value = obj.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, f"'{key}' entry"
+    if fmt == "training" and re.fullmatch(r"[0-9]+", path.stem):
+        return int(path.stem), "file name"
+    return None, ""
+
+
+def _family(family: str | None, args: dict, has_projectors: bool, path: Path) -> tuple[str, str]:
+    """-> (family, source) for a file without dardiag metadata."""
+    read_fam, why = family_from_args(args, has_projectors)
+    if family is not None:
+        if read_fam is not None and read_fam != family:
+            raise DardiagError(f"--family {family} disagrees with the checkpoint ({why} says {read_fam})")
+        return family, "--family"
+    if read_fam is not None:
+        return read_fam, why
+    raise DardiagError(
+        f"{path}: DiT and SiT checkpoints are identical key for key, so the family cannot be "
+        "read from the weights; pass --family dit or --family sit"
+    )
+
+
+def _from_meta(meta, path: Path, family, num_heads, input_size) -> tuple[DiTConfig, str, dict, int | None]:
+    """dardiag's own file: the config is authoritative, and every flag given must agree with it."""
+    cfg, fam, step = _config_from_meta(meta, path)
+    if num_heads is not None and num_heads != cfg.num_heads:
+        raise DardiagError(f"--num-heads {num_heads} disagrees with the checkpoint's {cfg.num_heads}")
+    if input_size is not None and input_size != cfg.input_size:
+        raise DardiagError(f"--input-size {input_size} disagrees with the checkpoint's {cfg.input_size}")
+    if family is not None and family != fam:
+        raise DardiagError(f"--family {family} disagrees with the checkpoint's {fam}")
+    sources = {"config": "dardiag metadata", **({"step": "dardiag metadata"} if step is not None else {})}
+    return cfg, fam, sources, step
 
 
 def load_model(
@@ -341,43 +633,24 @@ def load_model(
     path = Path(path)
     if family is not None and family not in FAMILIES:
         raise DardiagError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
-    obj = read_file(path)
+    _check_flag("--num-heads", num_heads)
+    _check_flag("--input-size", input_size)
+    obj, how = _read(path)
     sd, which, fmt, meta, args = unwrap(obj, path, weights)
-    if path.suffix == ".safetensors":
+    if how == "safetensors":
         fmt = "safetensors"
-    sd = _legacy_repa(strip_prefixes(sd))
+    sd = _legacy_repa(strip_prefixes(sd), path)
     ignored = sorted(k for k in sd if any(p.match(k) for p in IGNORED_PATTERNS))
     sd = {k: v for k, v in sd.items() if k not in set(ignored)}
     args = _args_dict(args)
-    step = None
-    if meta:  # dardiag's own file: the config is authoritative
-        try:
-            cfg = DiTConfig.from_dict(meta["config"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DardiagError(f"{path}: damaged dardiag metadata ({e})") from None
-        if num_heads is not None and num_heads != cfg.num_heads:
-            raise DardiagError(f"--num-heads {num_heads} disagrees with the checkpoint's {cfg.num_heads}")
-        stored_family = meta.get("family")
-        if family is not None and family != stored_family:
-            raise DardiagError(f"--family {family} disagrees with the checkpoint's {stored_family}")
-        fam, sources = stored_family, {"config": "dardiag metadata"}
-        step = meta.get("step")
+    if meta:
+        cfg, fam, sources, step = _from_meta(meta, path, family, num_heads, input_size)
     else:
         cfg, sources = infer_config(sd, num_heads=num_heads, args=args, path=path, input_size=input_size)
-        read_fam, why = family_from_args(args, bool(ignored))
-        if family is not None:
-            if read_fam is not None and read_fam != family:
-                raise DardiagError(f"--family {family} disagrees with the checkpoint ({why} says {read_fam})")
-            fam, sources["family"] = family, "--family"
-        elif read_fam is not None:
-            fam, sources["family"] = read_fam, why
-        else:
-            raise DardiagError(
-                f"{path}: DiT and SiT checkpoints are identical key for key, so the family cannot be "
-                "read from the weights; pass --family dit or --family sit"
-            )
-        if isinstance(obj, dict) and isinstance(obj.get("steps", obj.get("step")), int):
-            step = obj.get("steps", obj.get("step"))
+        fam, sources["family"] = _family(family, args, bool(ignored), path)
+        step, step_source = _training_step(obj, fmt, path)
+        if step is not None:
+            sources["step"] = step_source
     problems = _nonfinite(sd)
     for msg in problems:
         warnings.warn(f"{path}: {msg}", stacklevel=2)

@@ -33,7 +33,7 @@ from torch import nn
 
 from dardiag.adapters.conditioning import Conditioning
 from dardiag.adapters.generic import block_taps, first_input, resolve_blocks
-from dardiag.checkpoints import sha256_file
+from dardiag.checkpoints import check_tensors, checked_entries, read_file, sha256_file
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.probe.collect import ProbeSpec
@@ -277,7 +277,27 @@ def read_config(path: Path) -> tuple[dict, str]:
             "ada_norm_single); profile any other nn.Module with the generic API "
             "dardiag.adapters.generic.generic_subject(model, blocks=..., call=..., family=...)"
         )
+    _check_sizes(raw, path / "config.json")
     return raw, name
+
+
+# config.json sizes that must be positive integers when given: a 0 or a string fails deep inside
+# diffusers (ZeroDivisionError, TypeError) or builds a model that cannot hold the weights
+POSITIVE_SIZES = (
+    "num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "sample_size",
+    "patch_size", "num_embeds_ada_norm", "cross_attention_dim", "caption_channels", "joint_attention_dim",
+    "caption_projection_dim", "pooled_projection_dim", "pos_embed_max_size",
+)
+
+
+def _check_sizes(raw: dict, file: Path) -> None:
+    for key in POSITIVE_SIZES:
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DardiagError(f"{file}: {key} is {value!r}; expected a positive integer")
+    side, patch = raw.get("sample_size"), raw.get("patch_size")
+    if side is not None and patch is not None and side % patch:
+        raise DardiagError(f"{file}: sample_size {side} is not a multiple of patch_size {patch}")
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -307,18 +327,13 @@ def weight_files(path: Path) -> list[Path]:
 
 
 def read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
+    """All shards in one dict; ``read_file`` names an LFS pointer, an HTML page or a code-bearing pickle."""
     sd: dict[str, torch.Tensor] = {}
     for file in files:
-        try:
-            if file.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                part = load_file(str(file))
-            else:
-                part = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as e:  # safetensors / unpickling raise their own types
-            raise DardiagError(f"{file} is not a readable weight file ({' '.join(str(e).split())[:160]})") from None
-        sd.update(part)
+        part = read_file(file)
+        if not isinstance(part, dict):
+            raise DardiagError(f"{file} holds a {type(part).__name__}, not a state dict of weights")
+        sd.update(checked_entries(part, file))
     return sd
 
 
@@ -356,8 +371,12 @@ def _quiet_diffusers() -> Iterator[None]:
 def load_diffusers_model(path: Path, class_name: str, raw: dict, files: list[Path], dtype: torch.dtype) -> nn.Module:
     """Strictly load a diffusers model directory (every key and shape checked before assigning)."""
     cls = getattr(diffusers, class_name)
-    with _quiet_diffusers(), parameters_on_meta():
-        model = cls.from_config({k: v for k, v in raw.items() if k != "_class_name"})
+    try:
+        with _quiet_diffusers(), parameters_on_meta():
+            model = cls.from_config({k: v for k, v in raw.items() if k != "_class_name"})
+    except Exception as e:  # diffusers validates little: any value it chokes on is the file's fault
+        text = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise DardiagError(f"{path / 'config.json'}: diffusers cannot build {class_name} from it ({text})") from None
     sd = read_weights(files)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))
@@ -369,11 +388,7 @@ def load_diffusers_model(path: Path, class_name: str, raw: dict, files: list[Pat
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected weights, e.g. {', '.join(unexpected[:4])}")
         raise DardiagError(f"{path}: the weights do not match config.json ({class_name}): {'; '.join(parts)}")
-    for key, ref in expected.items():
-        if tuple(sd[key].shape) != tuple(ref.shape):
-            raise DardiagError(
-                f"{path}: shape mismatch for {key}: file {list(sd[key].shape)}, config expects {list(ref.shape)}"
-            )
+    check_tensors(expected, sd, path, have="file", want="config expects")
     sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
