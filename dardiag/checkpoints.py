@@ -6,31 +6,27 @@ Reads (facts in shared/design/checkpoints.md):
   * dardiag checkpoints ``{"dardiag": {...config...}, "model", "ema", ...}``, which load with no flags
 Always ``weights_only`` (or safetensors): a pickle that needs code to unpickle is refused, unrun.
 What the weights cannot tell (attention heads for a non-preset width; DiT vs SiT) is never guessed.
-Every bad input is one ``DardiagError`` line: the first bytes name what a non-checkpoint is (an LFS
-pointer, an HTML page, a .npy; a safetensors file loads whatever its name), and keys, shapes, dtypes,
-metadata values and flags are checked before anything is parsed, divided or copied.
+Every bad input is one ``DardiagError`` line: opening the file is ``dardiag.checkpoint_files`` (the
+first bytes name what a non-checkpoint is), and here keys, shapes, dtypes, metadata values and flags
+are checked before anything is parsed, divided or copied.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import io
 import math
 import os
-import pickle
-import pickletools
 import re
-import textwrap
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from dardiag.atomic import atomic_write
+from dardiag.checkpoint_files import read_file, read_with_format, sha256_file  # noqa: F401 (re-exported)
+from dardiag.checkpoint_files import short_error as _short
 from dardiag.errors import DardiagError
 from dardiag.models.config import HEADS_BY_WIDTH, SIZES, DiTConfig
 from dardiag.models.dit import DiT, sincos_pos_embed
@@ -81,180 +77,6 @@ class ModelInfo:
             routing=cfg.routing_name,
         )
         return d
-
-
-#################################################################################
-#                                 Reading files                                 #
-#################################################################################
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise DardiagError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise DardiagError(
-            f"{path} is a directory; pass a checkpoint file (.pt, .pth, .safetensors) "
-            "or a diffusers model directory holding config.json"
-        )
-    if path.stat().st_size == 0:
-        raise DardiagError(f"{path} is empty (0 bytes); the file was not written completely")
-
-
-def _read_head(path: Path, n: int = 1024) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(n)
-    except OSError as e:
-        raise _unreadable(path, e) from None
-
-
-def _sniff(head: bytes, size: int) -> str:
-    """What the first bytes say the file is; torch's own errors for these are misleading."""
-    if head.startswith(b"version https://git-lfs"):
-        return "lfs"
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    header_len = int.from_bytes(head[:8], "little")  # safetensors: u64 length, then a JSON header
-    if len(head) > 8 and head[8:9] == b"{" and 8 + header_len <= size:
-        return "safetensors"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"  # torch.save's format
-    if head.startswith(b"\x80"):
-        return "pickle"  # the legacy torch.save format, or a plain pickle
-    if _is_text(head):
-        return "html" if re.search(rb"<(!doctype html|html|head|body)\b", head[:512].lower()) else "text"
-    return "unknown"
-
-
-def _is_text(head: bytes) -> bool:
-    if any(b < 32 and b not in b"\t\n\r\f\x1b" for b in head):  # control bytes: binary
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return e.reason == "unexpected end of data"  # only a character cut by the sniff window
-    return True
-
-
-def _refuse_by_content(path: Path, kind: str, head: bytes) -> None:
-    """Files that are certainly not checkpoints, whatever their name."""
-    if kind == "lfs":
-        raise DardiagError(f"{path} is a Git LFS pointer, not the weights; run git lfs pull (or download the file itself)")
-    if kind in ("html", "text"):
-        first = " ".join(head.decode("utf-8", "replace").split())[:60]
-        raise DardiagError(
-            f"{path} is a text/HTML file, not a checkpoint (a failed download?); it starts with {first!r}"
-        )
-    if kind == "npy":
-        raise DardiagError(
-            f"{path} is a NumPy array (.npy), not a PyTorch checkpoint; pass a state dict saved with torch.save"
-        )
-
-
-def read_file(path: str | os.PathLike) -> object:
-    """Load a checkpoint file without running any code from it."""
-    return _read(Path(path))[0]
-
-
-def _read(path: Path) -> tuple[object, str]:
-    """-> (loaded object, "safetensors" | "torch"): the content decides, not the suffix."""
-    _check_path(path)
-    head = _read_head(path)
-    kind = _sniff(head, path.stat().st_size)
-    _refuse_by_content(path, kind, head)
-    if kind == "safetensors" or (kind == "unknown" and path.suffix == ".safetensors"):
-        return _load_safetensors(path), "safetensors"
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the error says more
-            return torch.load(path, map_location="cpu", weights_only=True), "torch"
-    except pickle.UnpicklingError as e:
-        raise _unpickling_error(path, e, kind) from None
-    except Exception as e:  # the weights-only unpickler also raises KeyError, IndexError, ... on garbage
-        raise _unreadable(path, e) from None
-
-
-def _load_safetensors(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types
-        raise DardiagError(f"{path} is not a readable safetensors file ({_short(e)})") from None
-
-
-def _unreadable(path: Path, e: Exception) -> DardiagError:
-    if isinstance(e, PermissionError):
-        return DardiagError(f"cannot read {path}: permission denied; check the file's permissions")
-    if isinstance(e, OSError):  # the disk or the file system, not the file's content
-        return DardiagError(f"cannot read {path}: {e.strerror or _short(e)}")
-    return DardiagError(
-        f"{path} is truncated or not a PyTorch checkpoint ({_short(e)}); re-download or re-save it"
-    )
-
-
-def _unpickling_error(path: Path, e: Exception, kind: str) -> DardiagError:
-    """A pickle that needs code (name what it needs) or one that is damaged."""
-    text = str(e)
-    names = _pickle_globals(path, kind) or re.findall(r"GLOBAL (\S+)", text)
-    if not names and not re.search(r"Trying to call reduce|Can only (build|create)|must be imported", text):
-        return _unreadable(path, e)
-    needs = ", ".join(dict.fromkeys(names)) or _short(e)
-    return DardiagError(
-        f"{path} needs arbitrary code to unpickle ({needs}); refused, nothing in it ran. If you trust its "
-        "source, load it once with torch.load(..., weights_only=False) and re-save the weights alone: "
-        "torch.save(model.state_dict(), ...) or as .safetensors"
-    )
-
-
-SAFE_PICKLE_GLOBALS = ("torch.", "collections.OrderedDict", "argparse.Namespace")
-
-
-def _pickle_bytes(path: Path, kind: str, limit: int = 1 << 24) -> bytes:
-    """The pickle stream: the file itself, or ``data.pkl`` inside torch.save's zip."""
-    try:
-        if kind != "zip":
-            with open(path, "rb") as f:
-                return f.read(limit)
-        with zipfile.ZipFile(path) as z:
-            name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
-            return z.open(name).read(limit) if name else b""
-    except Exception:  # unreadable: torch's own message is all there is
-        return b""
-
-
-def _pickle_globals(path: Path, kind: str) -> list[str]:
-    """The non-torch globals a pickle refers to, read with ``pickletools`` (which runs nothing): torch
-    names only the first it refuses, and none at all when it stops at an opcode first."""
-    names, strings = [], []
-    try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(_pickle_bytes(path, kind))):
-            if op.name == "GLOBAL":
-                names.append(arg.replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                names.append(f"{strings[-2]}.{strings[-1]}")
-            elif isinstance(arg, str):
-                strings.append(arg)
-    except Exception:  # damaged: names read from garbage would only mislead
-        return []
-    return [n for n in names if not n.startswith(SAFE_PICKLE_GLOBALS)]
-
-
-def _short(e: Exception) -> str:
-    """torch's unpickling messages are paragraphs: keep the reason, whole words, one line."""
-    text = f"{type(e).__name__} {e}" if isinstance(e, LookupError) else str(e)  # KeyError: just the key
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    text = re.split(r"Check the documentation|This is an internal", text, maxsplit=1)[0]
-    return textwrap.shorten(" ".join(text.split()) or type(e).__name__, 160, placeholder=" ...")
 
 
 def _has_tensors(obj) -> bool:
@@ -635,7 +457,7 @@ def load_model(
         raise DardiagError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
     _check_flag("--num-heads", num_heads)
     _check_flag("--input-size", input_size)
-    obj, how = _read(path)
+    obj, how = read_with_format(path)
     sd, which, fmt, meta, args = unwrap(obj, path, weights)
     if how == "safetensors":
         fmt = "safetensors"
