@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from dardiag import distributed
+from dardiag.devices import resolve_device
 from dardiag.errors import DardiagError
 from dardiag.metrics import ridge_r2
 from dardiag.probe.collect import Analyses, LevelCollector
@@ -59,21 +60,6 @@ def default_grid(n: int = DEFAULT_LEVELS) -> list[float]:
     if not 1 <= n <= MAX_LEVELS:
         raise DardiagError(f"--levels must be between 1 and {MAX_LEVELS}, got {n}")
     return [float(v) for v in np.linspace(0.0, 1.0, n)]
-
-
-def check_device(device: str) -> None:
-    """One-line errors for devices the profiler cannot use (it runs on CPU and CUDA)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise DardiagError(f"unknown --device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise DardiagError(f"--device {device} is not supported; use cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DardiagError("--device cuda asked for, but no CUDA device is available; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DardiagError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def _check_fits_in_memory(n: int, shape: tuple[int, int, int]) -> None:
@@ -304,7 +290,7 @@ def profile(
             f"--cka-max-rows {analyses.cka_max_rows} is too small: the unbiased CKA needs at least 4 rows "
             "per minibatch; use 4 or more, or leave it out"
         )
-    check_device(device)
+    resolve_device(device)
     if not isinstance(models, (list, tuple)) or (isinstance(models, tuple) and len(models) == 2
                                                  and not isinstance(models[0], (str, Path, tuple))):
         models = [models]

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from dardiag.checkpoints import save_checkpoint
+from dardiag.devices import resolve_device
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.models.dit import DiT
@@ -100,23 +101,6 @@ def _deterministic(device: torch.device):
         yield
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``--device`` as a torch.device: cpu, cuda or cuda:N, and only a CUDA device that exists here."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
-        raise DardiagError(f"unknown --device {name!r}; use cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DardiagError(f"--device {name}: CUDA is not available here; use --device cpu")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise DardiagError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
-    return device
 
 
 def _one_line(e: BaseException, limit: int = 160) -> str:
