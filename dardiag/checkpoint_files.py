@@ -38,6 +38,10 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 def _check_path(path: Path) -> None:
     if not path.exists():
         raise DardiagError(f"{path}: no such file; check the path")
+    if path.is_dir() and (path / "model_index.json").exists():  # a whole diffusers pipeline
+        inner = next((d for d in ("transformer", "unet") if (path / d / "config.json").exists()), None)
+        where = f"its denoiser directory: {path / inner}" if inner else "the directory of its transformer"
+        raise DardiagError(f"{path} is a diffusers pipeline; pass {where}")
     if path.is_dir():
         raise DardiagError(
             f"{path} is a directory; pass a checkpoint file (.pt, .pth, .safetensors) "

@@ -117,6 +117,8 @@ def checked_entries(sd: dict, path: Path) -> dict:
             raise DardiagError(f"{path}: {k} holds a {type(v).__name__}, not a tensor; a state dict maps names to tensors")
         if v.layout != torch.strided:
             raise DardiagError(f"{path}: {k} is a {v.layout} tensor; dardiag reads dense tensors only")
+        if v.is_meta:  # saved from a model built on the meta device: shapes without values
+            raise DardiagError(f"{path}: {k} is a meta tensor (no values were saved); re-save the real weights")
     return sd
 
 

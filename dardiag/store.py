@@ -437,13 +437,25 @@ class RunDir:
                     "choose a new or empty directory"
                 )
 
-        if has_run and not force:
-            run = cls._open(out)
+        existing = cls._open(out) if has_run and not force else None
+        if has_run and force:
+            try:
+                existing = cls._open(out)  # must at least be our format before moving anything
+            except DardiagError as e:
+                raise DardiagError(f"{e}; move it away or delete {out / RUN_FILE} yourself") from None
+            if not (existing._replacing() and existing.status != "complete"
+                    and not _config_diff(existing.metadata.get("config"), metadata.get("config"))):
+                cls._set_aside(out, entries)
+                existing = None
+            # else: the same --force command after Ctrl-C continues the replacement it started
+        if existing is not None:
+            run = existing
             diff = _config_diff(run.metadata.get("config"), metadata.get("config"))
             if diff:
                 what = "cannot resume" if resume else "will not overwrite"
+                kept = f" (the run it replaces is kept in {out / REPLACED_DIRNAME})" if run._replacing() else ""
                 raise DardiagError(
-                    f"{what} {out}: it holds a run with another config ({'; '.join(diff[:3])}"
+                    f"{what} {out}: it holds a run with another config{kept} ({'; '.join(diff[:3])}"
                     f"{'; ...' if len(diff) > 3 else ''}); pass --force to replace it, or choose another --out"
                 )
             run._clean_for_resume()
@@ -454,12 +466,6 @@ class RunDir:
             run._save()
             return run
 
-        if has_run and force:
-            try:
-                cls._open(out)  # must at least be our format before moving anything
-            except DardiagError as e:
-                raise DardiagError(f"{e}; move it away or delete {out / RUN_FILE} yourself") from None
-            cls._set_aside(out, entries)
 
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -499,14 +505,21 @@ class RunDir:
                 os.replace(out / e, staging / e)
         os.replace(staging, keep)  # one rename: _replaced appears complete or not at all
 
+    def _replacing(self) -> bool:
+        """Whether this run is a ``force`` replacement still holding the run it replaces."""
+        return (self.path / REPLACED_DIRNAME).is_dir()
+
     def abandon(self) -> None:
-        """Give up an unfinished run: restore the run a ``force`` replaced, if any (else keep this one)."""
-        keep = self.path / REPLACED_DIRNAME
-        if not keep.is_dir() or self.status == "complete":
+        """Give up an unfinished run after a failure: put back the run a ``force`` replaced, if any;
+        else drop the run if it holds nothing yet (so a corrected command needs no ``force``)."""
+        if self.status == "complete" or not (self._replacing() or not self._state["completed"]):
             return
+        keep = self.path / REPLACED_DIRNAME
         for p in self.path.iterdir():
             if _is_own_entry(p.name) and p.name != REPLACED_DIRNAME:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if not keep.is_dir():  # an empty directory is left: it is a valid --out for the next command
+            return
         for p in sorted(keep.iterdir(), key=lambda p: p.name == RUN_FILE):  # _run.json last: it vouches for the parts
             os.replace(p, self.path / p.name)
         keep.rmdir()

@@ -10,6 +10,28 @@ import numpy as np
 import pandas as pd
 
 
+def latest_checkpoint(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model, keep only the rows of its latest checkpoint (largest ``step``).
+
+    Per-checkpoint figures must not average over a series of checkpoints; the series itself is
+    what :func:`dardiag.plots.training.plot_metric_vs_step` shows.
+    """
+    if "checkpoint" not in df.columns or df.empty:
+        return df
+    keep = []
+    for _, g in df.groupby("model", sort=True):
+        ckpts = g["checkpoint"].dropna().unique()
+        if len(ckpts) <= 1:
+            keep.append(g)
+            continue
+        if "step" in g.columns and g["step"].notna().any():
+            last = g.loc[g["step"].astype("Float64").idxmax(), "checkpoint"]
+        else:
+            last = sorted(ckpts)[-1]
+        keep.append(g[g["checkpoint"] == last])
+    return pd.concat(keep) if keep else df
+
+
 def _at(df: pd.DataFrame, metric: str) -> pd.Series:
     d = df[df["metric"] == metric]
     return d.set_index("block")["value"].sort_index() if len(d) else pd.Series(dtype=float)
@@ -23,6 +45,7 @@ def _ratio(num: float, den: float) -> float:
 def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
     """Rows per (model, noise level); ``levels="extremes"`` keeps the noisiest and cleanest level."""
     out = []
+    df = latest_checkpoint(df)  # a training series: its last checkpoint (figures show the series)
     for model, dm in df[df["noise_level"].notna()].groupby("model", sort=False):
         lv = sorted(dm["noise_level"].unique())
         chosen = [lv[-1], lv[0]] if levels == "extremes" and len(lv) > 1 else lv
@@ -48,7 +71,7 @@ def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
 
 def probe_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Probe R^2 per model: raw x_t and blocks (wide)."""
-    d = df[(df["metric"] == "probe_r2")]
+    d = latest_checkpoint(df[(df["metric"] == "probe_r2")])
     if d.empty:
         return d
     d = d.assign(where=np.where(d["site"] == "x_t", "x_t", "z_" + d["block"].astype("string")))

@@ -36,7 +36,7 @@ from dardiag.errors import DardiagError
 from dardiag.metrics import ridge_r2
 from dardiag.probe.collect import Analyses, LevelCollector
 from dardiag.probe.recorder import frozen_parameters, record
-from dardiag.subjects import Subject, as_subject, unique_names
+from dardiag.subjects import Subject, as_subject, name_series, unique_names, weights_sha256
 
 DEFAULT_LEVELS = 16
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -232,6 +232,8 @@ def resolve_grid(subject: Subject, noise_levels, timesteps) -> list[tuple[float,
             raise DardiagError(f"noise levels must lie in [0, 1] (1 = pure noise); got {nl.tolist()}")
         t = fam.to_native(nl)
     levels = fam.to_noise_level(t)
+    if timesteps is None:  # continuous families map back to the asked level up to rounding: store it as asked,
+        levels = torch.where((levels - nl).abs() <= 1e-12, nl, levels)  # so df.noise_level == 0.1 matches
     return sorted({(float(a), float(b)) for a, b in zip(levels, t)}, reverse=True)
 
 
@@ -316,8 +318,12 @@ def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size,
     W = distributed.world_size()
     subjects = [as_subject(m, family=family, num_heads=num_heads, device=device, input_size=input_size)
                 for m in models]
+    # in-memory models: their file (if any) no longer vouches for their weights, the tensors do
+    in_memory = [None if isinstance(m, (str, Path)) else weights_sha256(s.model) for m, s in zip(models, subjects)]
     for s, name in zip(subjects, names or []):
         s.name = name
+    if not names:
+        name_series(subjects)
     unique_names(subjects)
     plans = []
     for s in subjects:
@@ -337,10 +343,10 @@ def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size,
     config = {
         "models": [
             # no paths: the same files under another spelling resume the same run (sha256 identifies them)
-            {"name": s.name, "sha256": s.info.get("sha256", ""),
+            {"name": s.name, "sha256": s.info.get("sha256", ""), "weights_sha256": w,
              "family": s.family.name, "routing": s.routing, "step": s.step,
              "detected": {k: v for k, v in s.info.items() if k not in ("warnings", "path", "checkpoint")}}
-            for s in subjects
+            for s, w in zip(subjects, in_memory)
         ],
         "grid": {s.name: [lv for lv, _ in g] for s, g, _ in plans},
         "timesteps": {s.name: [t for _, t in g] for s, g, _ in plans},
@@ -383,8 +389,10 @@ def _sweep(models, *, out, inputs, noise_levels, timesteps, samples, batch_size,
     try:
         return _run_units(plans, completed, run, meta, out=out, analyses=analyses, batch_size=batch_size,
                           seed=seed, device=device, dtype=dtype, progress=progress)
-    except Exception:
-        if run is not None and force:  # a failed replacement: put the replaced run back
+    except BaseException as e:
+        # an error: put back the run a --force replaced, drop a run with nothing in it; Ctrl-C keeps
+        # finished units for the same command to continue (unless there are none)
+        if run is not None and (isinstance(e, Exception) or not run.completed):
             run.abandon()
         raise
 

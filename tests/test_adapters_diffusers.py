@@ -7,6 +7,7 @@ through the CLI like a downloaded model directory.
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -152,6 +153,15 @@ def test_inspect_reads_a_diffusers_directory(model_dirs, cls, capsys):
     assert len(d["sha256"]) == 64 and d["files"]
     app(["inspect", str(model_dirs[cls])])
     assert cls in capsys.readouterr().out
+    app(["inspect", str(model_dirs[cls]), "--input-size", "16", "--json"])
+    assert json.loads(capsys.readouterr().out)["input_shape"][1:] == [16, 16]
+
+
+def test_input_size_must_fit_the_patch(model_dirs):
+    from dardiag.subjects import load_subject
+
+    with pytest.raises(DardiagError, match="--input-size 7: .*patch size 2"):
+        load_subject(model_dirs["DiTTransformer2DModel"], input_size=7)
 
 
 #################################################################################
@@ -426,3 +436,14 @@ def test_inputs_file_supplies_conditioning(model_dirs, tmp_path):
                          analyses=__import__("dardiag.probe.collect", fromlist=["Analyses"]).Analyses(probe=False))
     assert "conditioning from the inputs: encoder_hidden_states" in df.attrs["dardiag"]["config"]["inputs"]
     assert (df[df.metric == "grad_rms"].value > 0).all()
+
+
+def test_a_pipeline_root_points_to_its_transformer(model_dirs, tmp_path):
+    from dardiag.subjects import load_subject
+
+    root = tmp_path / "pipe"
+    root.mkdir()
+    (root / "model_index.json").write_text("{}")
+    shutil.copytree(model_dirs["DiTTransformer2DModel"], root / "transformer")
+    with pytest.raises(DardiagError, match="diffusers pipeline; pass its denoiser directory: .*transformer"):
+        load_subject(root)

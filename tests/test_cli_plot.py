@@ -56,3 +56,13 @@ def test_symptom_summary_is_quiet_about_zero_gradients():
         warnings.simplefilter("error")
         s = dardiag.summary.symptom_summary(df)  # reachable after a bare `import dardiag`, as the README says
     assert s.act_growth.iloc[0] == 2.0 and np.isnan(s.grad_decay.iloc[0])
+
+
+def test_plot_defaults_to_the_runs_figures_and_refuses_a_run_as_out(tmp_path, capsys):
+    a = tiny_run(tmp_path / "a", "r1")
+    one_line_error(capsys, ["plot", str(a), "--out", str(a), "--force"], "run directory", "_figures")
+    app(["plot", str(a)])
+    assert any(p.suffix == ".png" for p in (a / "_figures").iterdir())
+    assert len(dardiag.read_profile(a)) == 3 and len(pd.read_parquet(a)) == 3  # still one-line readable
+    (tmp_path / "afile").write_text("keep")
+    one_line_error(capsys, ["plot", str(a), "--out", str(tmp_path / "afile" / "x")], "cannot create")

@@ -201,6 +201,8 @@ STATE_DICTS = {
     "qkv of another width": (_replace("blocks.0.attn.qkv.weight", torch.zeros(1152, 96)),
                              ("blocks.0.attn.qkv.weight", "H = 384")),
     "gap in blocks": (_replace("blocks.5.mlp.fc2.bias", torch.zeros(384)), ("without gaps", "blocks.1")),
+    "meta tensor": (_replace("final_layer.linear.bias", torch.empty(8, device="meta")),
+                    ("final_layer.linear.bias", "meta tensor")),
 }
 
 

@@ -346,3 +346,87 @@ def test_ctrl_c_exits_130_and_the_same_command_finishes_the_run(files):
     assert r.returncode == 0, r.stderr
     df = dardiag.read_profile(out)
     assert df.attrs["dardiag_status"] == "complete" and df.noise_level.nunique() == 12
+
+
+def test_a_failed_fresh_run_leaves_nothing_that_blocks_the_corrected_command(files, monkeypatch):
+    kw = dict(inputs=files / "inputs.pt", samples=N, batch_size=4, noise_levels=[0.5], analyses=Analyses(probe=False))
+    out = files / "stub"
+    monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("loss is not finite")))
+    with pytest.raises(RuntimeError):
+        sweep.profile(str(files / "dar.pt"), out=out, **kw)
+    assert not any(out.iterdir())  # no stub run: nothing was finished
+    monkeypatch.undo()
+    df = sweep.profile(str(files / "res.pt"), out=out, **kw)  # another config, no --force needed
+    assert set(df.model) == {"res"}
+
+
+def test_ctrl_c_during_force_then_the_same_force_command_continues(files, monkeypatch):
+    kw = dict(inputs=files / "inputs.pt", samples=N, batch_size=4, analyses=Analyses(probe=False))
+    out = files / "force_ctrl_c"
+    sweep.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)
+    real, calls = sweep.run_level, []
+
+    def interrupted(*a, **k):
+        calls.append(a[2])
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sweep, "run_level", interrupted)
+    new = dict(noise_levels=[0.1, 0.6, 0.9], force=True, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.profile(str(files / "res.pt"), out=out, **new)
+    assert (out / "_replaced" / "_run.json").exists()  # the old run is kept, not lost
+    with pytest.raises(dardiag.errors.DardiagError, match="kept in .*_replaced"):
+        sweep.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)  # the old command
+    calls.clear()
+    monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    df = sweep.profile(str(files / "res.pt"), out=out, **new)
+    assert len(calls) == 2 and not (out / "_replaced").exists()
+    assert df.noise_level.nunique() == 3
+
+
+def test_noise_levels_are_stored_as_asked_where_the_family_is_continuous(files):
+    from dardiag.subjects import load_subject
+
+    sit, dit = load_subject(files / "dar.pt"), load_subject(files / "res.pt")
+    assert [lv for lv, _ in sweep.resolve_grid(sit, [0.1, 0.5, 0.9], None)] == [0.9, 0.5, 0.1]  # == matches
+    grid = sweep.default_grid(8)
+    assert sorted(lv for lv, _ in sweep.resolve_grid(sit, grid, None)) == grid
+    # DiT's timesteps are integers: the level stored is the one the model saw, t / 999
+    assert [lv for lv, _ in sweep.resolve_grid(dit, [0.1], None)] == [100 / 999]
+
+
+def test_an_in_memory_model_changed_since_the_last_run_is_not_read_back(files):
+    from dardiag.checkpoints import load_model
+
+    model, info = load_model(files / "dar.pt")
+    kw = dict(samples=N, batch_size=4, noise_levels=[0.5], analyses=Analyses(probe=False), out=files / "mem")
+    first = sweep.profile((model, info), **kw)
+    pd.testing.assert_frame_equal(sweep.profile((model, info), **kw), first)  # same weights: read back
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3)
+    with pytest.raises(dardiag.errors.DardiagError, match="weights_sha256"):
+        sweep.profile((model, info), **kw)
+
+
+def test_checkpoints_of_one_training_run_are_one_model_over_steps(files, tmp_path):
+    """`dardiag profile run/ckpt_*.pt`: one model (the run's folder) with a step per file, so the
+    training figures draw one line; the console summary reads the last step."""
+    run = tmp_path / "my_run"
+    run.mkdir()
+    for i, step in enumerate((500, 1000, 1500)):
+        save_checkpoint(run / f"ckpt_{step:07d}.pt", tiny(10 + i), family="dit", step=step)
+    shutil.copy(files / "dar.pt", run / "other.pt")  # another architecture in the folder: its own model
+    out = tmp_path / "out"
+    r = subprocess.run(cli(*sorted(run.glob("*.pt")), "--out", out, "--inputs", files / "inputs.pt",
+                           "--noise-levels", "0.2,0.8", "--samples", N, "--batch-size", 4, "--no-progress"),
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    df = dardiag.read_profile(out)
+    steps = df.groupby("model")["step"].unique()
+    assert sorted(steps["my_run"]) == [500, 1000, 1500] and list(steps["other"]) == [200]
+    assert (out / "_figures" / "training_act_rms.png").exists()
+    last = dardiag.summary.symptom_summary(df)
+    assert len(last[last.model == "my_run"]) == 2  # one row per extreme level, from step 1500 only

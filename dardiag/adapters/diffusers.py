@@ -64,6 +64,12 @@ class Adapter:
     def __init__(self, model: nn.Module, raw_config: dict, *, latent_size: int | None,
                  text_tokens: int | None):
         self.model, self.config, self.raw = model, model.config, raw_config
+        patch = getattr(self.config, "patch_size", None) or 1
+        if latent_size is not None and (not isinstance(latent_size, int) or latent_size < 1 or latent_size % patch):
+            raise DardiagError(
+                f"--input-size {latent_size}: the latent side must be a positive multiple of the model's "
+                f"patch size {patch}"
+            )
         self.latent_size = latent_size
         self.text_tokens = text_tokens or self.text_tokens_default
         self.image_tokens = 0  # T, set by every call (ImageTail reads it)

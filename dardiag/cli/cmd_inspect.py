@@ -21,7 +21,7 @@ def inspect_cmd(
 ):
     """Print the detected architecture, family, weights and file facts; non-zero exit on any error."""
     if checkpoint.is_dir() and (checkpoint / "config.json").exists():
-        return _inspect_diffusers(checkpoint, family, as_json)
+        return _inspect_diffusers(checkpoint, family, input_size, as_json)
     from dardiag.checkpoints import load_model
 
     model, info = load_model(checkpoint, family=family, num_heads=num_heads, input_size=input_size)
@@ -46,11 +46,11 @@ def inspect_cmd(
     Console().print(table)
 
 
-def _inspect_diffusers(path: Path, family: Optional[str], as_json: bool) -> None:
+def _inspect_diffusers(path: Path, family: Optional[str], input_size: Optional[int], as_json: bool) -> None:
     """A diffusers transformer directory: the class, how dardiag drives it, its size and files."""
     from dardiag.subjects import load_subject
 
-    subject = load_subject(path, family=family)
+    subject = load_subject(path, family=family, input_size=input_size)
     info = subject.info
     d = {
         "name": subject.name,

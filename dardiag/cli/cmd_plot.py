@@ -14,14 +14,22 @@ from dardiag.errors import DardiagError
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DardiagError(f"{out} exists and is not a directory; choose a directory for --out")
+    if (out / "_run.json").exists():  # PDFs beside the parquet parts would break pandas.read_parquet(RUN)
+        raise DardiagError(f"{out} is a run directory; its figures belong in {out / '_figures'} (the default "
+                           "of dardiag plot), or choose another --out")
     if out.exists() and any(out.iterdir()) and not force:
         raise DardiagError(f"{out} is not empty; pass --force to overwrite figures there")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DardiagError(f"cannot create {out}: {e.strerror or e}; choose a writable directory for --out") from None
 
 
 @command("plot")
 def plot_cmd(
     run: Path = typer.Argument(..., help="a run directory written by dardiag profile/demo/train"),
-    out: Path = typer.Option(..., "--out", "-o", help="directory for the PDF and PNG figures"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for the PDF and PNG figures "
+                                       "(default: RUN/_figures, replaced)"),
     force: bool = typer.Option(False, help="overwrite figures in a non-empty OUT"),
 ):
     """Render every figure the run's metrics allow (others are skipped with a note)."""
@@ -29,6 +37,8 @@ def plot_cmd(
     from dardiag.store import read_profile
 
     df = read_profile(run)
+    if out is None:  # the run's own figure folder, as profile writes it: re-rendering it loses nothing
+        out, force = run / "_figures", True
     _check_out(out, force)
     write_figures(df, out)
 

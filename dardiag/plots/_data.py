@@ -7,6 +7,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from dardiag.summary import latest_checkpoint  # noqa: F401 (plots select with it)
+
 INDEX_COLUMNS = ("site", "block", "other_block", "sublayer", "source")
 
 
@@ -42,28 +44,6 @@ def metric_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 def has(df: pd.DataFrame, column: str) -> bool:
     """Whether ``column`` exists and holds at least one non-null value."""
     return column in df.columns and bool(df[column].notna().any())
-
-
-def latest_checkpoint(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model, keep only the rows of its latest checkpoint (largest ``step``).
-
-    Per-checkpoint figures must not average over a series of checkpoints; the series itself is
-    what :func:`dardiag.plots.training.plot_metric_vs_step` shows.
-    """
-    if "checkpoint" not in df.columns or df.empty:
-        return df
-    keep = []
-    for _, g in df.groupby("model", sort=True):
-        ckpts = g["checkpoint"].dropna().unique()
-        if len(ckpts) <= 1:
-            keep.append(g)
-            continue
-        if has(g, "step"):
-            last = g.loc[g["step"].astype("Float64").idxmax(), "checkpoint"]
-        else:
-            last = sorted(ckpts)[-1]
-        keep.append(g[g["checkpoint"] == last])
-    return pd.concat(keep) if keep else df
 
 
 def levels_of(df: pd.DataFrame) -> list[float]:
