@@ -199,8 +199,10 @@ def test_existing_run_is_not_overwritten(tmp_path):
     train(tiny(out, steps=2))
     (out / "notes.txt").write_text("mine")
     before = snapshot(out)
-    with pytest.raises(DardiagError, match="--resume .* --force"):
-        train(tiny(out, steps=2))
+    with pytest.raises(DardiagError, match="other settings.*--lr: stored 0.001, now 0.002.*--force"):
+        train(tiny(out, steps=2, lr=2e-3))
+    assert snapshot(out) == before
+    train(tiny(out, steps=2))  # the same settings: complete, nothing to do, nothing rewritten
     assert snapshot(out) == before
     train(tiny(out, steps=1, force=True))  # replaces our files only
     assert (out / "notes.txt").read_text() == "mine"

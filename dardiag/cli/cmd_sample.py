@@ -30,19 +30,20 @@ def sample_cmd(
 
     from dardiag.checkpoints import load_model
     from dardiag.train import digit_score, sample, save_grid
-    from dardiag.train.sampler import check_sampling, grid_format
+    from dardiag.train.sampler import check_grid, check_sampling, grid_format
     from dardiag.devices import resolve_device
 
     # every flag first: a bad one must not cost a model load and a sampling run
     if n_per_class < 1:
         raise DardiagError(f"--n-per-class must be at least 1, got {n_per_class}")
     check_sampling(steps=steps, cfg_scale=cfg)
-    grid_format(out, overwrite=force)
+    fmt = grid_format(out, overwrite=force)
     resolve_device(device)
     model, info = load_model(checkpoint, family=family, device=device)
     cfg_model = model.config
     if score and (cfg_model.in_channels, cfg_model.input_size, cfg_model.num_classes) != (1, 16, 10):
         raise DardiagError("--score is for digits models (1 x 16 x 16 latents, 10 classes)")
+    check_grid(cfg_model.num_classes, n_per_class, cfg_model.input_size, fmt=fmt)  # before a huge batch is drawn
     y = torch.arange(cfg_model.num_classes).repeat_interleave(n_per_class)  # (classes * n,)
     x = sample(model, info.family, y, steps=steps, cfg_scale=cfg, seed=seed)
     if not torch.isfinite(x).all():

@@ -52,14 +52,19 @@ def train_cmd(
     profile_noise_levels: Optional[str] = typer.Option(None, help="comma-separated noise levels (1 = noise)"),
     profile_cka: bool = typer.Option(True, "--profile-cka/--no-profile-cka"),
     device: str = typer.Option("cpu"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in OUT from OUT/last.pt"),
-    force: bool = typer.Option(False, "--force", help="replace the run in OUT (only its own files)"),
-    export: Optional[Path] = typer.Option(None, help="after training, write the EMA weights alone to this file"),
+    resume: bool = typer.Option(False, "--resume", help="accepted for old scripts: the same command continues "
+                                "an unfinished run in OUT anyway"),
+    force: bool = typer.Option(False, "--force", help="start over: the run in OUT (only its own files) is kept in "
+                               "OUT/_replaced until the new one completes; also replaces an existing --export file"),
+    export: Optional[Path] = typer.Option(None, help="after training, write the EMA weights alone to this file "
+                                          "(not overwritten without --force)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine)"),
 ):
-    """Train a residual or DAR DiT/SiT; kill it any time and rerun with --resume."""
+    """Train a residual or DAR DiT/SiT; stop it any time, and the same command continues it."""
     from dardiag.train import TrainConfig, train
     from dardiag.train import export as export_fn
+    from dardiag.train.export import check_target
+    from dardiag.train.trainer import prepare
 
     sizes = {"depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": patch}
     given = {k: v for k, v in sizes.items() if v is not None}
@@ -74,9 +79,6 @@ def train_cmd(
         profile_noise_levels=_levels(profile_noise_levels), profile_cka=profile_cka, device=device,
         resume=resume, force=force,
     )
-    if export is not None and (export.is_dir() or any(p.exists() and not p.is_dir() for p in export.parents)):
-        raise DardiagError(f"--export {export}: not a writable file path (a directory, or under a file); "
-                           "pass a file name such as tiny_ema.pt")
     if threads is not None:
         if threads < 1:
             raise DardiagError(f"--threads must be at least 1, got {threads}")
@@ -85,23 +87,37 @@ def train_cmd(
         # not a training setting (so not in TrainConfig); 1 and 2 threads gave bit-identical weights on our
         # 2-core CPU, but the thread count may change float reductions elsewhere
         torch.set_num_threads(threads)
+    # OUT and --export before any data is read or any step is trained
+    plan = prepare(config)
+    if plan.complete:
+        print(f"nothing to do: the run in {out} is complete (step {plan.step}, --steps {steps}); pass a larger "
+              "--steps to train on, or --force to start over")
+        if export is not None:
+            check_target(export, out, overwrite=True)  # not a file of the run, not unwritable
+            if export.exists() or export.is_symlink():
+                print(f"--export {export} exists, left as it is (delete it to export again)")
+                export = None
+        train(config, plan=plan)  # drops an OUT/_replaced left by an interrupted finish
+        if export is not None:
+            print(f"exported EMA weights to {export_fn(out / 'last.pt', export, overwrite=False)}")
+        return
+    if export is not None:
+        check_target(export, out, overwrite=force)
     report_every = max(1, steps // 20)
 
     def progress(step: int, loss: float) -> None:
         if step % report_every == 0 or step == steps:
             print(f"step {step:>7d}/{steps}  loss {loss:.4f}", file=sys.stderr, flush=True)
 
-    last = train(config, on_step=progress)
+    last = train(config, on_step=progress, plan=plan)
     print(_summary(out))
     if export is not None:
-        print(f"exported EMA weights to {export_fn(last, export)}")
+        print(f"exported EMA weights to {export_fn(last, export, overwrite=force)}")
 
 
 def _summary(out: Path) -> str:
     with open(out / "loss.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows:
-        return f"nothing to do: the run in {out} is already complete"
     tail = [float(r["loss"]) for r in rows[-100:]]
     step = int(rows[-1]["step"])
     secs = float(rows[-1]["seconds"])

@@ -7,17 +7,38 @@ from pathlib import Path
 
 import torch
 
-from dardiag.checkpoints import atomic_save, checkpoint_dict, load_model, read_file
+from dardiag.atomic import atomic_write
+from dardiag.checkpoints import checkpoint_dict, load_model, read_file
 from dardiag.errors import DardiagError
+from dardiag.train.outdir import check_writable, is_written_by_training
 
 
-def export(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
+def check_target(path: Path, out: Path, *, overwrite: bool) -> None:
+    """Refuse, before any work, an export onto a file the training run in ``out`` writes (its
+    ``last.pt`` would no longer resume), onto an existing file without ``overwrite``, or into a place
+    that cannot be written."""
+    if is_written_by_training(out, path):
+        raise DardiagError(f"--export {path} is a file the training run in {out} writes; "
+                           f"choose another name, such as {out / 'ema.pt'}")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        if not overwrite:
+            raise DardiagError(f"--export {path} already exists; choose another file, or delete it first "
+                               "(--force also replaces it, but starts the training run over)")
+    check_writable(path, "--export", directory=False)
+
+
+def export(checkpoint: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write ``path``: a dardiag checkpoint holding only the EMA weights (under ``"ema"``).
 
     ``load_model(path)`` reads it with no flags. The training settings and final loss ride along
-    under ``"train"`` (plain values, a few hundred bytes) so the file says how it was made.
+    under ``"train"`` (plain values, a few hundred bytes) so the file says how it was made. The file
+    appears atomically; with ``overwrite=False`` an existing ``path`` is an error, and a file of the
+    training run that ``checkpoint`` belongs to (its ``last.pt``, ``ckpt_*.pt``, ...) is always refused.
     """
     checkpoint, path = Path(checkpoint), Path(path)
+    if is_written_by_training(checkpoint.parent, path) or (path.exists() and path.resolve() == checkpoint.resolve()):
+        raise DardiagError(f"cannot export onto {path}: it is a file of the training run in {checkpoint.parent}; "
+                           "choose another name")
     ema, info = load_model(checkpoint, weights="ema")
     if info.file_format != "dardiag":
         raise DardiagError(f"{checkpoint} is not a dardiag training checkpoint; export needs one")
@@ -26,9 +47,6 @@ def export(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
     obj["ema"] = obj.pop("model")  # one copy of the weights, labelled as what they are
     # no wall-clock time: the same weights then give the same file bytes (and sha256)
     obj["train"] = {k: train[k] for k in ("config", "loss") if k in train}
-    atomic_save(obj, path)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # the temp file behind atomic_save is 0600; a file to ship is not private
+    atomic_write(path, lambda f: torch.save(obj, f), overwrite=overwrite)  # readable 0666 & ~umask, as shipped
     torch.load(path, map_location="cpu", weights_only=True)  # prove it reads back safely
     return path

@@ -61,7 +61,8 @@ class ProfileHook:
         # the store compares "config" on resume; run_id is kept from the first start
         meta = {"config": settings, "source": "dardiag train --profile-every",
                 "run_id": f"train-{name}-{uuid.uuid4().hex[:6]}"}
-        self.run = RunDir.create(out, meta, resume=config.resume, force=config.force)
+        # OUT/profile goes with the training run (outdir.plan): set aside with it by --force, continued with it
+        self.run = RunDir.create(out, meta)
 
     def __call__(self, ema, step: int) -> None:
         from dardiag.checkpoints import ModelInfo

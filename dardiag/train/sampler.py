@@ -57,6 +57,39 @@ def grid_format(path: str | os.PathLike, *, overwrite: bool = True) -> str:
     return fmt
 
 
+GRID_SCALE = 4  # save_grid draws each latent pixel as GRID_SCALE x GRID_SCALE image pixels
+GRID_PAD = 1
+
+
+def _max_grid_pixels() -> int:
+    """PIL refuses to open images over twice ``Image.MAX_IMAGE_PIXELS`` (and warns over once): a larger
+    grid could not be looked at with the library that wrote it."""
+    from PIL import Image
+
+    return int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+
+# the largest width or height each format can store
+MAX_GRID_SIDE = {"JPEG": 65_535, "WEBP": 16_383}
+
+
+def check_grid(rows: int, per_row: int, side: int, *, fmt: str = "PNG", scale: int = GRID_SCALE,
+               what: str = "--n-per-class") -> None:
+    """A one-line error, before any sampling, when ``rows`` x ``per_row`` images of ``side`` latent pixels
+    make a grid image too large to write in ``fmt`` or to open again (and a batch far too large to sample)."""
+    limit, max_side = _max_grid_pixels(), MAX_GRID_SIDE.get(fmt, 2**31 - 1)
+    cell = (side + GRID_PAD) * scale
+    height = rows * cell + GRID_PAD * scale
+    width = per_row * cell + GRID_PAD * scale
+    if per_row >= 1 and height * width <= limit and max(width, height) <= max_side:
+        return
+    fit = max(0, min(limit // max(height, 1), max_side) - GRID_PAD * scale) // cell if height <= max_side else 0
+    hint = f"use {what} {fit} or less" if fit >= 1 else "this model has too many classes for one grid"
+    why = (f"over the {limit / 1e6:.0f} M pixels PIL will open" if height * width > limit else
+           f"over {fmt}'s {max_side}-pixel side limit")
+    raise DardiagError(f"{what} {per_row} with {rows} classes makes a {width} x {height} pixel grid, {why}; {hint}")
+
+
 def _pil_can_save(fmt: str) -> bool:
     from PIL import Image, features
 
@@ -128,7 +161,7 @@ def _ddim(model, x, y, steps, cfg_scale):
     return x
 
 
-def save_grid(x: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = None, scale: int = 4,
+def save_grid(x: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = None, scale: int = GRID_SCALE,
               overwrite: bool = True) -> Path:
     """Write images ``(N, C, H, W)`` in [-1, 1] as one image, ``nrow`` per row, each pixel ``scale`` x ``scale``.
 
@@ -146,7 +179,8 @@ def save_grid(x: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = No
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
-    pad = 1
+    check_grid(rows, nrow, max(h, w), fmt=fmt, scale=scale, what="nrow")
+    pad = GRID_PAD
     grid = torch.zeros(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)  # 0 = mid grey separators
     for i in range(n):
         r, col = divmod(i, nrow)

@@ -108,29 +108,30 @@ def _one_line(e: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def read_resume(path: Path, config: TrainConfig, device) -> dict:
-    """``OUT/last.pt``, refused unless it is a training checkpoint of the same run: the stored settings
-    are compared before any weights are loaded, so a changed --depth says so instead of failing in
-    ``load_state_dict``."""
+def read_last(path: Path, device) -> tuple[dict, dict, int]:
+    """``OUT/last.pt`` -> (checkpoint dict, stored TrainConfig dict, step); a damaged file is one line."""
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
         stored = obj["train"]["config"]
-        int(obj["dardiag"]["step"])
+        step = int(obj["dardiag"]["step"])
         if not isinstance(stored, dict):
             raise TypeError(f"stored config is a {type(stored).__name__}")
     except Exception as e:  # unpickling a damaged file raises anything from KeyError to IndexError
         raise DardiagError(f"cannot resume from {path}: not a complete training checkpoint ({_one_line(e)}); "
                            "copy an intact ckpt_*.pt over it, or pass --force to start the run over") from None
-    diff = config.resume_diff(stored)
-    if diff:
-        more = f"; and {len(diff) - 4} more" if len(diff) > 4 else ""
-        raise DardiagError(f"cannot resume {config.out}: settings differ from the stored run "
-                           f"({'; '.join(diff[:4])}{more}); pass the same settings, or --force to start over")
-    return obj
+    return obj, stored, step
+
+
+def prepare(config: TrainConfig) -> outdir.Plan:
+    """What ``train(config)`` will do with OUT (continue, start, replace, or nothing: already complete);
+    checks that OUT is writable and that a run there has the same settings. Changes nothing in OUT, except
+    putting back the run an interrupted ``--force`` replaced before writing a checkpoint."""
+    device = resolve_device(config.device)
+    return outdir.plan(Path(config.out), config, read_last=lambda p: read_last(p, device), diff=config.resume_diff)
 
 
 def _restore(obj: dict, path: Path, model, ema, opt) -> tuple[int, float]:
-    """Load a checked ``read_resume`` dict into model/EMA/optimizer; -> (step, wall seconds so far)."""
+    """Load a checked ``read_last`` dict into model/EMA/optimizer; -> (step, wall seconds so far)."""
     try:
         model.load_state_dict(obj["model"])
         ema.load_state_dict(obj["ema"])
@@ -144,12 +145,20 @@ def _all_finite(*models) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in models for p in m.parameters())
 
 
-def _diverged(config: TrainConfig, what: str, step: int, saved: int | None) -> DardiagError:
-    kept = (f"the last good checkpoint ({config.out}/{outdir.LAST}, step {saved}) is kept" if saved is not None
-            else "no checkpoint was written")
+def _diverged(config: TrainConfig, what: str, step: int, saved: int | None, replacing: bool) -> DardiagError:
+    """The divergence error; what it says is kept is what ``train`` leaves in OUT."""
+    out = Path(config.out)
     clip = "" if config.grad_clip else " or turn --grad-clip on"
-    return DardiagError(f"training diverged at step {step}: {what}; stopped, {kept}; "
-                        f"start over (--force) with a lower --lr (now {config.lr:g}){clip}")
+    if replacing:
+        return DardiagError(f"training diverged at step {step}: {what}; stopped, and the run it was replacing is "
+                            f"back in {out} as it was; try a lower --lr (now {config.lr:g}){clip}")
+    if saved is None:
+        return DardiagError(f"training diverged at step {step}: {what}; stopped, no checkpoint was written; "
+                            f"rerun with a lower --lr (now {config.lr:g}){clip}")
+    return DardiagError(f"training diverged at step {step}: {what}; stopped, the last good checkpoint "
+                        f"({out / outdir.LAST}, step {saved}) is kept; to try a lower --lr (now {config.lr:g}){clip}, "
+                        f"use another --out, or --force (this run stays in {out / outdir.REPLACED} until the new "
+                        "one completes)")
 
 
 def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: float, wall_s: float) -> None:
@@ -165,23 +174,43 @@ def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: floa
 #################################################################################
 
 
-def train(config: TrainConfig, *, on_step=None) -> Path:
+def train(config: TrainConfig, *, on_step=None, plan: outdir.Plan | None = None) -> Path:
     """Train, checkpointing into ``config.out``; returns the path of ``OUT/last.pt``.
 
-    ``on_step(step, loss)`` is called after every finished step (progress, tests that simulate a kill).
+    A run in OUT with the same settings is continued (bit-exactly on CPU), or left alone when it is
+    complete; see ``outdir`` for other settings and ``--force``. ``plan`` is ``prepare(config)`` when the
+    caller already made it. ``on_step(step, loss)`` is called after every finished step (progress, tests
+    that simulate a kill).
     """
     c = config
     device = resolve_device(c.device)
+    out = Path(c.out)
+    if plan is None:
+        plan = prepare(c)
+    if plan.complete:
+        outdir.finish(plan)  # a run replaced by this one, whose finish was interrupted
+        return out / outdir.LAST
     family = get_family(c.family)
     data, held_out = load_data(c)
     mcfg = build_model_config(c, data)
-    out = Path(c.out)
     if c.profile_every:
         from dardiag.train.profiling import get_profiler
 
         get_profiler()  # a missing profiler fails here, before OUT is touched
-    resume_from = outdir.prepare(out, resume=c.resume, force=c.force)
-    stored = read_resume(resume_from, c, device) if resume_from is not None else None
+    outdir.apply(plan)
+    try:
+        _loop(c, plan, device, family, data, held_out, mcfg, on_step)
+    except Exception:  # an error (divergence included), not Ctrl-C: that keeps both runs to continue
+        outdir.put_back(plan)
+        raise
+    outdir.finish(plan)
+    return out / outdir.LAST
+
+
+def _loop(c: TrainConfig, plan: outdir.Plan, device, family, data, held_out, mcfg, on_step) -> None:
+    out = Path(c.out)
+    stored, resume_from = plan.stored, plan.resume_from
+    plan.stored = None  # the weights are loaded once; do not keep a second copy alive
     x0_all = data["x0"]  # (n, C, H, W)
     y_all = data.get("y", torch.zeros(x0_all.shape[0], dtype=torch.long))  # (n,)
 
@@ -201,9 +230,9 @@ def train(config: TrainConfig, *, on_step=None) -> Path:
         params = [p for p in model.parameters() if p.requires_grad]  # pos_embed is fixed
         opt = torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.999), weight_decay=0.0)
         start, wall_before = 0, 0.0
-        if stored is not None:
+        if resume_from is not None:
             start, wall_before = _restore(stored, resume_from, model, ema, opt)
-            del stored
+        del stored
         saved = start if resume_from is not None else None  # the step of the good OUT/last.pt, if any
         outdir.write_config(out, c.to_dict())
         log = outdir.LossLog(out, keep_until=start)
@@ -222,7 +251,7 @@ def train(config: TrainConfig, *, on_step=None) -> Path:
                 done = step + 1
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
-                    raise _diverged(c, f"the loss is {loss_value}", done, saved)
+                    raise _diverged(c, f"the loss is {loss_value}", done, saved, plan.replacing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.grad_clip:
@@ -236,7 +265,7 @@ def train(config: TrainConfig, *, on_step=None) -> Path:
                     hook(ema, done)
                 if (c.save_every and done % c.save_every == 0) or done == c.steps:
                     if not _all_finite(model, ema):  # a finite loss can still overflow the update
-                        raise _diverged(c, "the weights are no longer finite", done, saved)
+                        raise _diverged(c, "the weights are no longer finite", done, saved, plan.replacing)
                     _save(out, c, model, ema, opt, done, loss_value, wall_before + wall)
                     saved = done
                 if on_step is not None:
@@ -245,4 +274,3 @@ def train(config: TrainConfig, *, on_step=None) -> Path:
             log.close()
     if hook is not None:
         hook.finish()
-    return out / outdir.LAST
