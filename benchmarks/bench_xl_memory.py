@@ -171,7 +171,7 @@ def main(argv=None) -> None:
     n = a.batch * T
     print(f"{a.model}: depth {cfg.depth}, width {cfg.hidden_size}, {T} tokens; minibatch {a.batch} images "
           f"= {n} CKA rows; torch {torch.__version__}, {a.threads or torch.get_num_threads()} threads")
-    blocks = CKAAccumulator(P)._blocks(n, P)
+    blocks = CKAAccumulator(P)._blocks(n, P, torch.device("cpu"))
     b = blocks[0][1]
     print(f"CKA: all {P} Grams of one minibatch would take {P} x {n}^2 x 8 B = {P * n * n * 8 / 2**30:.2f} GiB; "
           f"the accumulator forms {len(blocks) * (len(blocks) + 1) // 2} [{P}, {b}, {b}] float64 tile(s) of "
