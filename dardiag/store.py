@@ -73,6 +73,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dardiag import replaced
 from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
 
@@ -138,7 +139,7 @@ METRICS = {
 RUN_FILE = "_run.json"
 FIGURES_DIRNAME = "_figures"
 WORK_DIRNAME = "_work"  # the sweep's scratch (e.g. cached probe features); dardiag's own
-REPLACED_DIRNAME = "_replaced"  # the previous run while --force builds its replacement
+REPLACED_DIRNAME = replaced.REPLACED  # the previous run while --force builds its replacement
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 _RUN_FORMAT = "dardiag-run"
@@ -334,7 +335,7 @@ def _is_own_entry(name: str) -> bool:
 
 def _is_own_temp(name: str) -> bool:
     return name.endswith(".tmp") and (
-        name.startswith("." + PART_PREFIX) or name.startswith("." + RUN_FILE) or name == f".{REPLACED_DIRNAME}.tmp"
+        name.startswith("." + PART_PREFIX) or name.startswith("." + RUN_FILE) or name == replaced.STAGING
     )
 
 
@@ -490,20 +491,12 @@ class RunDir:
     @staticmethod
     def _set_aside(out: Path, entries: list[str]) -> None:
         """Move the run in ``out`` into ``out/_replaced`` (kept: an older one already there)."""
-        keep = out / REPLACED_DIRNAME
-        if keep.exists():  # an earlier --force never finished: _replaced holds the last complete run
-            for e in entries:
-                if _is_own_entry(e) and e != REPLACED_DIRNAME:
-                    p = out / e
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        own = [out / e for e in entries if _is_own_entry(e) and e not in (REPLACED_DIRNAME, replaced.STAGING)]
+        if (out / REPLACED_DIRNAME).exists():  # an earlier --force never finished: it holds the last complete run
+            for p in own:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
             return
-        staging = out / f".{REPLACED_DIRNAME}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        for e in entries:
-            if _is_own_entry(e):
-                os.replace(out / e, staging / e)
-        os.replace(staging, keep)  # one rename: _replaced appears complete or not at all
+        replaced.set_aside(out, own)
 
     def _replacing(self) -> bool:
         """Whether this run is a ``force`` replacement still holding the run it replaces."""
@@ -514,15 +507,12 @@ class RunDir:
         else drop the run if it holds nothing yet (so a corrected command needs no ``force``)."""
         if self.status == "complete" or not (self._replacing() or not self._state["completed"]):
             return
-        keep = self.path / REPLACED_DIRNAME
-        for p in self.path.iterdir():
-            if _is_own_entry(p.name) and p.name != REPLACED_DIRNAME:
+        own = [p for p in self.path.iterdir() if _is_own_entry(p.name) and p.name != REPLACED_DIRNAME]
+        if self._replacing():
+            replaced.put_back(self.path, own, vouching=RUN_FILE)
+        else:  # an empty directory is left: it is a valid --out for the next command
+            for p in own:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-        if not keep.is_dir():  # an empty directory is left: it is a valid --out for the next command
-            return
-        for p in sorted(keep.iterdir(), key=lambda p: p.name == RUN_FILE):  # _run.json last: it vouches for the parts
-            os.replace(p, self.path / p.name)
-        keep.rmdir()
 
     @classmethod
     def _open(cls, out: Path) -> "RunDir":
@@ -583,7 +573,7 @@ class RunDir:
         self._state["status"] = "complete"
         self._state["updated"] = self._state["finished"] = _now()
         self._save()
-        shutil.rmtree(self.path / REPLACED_DIRNAME, ignore_errors=True)
+        replaced.discard(self.path)
 
 
 def _read_run_json(path: Path) -> dict:

@@ -21,12 +21,12 @@ import csv
 import json
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from dardiag import replaced
 from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
 
@@ -34,13 +34,13 @@ LAST = "last.pt"
 LOSS_LOG = "loss.csv"
 CONFIG_JSON = "train_config.json"
 PROFILE_DIR = "profile"
-REPLACED = "_replaced"
+REPLACED = replaced.REPLACED
 LOSS_COLUMNS = ("step", "loss", "lr", "seconds")
 _CKPT = re.compile(r"^ckpt_\d{7}\.pt$")
 # atomic_write leaves temp files named ".{name}.<random>.tmp" beside the target
 _TEMP = re.compile(r"^\.(last\.pt|ckpt_\d{7}\.pt|loss\.csv|train_config\.json)\..+$")
 _PROFILE_OWN = re.compile(r"^(_run\.json|_figures|_work|part-.+\.parquet|\..+\.tmp)$")
-_STAGING = f".{REPLACED}.tmp"
+_STAGING = replaced.STAGING
 
 
 def ckpt_path(out: Path, step: int) -> Path:
@@ -206,15 +206,10 @@ def apply(p: Plan) -> None:
     for f in p.delete:
         _remove(f)
     if p.set_aside:
-        staging = p.out / _STAGING
-        _rmtree(staging)
-        staging.mkdir()
         for f in p.set_aside:
             if _TEMP.match(f.name):
                 f.unlink(missing_ok=True)
-            else:
-                _move(f, staging / f.name)
-        os.replace(staging, p.out / REPLACED)  # one rename: _replaced appears complete or not at all
+        replaced.set_aside(p.out, [f for f in p.set_aside if not _TEMP.match(f.name)], move=_move)
     try:
         p.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -223,7 +218,7 @@ def apply(p: Plan) -> None:
 
 def finish(p: Plan) -> None:
     """The run completed: the run it replaced is deleted only now."""
-    _rmtree(p.out / REPLACED)
+    replaced.discard(p.out)
 
 
 def put_back(p: Plan) -> bool:
@@ -235,12 +230,7 @@ def put_back(p: Plan) -> bool:
 
 
 def _put_back(out: Path, current: list[Path]) -> None:
-    keep = out / REPLACED
-    for f in current:
-        _remove(f)
-    for f in sorted(keep.iterdir(), key=lambda f: f.name == LAST):  # last.pt last: it vouches for the rest
-        _move(f, out / f.name)
-    _rmtree(keep)
+    replaced.put_back(out, current, vouching=LAST, remove=_remove, move=_move)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -260,22 +250,15 @@ def _move(src: Path, dest: Path) -> None:
         os.replace(src, dest)
 
 
-def _rmtree(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    elif p.exists() or p.is_symlink():
-        p.unlink()
-
-
 def _remove(p: Path) -> None:
     if p.name == PROFILE_DIR and p.is_dir():  # OUT/profile: only the store's own entries, then the folder
         for q in p.iterdir():
             if _PROFILE_OWN.match(q.name):
-                _rmtree(q)
+                replaced.remove_tree(q)
         if not any(p.iterdir()):
             p.rmdir()
     else:
-        _rmtree(p)
+        replaced.remove_tree(p)
 
 
 def write_config(out: Path, config: dict) -> None:
