@@ -66,3 +66,13 @@ def test_plot_defaults_to_the_runs_figures_and_refuses_a_run_as_out(tmp_path, ca
     assert len(dardiag.read_profile(a)) == 3 and len(pd.read_parquet(a)) == 3  # still one-line readable
     (tmp_path / "afile").write_text("keep")
     one_line_error(capsys, ["plot", str(a), "--out", str(tmp_path / "afile" / "x")], "cannot create")
+
+
+def test_plotting_an_unfinished_run_warns(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # app() replaces it
+    run = RunDir.create(tmp_path / "a", {"config": {"id": 1}})
+    run.mark_done("u", [dict(run_id="r", model="m", routing="residual", family="sit", checkpoint="m.pt",
+                             step=1, n_samples=4, batch_size=4, noise_level=0.5, t_native=0.5,
+                             metric="act_rms", site="z", block=k, value=1.0 + k) for k in range(3)])
+    with pytest.warns(UserWarning, match="unfinished run"):
+        app(["plot", str(tmp_path / "a"), "--out", str(tmp_path / "figs")])

@@ -34,13 +34,25 @@ def plot_cmd(
 ):
     """Render every figure the run's metrics allow (others are skipped with a note)."""
     from dardiag.cli.figures import write_figures
-    from dardiag.store import read_profile
 
-    df = read_profile(run)
+    df = _read(run)
     if out is None:  # the run's own figure folder, as profile writes it: re-rendering it loses nothing
         out, force = run / "_figures", True
     _check_out(out, force)
     write_figures(df, out)
+
+
+def _read(run: Path):
+    """The run's table; an unfinished run is drawn too, with a warning (its figures are partial)."""
+    import warnings
+
+    from dardiag.store import read_profile
+
+    df = read_profile(run)
+    if df.attrs.get("dardiag_status") not in (None, "complete"):
+        warnings.warn(f"{run} is an unfinished run: the figures show only its finished units; run its "
+                      "command again to complete it")
+    return df
 
 
 def select_models(df, models: list[str] | None, routings: list[str] | None):
@@ -68,9 +80,8 @@ def compare_cmd(
     import pandas as pd
 
     from dardiag.cli.figures import write_figures
-    from dardiag.store import read_profile
 
-    frames = [read_profile(r) for r in runs]
+    frames = [_read(r) for r in runs]
     ids = [sorted(set(f["run_id"])) for f in frames]
     for i in range(len(runs)):
         for j in range(i):
