@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -45,10 +46,10 @@ def official_reference(fixtures_dir) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.fixture
-def single_thread():
-    """Run a test on one torch thread, restored afterwards. Tiny models gain nothing from more, and on
-    a shared, oversubscribed machine a second OpenMP thread can make a 10 ms step take seconds."""
+@contextlib.contextmanager
+def _one_torch_thread():
+    """One torch thread, restored afterwards. Tiny models gain nothing from more, and on a shared,
+    oversubscribed machine a second OpenMP thread can make a 10 ms step take seconds."""
     import torch
 
     before = torch.get_num_threads()
@@ -57,3 +58,17 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def single_thread():
+    """One test on one torch thread (see _one_torch_thread)."""
+    with _one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """A whole module on one torch thread: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    with _one_torch_thread():
+        yield

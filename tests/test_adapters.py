@@ -12,13 +12,7 @@ from dardiag.probe.collect import Analyses
 from dardiag.sweep import profile
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second thread only adds contention (and spin-waiting on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
 
 
 class TwoStreamBlock(nn.Module):

@@ -55,13 +55,7 @@ SHORT = {"DiTTransformer2DModel": "dit", "PixArtTransformer2DModel": "pixart", "
 TEXT_TOKENS = 7  # short synthetic captions keep the tests fast
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second thread only adds contention (and spin-waiting on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
 
 
 def layers(cls: str) -> int:

@@ -28,13 +28,7 @@ CHUNKS = (1, 2, 4)
 FAST = Analyses(probe=False, cka=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is many times faster than threads contending for a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
 
 
 def dar_model(query: str, chunk: int, seed: int = 0) -> DiT:

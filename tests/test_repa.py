@@ -28,13 +28,7 @@ CFG = DiTConfig(input_size=8, patch_size=2, hidden_size=384, depth=2, num_heads=
 ENCODER_DEPTH = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second thread only adds contention (and spin-waiting on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
 
 
 def repa_args(**kw):

@@ -22,13 +22,7 @@ N, K, SEED = 32, 12, 0
 PROBE_ONLY = Analyses(cka=False, routes=False, probe=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is many times faster than threads contending for a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
 
 
 @torch.no_grad()

@@ -20,14 +20,7 @@ from dardiag.train import (
     TrainConfig, check_matches_model, digit_score, digits_latents, export, load_latents, sample, save_grid, train,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spinning threads make
-    these tests 15x slower; restore the count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
 
 
 TINY = dict(depth=2, hidden_size=32, num_heads=2, patch_size=4, batch_size=32, warmup=0)
