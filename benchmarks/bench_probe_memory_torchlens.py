@@ -86,9 +86,10 @@ def child(case: str, batch: int) -> None:
             model(*args)
         elif case == "dardiag":
             from dardiag.checkpoints import ModelInfo
-            from dardiag.probe.collect import Analyses, LevelCollector
-            from dardiag.probe.recorder import record
-            from dardiag.subjects import dit_subject
+            from dardiag.engine.collector import LevelCollector
+from dardiag.engine.config import Analyses
+            from dardiag.hooks.recorder import record
+            from dardiag.adapters.dit import dit_subject
 
             subject = dit_subject(model, ModelInfo.in_memory(model, family="dit", name="S"))
             an = Analyses(cka=False, sublayers=False, routes=False, probe=False)

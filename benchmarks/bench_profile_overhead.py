@@ -1,4 +1,4 @@
-"""Overhead of ``dardiag.sweep.profile`` against a bare forward + backward on the same work.
+"""Overhead of ``dardiag.engine.sweep.profile`` against a bare forward + backward on the same work.
 
 What is compared (same model, same inputs, same noise levels, same minibatches, same process):
 
@@ -47,10 +47,10 @@ import torch
 
 from dardiag.checkpoints import ModelInfo
 from dardiag.models import DiT, DiTConfig
-from dardiag.probe.collect import Analyses
-from dardiag.probe.recorder import frozen_parameters
-from dardiag.subjects import dit_subject
-from dardiag.sweep import minibatches, profile, resolve_grid
+from dardiag.engine.config import Analyses
+from dardiag.hooks.recorder import frozen_parameters
+from dardiag.adapters.dit import dit_subject
+from dardiag.engine.sweep import minibatches, profile, resolve_grid
 
 VARIANTS = ("bare", "bare+wgrad", "profile", "profile+cka")
 TARGETS = {"profile": 1.25, "profile+cka": 1.6}

@@ -10,7 +10,7 @@ inherits another's high-water mark:
 
 * ``bare``     forward + the family's simple loss + backward per minibatch, parameters frozen and
                ``x_t.requires_grad_(True)``: exactly the autograd work the profiler itself needs.
-* ``profile``  ``dardiag.sweep.profile`` with every analysis on (act/grad RMS, cos_prev, sublayer RMS,
+* ``profile``  ``dardiag.engine.sweep.profile`` with every analysis on (act/grad RMS, cos_prev, sublayer RMS,
                counterfactual route importance, (D+1)x(D+1) unbiased CKA over tokens, timestep probe,
                per-token maps), at 2 and at 16 noise levels with 1 minibatch per level, and at 2 levels
                with 2 minibatches per level.
@@ -54,10 +54,10 @@ import torch
 from dardiag.checkpoints import ModelInfo
 from dardiag.metrics import CKAAccumulator
 from dardiag.models import DiT, preset
-from dardiag.probe.collect import Analyses
-from dardiag.probe.recorder import frozen_parameters
-from dardiag.subjects import dit_subject
-from dardiag.sweep import minibatches, profile, resolve_grid
+from dardiag.engine.config import Analyses
+from dardiag.hooks.recorder import frozen_parameters
+from dardiag.adapters.dit import dit_subject
+from dardiag.engine.sweep import minibatches, profile, resolve_grid
 
 CASES = ("bare", "profile-2", "profile-2x2", "profile-many")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from dardiag.data import digits_latents
 from dardiag.errors import DardiagError
 
 BUNDLED = {"residual": "residual.pt", "DAR static_t c4": "dar_static_t_c4.pt"}
@@ -22,6 +23,4 @@ def bundled_checkpoints() -> dict[str, Path]:
 
 def held_out_digits() -> dict:
     """The digits split the bundled models never trained on: {x0 [N,1,16,16], y [N]}."""
-    from dardiag.train.data import digits_latents
-
     return digits_latents("test")

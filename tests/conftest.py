@@ -9,30 +9,35 @@ from pathlib import Path
 import pytest
 
 
+FIXTURES = Path(__file__).resolve().parent / "data"
+
+
 def _fixtures_path() -> Path:
     env = os.environ.get("DARDIAG_FIXTURES")
-    if env:
-        return Path(env)
-    # /work/<checkout>/tests/conftest.py -> /work/shared/fixtures
-    return Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+    return Path(env) if env else FIXTURES
+
+
+def _need(path: Path) -> Path:
+    """A fixture file that must be there: a bare clone carries tests/data, so a missing file is a failure
+    (a broken checkout or a wrong DARDIAG_FIXTURES), never a quiet skip."""
+    if not path.is_file():
+        pytest.fail(f"fixture {path} is missing; it ships in tests/data (set DARDIAG_FIXTURES only to use another copy)")
+    return path
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The shared fixture folder (env DARDIAG_FIXTURES overrides); tests needing it skip if absent."""
+    """The fixture folder: tests/data in the repository (env DARDIAG_FIXTURES overrides)."""
     path = _fixtures_path()
     if not path.is_dir():
-        pytest.skip(f"fixture folder {path} not found; set DARDIAG_FIXTURES")
+        pytest.fail(f"fixture folder {path} not found; it ships in tests/data")
     return path
 
 
 @pytest.fixture(scope="session")
 def official_ckpt(fixtures_dir) -> Path:
-    """A bare DiT state dict written by the official code (fixtures/README.md: depth 6, width 128, 4 heads)."""
-    path = fixtures_dir / "dit_tiny_official.pt"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
+    """A bare DiT state dict written by the official code (tests/data/README.md: depth 6, width 128, 4 heads)."""
+    return _need(fixtures_dir / "dit_tiny_official.pt")
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +45,7 @@ def official_reference(fixtures_dir) -> dict:
     """Inputs ``x, t, y`` and the official model's ``out`` for the checkpoint above."""
     import torch
 
-    path = fixtures_dir / "dit_tiny_official_reference.pt"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(_need(fixtures_dir / "dit_tiny_official_reference.pt"), map_location="cpu", weights_only=True)
 
 
 @contextlib.contextmanager

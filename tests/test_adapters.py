@@ -8,8 +8,8 @@ from torch import nn
 
 from dardiag.adapters import generic_subject
 from dardiag.errors import DardiagError
-from dardiag.probe.collect import Analyses
-from dardiag.sweep import profile
+from dardiag.engine.config import Analyses
+from dardiag.engine.sweep import profile
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)

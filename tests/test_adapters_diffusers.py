@@ -31,7 +31,7 @@ from dardiag.adapters.diffusers import (  # noqa: E402
     supply_conditioning,
 )
 from dardiag.errors import DardiagError  # noqa: E402
-from dardiag.probe.recorder import Tap, record  # noqa: E402
+from dardiag.hooks.recorder import Tap, record  # noqa: E402
 
 # class -> (tiny config, blocks); 1-2 layers, width 16, latent 8x8 (16 image tokens)
 TINY = {
@@ -152,7 +152,7 @@ def test_inspect_reads_a_diffusers_directory(model_dirs, cls, capsys):
 
 
 def test_input_size_must_fit_the_patch(model_dirs):
-    from dardiag.subjects import load_subject
+    from dardiag.engine.subjects import load_subject
 
     with pytest.raises(DardiagError, match="--input-size 7: .*patch size 2"):
         load_subject(model_dirs["DiTTransformer2DModel"], input_size=7)
@@ -427,13 +427,13 @@ def test_inputs_file_supplies_conditioning(model_dirs, tmp_path):
     path = tmp_path / "latents.pt"
     torch.save(inputs, path)
     df = dardiag.profile(str(d), inputs=str(path), noise_levels=[0.5], batch_size=4,
-                         analyses=__import__("dardiag.probe.collect", fromlist=["Analyses"]).Analyses(probe=False))
+                         analyses=__import__("dardiag.engine.config", fromlist=["Analyses"]).Analyses(probe=False))
     assert "conditioning from the inputs: encoder_hidden_states" in df.attrs["dardiag"]["config"]["inputs"]
     assert (df[df.metric == "grad_rms"].value > 0).all()
 
 
 def test_a_pipeline_root_points_to_its_transformer(model_dirs, tmp_path):
-    from dardiag.subjects import load_subject
+    from dardiag.engine.subjects import load_subject
 
     root = tmp_path / "pipe"
     root.mkdir()

@@ -10,7 +10,7 @@ import pytest
 
 import dardiag
 from dardiag.cli.app import app
-from dardiag.store import RunDir
+from dardiag.runs import RunDir
 
 
 def tiny_run(path, run_id: str):

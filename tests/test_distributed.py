@@ -1,4 +1,4 @@
-"""Multi-process sweeps (dardiag.distributed): a 2-process gloo run under torchrun writes the same table
+"""Multi-process sweeps (dardiag.engine.distributed): a 2-process gloo run under torchrun writes the same table
 as one process, up to the order of float additions."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dardiag import distributed
+from dardiag.engine import distributed
 from dardiag.checkpoints import save_checkpoint
 from dardiag.models import DiT
 from dardiag.models.config import DiTConfig
-from dardiag.sweep import profile
+from dardiag.engine.sweep import profile
 
 KEYS = ["model", "metric", "site", "block", "other_block", "sublayer", "source", "noise_level"]
 ARGS = ["--samples", "12", "--batch-size", "4", "--noise-levels", "0.1,0.6,1.0", "--seed", "3"]

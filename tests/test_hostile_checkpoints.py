@@ -172,7 +172,7 @@ def test_permission_denied(tmp_path, capsys, sd, monkeypatch):
     def denied(*args, **kwargs):  # root reads any file, so chmod cannot test this
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("dardiag.checkpoint_files.open", denied, raising=False)
+    monkeypatch.setattr("dardiag.checkpoints.files.open", denied, raising=False)
     msg = expect_error(path, ("cannot read", "permission denied"), capsys, family="dit")
     assert "truncated" not in msg and "re-download" not in msg
 

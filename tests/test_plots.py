@@ -331,7 +331,7 @@ def test_render_all_renders_and_skips(tmp_path, df):
 
 def test_plots_read_stored_tables(tmp_path, df):
     """Tables read back by the store (Int64 ids, str columns) plot like in-memory ones."""
-    from dardiag.store import RunDir, read_profile
+    from dardiag.runs import RunDir, read_profile
 
     run = RunDir.create(tmp_path / "run", {"config": {}})
     run.mark_done("all", df[df["metric"].isin(["act_rms", "route_alpha", "route_importance", "cka"])])

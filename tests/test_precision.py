@@ -28,9 +28,9 @@ import torch
 from dardiag.checkpoints import ModelInfo
 from dardiag.models import DiT
 from dardiag.models.config import DiTConfig
-from dardiag.probe.collect import Analyses
-from dardiag.subjects import dit_subject
-from dardiag.sweep import make_inputs, profile, run_level
+from dardiag.engine.config import Analyses
+from dardiag.adapters.dit import dit_subject
+from dardiag.engine.sweep import make_inputs, profile, run_level
 
 # metric -> (rtol, atol, atol as a fraction of the largest reference value)
 TOL = {"act_rms": (5e-3, 0, 0), "h_rms": (5e-3, 0, 0), "grad_rms": (5e-2, 0, 1e-3),

@@ -1,4 +1,4 @@
-"""The profiler (dardiag.sweep.profile) against naive plain-PyTorch references (diagnostics.md §3-§5).
+"""The profiler (dardiag.engine.sweep.profile) against naive plain-PyTorch references (diagnostics.md §3-§5).
 
 Everything runs on the official-code fixture checkpoint (depth 6, width 128, 4 heads, 64 tokens) with
 explicit, seeded inputs. The references never touch dardiag's probe or metrics code: the residual
@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from dardiag.checkpoints import load_model
-from dardiag.probe.collect import Analyses, LevelCollector
-from dardiag.probe.recorder import frozen_parameters, record
-from dardiag.subjects import dit_subject
-from dardiag.sweep import profile
+from dardiag.engine.collector import LevelCollector
+from dardiag.engine.config import Analyses
+from dardiag.hooks.recorder import frozen_parameters, record
+from dardiag.adapters.dit import dit_subject
+from dardiag.engine.sweep import profile
 
 F64 = torch.float64
 LEVELS = (0.1, 0.5, 0.9)

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 import dardiag
-import dardiag.sweep as sweep
+import dardiag.engine.sweep as sweep
 from dardiag.checkpoints import save_checkpoint
 from dardiag.models import DiT, DiTConfig
-from dardiag.probe.collect import Analyses
+from dardiag.engine.config import Analyses
 from dardiag.store import REQUIRED_COLUMNS, SCHEMA
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
@@ -174,7 +174,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(files, monkeyp
     monkeypatch.setattr(sweep, "run_level", flaky)
     with pytest.raises(KeyboardInterrupt):
         sweep.profile(models, out=out, **kw)
-    state = dardiag.store._read_run_json(out / "_run.json")
+    state = dardiag.runs.profile_run._read_run_json(out / "_run.json")
     assert state["status"] == "running" and len(state["completed"]) == 2
 
     calls.clear()
@@ -381,7 +381,7 @@ def test_ctrl_c_during_force_then_the_same_force_command_continues(files, monkey
 
 
 def test_noise_levels_are_stored_as_asked_where_the_family_is_continuous(files):
-    from dardiag.subjects import load_subject
+    from dardiag.engine.subjects import load_subject
 
     sit, dit = load_subject(files / "dar.pt"), load_subject(files / "res.pt")
     assert [lv for lv, _ in sweep.resolve_grid(sit, [0.1, 0.5, 0.9], None)] == [0.9, 0.5, 0.1]  # == matches

@@ -12,9 +12,9 @@ import torch
 from dardiag.checkpoints import ModelInfo
 from dardiag.metrics import group_split, ridge_r2
 from dardiag.models import DiT, DiTConfig
-from dardiag.probe.collect import Analyses
-from dardiag.subjects import dit_subject
-from dardiag.sweep import default_grid, make_inputs, profile
+from dardiag.engine.config import Analyses
+from dardiag.adapters.dit import dit_subject
+from dardiag.engine.sweep import default_grid, make_inputs, profile
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
 DEPTH = 2

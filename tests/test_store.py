@@ -12,17 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dardiag.errors import DardiagError
-from dardiag.store import (
-    FIGURES_DIRNAME,
-    METADATA_KEY,
-    REQUIRED_COLUMNS,
-    RUN_FILE,
-    SCHEMA,
-    RunDir,
-    read_profile,
-    to_table,
-    write_part,
-)
+from dardiag.runs import FIGURES_DIRNAME, RUN_FILE, RunDir, read_profile
+from dardiag.store import METADATA_KEY, REQUIRED_COLUMNS, SCHEMA, to_table, write_part
 
 META = {"config": {"noise_levels": [0.1, 0.5, 0.9], "batch_size": 4, "seed": 0}, "dardiag_version": "0.1.0"}
 

@@ -22,6 +22,12 @@ from __future__ import annotations
 
 import torch
 
+from dardiag.adapters.dit import dit_subject
+from dardiag.checkpoints import ModelInfo
+from dardiag.engine.config import Analyses
+from dardiag.engine.inputs import make_inputs
+from dardiag.engine.plan import resolve_grid
+from dardiag.engine.sweep import profile
 from dardiag.errors import DardiagError
 
 # ours -> diffusers, per block i (D x D Linear weights keep their layout)
@@ -142,10 +148,6 @@ def compare_dit_port(ours, port, *, samples: int = 16, batch_size: int = 8, nois
     ``act_rms=False`` skips the profile (outputs only: cheap for XL on a CPU).
     """
     from dardiag.adapters.diffusers import diffusers_model_subject
-    from dardiag.checkpoints import ModelInfo
-    from dardiag.probe.collect import Analyses
-    from dardiag.subjects import dit_subject
-    from dardiag.sweep import make_inputs, profile, resolve_grid
 
     a = dit_subject(ours, ModelInfo.in_memory(ours, family="dit", name="dardiag"))
     b = diffusers_model_subject(port, name="diffusers")

@@ -33,11 +33,11 @@ from torch import nn
 
 from dardiag.adapters.conditioning import Conditioning
 from dardiag.adapters.generic import block_taps, first_input, resolve_blocks
-from dardiag.checkpoints import check_tensors, checked_entries, read_file, sha256_file
+from dardiag.checkpoints.files import read_file, sha256_file
+from dardiag.checkpoints.load import check_tensors, checked_entries
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
-from dardiag.probe.collect import ProbeSpec
-from dardiag.subjects import Subject
+from dardiag.subject import SiteSpec, Subject
 
 WEIGHTS = "diffusion_pytorch_model"
 LEGACY_BY_NORM = {"ada_norm_zero": "DiTTransformer2DModel", "ada_norm_single": "PixArtTransformer2DModel"}
@@ -469,7 +469,7 @@ def diffusers_model_subject(
     fam = get_family(family or adapter.family)
     paths = adapter.paths()
     taps = block_taps(paths, pick=adapter.pick, pick_input=first_input)
-    spec = ProbeSpec(depth=len(paths), taps=taps, has_sublayers=False, routes={}, residual=True)
+    spec = SiteSpec(depth=len(paths), taps=taps, has_sublayers=False, routes={}, residual=True)
     shapes = adapter.cond_shapes()
     fixed = tuple(n for n in [adapter.fixed_conditioning()] if n)
     make_cond = Conditioning(shapes, seed=seed, notes=fixed) if shapes else None

@@ -24,9 +24,8 @@ from torch import nn
 
 from dardiag.errors import DardiagError
 from dardiag.families import Family, get_family
-from dardiag.probe.collect import ProbeSpec
-from dardiag.probe.recorder import Tap
-from dardiag.subjects import Subject
+from dardiag.hooks.recorder import Tap
+from dardiag.subject import SiteSpec, Subject
 
 INPUT_KEYWORDS = ("hidden_states", "x")
 
@@ -152,7 +151,7 @@ def generic_subject(
     def run(m, x_t, t_native, y, cond):
         return prediction(call(m, x_t, t_native, y, cond))  # (N, C_out, H, W)
 
-    spec = ProbeSpec(depth=len(paths), taps=block_taps(paths, pick=pick, pick_input=pick_input),
+    spec = SiteSpec(depth=len(paths), taps=block_taps(paths, pick=pick, pick_input=pick_input),
                      has_sublayers=False, routes={}, residual=True)
     return Subject(
         name=name or type(model).__name__,

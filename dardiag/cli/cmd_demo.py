@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from dardiag.cli.app import command
+from dardiag.errors import DardiagError
+
 
 @command("demo")
 def demo_cmd(
@@ -24,8 +26,6 @@ def demo_cmd(
     """Profile the bundled residual and DAR (static_t, chunk 4) digit models side by side."""
     import torch
 
-    from dardiag.errors import DardiagError
-
     if threads < 1:
         raise DardiagError("--threads must be at least 1")
     # The bundled models are tiny (64 tokens, width 64): one thread is as fast as two on an idle
@@ -33,13 +33,15 @@ def demo_cmd(
     torch.set_num_threads(threads)
     from dardiag.bundled import bundled_checkpoints, held_out_digits
     from dardiag.cli.report import console, print_probe, print_symptoms, progress_bar
-    from dardiag.sweep import default_grid, profile
+    from dardiag.engine.config import ProfileConfig, default_grid
+    from dardiag.engine.sweep import profile
 
     paths = bundled_checkpoints()
     with progress_bar(len(paths) * (levels + 1), progress) as advance:
-        df = profile([str(p) for p in paths.values()], out=out, inputs=held_out_digits(),
-                     noise_levels=default_grid(levels), samples=samples, batch_size=batch_size,
-                     names=list(paths), device=device, force=force, resume=resume, progress=advance)
+        config = ProfileConfig(noise_levels=default_grid(levels), samples=samples, batch_size=batch_size,
+                               device=device)
+        df = profile([str(p) for p in paths.values()], out=out, inputs=held_out_digits(), config=config,
+                     names=list(paths), force=force, resume=resume, progress=advance)
     print_symptoms(df, title="Bundled digit models: residual vs DAR (noisiest and cleanest level)")
     print_probe(df)
     console.print(f"table: {out}  (pandas.read_parquet('{out}'))")

@@ -48,7 +48,7 @@ def inspect_cmd(
 
 def _inspect_diffusers(path: Path, family: Optional[str], input_size: Optional[int], as_json: bool) -> None:
     """A diffusers transformer directory: the class, how dardiag drives it, its size and files."""
-    from dardiag.subjects import load_subject
+    from dardiag.engine.subjects import load_subject
 
     subject = load_subject(path, family=family, input_size=input_size)
     info = subject.info

@@ -14,7 +14,9 @@ from dardiag.errors import DardiagError
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DardiagError(f"{out} exists and is not a directory; choose a directory for --out")
-    if (out / "_run.json").exists():  # PDFs beside the parquet parts would break pandas.read_parquet(RUN)
+    from dardiag.runs import RUN_FILE
+
+    if (out / RUN_FILE).exists():  # PDFs beside the parquet parts would break pandas.read_parquet(RUN)
         raise DardiagError(f"{out} is a run directory; its figures belong in {out / '_figures'} (the default "
                            "of dardiag plot), or choose another --out")
     if out.exists() and any(out.iterdir()) and not force:
@@ -46,7 +48,7 @@ def _read(run: Path):
     """The run's table; an unfinished run is drawn too, with a warning (its figures are partial)."""
     import warnings
 
-    from dardiag.store import read_profile
+    from dardiag.runs import read_profile
 
     df = read_profile(run)
     if df.attrs.get("dardiag_status") not in (None, "complete"):

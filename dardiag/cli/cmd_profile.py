@@ -58,28 +58,25 @@ def profile_cmd(
             raise DardiagError("--threads must be at least 1")
         torch.set_num_threads(threads)
     from dardiag.cli.report import console, print_probe, print_symptoms, progress_bar
-    from dardiag.probe.collect import Analyses
-    from dardiag.sweep import profile
+    from dardiag.engine.config import Analyses, ProfileConfig, default_grid
+    from dardiag.engine.distributed import is_main
+    from dardiag.engine.sweep import profile
 
-    if cka_rows not in ("tokens", "images"):
-        raise DardiagError(f"--cka-rows must be tokens or images, got {cka_rows!r}")
     grid = parse_floats(noise_levels, "--noise-levels")
     ts = parse_floats(timesteps, "--timesteps")
     if grid is None and ts is None:
-        from dardiag.sweep import default_grid
-
         grid = default_grid(levels)
     if name and len(name) != len(checkpoints):
         raise DardiagError(f"{len(name)} --name values for {len(checkpoints)} checkpoints")
     analyses = Analyses(cka=cka, cka_rows=cka_rows, cka_max_rows=cka_max_rows, sublayers=sublayers,
                         routes=routes, probe=probe, token_maps=token_maps)
+    config = ProfileConfig(noise_levels=grid, timesteps=ts, samples=samples, batch_size=batch_size, seed=seed,
+                           device=device, dtype=dtype, analyses=analyses, family=family, num_heads=num_heads,
+                           input_size=input_size)
     n_units = len(checkpoints) * ((len(ts) if ts is not None else len(grid)) + int(probe))
     with progress_bar(n_units, progress) as advance:
-        df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, noise_levels=grid, timesteps=ts,
-                     samples=samples, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
-                     analyses=analyses, family=family, num_heads=num_heads, names=name, force=force,
-                     resume=resume, progress=advance, input_size=input_size)
-    from dardiag.distributed import is_main
+        df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, config=config, names=name,
+                     force=force, resume=resume, progress=advance)
 
     if not is_main():  # under torchrun only rank 0 reports and draws
         return

@@ -89,8 +89,8 @@ def train_cmd(
         torch.set_num_threads(threads)
     # OUT and --export before any data is read or any step is trained
     plan = prepare(config)
-    if plan.complete:
-        print(f"nothing to do: the run in {out} is complete (step {plan.step}, --steps {steps}); pass a larger "
+    if plan.action == "complete":
+        print(f"nothing to do: the run in {out} is complete (step {plan.record.progress}, --steps {steps}); pass a larger "
               "--steps to train on, or --force to start over")
         if export is not None:
             check_target(export, out, overwrite=True)  # not a file of the run, not unwritable

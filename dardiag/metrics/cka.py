@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["hsic1", "CKAAccumulator", "cka_rows", "unbiased_cka"]
+__all__ = ["hsic1", "CKAAccumulator", "cka_rows", "unbiased_cka", "row_blocks"]
 
 ROW_MODES = ("tokens", "images")
 
@@ -69,13 +69,17 @@ CPU_BLOCK_ROWS = 384
 METHODS = ("auto", "grams", "features")
 
 
-def _chunks(n: int, max_rows: Optional[int]) -> list[tuple[int, int]]:
-    """Consecutive [start, stop) row ranges of at most max_rows rows; a tail of < 4 rows joins the previous."""
-    if max_rows is None or n <= max_rows:
+def row_blocks(n: int, size: Optional[int], min_rows: int = 4) -> list[tuple[int, int]]:
+    """Consecutive [start, stop) ranges of at most ``size`` rows covering 0..n; a tail of fewer than
+    ``min_rows`` joins the previous range (the unbiased HSIC needs n >= 4). ``size=None``: one range.
+
+    The one minibatch rule of dardiag: the engine cuts images into minibatches with it, and
+    :class:`CKAAccumulator` cuts a minibatch's rows into CKA minibatches (``max_rows``) with it.
+    """
+    if size is None or n <= size:
         return [(0, n)]
-    starts = list(range(0, n, max_rows))
-    bounds = [(s, min(s + max_rows, n)) for s in starts]
-    if bounds[-1][1] - bounds[-1][0] < 4:
+    bounds = [(s, min(s + size, n)) for s in range(0, n, size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_rows:
         tail = bounds.pop()
         bounds[-1] = (bounds[-1][0], tail[1])
     return bounds
@@ -170,7 +174,7 @@ class CKAAccumulator:
             raise ValueError(f"all states need the same number of rows, got {[x.shape[0] for x in states]}")
         if n < 4:
             raise ValueError(f"unbiased HSIC needs n >= 4 rows per minibatch, got n = {n}")
-        for start, stop in _chunks(n, self.max_rows):
+        for start, stop in row_blocks(n, self.max_rows):
             self._update_minibatch([x[start:stop] for x in states])
 
     def _blocks(self, n: int, P: int, device: torch.device) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from dardiag.models.config import DiTConfig
 from dardiag.models.routing import DARRouting, ResidualRouting
-from dardiag.probe.sites import Site, SiteLayout, site_names
+from dardiag.hooks.sites import Site, SiteLayout, site_names
 
 
 def modulate(x, shift, scale):

@@ -10,7 +10,7 @@ Both routings share one interface, driven by ``DiT.forward``::
     z_D = routing.end(stream)                   # input of the final layer (N, T, D)
 
 ``tap(name, x)`` passes ``x`` through the model's probe site of that name (see
-``dardiag.probe.sites``). Routings tap the block states ``z_k`` (and DAR its weights ``alpha_l``);
+``dardiag.hooks.sites``). Routings tap the block states ``z_k`` (and DAR its weights ``alpha_l``);
 the DiT taps ``h_l`` and ``v_l`` itself.
 
 Legend: N batch, T tokens, D channels, S sources of one aggregator.

@@ -5,7 +5,6 @@ not a replacement for the DiT/SiT training code.
 """
 
 from dardiag.train.config import TrainConfig
-from dardiag.train.data import check_matches_model, digits_latents, load_latents
 from dardiag.train.export import export
 from dardiag.train.sampler import sample, save_grid
 from dardiag.train.score import digit_score

@@ -10,7 +10,8 @@ import torch
 from dardiag.atomic import atomic_write
 from dardiag.checkpoints import checkpoint_dict, load_model, read_file
 from dardiag.errors import DardiagError
-from dardiag.train.outdir import check_writable, is_written_by_training
+from dardiag.runs.lifecycle import check_writable
+from dardiag.train.outdir import is_written_by_training
 
 
 def check_target(path: Path, out: Path, *, overwrite: bool) -> None:

@@ -14,21 +14,20 @@ from pathlib import Path
 
 import torch
 
-from dardiag.errors import DardiagError
+from dardiag.adapters.dit import dit_subject
+from dardiag.checkpoints import ModelInfo
+from dardiag.engine.config import Analyses, ProfileConfig
+from dardiag.engine.sweep import profile
+from dardiag.runs import RunDir
 from dardiag.train.config import TrainConfig
 from dardiag.train.rng import seed_for
 
 
-def get_profiler():
-    """``dardiag.sweep.profile``, imported late: training without ``--profile-every`` never needs it."""
-    try:
-        from dardiag.sweep import profile
-    except ImportError as e:
-        raise DardiagError(
-            f"--profile-every needs the profiler (dardiag.sweep.profile), which cannot be imported here "
-            f"({e}); train without --profile-every and profile the saved checkpoints later"
-        ) from None
-    return profile
+def profile_config(config: TrainConfig, samples: int) -> ProfileConfig:
+    """The periodic profile's settings, from the training run's."""
+    return ProfileConfig(noise_levels=config.profile_noise_levels, samples=samples,
+                         batch_size=config.profile_batch_size, seed=config.seed, device=config.device,
+                         analyses=Analyses(cka=config.profile_cka))
 
 
 def probe_inputs(data: dict, config: TrainConfig) -> dict[str, torch.Tensor]:
@@ -50,37 +49,25 @@ class ProfileHook:
     """Called with the EMA model after step ``step``; writes one part ``step{step:07d}``."""
 
     def __init__(self, config: TrainConfig, out: Path, probe: dict, *, name: str):
-        from dardiag.store import RunDir
-
-        self.profile = get_profiler()  # fail before training, not at step K
         self.config = config
         self.probe = probe
         self.name = name
-        settings = {k: v for k, v in config.to_dict().items() if k.startswith("profile_") and k != "profile_every"}
-        settings.update(seed=config.seed, data=config.data, family=config.family)
-        # the store compares "config" on resume; run_id is kept from the first start
-        meta = {"config": settings, "source": "dardiag train --profile-every",
-                "run_id": f"train-{name}-{uuid.uuid4().hex[:6]}"}
-        # OUT/profile goes with the training run (outdir.plan): set aside with it by --force, continued with it
+        self.settings = profile_config(config, probe["x0"].shape[0])
+        # the run compares "config" on resume (the settings but the device); run_id is kept from the first start
+        meta = {"config": {"profile": self.settings.compared(), "data": config.data, "family": config.family},
+                "source": "dardiag train --profile-every", "run_id": f"train-{name}-{uuid.uuid4().hex[:6]}"}
+        # OUT/profile goes with the training run (its lifecycle sets it aside with --force, continues it)
         self.run = RunDir.create(out, meta)
 
     def __call__(self, ema, step: int) -> None:
-        from dardiag.checkpoints import ModelInfo
-        from dardiag.probe.collect import Analyses
-
         unit = f"step{step:07d}"
         if unit in self.run.completed:  # recomputed after a resume; the rows on disk are the same
             return
-        c = self.config
-        info = ModelInfo.in_memory(ema, family=c.family, name=self.name, step=step)
+        info = ModelInfo.in_memory(ema, family=self.config.family, name=self.name, step=step)
         was_training = ema.training
         # the profiler may draw from the global RNG; fork it so training's random stream is unchanged
         with torch.random.fork_rng(devices=[]):
-            df = self.profile(
-                [(ema, info)], inputs=self.probe, noise_levels=c.profile_noise_levels,
-                samples=self.probe["x0"].shape[0], batch_size=c.profile_batch_size, seed=c.seed,
-                device=c.device, analyses=Analyses(cka=c.profile_cka),
-            )
+            df = profile(dit_subject(ema, info), inputs=self.probe, config=self.settings)
         ema.train(was_training)
         df = df.copy()
         df["step"] = step

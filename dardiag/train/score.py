@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dardiag.errors import DardiagError
-from dardiag.train.data import DIGITS_CLASSES, DIGITS_SIZE, digits_latents
+from dardiag.data import DIGITS_CLASSES, DIGITS_SIZE, digits_latents
 
 SPLIT_SEED = 0  # the same held-out digits as training and `dardiag demo`
 

@@ -20,13 +20,17 @@ from pathlib import Path
 import torch
 
 from dardiag.checkpoints import save_checkpoint
-from dardiag.devices import resolve_device
+from dardiag.data import check_matches_model, digits_latents, load_latents
+from dardiag.engine.devices import resolve_device
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.models.dit import DiT
+from dardiag.runs import claim
+from dardiag.runs.layout import LAST, PROFILE_DIR, REPLACED
+from dardiag.runs.lifecycle import Plan
 from dardiag.train import outdir
 from dardiag.train.config import TrainConfig
-from dardiag.train.data import check_matches_model, digits_latents, load_latents
+from dardiag.train.profiling import ProfileHook, probe_inputs
 from dardiag.train.rng import batch_indices, generator, seed_for
 
 DIGITS_SPLIT_SEED = 0  # the held-out digits are the same whatever the training seed
@@ -122,7 +126,7 @@ def read_last(path: Path, device) -> tuple[dict, dict, int]:
     return obj, stored, step
 
 
-def prepare(config: TrainConfig) -> outdir.Plan:
+def prepare(config: TrainConfig) -> Plan:
     """What ``train(config)`` will do with OUT (continue, start, replace, or nothing: already complete);
     checks that OUT is writable and that a run there has the same settings. Changes nothing in OUT, except
     putting back the run an interrupted ``--force`` replaced before writing a checkpoint."""
@@ -156,8 +160,8 @@ def _diverged(config: TrainConfig, what: str, step: int, saved: int | None, repl
         return DardiagError(f"training diverged at step {step}: {what}; stopped, no checkpoint was written; "
                             f"rerun with a lower --lr (now {config.lr:g}){clip}")
     return DardiagError(f"training diverged at step {step}: {what}; stopped, the last good checkpoint "
-                        f"({out / outdir.LAST}, step {saved}) is kept; to try a lower --lr (now {config.lr:g}){clip}, "
-                        f"use another --out, or --force (this run stays in {out / outdir.REPLACED} until the new "
+                        f"({out / LAST}, step {saved}) is kept; to try a lower --lr (now {config.lr:g}){clip}, "
+                        f"use another --out, or --force (this run stays in {out / REPLACED} until the new "
                         "one completes)")
 
 
@@ -166,7 +170,7 @@ def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: floa
              "train": {"config": config.to_dict(), "rng": RNG_SCHEME, "loss": loss, "wall_s": wall_s}}
     path = outdir.ckpt_path(out, step)
     save_checkpoint(path, model, family=config.family, ema=ema, step=step, extra=extra)
-    save_checkpoint(out / outdir.LAST, model, family=config.family, ema=ema, step=step, extra=extra)
+    save_checkpoint(out / LAST, model, family=config.family, ema=ema, step=step, extra=extra)
 
 
 #################################################################################
@@ -174,52 +178,50 @@ def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: floa
 #################################################################################
 
 
-def train(config: TrainConfig, *, on_step=None, plan: outdir.Plan | None = None) -> Path:
+def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None) -> Path:
     """Train, checkpointing into ``config.out``; returns the path of ``OUT/last.pt``.
 
     A run in OUT with the same settings is continued (bit-exactly on CPU), or left alone when it is
-    complete; see ``outdir`` for other settings and ``--force``. ``plan`` is ``prepare(config)`` when the
-    caller already made it. ``on_step(step, loss)`` is called after every finished step (progress, tests
-    that simulate a kill).
+    complete; see ``outdir`` for other settings and ``--force``. OUT is held (``dardiag.runs.claim``)
+    from the plan to the end, and the plan is made again under that hold: ``plan`` (from
+    ``prepare(config)``) only says that the caller checked it. ``on_step(step, loss)`` is called after
+    every finished step (progress, tests that simulate a kill).
     """
     c = config
     device = resolve_device(c.device)
     out = Path(c.out)
-    if plan is None:
-        plan = prepare(c)
-    if plan.complete:
-        outdir.finish(plan)  # a run replaced by this one, whose finish was interrupted
-        return out / outdir.LAST
-    family = get_family(c.family)
-    data, held_out = load_data(c)
-    mcfg = build_model_config(c, data)
-    if c.profile_every:
-        from dardiag.train.profiling import get_profiler
-
-        get_profiler()  # a missing profiler fails here, before OUT is touched
-    outdir.apply(plan)
-    try:
-        _loop(c, plan, device, family, data, held_out, mcfg, on_step)
-    except Exception:  # an error (divergence included), not Ctrl-C: that keeps both runs to continue
-        outdir.put_back(plan)
-        raise
-    outdir.finish(plan)
-    return out / outdir.LAST
+    with claim(out) as hold:
+        plan = prepare(c)  # under the hold: no other process changed OUT since
+        if plan.action == "complete":
+            outdir.finish(plan)  # a run replaced by this one, whose finish was interrupted
+            return out / LAST
+        family = get_family(c.family)
+        data, held_out = load_data(c)
+        mcfg = build_model_config(c, data)
+        outdir.apply(plan)
+        hold.keep()
+        saved = [plan.found.record.progress if plan.action == "continue" else 0]
+        try:
+            _loop(c, plan, device, family, data, held_out, mcfg, on_step, saved)
+        except Exception:  # an error (divergence included), not Ctrl-C: that keeps both runs to continue
+            outdir.put_back(plan, step=saved[0])
+            raise
+        outdir.finish(plan)
+    return out / LAST
 
 
-def _loop(c: TrainConfig, plan: outdir.Plan, device, family, data, held_out, mcfg, on_step) -> None:
+def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_step, saved_step: list) -> None:
     out = Path(c.out)
-    stored, resume_from = plan.stored, plan.resume_from
-    plan.stored = None  # the weights are loaded once; do not keep a second copy alive
+    resume_from = out / LAST if plan.action == "continue" else None
+    stored = plan.found.record.data if resume_from else None
+    plan.found.record = None  # the weights are loaded once; do not keep a second copy alive
     x0_all = data["x0"]  # (n, C, H, W)
     y_all = data.get("y", torch.zeros(x0_all.shape[0], dtype=torch.long))  # (n,)
 
     hook = None
     if c.profile_every:
-        from dardiag.train.profiling import ProfileHook, probe_inputs
-
         check_matches_model(held_out, mcfg, what="the profiling probe")
-        hook = ProfileHook(c, out / outdir.PROFILE_DIR, probe_inputs(held_out, c), name=out.name or "train")
+        hook = ProfileHook(c, out / PROFILE_DIR, probe_inputs(held_out, c), name=out.name or "train")
 
     cuda = [device.index or 0] if device.type == "cuda" else []
     # fork_rng: seeding for dropout must not leak into the caller's global RNG
@@ -267,7 +269,7 @@ def _loop(c: TrainConfig, plan: outdir.Plan, device, family, data, held_out, mcf
                     if not _all_finite(model, ema):  # a finite loss can still overflow the update
                         raise _diverged(c, "the weights are no longer finite", done, saved, plan.replacing)
                     _save(out, c, model, ema, opt, done, loss_value, wall_before + wall)
-                    saved = done
+                    saved = saved_step[0] = done
                 if on_step is not None:
                     on_step(done, loss_value)
         finally:

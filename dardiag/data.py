@@ -88,8 +88,10 @@ def _short(e: Exception) -> str:
     return " ".join(str(e).split())[:160]
 
 
-def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> dict[str, torch.Tensor]:
+def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> dict:
     """Read ``{"x0": (N, C, H, W), "y": (N,) optional, "noise": (N, C, H, W) optional}`` strictly.
+
+    A ``"meta"`` dict of plain values (written by ``dardiag latents``) is passed through as it is.
 
     Accepts a ``torch.save``-d dict (loaded with ``weights_only=True``) or an ``.npz``. Returns float32
     ``x0``/``noise`` and int64 ``y`` (only the keys present). Every problem is one ``DardiagError`` line:
@@ -100,6 +102,8 @@ def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> 
     if not path.is_file():
         raise DardiagError(f"{path}: no such latents file; pass a .pt/.npz holding x0 [N,C,H,W]")
     obj = _read(path)
+    # `dardiag latents` writes what the latents are (folder, VAE, size, ...) beside them: plain values
+    meta = obj.pop("meta") if isinstance(obj.get("meta"), dict) else None
     if "x0" not in obj:
         raise DardiagError(f"{path} has no 'x0' entry (found {', '.join(map(str, obj)) or 'nothing'})")
     out = {}
@@ -142,6 +146,8 @@ def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> 
             raise DardiagError(f"{path}: '{key}' must hold finite values, one row per x0 ([{n}, ...]); "
                                f"got shape {list(value.shape)}")
         out[key] = value.float().contiguous()
+    if meta is not None:
+        out["meta"] = meta
     return out
 
 

@@ -12,43 +12,26 @@ Legend: N images, T tokens, D channels, P = depth + 1 block states, L = 2 * dept
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
-from dardiag.metrics import CKAAccumulator, cka_rows, source_importance, token_cosine, token_rms
-from dardiag.probe.recorder import Tap
-
-
-@dataclass(frozen=True)
-class Analyses:
-    """Which analyses a profile runs (all are recorded in the run's metadata)."""
-
-    cka: bool = True
-    cka_rows: str = "tokens"  # "tokens" (rows = N*T tokens) | "images" (rows = N, features T*D)
-    cka_max_rows: int | None = None  # split larger minibatches into CKA minibatches of this many rows
-    cka_gram_dtype: str = "float64"
-    sublayers: bool = True  # h_rms / v_rms of every sublayer input and output
-    routes: bool = True  # route_alpha (DAR) and route_importance (residual)
-    probe: bool = True  # keep token-pooled states for the timestep probe
-    token_maps: bool = False  # per-token act_rms / grad_rms lists
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """What the collector needs to know about a model, with no reference to its class."""
-
-    depth: int
-    taps: tuple[Tap, ...]
-    has_sublayers: bool = False  # h_l / v_l taps exist
-    routes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # DAR: aggregator l -> sources
-    residual: bool = False  # h_l = sum_{i<l} v_i: counterfactual importance is defined
+from dardiag.engine.config import Analyses
+from dardiag.errors import DardiagError
+from dardiag.metrics import (
+    CKAAccumulator,
+    cka_rows,
+    route_entropy,
+    route_weights,
+    source_importance,
+    token_cosine,
+    token_rms,
+)
+from dardiag.subject import SiteSpec
 
 
 class LevelCollector:
     """Accumulates one unit's statistics across minibatches; ``rows()`` turns them into table rows."""
 
-    def __init__(self, spec: ProbeSpec, analyses: Analyses, device: torch.device | str = "cpu"):
+    def __init__(self, spec: SiteSpec, analyses: Analyses, device: torch.device | str = "cpu"):
         self.spec, self.an, self.device = spec, analyses, torch.device(device)
         P, L = spec.depth + 1, 2 * spec.depth
         z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=self.device)  # noqa: E731
@@ -114,8 +97,9 @@ class LevelCollector:
                 self._batch[name] = x.detach()
         elif kind == "alpha" and self.do_alpha:
             a = x.detach().to(torch.float64)  # (S, N, T)
-            s[f"alpha_{i}"] += a.sum(dim=(1, 2))
-            s[f"entropy_{i}"] += -torch.special.xlogy(a, a).sum(0).sum()
+            pairs = a.shape[1] * a.shape[2]  # the pure metrics average over (N, T): sums = mean * pairs
+            s[f"alpha_{i}"] += route_weights(a) * pairs
+            s[f"entropy_{i}"] += route_entropy(a) * pairs
 
     def on_backward(self, name: str, grad: torch.Tensor) -> None:
         kind, idx = name.split("_")
@@ -152,6 +136,34 @@ class LevelCollector:
         self.sums["loss"] += loss.detach().to(torch.float64) * self._n
         self.sums["images"] += self._n
         self._batch = {}
+
+    # ------------------------------------------------------------------ merging (several processes)
+    def state(self) -> dict:
+        """Everything :meth:`rows` needs, as CPU tensors: the sums and the CKA accumulator's state."""
+        return {"sums": {k: v.detach().cpu().clone() for k, v in self.sums.items()},
+                "cka": self.cka.state() if self.cka is not None else None}
+
+    @classmethod
+    def restored(cls, spec: SiteSpec, analyses: Analyses, state: dict, device="cpu") -> "LevelCollector":
+        col = cls(spec, analyses, device)
+        col.sums = {k: v.to(col.device) for k, v in state["sums"].items()}
+        if col.cka is not None:
+            col.cka.load_state(state["cka"])
+        return col
+
+    def merge(self, other: "LevelCollector") -> None:
+        """Add another collector's statistics (the same model and analyses, other minibatches) into this one."""
+        if set(other.sums) - {"tok_act", "tok_grad"} != set(self.sums) - {"tok_act", "tok_grad"} or any(
+                other.sums[k].shape != self.sums[k].shape for k in other.sums if k in self.sums):
+            raise DardiagError("processes hold statistics of different layouts; every process must profile the "
+                               "same model with the same options")
+        for k, v in other.sums.items():
+            if k in self.sums:
+                self.sums[k] += v.to(self.device)
+            else:  # token maps are created at the first minibatch
+                self.sums[k] = v.to(self.device).clone()
+        if self.cka is not None:
+            self.cka.merge(other.cka)
 
     # ------------------------------------------------------------------ results
     def rows(self) -> list[dict]:

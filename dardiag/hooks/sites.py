@@ -1,7 +1,7 @@
 """Named probe sites: identity modules a model places on the tensors worth measuring.
 
 A model calls ``self.sites["z_3"](x)`` on its hidden state; nothing happens unless a probe has hooked
-that module (inside a context manager, see ``dardiag.probe.recorder``). This is TransformerLens'
+that module (inside a context manager, see ``dardiag.hooks.recorder``). This is TransformerLens'
 hook-point idea: the model names what can be measured, the probe never needs to know how the model
 computes it (residual or DAR routing look the same from outside).
 

@@ -1,74 +1,23 @@
-"""A profiled model: the network plus everything the sweep must know to drive and probe it.
+"""From what a user passes to what the engine profiles: paths, (model, info) pairs and Subjects.
 
-The sweep, probe, metrics and store never look inside a model: they see a ``Subject``. Adding a model
-kind means writing one function that returns a Subject (our DiT below; diffusers and generic modules
-in ``dardiag.adapters``).
+Checkpoint files open through ``dardiag.checkpoints``, diffusers directories through
+``dardiag.adapters.diffusers`` (imported only when one is given: diffusers is an optional extra).
+Also the names models get in the table: one name per training series, distinct names otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
+from dardiag.adapters.dit import dit_subject
+from dardiag.checkpoints import load_model
 from dardiag.errors import DardiagError
-from dardiag.families import Family, get_family
-from dardiag.probe.collect import ProbeSpec
-from dardiag.probe.recorder import Tap
-
-
-@dataclass
-class Subject:
-    name: str  # display name in tables and figures
-    model: nn.Module
-    family: Family
-    spec: ProbeSpec
-    routing: str  # "residual", "dar-static_t-c4", ...
-    input_shape: tuple[int, int, int]  # (C, H, W) of the latents the model takes
-    num_classes: int  # 0 = unconditional / text-conditioned
-    call: Callable  # call(model, x_t, t_native, y, cond) -> output (N, >= C, H, W)
-    checkpoint: str = ""
-    step: int | None = None
-    info: dict = field(default_factory=dict)  # detected config, sha256, ...
-    # make_cond(N, generator) -> extra conditioning (text embeddings, ...) synthesised per batch
-    make_cond: Callable | None = None
-
-
-def _dit_call(model, x_t, t_native, y, cond):
-    return model(x_t, t_native, y)
-
-
-def dit_subject(model, info, *, name: str | None = None) -> Subject:
-    """A Subject for dardiag's ``DiT`` (official DiT/SiT/REPA checkpoints and our own)."""
-    layout = model.site_layout()
-    taps = [Tap(n.split(".")[-1], n) for n in layout.states + layout.inputs + layout.outputs]
-    taps += [Tap(f"alpha_{l}", path) for l, (path, _) in layout.routes.items()]
-    cfg = model.config
-    spec = ProbeSpec(
-        depth=layout.depth,
-        taps=tuple(taps),
-        has_sublayers=True,
-        routes={l: srcs for l, (_, srcs) in layout.routes.items()},
-        residual=cfg.routing == "residual",
-    )
-    return Subject(
-        name=name or info.name,
-        model=model,
-        family=get_family(info.family),
-        spec=spec,
-        routing=cfg.routing_name,
-        input_shape=(cfg.in_channels, cfg.input_size, cfg.input_size),
-        num_classes=cfg.num_classes,
-        call=_dit_call,
-        checkpoint=info.path,
-        step=info.step,
-        info=info.to_dict(),
-    )
+from dardiag.subject import Subject
 
 
 def load_subject(path, *, family=None, num_heads=None, device="cpu", name=None, input_size=None) -> Subject:
@@ -85,8 +34,6 @@ def load_subject(path, *, family=None, num_heads=None, device="cpu", name=None, 
                 f"{path} is a diffusers model directory; install the extra: pip install 'dardiag[diffusers]'"
             ) from None
         return diffusers_subject(path, device=device, name=name, family=family, latent_size=input_size)
-    from dardiag.checkpoints import load_model
-
     model, info = load_model(path, family=family, num_heads=num_heads, device=device, input_size=input_size)
     return dit_subject(model, info, name=name)
 

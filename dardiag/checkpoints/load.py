@@ -6,7 +6,7 @@ Reads (facts in shared/design/checkpoints.md):
   * dardiag checkpoints ``{"dardiag": {...config...}, "model", "ema", ...}``, which load with no flags
 Always ``weights_only`` (or safetensors): a pickle that needs code to unpickle is refused, unrun.
 What the weights cannot tell (attention heads for a non-preset width; DiT vs SiT) is never guessed.
-Every bad input is one ``DardiagError`` line: opening the file is ``dardiag.checkpoint_files`` (the
+Every bad input is one ``DardiagError`` line: opening the file is ``dardiag.checkpoints.files`` (the
 first bytes name what a non-checkpoint is), and here keys, shapes, dtypes, metadata values and flags
 are checked before anything is parsed, divided or copied.
 """
@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
+from dardiag import __version__
 from dardiag.atomic import atomic_write
-from dardiag.checkpoint_files import read_file, read_with_format, sha256_file  # noqa: F401 (re-exported)
-from dardiag.checkpoint_files import short_error as _short
+from dardiag.checkpoints.files import read_file, read_with_format, sha256_file
+from dardiag.checkpoints.files import short_error as _short
 from dardiag.errors import DardiagError
 from dardiag.models.config import HEADS_BY_WIDTH, SIZES, DiTConfig
 from dardiag.models.dit import DiT, sincos_pos_embed
@@ -502,8 +503,6 @@ def checkpoint_dict(model: DiT, *, family: str, ema: DiT | None = None, step: in
     """A dardiag checkpoint: full config embedded, so ``load_model`` needs no flags."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}")
-    from dardiag import __version__
-
     meta = {"format": FORMAT_VERSION, "config": model.config.to_dict(), "family": family,
             "step": step, "version": __version__}
     obj = {"dardiag": meta, "model": model.state_dict()}

@@ -2,8 +2,8 @@
 
 ``torchrun --nproc-per-node W -m dardiag profile ...`` (or ``--nnodes``: it is only torchrun's
 environment) runs the same command on W processes. Each process takes every W-th minibatch of every
-noise level (rank r: minibatches r, r + W, ...). After a level, the collector's statistics are summed
-over processes; this is exact, not an approximation, because every statistic is a sum over
+noise level (rank r: minibatches r, r + W, ...). After a level, the processes' collectors are merged
+(``LevelCollector.merge``); this is exact, not an approximation, because every statistic is a sum over
 minibatches (act/grad/cos sums and their counts, routing sums, the CKA minibatch-HSIC sums S_KL of
 diagnostics.md section 4 and their minibatch count) that is turned into means only in
 ``LevelCollector.rows()``. Only the order of float additions changes. The timestep probe's pooled
@@ -126,34 +126,21 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def reduce_collector(col) -> None:
-    """Sum a ``LevelCollector``'s statistics over all processes, in place, on every process.
+def reduce_collector(col):
+    """The collector of the whole level: every process' collector merged, in rank order, on every process.
 
-    ``col.sums`` (same keys and shapes on every process: they depend only on the model) and the CKA
-    accumulator's [P, P] HSIC sums and minibatch count travel as one flat float64 buffer and one
-    all-reduce. The count is an integer far below 2^53, so it stays exact in float64.
+    Each process sends its collector's ``state()`` (fixed-size sums and the CKA accumulator's state:
+    small, whatever the number of images) and merges all of them through ``LevelCollector.merge``, so the
+    reduction knows nothing about what a collector holds. Returns ``col`` itself in a single process.
     """
     if not (_active() and dist.get_world_size() > 1):
-        return
-    keys = sorted(col.sums)
-    parts = [col.sums[k] for k in keys]
-    if col.cka is not None:
-        parts += [col.cka.sums, torch.tensor(float(col.cka.count), dtype=torch.float64)]
-    device = col.sums[keys[0]].device
-    flat = torch.cat([p.to(device=device, dtype=torch.float64).reshape(-1) for p in parts])  # (sum of numels,)
-    size = torch.tensor([flat.numel()], device=device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    if len({int(s) for s in sizes}) != 1:  # a layout mismatch would otherwise sum unrelated numbers
-        raise DardiagError(f"processes hold statistics of different sizes {[int(s) for s in sizes]}; "
-                           "every process must profile the same model with the same options")
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    chunks = iter(flat.split([p.numel() for p in parts]))
-    for k in keys:
-        col.sums[k] = next(chunks).view_as(col.sums[k]).clone()
-    if col.cka is not None:
-        col.cka.sums = next(chunks).view_as(col.cka.sums).clone()
-        col.cka.count = int(round(next(chunks).item()))
+        return col
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, col.state())
+    total = type(col).restored(col.spec, col.an, states[0], col.device)
+    for state in states[1:]:
+        total.merge(type(col).restored(col.spec, col.an, state, col.device))
+    return total
 
 
 def gather_probe(feats: dict[str, torch.Tensor], ids: torch.Tensor):

@@ -1,0 +1,43 @@
+"""dardiag's own DiT as a Subject: official DiT/SiT/REPA checkpoints and the models dardiag trains.
+
+The DiT names its probe sites itself (``model.site_layout()``), so residual and DAR routing look the
+same from outside: z_k, h_l, v_l and, for DAR, the routing weights alpha_l.
+"""
+
+from __future__ import annotations
+
+from dardiag.families import get_family
+from dardiag.hooks.recorder import Tap
+from dardiag.subject import SiteSpec, Subject
+
+
+def _dit_call(model, x_t, t_native, y, cond):
+    return model(x_t, t_native, y)
+
+
+def dit_subject(model, info, *, name: str | None = None) -> Subject:
+    """A Subject for a ``dardiag.models.DiT`` and its ``ModelInfo`` (from ``load_model`` or ``in_memory``)."""
+    layout = model.site_layout()
+    taps = [Tap(n.split(".")[-1], n) for n in layout.states + layout.inputs + layout.outputs]
+    taps += [Tap(f"alpha_{l}", path) for l, (path, _) in layout.routes.items()]
+    cfg = model.config
+    spec = SiteSpec(
+        depth=layout.depth,
+        taps=tuple(taps),
+        has_sublayers=True,
+        routes={l: srcs for l, (_, srcs) in layout.routes.items()},
+        residual=cfg.routing == "residual",
+    )
+    return Subject(
+        name=name or info.name,
+        model=model,
+        family=get_family(info.family),
+        spec=spec,
+        routing=cfg.routing_name,
+        input_shape=(cfg.in_channels, cfg.input_size, cfg.input_size),
+        num_classes=cfg.num_classes,
+        call=_dit_call,
+        checkpoint=info.path,
+        step=info.step,
+        info=info.to_dict(),
+    )

@@ -1,0 +1,158 @@
+"""What a profile measures, as one frozen value: built once (CLI, Python API, the trainer's periodic
+profile), validated once, stored whole in the run metadata and compared on resume.
+
+``ProfileConfig`` holds every setting that changes the numbers (the grid, inputs size, minibatching,
+seed, precision, analyses, loading flags) and ``device``, the one setting a resumed run may change
+(``RESUMABLE``). The run's arguments that are not settings stay outside: the models, ``inputs``, ``out``,
+display names, ``force``/``resume`` and the progress callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dardiag.errors import DardiagError
+
+DEFAULT_LEVELS = 16
+MAX_LEVELS = 1000  # DiT's whole discrete schedule; a larger grid is a typo, not a study
+DTYPES = ("float32", "bfloat16", "float16")
+CKA_ROWS = ("tokens", "images")
+RESUMABLE = frozenset({"device"})  # may differ when a run is continued: it does not decide what is measured
+CKA_MIN_ROWS = 4  # the unbiased HSIC estimator needs n >= 4 rows per minibatch
+
+
+def default_grid(n: int = DEFAULT_LEVELS) -> list[float]:
+    """``n`` evenly spaced noise levels from 0 (clean) to 1 (pure noise)."""
+    if not isinstance(n, int) or not 1 <= n <= MAX_LEVELS:
+        raise DardiagError(f"--levels must be between 1 and {MAX_LEVELS}, got {n}")
+    return [float(v) for v in np.linspace(0.0, 1.0, n)]
+
+
+@dataclass(frozen=True)
+class Analyses:
+    """Which analyses a profile runs (all are recorded in the run's metadata)."""
+
+    cka: bool = True
+    cka_rows: str = "tokens"  # "tokens" (rows = N*T tokens) | "images" (rows = N, features T*D)
+    cka_max_rows: int | None = None  # split larger minibatches into CKA minibatches of this many rows
+    cka_gram_dtype: str = "float64"
+    sublayers: bool = True  # h_rms / v_rms of every sublayer input and output
+    routes: bool = True  # route_alpha (DAR) and route_importance (residual)
+    probe: bool = True  # keep token-pooled states for the timestep probe
+    token_maps: bool = False  # per-token act_rms / grad_rms lists
+
+    def __post_init__(self):
+        if self.cka_rows not in CKA_ROWS:
+            raise DardiagError(f"--cka-rows must be tokens or images, got {self.cka_rows!r}")
+        if self.cka_gram_dtype not in ("float32", "float64"):
+            raise DardiagError(f"cka_gram_dtype must be float32 or float64, got {self.cka_gram_dtype!r}")
+        if self.cka and self.cka_max_rows is not None and self.cka_max_rows < CKA_MIN_ROWS:
+            raise DardiagError(
+                f"--cka-max-rows {self.cka_max_rows} is too small: the unbiased CKA needs at least 4 rows "
+                "per minibatch; use 4 or more, or leave it out"
+            )
+
+
+def _floats(values, flag: str) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise DardiagError(f"{flag} takes numbers, got {values!r}") from None
+    if not out:
+        raise DardiagError(f"the {flag.lstrip('-').replace('-', ' ')} grid is empty; pass at least one value")
+    if not all(math.isfinite(v) for v in out):
+        raise DardiagError(f"{flag} must be finite numbers, got {list(out)}")
+    return out
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """Every setting of a profile (see the module docstring). Invalid values raise ``DardiagError``."""
+
+    noise_levels: tuple[float, ...] | None = None  # canonical levels, 1 = noise; None: default_grid()
+    timesteps: tuple[float, ...] | None = None  # the family's native timesteps instead
+    samples: int | None = None  # images per level; None: all of the inputs (64 synthetic)
+    batch_size: int = 16  # images per minibatch (grad_rms scales with 1/B)
+    seed: int = 0  # synthetic latents, drawn noise and labels, the probe's split
+    device: str = "cpu"
+    dtype: str = "float32"  # autocast dtype of the forward pass; statistics stay float64
+    analyses: Analyses = field(default_factory=Analyses)
+    family: str | None = None  # loading flags: what a checkpoint cannot say about itself
+    num_heads: int | None = None
+    input_size: int | None = None
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalise once)
+        set_("noise_levels", _floats(self.noise_levels, "--noise-levels"))
+        set_("timesteps", _floats(self.timesteps, "--timesteps"))
+        if isinstance(self.analyses, dict):
+            set_("analyses", Analyses(**self.analyses))
+        if self.noise_levels is not None and self.timesteps is not None:
+            raise DardiagError("pass either --noise-levels or --timesteps, not both")
+        if self.noise_levels is not None and not all(0 <= v <= 1 for v in self.noise_levels):
+            raise DardiagError(f"noise levels must lie in [0, 1] (1 = pure noise); got {list(self.noise_levels)}")
+        for name, v in (("noise levels", self.noise_levels), ("timesteps", self.timesteps)):
+            if v is not None and len(v) > MAX_LEVELS:
+                raise DardiagError(f"{len(v)} {name}: at most {MAX_LEVELS}")
+        if self.dtype not in DTYPES:
+            raise DardiagError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        for name, v in (("--batch-size", self.batch_size), ("--samples", self.samples)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise DardiagError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise DardiagError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if self.analyses.cka and self.batch_size < CKA_MIN_ROWS:
+            raise DardiagError(
+                f"--batch-size {self.batch_size} is too small for CKA: the unbiased estimator needs at least 4 "
+                "rows per minibatch; use --batch-size 4 or more, or --no-cka"
+            )
+        for name, v in (("--num-heads", self.num_heads), ("--input-size", self.input_size)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise DardiagError(f"{name} must be a positive integer, got {v!r}")
+
+    @property
+    def grid(self) -> tuple[float, ...] | None:
+        """The noise levels asked for (the default grid when neither levels nor timesteps are given)."""
+        if self.noise_levels is None and self.timesteps is None:
+            return tuple(default_grid())
+        return self.noise_levels
+
+    @property
+    def min_samples(self) -> int:
+        return CKA_MIN_ROWS if self.analyses.cka else 1
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (lists, not tuples), the analyses nested: what the run metadata stores."""
+        d = dataclasses.asdict(self)
+        for k in ("noise_levels", "timesteps"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    def compared(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the stored one (all but ``RESUMABLE``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProfileConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DardiagError(f"unknown profile setting(s) {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    @classmethod
+    def from_kwargs(cls, **kw) -> "ProfileConfig":
+        """The keyword form of ``dardiag.profile(...)``; unknown keywords name the known ones."""
+        return cls.from_dict(kw)
+
+    def replace(self, **changes) -> "ProfileConfig":
+        return dataclasses.replace(self, **changes)

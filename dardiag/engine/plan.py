@@ -1,0 +1,124 @@
+"""What a profile will do, decided before any work: per model its Subject, noise grid and inputs, and
+the run's metadata (what a resumed run must match).
+
+Every user error surfaces here as one ``DardiagError`` line, before OUT is touched.
+"""
+
+from __future__ import annotations
+
+import platform
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dardiag import __version__
+from dardiag.engine import distributed
+from dardiag.engine.config import ProfileConfig
+from dardiag.engine.inputs import Inputs, make_inputs, minibatches
+from dardiag.engine.subjects import as_subject, name_series, unique_names, weights_sha256
+from dardiag.errors import DardiagError
+from dardiag.subject import Subject
+
+NOISE_CONVENTION = "noise_level in [0, 1], 1 = pure noise"
+
+
+@dataclass
+class ModelPlan:
+    subject: Subject
+    grid: list[tuple[float, float]]  # [(noise_level, t_native)], noisiest first
+    inputs: Inputs
+    weights_sha256: str | None  # in-memory models: their tensors identify them, not their file
+
+
+def resolve_grid(subject: Subject, noise_levels, timesteps) -> list[tuple[float, float]]:
+    """-> [(noise_level, t_native)] for a subject, validated against its family's range."""
+    fam = subject.family
+    if noise_levels is not None and timesteps is not None:
+        raise DardiagError("pass either --noise-levels or --timesteps, not both")
+    if timesteps is not None:
+        t = torch.as_tensor(list(timesteps), dtype=torch.float64)
+        if t.numel() == 0:
+            raise DardiagError("the timestep grid is empty; pass at least one timestep")
+        fam.check_native(t)
+    else:
+        nl = torch.as_tensor(list(noise_levels), dtype=torch.float64)
+        if nl.numel() == 0:
+            raise DardiagError("the noise-level grid is empty; pass at least one level in [0, 1]")
+        if nl.min() < 0 or nl.max() > 1 or not torch.isfinite(nl).all():
+            raise DardiagError(f"noise levels must lie in [0, 1] (1 = pure noise); got {nl.tolist()}")
+        t = fam.to_native(nl)
+    levels = fam.to_noise_level(t)
+    if timesteps is None:  # continuous families map back to the asked level up to rounding: store it as asked,
+        levels = torch.where((levels - nl).abs() <= 1e-12, nl, levels)  # so df.noise_level == 0.1 matches
+    return sorted({(float(a), float(b)) for a, b in zip(levels, t)}, reverse=True)
+
+
+def plan_models(models: Sequence, config: ProfileConfig, inputs, names: Sequence[str] | None,
+                device) -> list[ModelPlan]:
+    """Open every model, resolve its grid and inputs, and check that the work can be split."""
+    W = distributed.world_size()
+    subjects = [as_subject(m, family=config.family, num_heads=config.num_heads, device=device,
+                           input_size=config.input_size) for m in models]
+    for s, name in zip(subjects, names or []):
+        s.name = name
+    if not names:
+        name_series(subjects)
+    unique_names(subjects)
+    plans = []
+    for m, s in zip(models, subjects):
+        s.model.to(device).eval()
+        grid = resolve_grid(s, config.grid, config.timesteps)
+        inp = make_inputs(inputs, s, config.samples, config.seed)
+        if inp.count < config.min_samples:
+            raise DardiagError(f"{inp.count} samples are too few; CKA needs at least 4")
+        if len(minibatches(inp.count, config.batch_size)) < W:
+            raise DardiagError(
+                f"{inp.count} samples in minibatches of {config.batch_size} give fewer minibatches than the "
+                f"{W} processes; every process needs one: use --batch-size {max(1, inp.count // W)} "
+                "or less, more --samples, or fewer processes"
+            )
+        in_memory = None if isinstance(m, (str, Path)) else weights_sha256(s.model)
+        plans.append(ModelPlan(s, grid, inp, in_memory))
+    return plans
+
+
+def _versions() -> dict:
+    import pyarrow
+
+    return {"dardiag": __version__, "torch": torch.__version__, "pandas": pd.__version__,
+            "pyarrow": pyarrow.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def run_metadata(plans: list[ModelPlan], config: ProfileConfig, inputs, device) -> dict:
+    """The run's metadata; ``config`` is what a resumed run must match (no paths: the same files under
+    another spelling continue the same run, their sha256 identifies them)."""
+    compared = {
+        **config.compared(),  # every setting but the device, flat: cfg["seed"], cfg["analyses"], ...
+        "models": [
+            {"name": p.subject.name, "sha256": p.subject.info.get("sha256", ""), "weights_sha256": p.weights_sha256,
+             "family": p.subject.family.name, "routing": p.subject.routing, "step": p.subject.step,
+             "detected": {k: v for k, v in p.subject.info.items() if k not in ("warnings", "path", "checkpoint")}}
+            for p in plans
+        ],
+        "grid": {p.subject.name: [lv for lv, _ in p.grid] for p in plans},
+        "timesteps": {p.subject.name: [t for _, t in p.grid] for p in plans},
+        "inputs": plans[0].inputs.source,
+        "samples": plans[0].inputs.count,  # as resolved (the setting may be None: all of the inputs)
+    }
+    return {
+        "run_id": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+        "config": compared,
+        "settings": config.to_dict(),  # the ProfileConfig whole, as given
+        "paths": {"checkpoints": [p.subject.checkpoint for p in plans],
+                  "inputs": str(inputs) if isinstance(inputs, (str, Path)) else None},
+        "versions": _versions(),
+        "device": str(device),
+        "noise_convention": NOISE_CONVENTION,
+        "processes": distributed.world_size(),
+    }

@@ -1,0 +1,245 @@
+"""The one orchestration: models x noise levels x minibatches -> one long-form table.
+
+    for each model:                       (a Subject: network, family, probe sites)
+      for each noise level:               (one unit of work: one parquet part, resumable)
+        for each minibatch of the fixed (x0, noise) pairs:
+          forward with hooks -> backward of the family's simple loss -> streaming sums
+      timestep probe over all levels      (one more unit per model)
+
+Memory does not grow with the number of levels or minibatches: a unit keeps only fixed-size sums
+(and the P Gram matrices of the current minibatch for CKA). Work is resumable at unit granularity and
+each unit depends only on the fixed inputs, so a resumed run equals an uninterrupted one.
+
+Under torchrun (env WORLD_SIZE > 1) every process runs this same sweep on its share of each level's
+minibatches and the collectors are merged after the level (``dardiag.engine.distributed``), so every
+process holds exactly the single-process statistics; only rank 0 holds OUT and writes.
+Legend: N images, C channels, H/W latent side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from dardiag.checkpoints import atomic_save
+from dardiag.engine import distributed
+from dardiag.engine.collector import LevelCollector
+from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
+from dardiag.engine.devices import resolve_device
+from dardiag.engine.inputs import Inputs, make_inputs, minibatches  # noqa: F401
+from dardiag.engine.plan import ModelPlan, plan_models, resolve_grid, run_metadata  # noqa: F401
+from dardiag.engine.timestep_probe import probe_rows
+from dardiag.errors import DardiagError
+from dardiag.hooks.recorder import frozen_parameters, record
+from dardiag.runs import RunDir, claim, read_profile
+from dardiag.runs.layout import WORK_DIRNAME
+from dardiag.store import to_pandas, to_table
+from dardiag.subject import Subject
+
+AUTOCAST = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+#################################################################################
+#                                 One unit                                      #
+#################################################################################
+
+
+def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: int, analyses: Analyses,
+              device, dtype=torch.float32, batches: Sequence[slice] | None = None) -> LevelCollector:
+    """All minibatches of one noise level through one model; returns the filled collector."""
+    model, fam = subject.model, subject.family
+    col = LevelCollector(subject.spec, analyses, device)
+    autocast = dtype != torch.float32
+    with frozen_parameters(model), record(model, list(subject.spec.taps), col):
+        for sl in batches if batches is not None else minibatches(inputs.count, batch_size):
+            x0 = inputs.x0[sl].to(device)  # (N, C, H, W)
+            noise = inputs.noise[sl].to(device)  # (N, C, H, W)
+            y = inputs.y[sl].to(device)  # (N,)
+            t = torch.full((x0.shape[0],), t_native, dtype=torch.float64, device=device)  # (N,)
+            t = t.long() if fam.integer_time else t.float()
+            x_t = fam.corrupt(x0, noise, t).requires_grad_(True)  # leaf: gradients flow to activations
+            ids = torch.arange(sl.start, sl.stop)
+            col.begin_batch(x_t, ids)
+            cond = subject.make_cond(x0.shape[0], ids) if subject.make_cond else None
+            with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=autocast):
+                out = subject.call(model, x_t, t, y, cond)  # (N, C_out, H, W)
+            loss = fam.loss(out, x0, noise, t)
+            if not torch.isfinite(loss):
+                raise DardiagError(
+                    f"{subject.name}: the loss is not finite at t={t_native:g} (NaN/inf in weights or "
+                    "inputs?); check the checkpoint with `dardiag inspect`"
+                )
+            loss.backward()
+            col.end_batch(loss)
+    return col
+
+
+#################################################################################
+#                                 The sweep                                     #
+#################################################################################
+
+
+def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=None,
+            config: ProfileConfig | None = None, names: Sequence[str] | None = None, force: bool = False,
+            resume: bool = False, progress: Callable[[str], None] | None = None, **settings) -> pd.DataFrame:
+    """Profile one or more models over a noise-level grid and return the long-form table.
+
+    ``models``: checkpoint paths, ``(model, ModelInfo)`` pairs or Subjects (one or a list).
+    ``inputs``: None (seeded synthetic latents), a dict ``{x0, y?, noise?}`` or a file path.
+    The settings are a :class:`ProfileConfig` (``config=``) or its fields as keywords
+    (``noise_levels=[0.1, 0.9], samples=64, analyses=Analyses(cka=False)``, ...).
+    With ``out``, parts are written atomically as each unit finishes and OUT is locked against a second
+    process. Run again with the same arguments, an interrupted run continues to the same result (a
+    complete one is read back); ``force`` replaces a run with other settings, keeping it in
+    ``OUT/_replaced`` until the new run completes. Every user error raises ``DardiagError`` before any
+    work starts.
+    """
+    if config is None:
+        config = ProfileConfig.from_kwargs(**settings)
+    elif settings:
+        raise DardiagError(f"pass config= or keyword settings, not both (got {', '.join(sorted(settings))})")
+    resolve_device(config.device)
+    if not isinstance(models, (list, tuple)) or (isinstance(models, tuple) and len(models) == 2
+                                                 and not isinstance(models[0], (str, Path, tuple))):
+        models = [models]
+    if len(models) == 0:
+        raise DardiagError("no model to profile; pass at least one checkpoint")
+    created = distributed.init_if_needed(config.device)  # under torchrun: join the process group
+    try:
+        device = distributed.rank_device(config.device)
+        plans = plan_models(models, config, inputs, names, device)
+        meta = run_metadata(plans, config, inputs, device)
+        if out is None:
+            df = _in_memory(plans, config, meta, progress if distributed.is_main() else None)
+        else:
+            with claim(out, enabled=distributed.is_main()) as hold:
+                df = _into(Path(out), plans, config, meta, hold, force=force, resume=resume,
+                           progress=progress if distributed.is_main() else None)
+        distributed.barrier()
+        return df
+    finally:
+        if created:  # not via shutdown(): after an error on one rank a barrier would never return
+            torch.distributed.destroy_process_group()
+
+
+def _in_memory(plans: list[ModelPlan], config: ProfileConfig, meta: dict, progress) -> pd.DataFrame:
+    rows: list[dict] = []
+    _run_units(plans, frozenset(), config, meta, write=rows.extend, work=None, progress=progress)
+    if not distributed.is_main():  # the table lives on rank 0; hand every process a copy
+        return distributed.broadcast_object(None)
+    df = to_pandas(to_table(rows, meta))
+    df.attrs["dardiag"] = meta
+    return distributed.broadcast_object(df)
+
+
+def _into(out: Path, plans: list[ModelPlan], config: ProfileConfig, meta: dict, hold, *, force: bool,
+          resume: bool, progress) -> pd.DataFrame:
+    """The sweep into a run directory (rank 0 holds OUT); every process skips the same finished units."""
+    run, failure = None, None
+    if distributed.is_main():
+        try:
+            run = RunDir.create(out, meta, force=force, resume=resume)
+            hold.keep()
+            _forget_levels_without_probe_cache(run, plans, config.analyses)
+        except DardiagError as e:
+            failure = e
+    # every process must skip the same finished units, and stop together if rank 0 cannot start
+    message, completed = distributed.broadcast_object(
+        (str(failure) if failure else None, sorted(run.completed) if run is not None else []))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise DardiagError(message)
+    try:
+        _run_units(plans, frozenset(completed), config, run.metadata if run else meta,
+                   write=run.mark_done if run else None, work=out / WORK_DIRNAME, progress=progress)
+    except BaseException as e:
+        # an error: put back the run a --force replaced, drop a run with nothing in it; Ctrl-C keeps
+        # finished units for the same command to continue
+        if run is not None and isinstance(e, Exception):
+            run.abandon()
+        raise
+    if not distributed.is_main():
+        return distributed.broadcast_object(None)
+    run.finish()
+    return distributed.broadcast_object(read_profile(out))
+
+
+def _forget_levels_without_probe_cache(run: RunDir, plans: list[ModelPlan], analyses: Analyses) -> None:
+    """A resumed run whose probe is unfinished needs every level's cached probe features (``_work``):
+    levels whose cache is gone (deleted, copied without it) are computed again."""
+    if not analyses.probe:
+        return
+    work = run.path / WORK_DIRNAME
+    for si, p in enumerate(plans):
+        if f"m{si:02d}-probe" in run.completed:
+            continue
+        for li in range(len(p.grid)):
+            unit = f"m{si:02d}-l{li:03d}"
+            if unit in run.completed and not (work / f"probe-{unit}.pt").exists():
+                run.forget(unit)
+
+
+def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConfig, meta: dict, *, write,
+               work: Path | None, progress) -> None:
+    """Every unit not yet completed: a level of one model, then that model's timestep probe.
+
+    ``write(rows)`` (in memory) or ``write(unit, rows)`` (a run directory) takes each finished unit's
+    rows on rank 0; ``work`` holds the per-level probe features a resumed run needs.
+    """
+    main = distributed.is_main()
+    analyses = config.analyses
+    total = sum(len(p.grid) + int(analyses.probe) for p in plans)
+    done = 0
+
+    def emit(unit: str, rows: list[dict]) -> None:
+        if work is None:
+            write(rows)
+        else:
+            write(unit, rows)
+
+    for si, p in enumerate(plans):
+        s, inp = p.subject, p.inputs
+        base = dict(run_id=meta["run_id"], model=s.name, routing=s.routing, family=s.family.name,
+                    checkpoint=s.checkpoint, step=s.step, batch_size=config.batch_size)
+        feats: dict[str, list[torch.Tensor]] = {}
+        levels, ids = [], []
+        batches = distributed.shard(minibatches(inp.count, config.batch_size))  # rank r: r, r + W, ...
+        for li, (level, t_native) in enumerate(p.grid):
+            unit = f"m{si:02d}-l{li:03d}"
+            saved = None
+            if unit in completed:
+                if analyses.probe and main and f"m{si:02d}-probe" not in completed:  # the probe still needs it
+                    saved = torch.load(work / f"probe-{unit}.pt", weights_only=True)
+            else:
+                col = run_level(s, inp, t_native, batch_size=config.batch_size, analyses=analyses,
+                                device=distributed.rank_device(config.device), dtype=AUTOCAST[config.dtype],
+                                batches=batches)
+                stats = distributed.reduce_collector(col)  # merged over processes: the single-process statistics
+                if analyses.probe:
+                    saved = distributed.gather_probe({k: torch.cat(v) for k, v in col.probe_feats.items()},
+                                                     torch.cat(col.probe_ids))
+                    saved = None if saved is None else {"feats": saved[0], "ids": saved[1]}
+                if main:
+                    if saved is not None and work is not None:
+                        atomic_save(saved, work / f"probe-{unit}.pt")
+                    emit(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in stats.rows()])
+            if saved is not None:
+                for k, v in saved["feats"].items():
+                    feats.setdefault(k, []).append(v)
+                ids.append(saved["ids"])
+                levels.append(torch.full((saved["ids"].numel(),), level, dtype=torch.float64))
+            done += 1
+            if progress:
+                progress(f"{s.name}  noise level {level:.3f}  ({done}/{total})")
+        if analyses.probe:
+            unit = f"m{si:02d}-probe"
+            if main and unit not in completed:
+                emit(unit, [{**base, **r} for r in probe_rows(feats, levels, ids, config.seed)])
+            done += 1
+            if progress:
+                progress(f"{s.name}  timestep probe  ({done}/{total})")
+

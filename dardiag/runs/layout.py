@@ -1,0 +1,61 @@
+"""The names of everything a run directory holds, declared once for both kinds of run.
+
+Profile runs (``dardiag profile``, ``demo``, ``train --profile-every``'s ``OUT/profile``)::
+
+    OUT/_run.json            run metadata, status "running" | "complete", completed units
+    OUT/part-<unit>.parquet  one shard per completed unit of work, all in dardiag.store.SCHEMA
+    OUT/_figures/            rendered figures (the "_" keeps pyarrow from reading them as data)
+    OUT/_work/               the sweep's scratch files (kept on resume, set aside by --force)
+
+Training runs (``dardiag train``)::
+
+    OUT/ckpt_{step:07d}.pt   dardiag checkpoint (model, EMA, optimizer, training config) every K steps
+    OUT/last.pt              the newest of them; a rerun continues from it
+    OUT/loss.csv             step, loss, lr, seconds (wall clock since this process started)
+    OUT/train_config.json    the TrainConfig, for people (the checkpoints carry their own copy)
+    OUT/profile/             ``--profile-every`` rows: a profile run directory
+
+Both kinds::
+
+    OUT/.dardiag.lock        only while a command works in OUT: who holds it (pid, host, since)
+    OUT/_replaced/           only while a --force run is unfinished: the run it replaces, put back if
+                             the new run fails, deleted when it completes
+    OUT/._replaced.tmp       the staging folder of _replaced (one rename makes it appear whole)
+
+pyarrow skips names starting with ``_`` or ``.``, so ``pandas.read_parquet(OUT)`` reads exactly the
+parts of a profile run. Temporary files start with ``.`` and are renamed into place once fsynced.
+Everything else in OUT is the user's and is never moved or deleted.
+"""
+
+from __future__ import annotations
+
+import re
+
+LOCK = ".dardiag.lock"
+REPLACED = "_replaced"
+STAGING = f".{REPLACED}.tmp"
+
+# ---------------------------------------------------------------- profile runs
+RUN_FILE = "_run.json"
+FIGURES_DIRNAME = "_figures"
+WORK_DIRNAME = "_work"
+PART_PREFIX = "part-"
+PART_SUFFIX = ".parquet"
+PROFILE_OWN = re.compile(r"^(_run\.json|_figures|_work|part-.+\.parquet|\.part-.+\.tmp|\._run\.json\..+\.tmp)$")
+PROFILE_RESULTS = re.compile(r"^part-.+\.parquet$")
+PROFILE_TEMP = re.compile(r"^(\.part-.+|\._run\.json\..+)\.tmp$")
+
+# ---------------------------------------------------------------- training runs
+LAST = "last.pt"
+LOSS_LOG = "loss.csv"
+CONFIG_JSON = "train_config.json"
+PROFILE_DIR = "profile"
+CKPT = re.compile(r"^ckpt_\d{7}\.pt$")
+# atomic_write leaves temp files named ".{name}.<random>.tmp" beside the target
+TRAIN_TEMP = re.compile(r"^\.(last\.pt|ckpt_\d{7}\.pt|loss\.csv|train_config\.json)\..+$")
+TRAIN_OWN = re.compile(r"^(last\.pt|loss\.csv|train_config\.json|profile|ckpt_\d{7}\.pt"
+                       r"|\.(last\.pt|ckpt_\d{7}\.pt|loss\.csv|train_config\.json)\..+)$")
+
+
+def ckpt_name(step: int) -> str:
+    return f"ckpt_{step:07d}.pt"

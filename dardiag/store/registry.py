@@ -1,0 +1,93 @@
+"""Every metric dardiag writes, declared once: name, meaning, axis label, scale, index columns, error.
+
+The ``metric`` column of the table holds one of these names. The store validates rows against this
+registry (a row of ``cka`` must fill ``block``, ``other_block`` and ``noise_level``), the plots take
+their labels and log scales from it, and a test keeps the README's metric table in step with it.
+Definitions: the diagnostics contract (``shared/design/diagnostics.md``), sections 3-6 and 8. Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: how a metric's ``stderr`` is defined (diagnostics.md section 8)
+STDERR_KINDS = {
+    "images": "sd over images of the per-image value / sqrt(N)",
+    "jackknife": "delete-one-minibatch jackknife of the HSIC ratio",
+    "folds": "sd over the pair-disjoint held-out folds / sqrt(folds)",
+    "none": "undefined (NaN): a max or a ratio of sums over all images",
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    meaning: str  # one line, as in the README's table
+    label: str  # axis label (matplotlib mathtext)
+    keys: tuple[str, ...]  # index columns every row of this metric fills
+    log: bool = False  # spans orders of magnitude: log axes and log colour scales
+    stderr: str = "images"  # one of STDERR_KINDS
+    values: str | None = None  # list column holding a map ("token_values", "channel_values")
+    signed: bool = False  # may be negative: diverging colour scales centred at 0
+    depth: bool = False  # every row fills block or sublayer (states z_k, h_l and v_l alike)
+
+    def __post_init__(self):
+        if self.stderr not in STDERR_KINDS:
+            raise ValueError(f"{self.name}: stderr must be one of {sorted(STDERR_KINDS)}, got {self.stderr!r}")
+
+
+_Z = ("site", "block", "noise_level")  # a block state z_k at a noise level
+_SUB = ("site", "sublayer", "noise_level")  # a sublayer input h_l / output v_l (or a DAR aggregator)
+_STATE = ("site", "noise_level")  # any probed state: z_k (block) or h_l / v_l (sublayer)
+
+_ALL = (
+    Metric("act_rms", "mean over images and tokens of the channel RMS of z_k",
+           r"activation RMS of $z_k$", _Z, log=True),
+    Metric("grad_rms", "the same statistic of dL/dz_k; L is a mean, so it scales with 1/B",
+           r"gradient RMS of $\partial L/\partial z_k$", _Z, log=True),
+    Metric("cos_prev", "mean over images and tokens of cos(z_{k-1}, z_k), k >= 1",
+           r"$\cos(z_{k-1}, z_k)$", _Z, signed=True),
+    Metric("cka", "unbiased minibatch linear CKA(z_block, z_other_block), may be negative",
+           "linear CKA (unbiased)", ("site", "block", "other_block", "noise_level"),
+           stderr="jackknife", signed=True),
+    Metric("h_rms", "channel RMS of the sublayer input h_l", r"sublayer input RMS of $h_l$", _SUB,
+           log=True),
+    Metric("v_rms", "channel RMS of the gated sublayer output v_l", r"sublayer output RMS of $v_l$",
+           _SUB, log=True),
+    Metric("route_alpha", "DAR weight alpha_{source -> sublayer}, mean over images and tokens",
+           r"routing weight $\alpha_{i\to l}$", ("site", "sublayer", "source", "noise_level")),
+    Metric("route_entropy", "entropy (nats) of the DAR weights over sources, mean over images and tokens",
+           "routing entropy (nats)", _SUB),
+    Metric("route_importance", "residual models: counterfactual gate gradient dL/dg_{source -> sublayer}",
+           r"importance $\partial L/\partial g_{i\to l}$", ("site", "sublayer", "source", "noise_level"),
+           signed=True),
+    Metric("probe_r2", "held-out R^2 of a ridge probe predicting the noise level from a pooled state",
+           r"probe $R^2$ (noise level)", ("site",), stderr="folds", signed=True),
+    Metric("token_act_rms", "per-token act_rms map in token_values; value = its mean",
+           r"token activation RMS of $z_k$", _Z, log=True, values="token_values"),
+    Metric("token_grad_rms", "per-token grad_rms map in token_values; value = its mean",
+           r"token gradient RMS of $\partial L/\partial z_k$", _Z, log=True, values="token_values"),
+    Metric("loss", "the family's simple denoising loss, mean squared error", "denoising loss (MSE)",
+           ("noise_level",), log=True),
+)
+
+METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
+
+
+def metric(name: str) -> Metric:
+    """The registered metric ``name``; ``KeyError`` naming the known ones otherwise."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+
+
+def metric_label(name: str) -> str:
+    """Axis label of a metric (its name when it is not registered: hand-built tables still plot)."""
+    m = METRICS.get(name)
+    return m.label if m else name
+
+
+def is_log(name: str) -> bool:
+    m = METRICS.get(name)
+    return bool(m and m.log)
