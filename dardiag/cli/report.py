@@ -56,16 +56,22 @@ def print_probe(df: pd.DataFrame, max_blocks: int = 8) -> None:
 
 
 @contextmanager
-def progress_bar(total: int, enabled: bool | None = None):
-    """Yields ``advance(desc)``; a rich bar on a terminal, silent otherwise."""
+def progress_bar(total: int | None, enabled: bool | None = None, label: str = "profiling"):
+    """Yields ``update(desc=None, *, completed=None, total=None)``: one step more (with a new
+    description), or the count so far; a rich bar on a terminal (stderr), silent otherwise."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
-        yield lambda desc: None
+        yield lambda desc=None, **kw: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("profiling", total=total)
-        yield lambda desc: bar.update(task, advance=1, description=desc)
+        task = bar.add_task(label, total=total)
+
+        def update(desc: str | None = None, *, completed: int | None = None, total: int | None = None) -> None:
+            step = {"advance": 1} if completed is None else {"completed": completed}
+            bar.update(task, **step, **({"description": desc} if desc else {}), **({"total": total} if total else {}))
+
+        yield update
