@@ -35,7 +35,7 @@ from dardiag.plots import (  # noqa: E402
     render_all,
     save,
 )
-from dardiag.plots.style import OKABE_ITO  # noqa: E402
+from dardiag.plots.theme import OKABE_ITO  # noqa: E402
 
 DEPTH = 4  # D: blocks 0..D, sublayers 1..2D+1, sources 0..2D
 LEVELS = (0.1, 0.5, 0.9)

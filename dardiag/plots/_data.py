@@ -98,13 +98,68 @@ def single_valued(sub: pd.DataFrame, what: str, ignore: Iterable[str] = ()) -> N
             raise ValueError(f"{what}: the rows mix several values of {col!r} ({shown}...); select one with {col}=")
 
 
-def pivot(sub: pd.DataFrame, index: str, columns: str) -> pd.DataFrame:
-    """Mean ``value`` per (index, columns) cell, both axes sorted, float64."""
-    p = sub.pivot_table(index=index, columns=columns, values="value", aggfunc="mean", dropna=False)
+def stderr_of(sub: pd.DataFrame) -> pd.Series:
+    """The rows' ``stderr`` as float (NaN where undefined or when the table has no such column)."""
+    if "stderr" not in sub.columns:
+        return pd.Series(np.nan, index=sub.index, dtype=float)
+    return pd.Series(sub["stderr"].to_numpy(dtype=float, na_value=np.nan), index=sub.index)
+
+
+def has_stderr(sub: pd.DataFrame) -> bool:
+    """Whether any row carries a finite standard error."""
+    return bool(np.isfinite(stderr_of(sub).to_numpy()).any())
+
+
+def collapse(sub: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """One row per ``keys``: the mean ``value`` and its standard error ``stderr``.
+
+    A cell is normally one row already (one number per model, level and depth). Where several rows
+    share a cell their mean's error is sqrt(sum se^2) / n (independent estimates); NaN when any of
+    them has no error. Rows missing a key are dropped; sorted by the keys.
+    """
+    keys = list(keys)
+    out = sub[keys].copy()
+    out["value"] = sub["value"].to_numpy(dtype=float, na_value=np.nan)
+    out["stderr"] = stderr_of(sub).to_numpy()
+    out = out[out[keys].notna().all(axis=1)]
+    if out.duplicated(keys).any():  # several rows per cell (e.g. runs of one model): combine them
+        se = out["stderr"]
+        out = (
+            out.assign(se2=se**2, nan=se.isna())
+            .groupby(keys, sort=True)
+            .agg(value=("value", "mean"), se2=("se2", "sum"), nan=("nan", "any"), n=("value", "size"))
+            .reset_index()
+        )
+        out["stderr"] = np.where(out["nan"], np.nan, np.sqrt(out["se2"]) / out["n"])
+    return out.sort_values(keys).reset_index(drop=True)[keys + ["value", "stderr"]]
+
+
+def pivot(sub: pd.DataFrame, index: str, columns: str, values: str = "value") -> pd.DataFrame:
+    """Mean ``value`` (or its ``stderr``: ``values="stderr"``) per (index, columns) cell, both axes
+    sorted, float64, missing cells NaN."""
+    cells = collapse(sub, [index, columns])
+    p = cells.pivot(index=index, columns=columns, values=values)
     p = p.sort_index().sort_index(axis=1)
     p.index = p.index.astype(float) if index == "noise_level" else p.index.astype(int)
     p.columns = p.columns.astype(float) if columns == "noise_level" else p.columns.astype(int)
+    p.index.name, p.columns.name = index, columns
     return p.astype(float)
+
+
+def prefer_site(sub: pd.DataFrame, site: str | None, prefer: str = "z") -> pd.DataFrame:
+    """Rows at ``site``; with ``site=None`` and several sites (outlier metrics exist at z, h and v),
+    those at ``prefer``. ValueError naming the sites when ``site`` has no rows."""
+    if "site" not in sub.columns:
+        return sub
+    sites = sorted(str(s) for s in sub["site"].dropna().unique())
+    if site is None:
+        if len(sites) <= 1 or prefer not in sites:
+            return sub
+        site = prefer
+    out = sub[sub["site"] == site]
+    if out.empty:
+        raise ValueError(f"no rows at site {site!r}; sites: {sites}")
+    return out
 
 
 def edges(centres: Sequence[float], *, clip: tuple[float, float] | None = None) -> np.ndarray:

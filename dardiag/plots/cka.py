@@ -10,7 +10,8 @@ from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 
 from dardiag.plots import _data
-from dardiag.plots.style import colormap, BLOCK_LABEL, OTHER_BLOCK_LABEL, SEQUENTIAL_CMAP, metric_label
+from dardiag.plots.labels import BLOCK_LABEL, OTHER_BLOCK_LABEL, level_label, metric_label
+from dardiag.plots.theme import SEQUENTIAL_CMAP, colormap
 
 
 def cka_matrix(df: pd.DataFrame, *, model: str, noise_level: float | None) -> pd.DataFrame:
@@ -75,7 +76,7 @@ def plot_cka_matrix(
     ax.set_ylabel(BLOCK_LABEL)
     sub = _data.metric_rows(df, "cka")
     lvl = _data.nearest(_data.levels_of(sub[sub["model"] == model]), [noise_level])[0] if noise_level is not None else None
-    ax.set_title(model if lvl is None else f"{model}, noise {lvl:g}")
+    ax.set_title(model if lvl is None else f"{model}, noise {level_label(lvl)}")
     if colorbar:
         ax.figure.colorbar(mesh, ax=ax, label=metric_label("cka"), shrink=0.9)
     return ax

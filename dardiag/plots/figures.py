@@ -1,8 +1,10 @@
-"""Paper figures (design §7) composed from the Axes-level functions, and ``render_all``.
+"""Paper figures (design §7, §9) composed from the Axes-level functions, and ``render_all``.
 
 Each ``fig_*`` returns a :class:`matplotlib.figure.Figure` built in the paper style with constrained
-layout; it is not registered with pyplot, never shown and never saved. :func:`render_all` saves every
-figure the table's metrics allow and says why it skipped the others.
+layout; it is not registered with pyplot, never shown and never saved. When the table says what the
+models looked at (an ``inputs`` column), a grey footer names it (design §10). :func:`grid_by_block`
+is the seaborn figure-level view (rows = metrics, columns = models) and returns the ``FacetGrid``.
+:func:`render_all` saves every figure the table's metrics allow and says why it skipped the others.
 """
 
 from __future__ import annotations
@@ -10,37 +12,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.colors import Normalize
+from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure
 
 from dardiag.errors import DardiagError
 from dardiag.plots import _data
 from dardiag.plots.cka import cka_matrix, plot_cka_matrix
-from dardiag.plots.heatmap import auto_norm, heatmap_grid, plot_heatmap, plot_ratio_heatmap
+from dardiag.plots.heatmap import auto_norm, heatmap_grid, plot_heatmap, plot_ratio_heatmap, round_log_colorbar
+from dardiag.plots.labels import (
+    add_inputs_footer,
+    is_log,
+    level_label,
+    line_legend_handles,
+    metric_label,
+)
+from dardiag.plots.outliers import OUTLIER_METRICS, SPECTRUM_METRIC, plot_channel_spectrum, spectrum_rows
 from dardiag.plots.probe import plot_probe_r2
 from dardiag.plots.routing import ROUTING_METRICS, plot_routing_map, routing_metric
-from dardiag.plots.style import (
-    ONE_COLUMN,
-    TWO_COLUMN,
-    level_handles,
-    metric_label,
-    model_colors,
-    model_handles,
-    paper_style,
-    save,
-)
-from dardiag.plots.symptoms import MAX_LEVELS, plot_metric_by_block
+from dardiag.plots.symptoms import BAND_GID, MAX_LEVELS, draw_lines, log_axis, plot_metric_by_block
+from dardiag.plots.theme import ONE_COLUMN, TWO_COLUMN, model_colors, new_figure, no_ligatures, paper_style, save
 from dardiag.plots.training import plot_metric_vs_step
 
 SYMPTOM_METRICS = ("act_rms", "grad_rms", "cos_prev")
-HEATMAP_METRICS = ("act_rms", "grad_rms", "cos_prev", "h_rms", "v_rms", "route_entropy")
+HEATMAP_METRICS = ("act_rms", "grad_rms", "cos_prev", "h_rms", "v_rms", "route_entropy") + OUTLIER_METRICS
 TRAINING_METRICS = ("act_rms", "grad_rms", "cos_prev", "loss")
 
-
-def _new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
 
 
 def _note(ax, text: str) -> None:
@@ -54,11 +55,20 @@ def _metrics(df: pd.DataFrame) -> set[str]:
     return set(df["metric"].dropna().unique()) if "metric" in df.columns else set()
 
 
-def _legend(fig: Figure, models: Sequence[str], colors: dict[str, str], levels: Sequence[float]) -> None:
-    handles = model_handles({m: colors[m] for m in models})
-    if len(levels) > 1:
-        handles += level_handles(levels)
-    fig.legend(handles=handles, loc="outside right upper")
+def _legend(
+    fig: Figure, models: Sequence[str], colors: dict[str, str], levels: Sequence[float], band: bool = False
+) -> None:
+    fig.legend(handles=line_legend_handles(colors, models, levels, band=band), loc="outside right upper")
+
+
+def _finish(fig: Figure, rows: pd.DataFrame) -> None:
+    """What every figure gets last: the inputs footer (design §10) and plain glyphs (see no_ligatures)."""
+    add_inputs_footer(fig, rows)
+    no_ligatures(fig)
+
+
+def _has_band(fig: Figure) -> bool:
+    return any(c.get_gid() == BAND_GID for ax in fig.axes for c in ax.collections)
 
 
 def _levels_drawn(rows: pd.DataFrame, noise_levels: Sequence[float] | None) -> list[float]:
@@ -92,29 +102,34 @@ def fig_symptoms(df: pd.DataFrame, noise_levels: Sequence[float] | None = None) 
     colors = model_colors(df["model"].dropna().unique())
     rows = df[df["metric"].isin(present)]
     with paper_style():
-        fig = _new_figure(TWO_COLUMN, 2.2)
+        fig = new_figure(TWO_COLUMN, 2.4)
         axes = fig.subplots(1, len(SYMPTOM_METRICS))
         for ax, metric in zip(axes, SYMPTOM_METRICS):
             if metric in present:
                 plot_metric_by_block(df, metric, ax=ax, noise_levels=noise_levels, legend=False)
             else:
                 _note(ax, f"{metric} not recorded")
-        _legend(fig, sorted(rows["model"].unique()), colors, _levels_drawn(rows, noise_levels))
+        _legend(fig, sorted(rows["model"].unique()), colors, _levels_drawn(rows, noise_levels), _has_band(fig))
+        _finish(fig, rows)
     return fig
 
 
 # ============================================================================ §7.2 heatmaps
 
 
-def fig_heatmaps(df: pd.DataFrame, metric: str) -> Figure:
+def fig_heatmaps(df: pd.DataFrame, metric: str, *, site: str | None = None) -> Figure:
     """Depth x noise-level maps of ``metric``, models side by side on ONE colour scale (log when the
-    values span more than a decade), plus the DAR / residual ratio when there are two models."""
+    values span more than a decade), plus the DAR / residual ratio when there are two models, whose
+    dots mark the cells where the models differ by more than 2 combined standard errors.
+
+    Metrics recorded at several sites (the outlier metrics: z, h and v) are shown at site z unless
+    ``site`` says otherwise."""
     sub = _data.latest_checkpoint(_data.metric_rows(df, metric))
     models = sorted(sub["model"].unique().tolist())
     grids = {}
     for m in models:
         try:
-            grids[m] = heatmap_grid(sub, metric, m)
+            grids[m] = heatmap_grid(sub, metric, m, site)
         except ValueError:
             continue  # e.g. this model has the metric only without a noise level
     if not grids:
@@ -124,18 +139,19 @@ def fig_heatmaps(df: pd.DataFrame, metric: str) -> Figure:
     ratio = len(models) == 2
     n = len(models) + ratio
     with paper_style():
-        fig = _new_figure(TWO_COLUMN if n > 1 else ONE_COLUMN, 2.3)
+        fig = new_figure(TWO_COLUMN if n > 1 else ONE_COLUMN, 2.3)
         axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)[0])
         for i, (ax, m) in enumerate(zip(axes, models)):
-            plot_heatmap(sub, metric, model=m, ax=ax, norm=norm, colorbar=False)
+            plot_heatmap(sub, metric, model=m, ax=ax, norm=norm, colorbar=False, site=site)
             if i:
                 ax.set_ylabel("")
         mesh = axes[0].collections[0]
-        fig.colorbar(mesh, ax=list(axes[: len(models)]), label=metric_label(metric), shrink=0.95)
+        round_log_colorbar(fig.colorbar(mesh, ax=list(axes[: len(models)]), label=metric_label(metric), shrink=0.95))
         if ratio:
             num, den = _dar_over_residual(sub, models)
-            plot_ratio_heatmap(sub, metric, numerator=num, denominator=den, ax=axes[-1])
+            plot_ratio_heatmap(sub, metric, numerator=num, denominator=den, ax=axes[-1], site=site)
             axes[-1].set_ylabel("")
+        _finish(fig, sub[sub["model"].isin(models)])
     return fig
 
 
@@ -170,7 +186,7 @@ def fig_cka(df: pd.DataFrame, noise_levels: Sequence[float] | None = None) -> Fi
     width = TWO_COLUMN if ncol > 1 else ONE_COLUMN
     height = min(9.0, nrow * (width / ncol) * 0.85 + 0.3)
     with paper_style():
-        fig = _new_figure(width, height)
+        fig = new_figure(width, height)
         axes = fig.subplots(nrow, ncol, squeeze=False)
         for r, m in enumerate(models):
             for c, lvl in enumerate(levels):
@@ -178,13 +194,14 @@ def fig_cka(df: pd.DataFrame, noise_levels: Sequence[float] | None = None) -> Fi
                 if (m, lvl) in mats:
                     plot_cka_matrix(sub, model=m, noise_level=lvl, ax=ax, norm=norm, colorbar=False)
                 else:
-                    _note(ax, f"{m}: no cka at noise {lvl:g}")
+                    _note(ax, f"{m}: no cka at noise {level_label(lvl)}")
                 if c:
                     ax.set_ylabel("")
                 if r < nrow - 1:
                     ax.set_xlabel("")
         mesh = next(ax.collections[0] for ax in axes.ravel() if ax.collections)
         fig.colorbar(mesh, ax=axes.ravel().tolist(), label=metric_label("cka"), shrink=0.9)
+        _finish(fig, sub)
     return fig
 
 
@@ -220,7 +237,7 @@ def fig_routing(df: pd.DataFrame, sublayers: Sequence[int] | None = None) -> Fig
     nrow = max(len(s) for _, s in plan.values())
     ncol = len(plan)
     with paper_style():
-        fig = _new_figure(TWO_COLUMN if ncol > 1 else ONE_COLUMN, 0.3 + 2.0 * nrow)
+        fig = new_figure(TWO_COLUMN if ncol > 1 else ONE_COLUMN, 0.3 + 2.0 * nrow)
         axes = fig.subplots(nrow, ncol, squeeze=False)
         for c, (m, (metric, sls)) in enumerate(plan.items()):
             for r in range(nrow):
@@ -235,6 +252,7 @@ def fig_routing(df: pd.DataFrame, sublayers: Sequence[int] | None = None) -> Fig
                     continue
                 if c:
                     ax.set_ylabel("")
+        _finish(fig, sub[sub["model"].isin(list(plan))])
     return fig
 
 
@@ -246,9 +264,10 @@ def fig_probe(df: pd.DataFrame) -> Figure:
     rows = _data.metric_rows(df, "probe_r2")
     site = "z" if (rows.get("site") == "z").any() else "h"
     with paper_style():
-        fig = _new_figure(ONE_COLUMN, 2.4)
+        fig = new_figure(ONE_COLUMN, 2.4)
         ax = fig.subplots()
         plot_probe_r2(df, ax=ax, site=site)
+        _finish(fig, rows)
     return fig
 
 
@@ -278,14 +297,103 @@ def fig_training(
         where = [{depth: int(p)} for p in picks]
     levels = [] if noise_level is not None else _levels_drawn(sub, None)
     with paper_style():
-        fig = _new_figure(TWO_COLUMN if len(where) > 1 else ONE_COLUMN, 2.2)
+        fig = new_figure(TWO_COLUMN if len(where) > 1 else ONE_COLUMN, 2.2)
         axes = np.atleast_1d(fig.subplots(1, len(where), squeeze=False)[0])
         for i, (ax, sel) in enumerate(zip(axes, where)):
             plot_metric_vs_step(sub, metric, noise_level=noise_level, ax=ax, legend=False, **sel)
             if i:
                 ax.set_ylabel("")
-        _legend(fig, sorted(sub["model"].unique()), colors, levels)
+        _legend(fig, sorted(sub["model"].unique()), colors, levels, _has_band(fig))
+        _finish(fig, sub)
     return fig
+
+
+# ============================================================================ §9 outliers
+
+
+def fig_channel_spectrum(
+    df: pd.DataFrame, *, blocks: Sequence[int] | None = None, noise_level: float | None = None
+) -> Figure:
+    """Per-channel RMS spectra (sorted, log y), one panel per model on a shared y axis, at a
+    shallow, a middle and the last block (``blocks`` overrides) and one noise level (default the
+    middle one)."""
+    rows = _data.metric_rows(df, SPECTRUM_METRIC)
+    models, reasons = [], []
+    for m in sorted(rows["model"].unique().tolist()):
+        try:
+            spectrum_rows(rows, model=m, noise_level=noise_level)
+            models.append(m)
+        except ValueError as e:
+            reasons.append(str(e))
+    if not models:
+        raise ValueError(reasons[0] if len(set(reasons)) == 1 else "; ".join(reasons))
+    n = len(models)
+    with paper_style():
+        fig = new_figure(TWO_COLUMN if n > 1 else ONE_COLUMN, 2.4)
+        axes = np.atleast_1d(fig.subplots(1, n, squeeze=False, sharey=True)[0])
+        for i, (ax, m) in enumerate(zip(axes, models)):
+            plot_channel_spectrum(df, model=m, blocks=blocks, noise_level=noise_level, ax=ax)
+            if i:
+                ax.set_ylabel("")
+        log_axis(axes[0], "y", np.concatenate([line.get_ydata() for ax in axes for line in ax.lines]))  # shared
+        _finish(fig, rows[rows["model"].isin(models)])
+    return fig
+
+
+# ============================================================================ seaborn grid
+
+
+def grid_by_block(
+    df: pd.DataFrame,
+    metrics: Sequence[str] = SYMPTOM_METRICS,
+    *,
+    noise_levels: Sequence[float] | None = None,
+    height: float = 1.6,
+    aspect: float = 1.3,
+) -> sns.FacetGrid:
+    """A ``seaborn.FacetGrid`` of metrics over depth: one row per metric (its own y scale, log where
+    the metric is), one column per model, one line per noise level (the model's colour, darker =
+    noisier) with +-2 s.e. bands. Returns the grid (its figure is pyplot's, as with any seaborn
+    grid: ``plt.close(g.figure)`` when done); save it with :func:`save`."""
+    _data.check_frame(df)
+    present = [m for m in metrics if m in _metrics(df)]
+    if not present:
+        raise ValueError(f"none of {list(metrics)} in the table")
+    colors = model_colors(df["model"].dropna().unique())
+    rows = _data.latest_checkpoint(df[df["metric"].isin(present)])
+    levels = _levels_drawn(rows, noise_levels)
+    models = sorted(rows["model"].unique().tolist())
+    depth = {m: _data.depth_column(rows[rows["metric"] == m]) for m in present}
+    bands = []
+
+    def draw(data: pd.DataFrame, **_) -> None:  # one facet: one metric of one model
+        ax = plt.gca()
+        metric = str(data["metric"].iloc[0])
+        d = data[data[depth[metric]].notna()]
+        avail = _data.levels_of(d)
+        lv = _data.nearest(avail, levels) if levels and avail else []
+        log = is_log(metric) and bool((d["value"] > 0).all())
+        *_, band = draw_lines(ax, d, depth[metric], colors, lv, log=log)
+        bands.append(band)
+        if log:
+            log_axis(ax)
+
+    with paper_style(**{"figure.constrained_layout.use": False}):  # seaborn lays out with tight_layout
+        g = sns.FacetGrid(rows, row="metric", row_order=present, col="model", col_order=models,
+                          sharex=False, sharey="row", height=height, aspect=aspect, margin_titles=True)
+        g.map_dataframe(draw)
+        g.set_titles(row_template="", col_template="{col_name}")  # rows: the y labels say which metric
+        for i, (metric, ax_row) in enumerate(zip(present, g.axes)):
+            ax_row[0].set_ylabel(metric_label(metric))
+            last = i == len(present) - 1
+            label = "block k" if depth[metric] == "block" else "sublayer l"  # short: one per panel
+            for ax in ax_row:  # the bottom row, and any row indexed unlike it, say what x is
+                ax.set_xlabel(label if last or depth[metric] != depth[present[-1]] else "")
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        g.figure.set_layout_engine("constrained")  # room for the legend and the footer
+        g.figure.legend(handles=line_legend_handles(colors, models, levels, band=any(bands)), loc="outside right upper")
+        _finish(g.figure, rows)
+    return g
 
 
 # ============================================================================ everything
@@ -326,6 +434,7 @@ def render_all(df: pd.DataFrame, out_dir: str | Path) -> list[tuple[str, Path | 
     need("cka", ["cka"], lambda: fig_cka(df))
     need("routing", ROUTING_METRICS, lambda: fig_routing(df))
     need("probe", ["probe_r2"], lambda: fig_probe(df))
+    need("channel_spectrum", [SPECTRUM_METRIC], lambda: fig_channel_spectrum(df))
     for metric in TRAINING_METRICS:
         if metric in have and not multi_step:
             plan.append((f"training_{metric}", "skipped: one checkpoint step only; needs a series"))

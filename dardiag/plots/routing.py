@@ -14,7 +14,8 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 
 from dardiag.plots import _data
 from dardiag.plots.heatmap import level_ticks
-from dardiag.plots.style import colormap, DIVERGING_CMAP, NOISE_LABEL, SEQUENTIAL_CMAP, SOURCE_LABEL, metric_label
+from dardiag.plots.labels import NOISE_LABEL, SOURCE_LABEL, metric_label
+from dardiag.plots.theme import DIVERGING_CMAP, SEQUENTIAL_CMAP, colormap
 
 ROUTING_METRICS = ("route_alpha", "route_importance")
 
@@ -99,7 +100,7 @@ def plot_routing_map(
     ax.set_ylabel(NOISE_LABEL)
     ax.set_title(f"{model}, sublayer l = {sublayer}")
     if colorbar:
-        label = metric_label(metric) + (" / max per level" if per_level else "")
+        label = metric_label(metric) + ("\n/ max per noise level" if per_level else "")  # two lines: fits a short panel
         cb = ax.figure.colorbar(mesh, ax=ax, label=label)
         if hasattr(cb.formatter, "set_powerlimits"):
             cb.formatter.set_powerlimits((-2, 3))  # gradients are tiny: use an offset exponent

@@ -1,4 +1,4 @@
-"""Any metric against training step, from a series of checkpoints."""
+"""Any metric against training step, from a series of checkpoints, with +-2 s.e. bands."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 from dardiag.plots import _data
-from dardiag.plots.style import LOG_METRICS, STEP_LABEL, log_axis, metric_label, model_colors, model_level_legend
-from dardiag.plots.symptoms import MAX_LEVELS, draw_lines
+from dardiag.plots.labels import STEP_LABEL, is_log, level_label, line_legend_handles, metric_label
+from dardiag.plots.symptoms import MAX_LEVELS, draw_lines, log_axis
+from dardiag.plots.theme import model_colors
 
 
 def plot_metric_vs_step(
@@ -26,7 +27,8 @@ def plot_metric_vs_step(
     log: bool | None = None,
 ) -> Axes:
     """``metric`` over training ``step``, one line per model (and per noise level, a light-to-dark
-    ramp, when ``noise_level`` is None and several exist; at most 5 spread evenly).
+    ramp, when ``noise_level`` is None and several exist; at most 5 spread evenly), with +-2 s.e.
+    bands where the rows carry a finite ``stderr``.
 
     Select the location with ``block`` (or ``sublayer`` / ``other_block`` / ``source`` / ``site``);
     ValueError if the rows still mix several locations.
@@ -58,9 +60,10 @@ def plot_metric_vs_step(
         if len(available) == 1:
             noise_level = available[0]
 
-    drawn_models, drawn_levels = draw_lines(ax, sub, "step", colors, levels)
+    use_log = (log if log is not None else is_log(metric)) and bool((sub["value"] > 0).all())
+    drawn_models, drawn_levels, band = draw_lines(ax, sub, "step", colors, levels, log=use_log)
 
-    if (log if log is not None else metric in LOG_METRICS) and (sub["value"] > 0).all():
+    if use_log:
         log_axis(ax)
     ax.set_xlabel(STEP_LABEL)
     ax.set_ylabel(metric_label(metric))
@@ -68,9 +71,9 @@ def plot_metric_vs_step(
     where = [f"{c} {v}" for c, v in (("block", block), ("sublayer", sublayer), ("other block", other_block), ("source", source)) if v is not None]
     if noise_level is not None:
         lvl = _data.nearest(available, [noise_level])[0] if available else noise_level
-        where.append(f"noise {lvl:g}")
+        where.append(f"noise {level_label(lvl)}")
     if where:
         ax.set_title(", ".join(where))
     if legend:
-        model_level_legend(ax, colors, drawn_models, drawn_levels)
+        ax.legend(handles=line_legend_handles(colors, drawn_models, drawn_levels, band=band), loc="best")
     return ax
