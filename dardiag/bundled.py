@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from dardiag.data import digits_latents
+from dardiag.data import TEST_FRACTION, digits_latents
 from dardiag.errors import DardiagError
 
 BUNDLED = {"residual": "residual.pt", "DAR static_t c4": "dar_static_t_c4.pt"}
@@ -22,5 +22,8 @@ def bundled_checkpoints() -> dict[str, Path]:
 
 
 def held_out_digits() -> dict:
-    """The digits split the bundled models never trained on: {x0 [N,1,16,16], y [N]}."""
-    return digits_latents("test")
+    """The digits split the bundled models never trained on: {x0 [N,1,16,16], y [N], meta}.
+
+    ``meta["source"]`` names them wherever a profile shows its inputs (table, CLI, figures)."""
+    data = digits_latents("test")
+    return {**data, "meta": {"source": f"held-out digits (scikit-learn, {TEST_FRACTION:.0%} split)"}}

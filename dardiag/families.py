@@ -61,6 +61,12 @@ class Family(ABC):
         pred = out[:, : x0.shape[1]]  # drop learned-sigma channels  (N, C, H, W)
         return (pred.float() - self.target(x0, noise, t_native).float()).pow(2).mean()
 
+    def loss_per_image(self, out, x0, noise, t_native) -> torch.Tensor:
+        """Each image's own simple loss (N,): the mean over its elements; their mean is :meth:`loss`
+        (up to float rounding), so the profiler differentiates ``loss_per_image(...).mean()``."""
+        pred = out[:, : x0.shape[1]]  # drop learned-sigma channels  (N, C, H, W)
+        return (pred.float() - self.target(x0, noise, t_native).float()).pow(2).flatten(1).mean(dim=1)  # (N,)
+
 
 def _bcast(t, x):
     return t.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))  # (N, 1, 1, 1)

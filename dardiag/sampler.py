@@ -1,6 +1,7 @@
 """Deterministic ODE samplers for trained models, and an image grid writer.
 
-- sit: Euler on the velocity field from t = 0 (noise) to t = 1 (data), ``steps`` uniform steps.
+- sit, repa: Euler on the velocity field from the family's pure-noise end to its data end (SiT: t = 0
+  to 1, REPA: t = 1 to 0), ``steps`` uniform steps in the noise level.
 - dit: DDIM with eta = 0 (Song et al. 2021), the deterministic sampler of an epsilon model; it is an
   Euler step of the probability-flow ODE in the (x / sqrt(abar), sqrt(1/abar - 1)) coordinates.
 Class-conditional; ``cfg_scale != 1`` mixes in the null class (index ``num_classes``) as in DiT.
@@ -21,7 +22,7 @@ from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
 from dardiag.families import DiTFamily, Family, get_family
 
-SAMPLE_FAMILIES = ("sit", "dit")
+SAMPLE_FAMILIES = ("sit", "dit", "repa")
 # file extension -> PIL format for ``save_grid``: lossless rasters, and JPEG
 GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
                 ".webp": "WEBP"}
@@ -131,19 +132,21 @@ def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float 
     was_training = model.training
     model.eval()
     try:
-        if fam.name == "sit":
-            x = _euler_velocity(model, x, y, steps, cfg_scale)
-        else:
+        if fam.name == "dit":
             x = _ddim(model, x, y, steps, cfg_scale)
+        else:
+            x = _euler_velocity(model, fam, x, y, steps, cfg_scale)
     finally:
         model.train(was_training)
     return x.float()
 
 
-def _euler_velocity(model, x, y, steps, cfg_scale):
-    ts = torch.linspace(0.0, 1.0, steps + 1, device=x.device)  # 0 = noise, 1 = data
+def _euler_velocity(model, fam: Family, x, y, steps, cfg_scale):
+    # native times from pure noise (noise level 1) to data (0): SiT 0 -> 1, REPA 1 -> 0; the velocity is
+    # d x_t / d t in native time for both (SiT: x0 - eps, REPA: eps - x0), so one Euler rule serves
+    ts = fam.to_native(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)).float().to(x.device)
     for i in range(steps):
-        v = _predict(model, x, ts[i : i + 1], y, cfg_scale)  # (N, C, H, W), velocity x0 - eps
+        v = _predict(model, x, ts[i : i + 1], y, cfg_scale)  # (N, C, H, W)
         x = x + (ts[i + 1] - ts[i]) * v
     return x
 

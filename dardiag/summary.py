@@ -1,13 +1,28 @@
-"""The closing symptom table: one line per model and noise level, straight from the long-form table.
+"""Summaries of the long-form table, with their standard errors (diagnostics.md section 8). Pure pandas.
 
-Magnitude growth = act_rms(last block) / act_rms(block 1); gradient decay = grad_rms(block 1) /
-grad_rms(last block); mean adjacent cosine and mean adjacent CKA over blocks 1..D. Pure pandas.
+* :func:`symptom_summary`: one line per model and noise level: magnitude growth = act_rms(last block) /
+  act_rms(block 1); gradient decay = grad_rms(block 1) / grad_rms(last block); mean adjacent cosine and
+  mean adjacent CKA over blocks 1..D; the last block's top-1% channel share; the loss.
+* :func:`compare_models`: two models cell by cell (noise level x block): difference and ratio with
+  their standard errors, and whether the two differ by more than 2 combined standard errors.
+
+How the errors combine (documented choices, all from the per-cell ``stderr``):
+
+* a ratio of two cells (growth, decay) uses the delta method treating the two as independent. Both
+  come from the same images and are positively correlated, which makes the true error smaller: the
+  figure is conservative;
+* a mean over blocks (adjacent cosine, adjacent CKA) takes the mean of the blocks' errors, the bound
+  for perfectly correlated blocks (again conservative);
+* two models: sqrt(se_a^2 + se_b^2), as for independent estimates. Profiled on the same inputs, their
+  errors are positively correlated too, so "beyond 2 combined standard errors" is a cautious claim.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+SIGNIFICANT = 2.0  # differences beyond this many combined standard errors are marked
 
 
 def latest_checkpoint(df: pd.DataFrame) -> pd.DataFrame:
@@ -32,18 +47,34 @@ def latest_checkpoint(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keep) if keep else df
 
 
-def _at(df: pd.DataFrame, metric: str) -> pd.Series:
+def _cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of ``metric`` at the block states, indexed by block: columns value, stderr."""
     d = df[df["metric"] == metric]
-    return d.set_index("block")["value"].sort_index() if len(d) else pd.Series(dtype=float)
+    if "site" in d.columns:
+        d = d[d["site"].isna() | (d["site"] == "z")]
+    if d.empty:
+        return pd.DataFrame(columns=["value", "stderr"], dtype=float)
+    se = d["stderr"] if "stderr" in d.columns else pd.Series(np.nan, index=d.index)
+    return pd.DataFrame({"value": d["value"].astype(float).to_numpy(), "stderr": se.astype(float).to_numpy()},
+                        index=d["block"].astype(int).to_numpy()).sort_index()
 
 
-def _ratio(num: float, den: float) -> float:
-    """num / den, NaN when undefined (a zero gradient at an untrained model's last block), silently."""
-    return float(num) / float(den) if den != 0 and np.isfinite(den) else np.nan
+def ratio_with_se(num: float, num_se: float, den: float, den_se: float) -> tuple[float, float]:
+    """num / den and its delta-method standard error for independent estimates; NaN when undefined
+    (a zero gradient at an untrained model's last block), silently."""
+    if den == 0 or not np.isfinite(den):
+        return np.nan, np.nan
+    r = num / den
+    if num == 0:
+        return r, np.nan
+    return r, abs(r) * float(np.sqrt((num_se / num) ** 2 + (den_se / den) ** 2))
 
 
 def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
-    """Rows per (model, noise level); ``levels="extremes"`` keeps the noisiest and cleanest level."""
+    """Rows per (model, noise level); ``levels="extremes"`` keeps the noisiest and cleanest level.
+
+    Each number ``x`` comes with ``x_se`` (NaN where the table has no error for it).
+    """
     out = []
     df = latest_checkpoint(df)  # a training series: its last checkpoint (figures show the series)
     for model, dm in df[df["noise_level"].notna()].groupby("model", sort=False):
@@ -51,20 +82,31 @@ def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
         chosen = [lv[-1], lv[0]] if levels == "extremes" and len(lv) > 1 else lv
         for level in chosen:
             d = dm[dm["noise_level"] == level]
-            act, grad, cos = _at(d, "act_rms"), _at(d, "grad_rms"), _at(d, "cos_prev")
             row = {"model": model, "routing": d["routing"].iloc[0], "noise_level": level}
-            if len(act) > 1:
-                row["act_growth"] = _ratio(act.iloc[-1], act.loc[1]) if 1 in act.index else np.nan
-            if len(grad) > 1:
-                row["grad_decay"] = _ratio(grad.loc[1], grad.iloc[-1]) if 1 in grad.index else np.nan
+            if "inputs" in d.columns and d["inputs"].notna().any():
+                row["inputs"] = d["inputs"].dropna().iloc[0]
+            act, grad, cos = _cells(d, "act_rms"), _cells(d, "grad_rms"), _cells(d, "cos_prev")
+            if len(act) > 1 and 1 in act.index:
+                first, last = act.loc[1], act.iloc[-1]
+                row["act_growth"], row["act_growth_se"] = ratio_with_se(last.value, last.stderr, first.value,
+                                                                        first.stderr)
+            if len(grad) > 1 and 1 in grad.index:
+                first, last = grad.loc[1], grad.iloc[-1]
+                row["grad_decay"], row["grad_decay_se"] = ratio_with_se(first.value, first.stderr, last.value,
+                                                                        last.stderr)
             if len(cos):
-                row["mean_cos_prev"] = cos.mean()
+                row["mean_cos_prev"], row["mean_cos_prev_se"] = cos.value.mean(), cos.stderr.mean()
             cka = d[(d["metric"] == "cka") & (d["other_block"] == d["block"] - 1)]
             if len(cka):
-                row["mean_adjacent_cka"] = cka["value"].mean()
-            loss = d[d["metric"] == "loss"]["value"]
+                se = cka["stderr"] if "stderr" in cka.columns else pd.Series(np.nan, index=cka.index)
+                row["mean_adjacent_cka"], row["mean_adjacent_cka_se"] = cka["value"].mean(), se.astype(float).mean()
+            share = _cells(d, "channel_top_share")
+            if len(share):
+                row["last_channel_top_share"] = share.value.iloc[-1]
+            loss = d[d["metric"] == "loss"]
             if len(loss):
-                row["loss"] = loss.iloc[0]
+                row["loss"] = loss["value"].iloc[0]
+                row["loss_se"] = loss["stderr"].iloc[0] if "stderr" in loss.columns else np.nan
             out.append(row)
     return pd.DataFrame(out)
 
@@ -76,3 +118,56 @@ def probe_summary(df: pd.DataFrame) -> pd.DataFrame:
         return d
     d = d.assign(where=np.where(d["site"] == "x_t", "x_t", "z_" + d["block"].astype("string")))
     return d[d["site"].isin(["x_t", "z"])].pivot_table(index="model", columns="where", values="value", sort=False)
+
+
+def _default_pair(df: pd.DataFrame) -> tuple[str, str]:
+    """(a, b) for two models: b is the DAR model when one of them is residual (b / a = DAR / residual)."""
+    models = sorted(df["model"].dropna().unique())
+    if len(models) != 2:
+        raise ValueError(f"pass a= and b=: the table holds {len(models)} models ({', '.join(models)})")
+    a, b = models
+    routing = df.groupby("model")["routing"].first() if "routing" in df.columns else {}
+    if routing.get(b) == "residual" and routing.get(a) != "residual":
+        a, b = b, a
+    return a, b
+
+
+def compare_models(df: pd.DataFrame, metric: str, a: str | None = None, b: str | None = None) -> pd.DataFrame:
+    """``metric`` of models ``a`` and ``b`` cell by cell, with errors (see the module docstring).
+
+    One row per (noise level, block or sublayer[, other_block, source]) that both models have:
+    ``value_a, stderr_a, value_b, stderr_b, diff`` (= b - a) ``, diff_se, ratio`` (= b / a) ``,
+    ratio_se, z`` (= diff / diff_se) and ``significant`` (|diff| > 2 diff_se; False where no error is
+    known). With two models in the table, a and b default to residual and DAR.
+    """
+    d = latest_checkpoint(df[df["metric"] == metric])
+    if d.empty:
+        raise ValueError(f"no rows for metric {metric!r}")
+    if a is None or b is None:
+        a, b = _default_pair(d)
+    keys = [c for c in ("site", "noise_level", "block", "other_block", "sublayer", "source")
+            if c in d.columns and d[c].notna().any()]
+    cols = keys + ["value"] + (["stderr"] if "stderr" in d.columns else [])
+    sides = []
+    for name, tag in ((a, "a"), (b, "b")):
+        side = d.loc[d["model"] == name, cols]
+        if side.empty:
+            raise ValueError(f"model {name!r} has no {metric!r} rows")
+        if "stderr" not in side.columns:
+            side = side.assign(stderr=np.nan)
+        sides.append(side.rename(columns={"value": f"value_{tag}", "stderr": f"stderr_{tag}"}))
+    key = {k: object for k in keys}
+    m = sides[0].astype(key).merge(sides[1].astype(key), on=keys, how="inner")
+    va, vb = m["value_a"].astype(float), m["value_b"].astype(float)
+    sa, sb = m["stderr_a"].astype(float), m["stderr_b"].astype(float)
+    m["diff"] = vb - va
+    m["diff_se"] = np.sqrt(sa ** 2 + sb ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m["ratio"] = np.where(va != 0, vb / va, np.nan)
+        m["ratio_se"] = np.abs(m["ratio"]) * np.sqrt((sa / va) ** 2 + (sb / vb) ** 2)
+        m["z"] = m["diff"] / m["diff_se"]
+    m["significant"] = (m["diff"].abs() > SIGNIFICANT * m["diff_se"]).fillna(False)
+    m.insert(0, "model_b", b)
+    m.insert(0, "model_a", a)
+    m.insert(0, "metric", metric)
+    return m.reset_index(drop=True)

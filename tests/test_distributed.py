@@ -75,6 +75,11 @@ def test_two_processes_equal_one(tiny_ckpt, tmp_path):
     pd.testing.assert_frame_equal(a[KEYS], b[KEYS], check_dtype=False)
     np.testing.assert_array_equal(a["n_samples"], b["n_samples"])  # every image counted once
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-6, atol=1e-12)
+    # the standard errors too: per-image sums add, CKA's per-minibatch terms join, maxima take the max
+    assert set(one["metric"]) >= {"act_absmax", "act_kurtosis", "channel_top_share", "token_top_share"}
+    np.testing.assert_array_equal(a["stderr"].isna(), b["stderr"].isna())
+    np.testing.assert_allclose(a["stderr"], b["stderr"], rtol=1e-6, atol=1e-12, equal_nan=True)
+    assert a[a.metric == "cka"]["stderr"].notna().any()  # 3 minibatches: a jackknife exists
 
 
 def test_too_few_minibatches_fails_cleanly(tiny_ckpt, tmp_path):

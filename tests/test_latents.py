@@ -319,3 +319,22 @@ def test_cli_one_line_errors(case, capsys, class_folder, vae_dir, tmp_path, monk
     code, _, err = cli(capsys, images, "--vae", vae, "--out", out, "--size", SIZE, *extra)
     assert_one_line_error(code, err, needle)
     assert not out.exists() or out.read_bytes() == b"keep"
+
+
+def test_profile_reads_a_latents_file_and_says_what_it_is(class_folder, vae_dir, tmp_path):
+    """The workflow end to end: images -> latents -> profile; the inputs are named in the table."""
+    from dardiag.engine.config import Analyses
+    from dardiag.engine.sweep import profile
+    from dardiag.models import DiT, DiTConfig
+
+    out = tmp_path / "lat.pt"
+    encode_folder(class_folder, vae_dir, out, size=SIZE)
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4,
+                          num_classes=2))
+    df = profile(model, family="sit", inputs=out, noise_levels=[0.5], batch_size=4,
+                 analyses=Analyses(cka=False, probe=False))
+    assert set(df.inputs) == {f"latents of imgs/ (4 images, VAE {vae_dir.name})"}
+    meta = df.attrs["dardiag"]["config"]
+    assert meta["inputs_kind"] == "image latents" and str(class_folder) in meta["inputs"]
+    assert set(df.n_samples) == {4}

@@ -413,8 +413,19 @@ def _training_step(obj: dict, fmt: str, path: Path) -> tuple[int | None, str]:
     return None, ""
 
 
+# The released files say what they are in their names: DiT-XL-2-256x256.pt, SiT-XL-2-256x256.pt
+RELEASE_NAME = re.compile(r"^(DiT|SiT)-(S|B|L|XL)-(2|4|8)-(\d+)x(\d+)\b")
+
+
+def family_from_name(path: Path) -> tuple[str | None, str]:
+    """-> (family, source) from a released file's name, or (None, "")."""
+    m = RELEASE_NAME.match(path.name)
+    return (m.group(1).lower(), "the file name") if m else (None, "")
+
+
 def _family(family: str | None, args: dict, has_projectors: bool, path: Path) -> tuple[str, str]:
-    """-> (family, source) for a file without dardiag metadata."""
+    """-> (family, source) for a file without dardiag metadata: saved args (authoritative), else the
+    flag, else a released file's name (a flag overrides a name: files get renamed)."""
     read_fam, why = family_from_args(args, has_projectors)
     if family is not None:
         if read_fam is not None and read_fam != family:
@@ -422,6 +433,9 @@ def _family(family: str | None, args: dict, has_projectors: bool, path: Path) ->
         return family, "--family"
     if read_fam is not None:
         return read_fam, why
+    named, why = family_from_name(path)
+    if named is not None:
+        return named, why
     raise DardiagError(
         f"{path}: DiT and SiT checkpoints are identical key for key, so the family cannot be "
         "read from the weights; pass --family dit or --family sit"

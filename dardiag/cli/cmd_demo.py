@@ -32,17 +32,19 @@ def demo_cmd(
     # machine and avoids OpenMP spin-waits that made a busy 2-core machine 50x slower (measured).
     torch.set_num_threads(threads)
     from dardiag.bundled import bundled_checkpoints, held_out_digits
-    from dardiag.cli.report import console, print_probe, print_symptoms, progress_bar
-    from dardiag.engine.config import ProfileConfig, default_grid
+    from dardiag.cli.report import console, print_comparison, print_probe, print_symptoms, progress_bar
+    from dardiag.engine.config import Analyses, ProfileConfig, default_grid
     from dardiag.engine.sweep import profile
 
     paths = bundled_checkpoints()
     with progress_bar(len(paths) * (levels + 1), progress) as advance:
+        # channel maps too: the demo draws every figure, the channel spectrum included
         config = ProfileConfig(noise_levels=default_grid(levels), samples=samples, batch_size=batch_size,
-                               device=device)
+                               device=device, analyses=Analyses(channel_maps=True))
         df = profile([str(p) for p in paths.values()], out=out, inputs=held_out_digits(), config=config,
                      names=list(paths), force=force, resume=resume, progress=advance)
     print_symptoms(df, title="Bundled digit models: residual vs DAR (noisiest and cleanest level)")
+    print_comparison(df)
     print_probe(df)
     console.print(f"table: {out}  (pandas.read_parquet('{out}'))")
     if figures:

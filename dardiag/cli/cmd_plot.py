@@ -96,4 +96,7 @@ def compare_cmd(
             frames[i] = f.assign(model=f["model"].where(~f["model"].isin(clash), f["model"] + f" ({Path(runs[i]).name})"))
     df = select_models(pd.concat(frames, ignore_index=True), model, routing)
     _check_out(out, force)
+    from dardiag.cli.report import print_comparison
+
+    print_comparison(df)
     write_figures(df, out)

@@ -1,4 +1,4 @@
-"""``dardiag profile CKPT [CKPT ...] --out OUT``: the depth x noise-level sweep into one table."""
+"""``dardiag profile CKPT [CKPT ...] [--out OUT]``: the depth x noise-level sweep into one table."""
 
 from __future__ import annotations
 
@@ -20,11 +20,24 @@ def parse_floats(text: str | None, flag: str) -> list[float] | None:
         raise DardiagError(f"{flag} takes comma-separated numbers, e.g. {flag} 0.1,0.5,0.9; got {text!r}") from None
 
 
+def default_out(checkpoints: list[Path]) -> Path:
+    """``profile-<name>`` in the current directory, named after the checkpoint(s): the same command
+    again finds the same run (and continues it or reads it back)."""
+    names = [(c.parent.name if c.is_dir() and c.name in ("transformer", "unet") else c.stem) or "model"
+             for c in checkpoints]
+    shown = "+".join(names[:2]) + (f"+{len(names) - 2}" if len(names) > 2 else "")
+    return Path(f"profile-{shown}")
+
+
 @command("profile")
 def profile_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="checkpoint files or diffusers directories"),
-    out: Path = typer.Option(..., "--out", "-o", help="output run directory (parquet shards)"),
-    inputs: Optional[Path] = typer.Option(None, help="latents file (.pt dict or .npz: x0, y?, noise?)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output run directory (parquet parts); default: "
+                                       "profile-<checkpoint name> in the current directory"),
+    inputs: Optional[str] = typer.Option(None, help="latents file (from `dardiag latents`, or a .pt/.npz with x0, "
+                                         "y?, noise?), or 'generated' (samples of the model); default: synthetic"),
+    generate_steps: int = typer.Option(50, help="--inputs generated: sampler steps (DDIM for dit, Euler for sit/repa)"),
+    generate_cfg: float = typer.Option(1.0, help="--inputs generated: guidance scale (1 = off)"),
     noise_levels: Optional[str] = typer.Option(None, help="comma-separated levels in [0, 1], 1 = noise"),
     levels: int = typer.Option(16, help="number of evenly spaced noise levels when none are given"),
     timesteps: Optional[str] = typer.Option(None, help="comma-separated native timesteps instead"),
@@ -44,6 +57,8 @@ def profile_cmd(
     routes: bool = typer.Option(True, help="DAR routing weights / residual counterfactual importance"),
     probe: bool = typer.Option(True, help="timestep probe (ridge R^2 per block)"),
     token_maps: bool = typer.Option(False, help="per-token act_rms / grad_rms maps"),
+    outliers: bool = typer.Option(True, help="max |z|, kurtosis and top-1% channel / token shares of every state"),
+    channel_maps: bool = typer.Option(False, help="per-channel RMS of every state (which channels are massive)"),
     figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
     force: bool = typer.Option(False, help="replace a run with other settings in OUT (kept until the new one completes)"),
     resume: bool = typer.Option(False, help="continue the run in OUT (the same command without it does too)"),
@@ -69,14 +84,21 @@ def profile_cmd(
     if name and len(name) != len(checkpoints):
         raise DardiagError(f"{len(name)} --name values for {len(checkpoints)} checkpoints")
     analyses = Analyses(cka=cka, cka_rows=cka_rows, cka_max_rows=cka_max_rows, sublayers=sublayers,
-                        routes=routes, probe=probe, token_maps=token_maps)
+                        routes=routes, probe=probe, token_maps=token_maps, outliers=outliers,
+                        channel_maps=channel_maps)
     config = ProfileConfig(noise_levels=grid, timesteps=ts, samples=samples, batch_size=batch_size, seed=seed,
                            device=device, dtype=dtype, analyses=analyses, family=family, num_heads=num_heads,
-                           input_size=input_size)
+                           input_size=input_size, generate_steps=generate_steps, generate_cfg=generate_cfg)
+    if out is None:
+        out = default_out(checkpoints)
+    if is_main():
+        console.print(f"OUT: {out}  (the same command again continues the run there, or reads it back)")
+    if inputs is not None and inputs != "generated":
+        inputs = Path(inputs)
     n_units = len(checkpoints) * ((len(ts) if ts is not None else len(grid)) + int(probe))
     with progress_bar(n_units, progress) as advance:
         df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, config=config, names=name,
-                     force=force, resume=resume, progress=advance)
+                     force=force, resume=resume, progress=advance, report=console.print if is_main() else None)
 
     if not is_main():  # under torchrun only rank 0 reports and draws
         return

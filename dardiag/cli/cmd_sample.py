@@ -30,7 +30,7 @@ def sample_cmd(
 
     from dardiag.checkpoints import load_model
     from dardiag.train import digit_score, sample, save_grid
-    from dardiag.train.sampler import check_grid, check_sampling, grid_format
+    from dardiag.sampler import check_grid, check_sampling, grid_format
     from dardiag.engine.devices import resolve_device
 
     # every flag first: a bad one must not cost a model load and a sampling run

@@ -1,16 +1,24 @@
 """Streaming statistics of one (model, noise level) unit, fed by the recorder's hooks.
 
 Everything is reduced on the fly into fixed-size float64 sums (``self.sums``, a dict of tensors whose
-keys and shapes depend only on the model's layout, so partial sums from several processes add up
-key by key). No activation outlives its minibatch: states are held from their forward until the
-minibatch's backward ends, which autograd does anyway.
+keys and shapes depend only on the model's layout), so partial statistics of several processes merge
+key by key (:meth:`LevelCollector.merge`). No activation outlives its minibatch: states are held from
+their forward until the minibatch's backward ends, which autograd does anyway.
+
+Uncertainty (diagnostics.md section 8): a per-image average keeps three numbers per cell, the sums of
+s_i and s_i^2 over images and their count N, where s_i is the image's own value (its mean over tokens,
+its own loss, its own gate gradient); ``rows()`` gives value = mean and stderr = sd(ddof 1) / sqrt(N).
+CKA keeps each minibatch's HSIC terms for the jackknife. Outliers (section 9) are sums and maxima.
 
 Definitions: shared/design/diagnostics.md — §3 act_rms / grad_rms / cos_prev, §4 unbiased minibatch
-CKA, §5 routing weights and counterfactual importance, §6 pooled states for the timestep probe.
-Legend: N images, T tokens, D channels, P = depth + 1 block states, L = 2 * depth sublayers.
+CKA, §5 routing weights and counterfactual importance, §6 pooled states for the timestep probe, §8
+standard errors, §9 outliers. The maths are ``dardiag.metrics``; here they are only accumulated.
+Legend: N images, T tokens, D channels, P = depth + 1 block states, L = 2 * depth sublayers, S sources.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -19,13 +27,30 @@ from dardiag.errors import DardiagError
 from dardiag.metrics import (
     CKAAccumulator,
     cka_rows,
+    energy_sums,
+    kurtosis,
     route_entropy,
     route_weights,
     source_importance,
     token_cosine,
     token_rms,
+    top_share,
 )
 from dardiag.subject import SiteSpec
+
+MAX_KEYS = ("max_",)  # sums merged by maximum, not addition
+
+
+def mean_and_stderr(cell: torch.Tensor) -> tuple[float, float]:
+    """(mean, standard error) from a per-image cell [sum s_i, sum s_i^2, N]; stderr NaN for N < 2."""
+    total, squares, n = (float(v) for v in cell)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = total / n
+    if n < 2:
+        return mean, float("nan")
+    var = max(squares - n * mean * mean, 0.0) / (n - 1)  # rounding can leave a tiny negative
+    return mean, math.sqrt(var / n)
 
 
 class LevelCollector:
@@ -35,31 +60,54 @@ class LevelCollector:
         self.spec, self.an, self.device = spec, analyses, torch.device(device)
         P, L = spec.depth + 1, 2 * spec.depth
         z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=self.device)  # noqa: E731
-        self.sums: dict[str, torch.Tensor] = {
-            "act": z(P), "grad": z(P), "cos": z(P), "pairs": z(P), "grad_pairs": z(P),
-            "loss": z(()), "images": z(()),
-        }
-        if spec.has_sublayers and analyses.sublayers:
-            self.sums.update(h_rms=z(L + 1), v_rms=z(L + 1), sub_pairs=z(L + 1))
+        # per-image cells [..., 3] = (sum s_i, sum s_i^2, images)
+        self.sums: dict[str, torch.Tensor] = {"act": z(P, 3), "grad": z(P, 3), "cos": z(P, 3), "loss": z(3)}
+        self.do_sublayers = spec.has_sublayers and analyses.sublayers
+        if self.do_sublayers:
+            self.sums.update(h_rms=z(L + 1, 3), v_rms=z(L + 1, 3))
         self.do_alpha = bool(spec.routes) and analyses.routes
         self.do_importance = spec.residual and spec.has_sublayers and analyses.routes
         if self.do_alpha:
             for l, srcs in spec.routes.items():
-                self.sums[f"alpha_{l}"] = z(len(srcs))
-                self.sums[f"entropy_{l}"] = z(())
+                self.sums[f"alpha_{l}"] = z(len(srcs), 3)
+                self.sums[f"entropy_{l}"] = z(3)
         if self.do_importance:
-            for l in range(2, L + 1):  # sublayer 1 reads only v_0: importance of one source, kept too
-                self.sums[f"importance_{l}"] = z(l)
-            self.sums["importance_1"] = z(1)
+            for l in range(1, L + 1):  # sources 0..l-1 (sublayer 1 reads only v_0: kept too)
+                self.sums[f"importance_{l}"] = z(l, 3)
         self.cka = None
         if analyses.cka:
-            self.cka = CKAAccumulator(
-                P, max_rows=analyses.cka_max_rows, device=self.device,
-                gram_dtype=getattr(torch, analyses.cka_gram_dtype),
-            )
+            self.cka = CKAAccumulator(P, max_rows=analyses.cka_max_rows, device=self.device,
+                                      gram_dtype=getattr(torch, analyses.cka_gram_dtype), keep_terms=True)
         self.probe_feats: dict[str, list[torch.Tensor]] = {}
         self.probe_ids: list[torch.Tensor] = []
         self._batch: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ accumulation
+    def _add(self, key: str, index, s: torch.Tensor) -> None:
+        """Add per-image values ``s`` [..., N] into the cell(s) ``self.sums[key][index]``."""
+        s = s.detach().to(torch.float64)
+        cell = self.sums[key] if index is None else self.sums[key][index]
+        cell[..., 0] += s.sum(dim=-1)
+        cell[..., 1] += s.square().sum(dim=-1)
+        cell[..., 2] += s.shape[-1]
+
+    def _lazy(self, key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A sum whose shape is known only at the first minibatch (tokens T, channels D)."""
+        if key not in self.sums:
+            self.sums[key] = torch.zeros(*shape, dtype=torch.float64, device=self.device)
+        return self.sums[key]
+
+    def _outliers(self, kind: str, i: int, x: torch.Tensor) -> None:
+        """Energy sums of state ``kind_i`` [N, T, D] (diagnostics.md §9): channel / token sums of x^2,
+        sum of x^4, max |x| and the entry count; rows take the shares, kurtosis and max at the end."""
+        e = energy_sums(x)
+        n = self.spec.depth + 1 if kind == "z" else 2 * self.spec.depth + 1
+        self._lazy(f"chan_{kind}", (n, e["channel"].numel()))[i] += e["channel"]
+        self._lazy(f"tok_{kind}", (n, e["token"].numel()))[i] += e["token"]
+        self._lazy(f"m4_{kind}", (n,))[i] += e["fourth"]
+        self._lazy(f"entries_{kind}", (n,))[i] += e["count"]
+        mx = self._lazy(f"max_{kind}", (n,))
+        mx[i] = torch.maximum(mx[i], e["absmax"])
 
     # ------------------------------------------------------------------ hooks
     def begin_batch(self, x_t: torch.Tensor, sample_ids: torch.Tensor) -> None:
@@ -73,59 +121,50 @@ class LevelCollector:
     def on_forward(self, name: str, x: torch.Tensor) -> None:
         kind, idx = name.split("_")
         i = int(idx)
-        s = self.sums
         if kind == "z":
             xd = x.detach()
             r = token_rms(xd)  # (N, T)
-            s["act"][i] += r.sum(dtype=torch.float64)
-            s["pairs"][i] += r.numel()
+            self._add("act", i, r.mean(dim=1))
             if i > 0 and f"z_{i - 1}" in self._batch:
-                s["cos"][i] += token_cosine(self._batch[f"z_{i - 1}"], xd).sum(dtype=torch.float64)
+                self._add("cos", i, token_cosine(self._batch[f"z_{i - 1}"], xd).mean(dim=1))
             if self.an.token_maps:
-                self._token("tok_act", i, r)
+                self._lazy("tokmap_act", (self.spec.depth + 1, r.shape[1]))[i] += r.sum(0, dtype=torch.float64)
+            if self.an.outliers:
+                self._outliers("z", i, xd)
             self._batch[name] = xd
             if self.an.probe:
                 self.probe_feats.setdefault(name, []).append(xd.float().mean(1).cpu())  # (N, D)
-        elif kind in ("h", "v") and "h_rms" in s:
-            r = token_rms(x.detach())  # (N, T)
-            s[f"{kind}_rms"][i] += r.sum(dtype=torch.float64)
-            if kind == "h":
-                s["sub_pairs"][i] += r.numel()
-                if self.an.probe:
-                    self.probe_feats.setdefault(name, []).append(x.detach().float().mean(1).cpu())
+        elif kind in ("h", "v") and self.do_sublayers:
+            xd = x.detach()
+            self._add(f"{kind}_rms", i, token_rms(xd).mean(dim=1))
+            if self.an.outliers:
+                self._outliers(kind, i, xd)
+            if kind == "h" and self.an.probe:
+                self.probe_feats.setdefault(name, []).append(xd.float().mean(1).cpu())
             if kind == "v" and self.do_importance:
-                self._batch[name] = x.detach()
+                self._batch[name] = xd
         elif kind == "alpha" and self.do_alpha:
             a = x.detach().to(torch.float64)  # (S, N, T)
-            pairs = a.shape[1] * a.shape[2]  # the pure metrics average over (N, T): sums = mean * pairs
-            s[f"alpha_{i}"] += route_weights(a) * pairs
-            s[f"entropy_{i}"] += route_entropy(a) * pairs
+            self._add(f"alpha_{i}", None, route_weights(a, per_image=True))  # (S, N)
+            self._add(f"entropy_{i}", None, route_entropy(a, per_image=True))  # (N,)
 
     def on_backward(self, name: str, grad: torch.Tensor) -> None:
         kind, idx = name.split("_")
         i = int(idx)
         if kind == "z":
             r = token_rms(grad)  # (N, T)
-            self.sums["grad"][i] += r.sum(dtype=torch.float64)
-            self.sums["grad_pairs"][i] += r.numel()
+            self._add("grad", i, r.mean(dim=1))
             if self.an.token_maps:
-                self._token("tok_grad", i, r)
+                self._lazy("tokmap_grad", (self.spec.depth + 1, r.shape[1]))[i] += r.sum(0, dtype=torch.float64)
         elif kind == "h" and self.do_importance:
-            # h_l = sum_{i<l} v_i in a residual model (v_0 = z_0): dL/dg_{i->l} = <dL/dh_l, v_i>
-            # L of this minibatch is a mean over its N images, so N * dL/dg is the sum over images of
-            # each image's own gate gradient; rows() divides by all images: B-independent (unlike grad_rms)
+            # h_l = sum_{i<l} v_i in a residual model (v_0 = z_0): dL/dg_{i->l} = <dL/dh_l, v_i>. L of this
+            # minibatch is the mean of its N images' losses, so image j's own gate gradient dL_j/dg is
+            # N <grad_j, v_i,j>: the value is then B-independent (unlike grad_rms)
             srcs = [self._batch["z_0"]] + [self._batch[f"v_{j}"] for j in range(1, i)]
-            n = grad.shape[0]
-            gate_grad = source_importance(grad, srcs) * n  # (S,) dL/dg, summed over the minibatch
-            self.sums[f"importance_{i}"] += gate_grad * n
+            self._add(f"importance_{i}", None, source_importance(grad, srcs, per_image=True) * grad.shape[0])
 
-    def _token(self, key: str, i: int, r: torch.Tensor) -> None:
-        if key not in self.sums:
-            self.sums[key] = torch.zeros(self.spec.depth + 1, r.shape[1], dtype=torch.float64, device=self.device)
-        self.sums[key][i] += r.sum(0, dtype=torch.float64)
-
-    def end_batch(self, loss: torch.Tensor) -> None:
-        """After the backward pass: fold this minibatch's states into the CKA sums, add the loss.
+    def end_batch(self, loss_per_image: torch.Tensor) -> None:
+        """After the backward pass: fold this minibatch's states into the CKA sums, add the losses.
 
         CKA runs here rather than after the forward because autograd has freed the activations by
         now: the Gram tile then never adds to the forward+backward peak (DiT-XL/2, 4 images: 0.4 GiB).
@@ -133,8 +172,7 @@ class LevelCollector:
         if self.cka is not None:
             P = self.spec.depth + 1
             self.cka.update([cka_rows(self._batch[f"z_{k}"], self.an.cka_rows) for k in range(P)])
-        self.sums["loss"] += loss.detach().to(torch.float64) * self._n
-        self.sums["images"] += self._n
+        self._add("loss", None, loss_per_image.detach().reshape(-1))
         self._batch = {}
 
     # ------------------------------------------------------------------ merging (several processes)
@@ -152,61 +190,85 @@ class LevelCollector:
         return col
 
     def merge(self, other: "LevelCollector") -> None:
-        """Add another collector's statistics (the same model and analyses, other minibatches) into this one."""
-        if set(other.sums) - {"tok_act", "tok_grad"} != set(self.sums) - {"tok_act", "tok_grad"} or any(
-                other.sums[k].shape != self.sums[k].shape for k in other.sums if k in self.sums):
+        """Add another collector's statistics (the same model and analyses, other minibatches) into this
+        one: sums add, maxima take the maximum, CKA accumulators merge through their own merge."""
+        if set(other.sums) != set(self.sums) or any(other.sums[k].shape != v.shape for k, v in self.sums.items()):
             raise DardiagError("processes hold statistics of different layouts; every process must profile the "
                                "same model with the same options")
         for k, v in other.sums.items():
-            if k in self.sums:
-                self.sums[k] += v.to(self.device)
-            else:  # token maps are created at the first minibatch
-                self.sums[k] = v.to(self.device).clone()
+            v = v.to(self.device)
+            self.sums[k] = torch.maximum(self.sums[k], v) if k.startswith(MAX_KEYS) else self.sums[k] + v
         if self.cka is not None:
             self.cka.merge(other.cka)
 
     # ------------------------------------------------------------------ results
     def rows(self) -> list[dict]:
-        """Long-form rows (metric, site, block, other_block, sublayer, source, value, n_samples)."""
+        """Long-form rows (metric, site, block, other_block, sublayer, source, value, stderr, n_samples)."""
         s = {k: v.cpu() for k, v in self.sums.items()}
-        n = int(s["images"])
+        n = int(s["loss"][2])
         out: list[dict] = []
 
-        def row(metric, value, **kw):
-            out.append(dict(metric=metric, value=float(value), n_samples=n, **kw))
+        def row(metric, cell=None, *, value=None, stderr=float("nan"), **kw):
+            if cell is not None:
+                if cell[2] == 0:
+                    return
+                value, stderr = mean_and_stderr(cell)
+            out.append(dict(metric=metric, value=float(value), stderr=float(stderr), n_samples=n, **kw))
 
-        row("loss", s["loss"] / n)
-        P = self.spec.depth + 1
+        row("loss", s["loss"])
+        P, L = self.spec.depth + 1, 2 * self.spec.depth
         for k in range(P):
-            if s["pairs"][k] > 0:
-                row("act_rms", s["act"][k] / s["pairs"][k], site="z", block=k)
-                if k > 0:
-                    row("cos_prev", s["cos"][k] / s["pairs"][k], site="z", block=k)
-            if s["grad_pairs"][k] > 0:
-                row("grad_rms", s["grad"][k] / s["grad_pairs"][k], site="z", block=k)
-        for key, metric in (("tok_act", "token_act_rms"), ("tok_grad", "token_grad_rms")):
+            row("act_rms", s["act"][k], site="z", block=k)
+            if k > 0:
+                row("cos_prev", s["cos"][k], site="z", block=k)
+            row("grad_rms", s["grad"][k], site="z", block=k)
+        for key, cells, metric in (("tokmap_act", "act", "token_act_rms"), ("tokmap_grad", "grad", "token_grad_rms")):
             if key in s:
                 for k in range(P):
                     vals = (s[key][k] / n).float()
-                    row(metric, vals.mean(), site="z", block=k, token_values=vals.tolist())
-        if "h_rms" in s:
-            for l in range(1, 2 * self.spec.depth + 1):
-                if s["sub_pairs"][l] > 0:
-                    row("h_rms", s["h_rms"][l] / s["sub_pairs"][l], site="h", sublayer=l)
-                    row("v_rms", s["v_rms"][l] / s["sub_pairs"][l], site="v", sublayer=l)
+                    _, se = mean_and_stderr(s[cells][k])  # the map's mean is act_rms / grad_rms of the block
+                    row(metric, value=vals.mean(), stderr=se, site="z", block=k, token_values=vals.tolist())
+        if self.do_sublayers:
+            for l in range(1, L + 1):
+                row("h_rms", s["h_rms"][l], site="h", sublayer=l)
+                row("v_rms", s["v_rms"][l], site="v", sublayer=l)
         if self.do_alpha:
             for l, srcs in self.spec.routes.items():
-                pairs = s["pairs"][0]  # every aggregator sees every (image, token) once
-                for src, a in zip(srcs, s[f"alpha_{l}"]):
-                    row("route_alpha", a / pairs, site="alpha", sublayer=l, source=src)
-                row("route_entropy", s[f"entropy_{l}"] / pairs, site="alpha", sublayer=l)
+                for src, cell in zip(srcs, s[f"alpha_{l}"]):
+                    row("route_alpha", cell, site="alpha", sublayer=l, source=src)
+                row("route_entropy", s[f"entropy_{l}"], site="alpha", sublayer=l)
         if self.do_importance:
-            for l in range(1, 2 * self.spec.depth + 1):
-                for src, g in enumerate(s[f"importance_{l}"]):
-                    row("route_importance", g / n, site="h", sublayer=l, source=src)
+            for l in range(1, L + 1):
+                for src, cell in enumerate(s[f"importance_{l}"]):
+                    row("route_importance", cell, site="h", sublayer=l, source=src)
         if self.cka is not None and self.cka.count:
-            m = self.cka.matrix().cpu()
+            m, se = self.cka.matrix().cpu(), self.cka.stderr()
             for i in range(P):
                 for j in range(P):
-                    row("cka", m[i, j], site="z", block=i, other_block=j, cka_rows=self.an.cka_rows)
+                    row("cka", value=m[i, j], stderr=se[i, j], site="z", block=i, other_block=j,
+                        cka_rows=self.an.cka_rows)
+        for kind in ("z", "h", "v"):
+            if f"chan_{kind}" in s:
+                out += self._outlier_rows(kind, s, n)
         return out
+
+    def _outlier_rows(self, kind: str, s: dict, n: int) -> list[dict]:
+        chan, tok = s[f"chan_{kind}"], s[f"tok_{kind}"]
+        rows = []
+        for i in range(chan.shape[0]):
+            if s[f"entries_{kind}"][i] == 0:
+                continue  # no such state (h_0, v_0)
+            where = {"site": kind, "block" if kind == "z" else "sublayer": i}
+            total = float(chan[i].sum())
+            entries = float(s[f"entries_{kind}"][i])
+            rows += [
+                dict(metric="act_absmax", value=float(s[f"max_{kind}"][i]), **where),
+                dict(metric="act_kurtosis", value=kurtosis(total, s[f"m4_{kind}"][i], entries), **where),
+                dict(metric="channel_top_share", value=top_share(chan[i]), **where),
+                dict(metric="token_top_share", value=top_share(tok[i]), **where),
+            ]
+            if self.an.channel_maps:
+                per_channel = (chan[i] / (entries / chan.shape[1])).sqrt().float()  # (D,) RMS over N*T entries
+                rows.append(dict(metric="channel_act_rms", value=math.sqrt(total / entries),
+                                 channel_values=per_channel.tolist(), **where))
+        return [dict(r, stderr=float("nan"), n_samples=n) for r in rows]

@@ -45,6 +45,8 @@ class Analyses:
     routes: bool = True  # route_alpha (DAR) and route_importance (residual)
     probe: bool = True  # keep token-pooled states for the timestep probe
     token_maps: bool = False  # per-token act_rms / grad_rms lists
+    outliers: bool = True  # act_absmax, act_kurtosis, channel / token top-1% shares of every state
+    channel_maps: bool = False  # per-channel RMS lists (channel_act_rms)
 
     def __post_init__(self):
         if self.cka_rows not in CKA_ROWS:
@@ -87,6 +89,8 @@ class ProfileConfig:
     family: str | None = None  # loading flags: what a checkpoint cannot say about itself
     num_heads: int | None = None
     input_size: int | None = None
+    generate_steps: int = 50  # inputs="generated": sampler steps (DDIM for dit, Euler for sit / repa)
+    generate_cfg: float = 1.0  # inputs="generated": classifier-free guidance scale (1 = off)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalise once)
@@ -113,6 +117,11 @@ class ProfileConfig:
                 f"--batch-size {self.batch_size} is too small for CKA: the unbiased estimator needs at least 4 "
                 "rows per minibatch; use --batch-size 4 or more, or --no-cka"
             )
+        if not isinstance(self.generate_steps, int) or self.generate_steps < 1:
+            raise DardiagError(f"--generate-steps must be a positive integer, got {self.generate_steps!r}")
+        if not (isinstance(self.generate_cfg, (int, float)) and math.isfinite(self.generate_cfg)
+                and self.generate_cfg >= 0):
+            raise DardiagError(f"--generate-cfg must be a finite number >= 0 (1 = off), got {self.generate_cfg!r}")
         for name, v in (("--num-heads", self.num_heads), ("--input-size", self.input_size)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise DardiagError(f"{name} must be a positive integer, got {v!r}")

@@ -1,8 +1,16 @@
 """The fixed (x0, y, noise) set every noise level of a run reuses, and how it is cut into minibatches.
 
 Symptoms are measured on (x0, noise) pairs, and x0 decides what they mean at low noise levels
-(diagnostics.md section 10): the inputs come from a latents file, a dict in memory, or, when none are
-given, seeded standard-normal latents. ``Inputs.source`` says which, for the run's metadata.
+(diagnostics.md section 10). The inputs are one of:
+
+* ``"image latents"``: a file written by ``dardiag latents`` (real images through the model's VAE);
+* ``"file"``: any other latents file (``x0``, optional ``y``, ``noise``, conditioning);
+* ``"generated"``: x0 drawn by the model itself (``inputs="generated"``; dit, sit and repa checkpoints);
+* ``"in memory"``: a dict (a ``"meta": {"source": ...}`` entry names it, as ``held_out_digits`` does);
+* ``"synthetic"``: none given: seeded standard-normal latents, which are not images.
+
+``Inputs.kind`` and ``Inputs.label`` (short, a column of the table) say which; ``Inputs.source`` is
+the full account the run's metadata compares on resume.
 
 Legend: N images, C channels, H/W latent side.
 """
@@ -10,8 +18,9 @@ Legend: N images, C channels, H/W latent side.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import zlib
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -19,23 +28,43 @@ from dardiag.checkpoints.files import sha256_file
 from dardiag.data import load_latents
 from dardiag.errors import DardiagError
 from dardiag.metrics.cka import row_blocks
+from dardiag.models import DiT
+from dardiag.sampler import SAMPLE_FAMILIES, sample
 from dardiag.subject import Subject
 
 SYNTHETIC_SAMPLES = 64
+GENERATED = "generated"  # inputs="generated": x0 drawn by the model itself
+GENERATE_CHUNK = 64  # images sampled per batch: a fixed size, so a seed gives the same images at any --batch-size
+SYNTHETIC_NOTICE = ("synthetic inputs: standard-normal latents are not images, so what they show near noise "
+                    "level 0 says little about the model; encode real images with `dardiag latents IMAGES --vae "
+                    "VAE --out latents.pt` and pass --inputs latents.pt, or pass --inputs generated")
 
 
-@dataclass
 class Inputs:
-    """The fixed (x0, y, noise) set every level reuses; ``source`` says where it came from."""
+    """The fixed (x0, y, noise) set every level reuses; ``kind``, ``label`` and ``source`` say what it is.
 
-    x0: torch.Tensor  # (N, C, H, W)
-    y: torch.Tensor  # (N,) int64
-    noise: torch.Tensor  # (N, C, H, W)
-    source: str
+    Generated inputs are drawn lazily, at the first unit that needs them: a run read back (or
+    continued past its last level) never samples.
+    """
+
+    def __init__(self, x0: torch.Tensor | None, y: torch.Tensor, noise: torch.Tensor, source: str, *,
+                 kind: str = "in memory", label: str = "", draw: Callable[[], torch.Tensor] | None = None):
+        self._x0, self._draw = x0, draw  # (N, C, H, W), or a function that draws it
+        self.y = y  # (N,) int64
+        self.noise = noise  # (N, C, H, W)
+        self.source = source  # the full account (run metadata, compared on resume)
+        self.kind = kind  # synthetic | file | image latents | generated | in memory
+        self.label = label  # short: the table's ``inputs`` column, the CLI's first lines, figure footers
+
+    @property
+    def x0(self) -> torch.Tensor:
+        if self._x0 is None:
+            self._x0 = self._draw()
+        return self._x0
 
     @property
     def count(self) -> int:
-        return self.x0.shape[0]
+        return self.noise.shape[0]
 
 
 def minibatches(n: int, batch_size: int) -> list[slice]:
@@ -57,8 +86,11 @@ def _check_fits_in_memory(n: int, shape: tuple[int, int, int]) -> None:
         )
 
 
-def make_inputs(spec, subject: Subject, samples: int | None, seed: int) -> Inputs:
-    """Inputs for one subject from a dict/file (``spec``) or, when None, seeded synthetic latents."""
+def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps: int = 50,
+                cfg: float = 1.0) -> Inputs:
+    """Inputs for one subject: from a dict or a latents file (``spec``), drawn by the model
+    (``spec="generated"``, with ``steps`` sampler steps and guidance ``cfg``), or, when None, seeded
+    synthetic latents. Labels and noise the spec lacks are drawn with ``seed``."""
     C, H, W = subject.input_shape
     g = torch.Generator().manual_seed(seed)
     if spec is None:
@@ -68,13 +100,27 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int) -> Input
         y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)
         noise = torch.randn(n, C, H, W, generator=g)
         _conditioning(subject, {}, seed)
-        return Inputs(x0, y, noise, f"synthetic: standard normal latents, uniform classes, seed {seed}")
+        return Inputs(x0, y, noise, f"synthetic: standard normal latents, uniform classes, seed {seed}",
+                      kind="synthetic", label=f"synthetic N(0, 1) latents (seed {seed})")
+    if isinstance(spec, str) and spec == GENERATED:
+        return _generated(subject, samples or SYNTHETIC_SAMPLES, seed, steps, cfg)
     if isinstance(spec, (str, Path)):
         # the content, not the path's spelling, identifies the inputs (resume compares configs)
         data = load_latents(spec)
         source = f"file: {Path(spec).name}, sha256 {sha256_file(Path(spec))}"
+        kind, label = "file", f"file {Path(spec).name}"
     else:
         data, source = dict(spec), "in-memory inputs"
+        kind, label = "in memory", "in-memory inputs"
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    if meta.get("folder") and meta.get("vae"):  # written by `dardiag latents`
+        kind = "image latents"
+        label = (f"latents of {Path(str(meta['folder'])).name}/ ({meta.get('count', '?')} images, "
+                 f"VAE {Path(str(meta['vae'])).name})")
+        source += f"; images in {meta['folder']}, VAE {meta['vae']}, size {meta.get('size')}"
+    elif meta.get("source"):
+        label = str(meta["source"])
+        source += f"; {label}"
     x0 = torch.as_tensor(data["x0"]).float()
     if x0.dim() != 4 or tuple(x0.shape[1:]) != (C, H, W):
         raise DardiagError(
@@ -103,7 +149,41 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int) -> Input
     _conditioning(subject, cond, seed)
     if cond:
         source += f"; conditioning from the inputs: {', '.join(cond)}"
-    return Inputs(x0, y, noise, source)
+    return Inputs(x0, y, noise, source, kind=kind, label=label)
+
+
+def _generated(subject: Subject, n: int, seed: int, steps: int, cfg: float) -> Inputs:
+    """x0 drawn by the model itself: uniform classes and the sampler's start noise from one seed
+    stream, the profile's noise from another (so x_t is not built from the sampler's own noise)."""
+    model, fam = subject.model, subject.family
+    if not isinstance(model, DiT) or fam.name not in SAMPLE_FAMILIES:
+        raise DardiagError(
+            f"--inputs generated needs a sampler: dardiag has one for {', '.join(SAMPLE_FAMILIES)} checkpoints, "
+            f"not for {subject.name} ({fam.name}); encode real images with `dardiag latents` instead"
+        )
+    C, H, W = subject.input_shape
+    _check_fits_in_memory(n, (C, H, W))
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)  # (N,)
+    noise = torch.randn(n, C, H, W, generator=g)  # (N, C, H, W) the profile's noise
+
+    def draw() -> torch.Tensor:
+        chunks = []
+        for i, start in enumerate(range(0, n, GENERATE_CHUNK)):
+            ys = y[start:start + GENERATE_CHUNK].to(next(model.parameters()).device)
+            chunks.append(sample(model, fam, ys, steps=steps, cfg_scale=cfg,
+                                 seed=zlib.crc32(f"generate {seed} {i}".encode())).cpu())
+        x0 = torch.cat(chunks)  # (N, C, H, W)
+        if not torch.isfinite(x0).all():
+            raise DardiagError(f"{subject.name}: the generated inputs are not finite (NaN or inf); lower "
+                               "--generate-cfg or check the checkpoint with `dardiag inspect`")
+        return x0
+
+    sampler = "DDIM" if fam.name == "dit" else "Euler"
+    _conditioning(subject, {}, seed)
+    return Inputs(None, y, noise, f"generated: {n} samples of the model, {sampler} {steps} steps, cfg {cfg:g}, "
+                                  f"uniform classes, seed {seed}",
+                  kind="generated", label=f"generated by the model ({sampler} {steps} steps, cfg {cfg:g})", draw=draw)
 
 
 def _conditioning(subject: Subject, cond: dict, seed: int) -> None:

@@ -20,7 +20,7 @@ import torch
 from dardiag import __version__
 from dardiag.engine import distributed
 from dardiag.engine.config import ProfileConfig
-from dardiag.engine.inputs import Inputs, make_inputs, minibatches
+from dardiag.engine.inputs import GENERATED, Inputs, make_inputs, minibatches
 from dardiag.engine.subjects import as_subject, name_series, unique_names, weights_sha256
 from dardiag.errors import DardiagError
 from dardiag.subject import Subject
@@ -74,7 +74,8 @@ def plan_models(models: Sequence, config: ProfileConfig, inputs, names: Sequence
     for m, s in zip(models, subjects):
         s.model.to(device).eval()
         grid = resolve_grid(s, config.grid, config.timesteps)
-        inp = make_inputs(inputs, s, config.samples, config.seed)
+        inp = make_inputs(inputs, s, config.samples, config.seed, steps=config.generate_steps,
+                          cfg=config.generate_cfg)
         if inp.count < config.min_samples:
             raise DardiagError(f"{inp.count} samples are too few; CKA needs at least 4")
         if len(minibatches(inp.count, config.batch_size)) < W:
@@ -109,6 +110,7 @@ def run_metadata(plans: list[ModelPlan], config: ProfileConfig, inputs, device) 
         "grid": {p.subject.name: [lv for lv, _ in p.grid] for p in plans},
         "timesteps": {p.subject.name: [t for _, t in p.grid] for p in plans},
         "inputs": plans[0].inputs.source,
+        "inputs_kind": plans[0].inputs.kind,
         "samples": plans[0].inputs.count,  # as resolved (the setting may be None: all of the inputs)
     }
     return {
@@ -116,7 +118,8 @@ def run_metadata(plans: list[ModelPlan], config: ProfileConfig, inputs, device) 
         "config": compared,
         "settings": config.to_dict(),  # the ProfileConfig whole, as given
         "paths": {"checkpoints": [p.subject.checkpoint for p in plans],
-                  "inputs": str(inputs) if isinstance(inputs, (str, Path)) else None},
+                  "inputs": str(inputs) if isinstance(inputs, Path) or (isinstance(inputs, str)
+                                                                         and inputs != GENERATED) else None},
         "versions": _versions(),
         "device": str(device),
         "noise_convention": NOISE_CONVENTION,

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from dardiag.adapters.dit import dit_subject
-from dardiag.checkpoints import load_model
+from dardiag.checkpoints import ModelInfo, load_model
 from dardiag.errors import DardiagError
+from dardiag.models import DiT
 from dardiag.subject import Subject
 
 
@@ -39,14 +40,18 @@ def load_subject(path, *, family=None, num_heads=None, device="cpu", name=None, 
 
 
 def as_subject(obj, **kw) -> Subject:
-    """Accept a Subject, a (model, ModelInfo) pair, or a path."""
+    """Accept a Subject, a (model, ModelInfo) pair, a dardiag ``DiT`` (with ``family``), or a path."""
     if isinstance(obj, Subject):
         return obj
+    if isinstance(obj, DiT):
+        if kw.get("family") is None:
+            raise DardiagError("a DiT in memory cannot say its noise process; pass family='dit', 'sit' or 'repa'")
+        return dit_subject(obj, ModelInfo.in_memory(obj, family=kw["family"], name=kw.get("name") or "model"))
     if isinstance(obj, tuple) and len(obj) == 2:
         return dit_subject(obj[0], obj[1], name=kw.get("name"))
     if isinstance(obj, (str, Path)):
         return load_subject(obj, **kw)
-    raise DardiagError(f"cannot profile a {type(obj).__name__}; pass a path, (model, info) or a Subject")
+    raise DardiagError(f"cannot profile a {type(obj).__name__}; pass a path, a dardiag DiT, (model, info) or a Subject")
 
 
 def weights_sha256(model: nn.Module) -> str:

@@ -18,6 +18,7 @@ Legend: N images, C channels, H/W latent side.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,7 +30,7 @@ from dardiag.engine import distributed
 from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
 from dardiag.engine.devices import resolve_device
-from dardiag.engine.inputs import Inputs, make_inputs, minibatches  # noqa: F401
+from dardiag.engine.inputs import SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches  # noqa: F401
 from dardiag.engine.plan import ModelPlan, plan_models, resolve_grid, run_metadata  # noqa: F401
 from dardiag.engine.timestep_probe import probe_rows
 from dardiag.errors import DardiagError
@@ -53,9 +54,10 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
     model, fam = subject.model, subject.family
     col = LevelCollector(subject.spec, analyses, device)
     autocast = dtype != torch.float32
+    x0_all = inputs.x0  # generated inputs are drawn here, before any hook is attached
     with frozen_parameters(model), record(model, list(subject.spec.taps), col):
         for sl in batches if batches is not None else minibatches(inputs.count, batch_size):
-            x0 = inputs.x0[sl].to(device)  # (N, C, H, W)
+            x0 = x0_all[sl].to(device)  # (N, C, H, W)
             noise = inputs.noise[sl].to(device)  # (N, C, H, W)
             y = inputs.y[sl].to(device)  # (N,)
             t = torch.full((x0.shape[0],), t_native, dtype=torch.float64, device=device)  # (N,)
@@ -66,14 +68,15 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
             cond = subject.make_cond(x0.shape[0], ids) if subject.make_cond else None
             with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=autocast):
                 out = subject.call(model, x_t, t, y, cond)  # (N, C_out, H, W)
-            loss = fam.loss(out, x0, noise, t)
+            losses = fam.loss_per_image(out, x0, noise, t)  # (N,)
+            loss = losses.mean()  # the family's simple loss; each image's own value feeds the standard error
             if not torch.isfinite(loss):
                 raise DardiagError(
                     f"{subject.name}: the loss is not finite at t={t_native:g} (NaN/inf in weights or "
                     "inputs?); check the checkpoint with `dardiag inspect`"
                 )
             loss.backward()
-            col.end_batch(loss)
+            col.end_batch(losses)
     return col
 
 
@@ -84,18 +87,21 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
 
 def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=None,
             config: ProfileConfig | None = None, names: Sequence[str] | None = None, force: bool = False,
-            resume: bool = False, progress: Callable[[str], None] | None = None, **settings) -> pd.DataFrame:
+            resume: bool = False, progress: Callable[[str], None] | None = None,
+            report: Callable[[str], None] | None = None, **settings) -> pd.DataFrame:
     """Profile one or more models over a noise-level grid and return the long-form table.
 
     ``models``: checkpoint paths, ``(model, ModelInfo)`` pairs or Subjects (one or a list).
-    ``inputs``: None (seeded synthetic latents), a dict ``{x0, y?, noise?}`` or a file path.
+    ``inputs``: a latents file (``dardiag latents``), a dict ``{x0, y?, noise?}``, ``"generated"`` (x0
+    sampled by the model) or None (seeded synthetic latents, which are not images: a warning says so).
     The settings are a :class:`ProfileConfig` (``config=``) or its fields as keywords
     (``noise_levels=[0.1, 0.9], samples=64, analyses=Analyses(cka=False)``, ...).
     With ``out``, parts are written atomically as each unit finishes and OUT is locked against a second
     process. Run again with the same arguments, an interrupted run continues to the same result (a
     complete one is read back); ``force`` replaces a run with other settings, keeping it in
-    ``OUT/_replaced`` until the new run completes. Every user error raises ``DardiagError`` before any
-    work starts.
+    ``OUT/_replaced`` until the new run completes. ``report(line)`` gets what was decided (the inputs,
+    each model's family and where it was read from) before the work starts. Every user error raises
+    ``DardiagError`` before any work starts.
     """
     if config is None:
         config = ProfileConfig.from_kwargs(**settings)
@@ -112,6 +118,8 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
         device = distributed.rank_device(config.device)
         plans = plan_models(models, config, inputs, names, device)
         meta = run_metadata(plans, config, inputs, device)
+        if distributed.is_main():
+            _report(plans, report)
         if out is None:
             df = _in_memory(plans, config, meta, progress if distributed.is_main() else None)
         else:
@@ -123,6 +131,23 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
     finally:
         if created:  # not via shutdown(): after an error on one rank a barrier would never return
             torch.distributed.destroy_process_group()
+
+
+def _report(plans: list[ModelPlan], report: Callable[[str], None] | None) -> None:
+    """What the run will measure, in words; synthetic inputs always get their notice (a warning in Python)."""
+    inp = plans[0].inputs
+    if report is not None:
+        report(f"inputs: {inp.label}")
+        for p in plans:
+            s = p.subject
+            src = s.info.get("sources") or {}
+            why = src.get("family") or src.get("config") or s.info.get("adapter") or "the caller"
+            report(f"{s.name}: family {s.family.name} (from {why}), {s.routing}, {s.spec.depth} blocks")
+    if inp.kind == "synthetic":
+        if report is not None:
+            report(f"notice: {SYNTHETIC_NOTICE}")
+        else:
+            warnings.warn(SYNTHETIC_NOTICE, stacklevel=3)
 
 
 def _in_memory(plans: list[ModelPlan], config: ProfileConfig, meta: dict, progress) -> pd.DataFrame:
@@ -204,7 +229,7 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
     for si, p in enumerate(plans):
         s, inp = p.subject, p.inputs
         base = dict(run_id=meta["run_id"], model=s.name, routing=s.routing, family=s.family.name,
-                    checkpoint=s.checkpoint, step=s.step, batch_size=config.batch_size)
+                    checkpoint=s.checkpoint, step=s.step, batch_size=config.batch_size, inputs=inp.label)
         feats: dict[str, list[torch.Tensor]] = {}
         levels, ids = [], []
         batches = distributed.shard(minibatches(inp.count, config.batch_size))  # rank r: r, r + W, ...

@@ -2,13 +2,20 @@
 
 The engine keeps, per level, each state mean-pooled over tokens (``LevelCollector.probe_feats``); once
 every level is done, a ridge regression per state predicts the noise level, split by (x0, noise) pair.
+
+``value`` is the held-out R^2 on the standard pair-disjoint split (a quarter of the pairs held out,
+``metrics.ridge_r2``); ``stderr`` is the spread of the R^2 over the four pair-disjoint folds that hold
+out each quarter in turn (their standard deviation, ddof 1): how much another split of the same pairs
+would move the number (diagnostics.md section 8).
 """
 
 from __future__ import annotations
 
 import torch
 
-from dardiag.metrics import ridge_r2
+import statistics
+
+from dardiag.metrics import ridge_r2_folds
 
 MIN_PAIRS = 8  # fewer pairs cannot give a train, a validation and a test part
 
@@ -23,9 +30,10 @@ def probe_rows(features: dict[str, list[torch.Tensor]], levels: list[torch.Tenso
         return []
     out = []
     for site, chunks in features.items():
-        r2 = ridge_r2(torch.cat(chunks), target, groups, seed=seed)
+        folds = ridge_r2_folds(torch.cat(chunks), target, groups, seed=seed)
         kind, _, idx = ("x_t", "", "") if site == "x_t" else site.partition("_")
-        row = dict(metric="probe_r2", value=float(r2), site=kind, n_samples=int(torch.unique(groups).numel()))
+        row = dict(metric="probe_r2", value=folds[0], stderr=statistics.stdev(folds), site=kind,
+                   n_samples=int(torch.unique(groups).numel()))
         if kind == "z":
             row["block"] = int(idx)
         elif kind == "h":

@@ -2,12 +2,18 @@
 
 from dardiag.metrics.cka import CKAAccumulator, cka_rows, hsic1, unbiased_cka
 from dardiag.metrics.magnitude import token_cosine, token_rms
-from dardiag.metrics.probe import group_split, ridge_r2
+from dardiag.metrics.outliers import energy_sums, kurtosis, top_share
+from dardiag.metrics.probe import fold_splits, group_split, ridge_r2, ridge_r2_folds
 from dardiag.metrics.routing import route_entropy, route_weights, source_importance
 
 __all__ = [
     "token_rms",
     "token_cosine",
+    "energy_sums",
+    "top_share",
+    "kurtosis",
+    "fold_splits",
+    "ridge_r2_folds",
     "hsic1",
     "CKAAccumulator",
     "cka_rows",

@@ -125,8 +125,11 @@ class CKAAccumulator:
     row sums and the running sums stay float64. The running sums live on the device of the latest
     update.
 
-    Distributed use: ``all_reduce`` ``sums`` (and add the counts) or :meth:`merge` partial
-    accumulators; CKA only needs the summed HSIC1 matrix.
+    Uncertainty (``keep_terms=True``, diagnostics.md section 8): every minibatch's [P, P] HSIC1 matrix
+    is kept (its diagonal holds the KK and LL terms), so :meth:`stderr` can take the delete-one-
+    minibatch jackknife of the ratio. That is P^2 float64 numbers per minibatch, never an activation.
+
+    Distributed use: :meth:`merge` partial accumulators (sums add, kept terms are concatenated).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class CKAAccumulator:
         tile_bytes: int = TILE_BYTES,
         block_rows: Optional[int] = None,
         method: str = "auto",
+        keep_terms: bool = False,
     ):
         if num_states < 1:
             raise ValueError(f"num_states must be >= 1, got {num_states}")
@@ -160,6 +164,8 @@ class CKAAccumulator:
         self.gram_dtype = gram_dtype
         self.sums = torch.zeros(num_states, num_states, dtype=torch.float64, device=device)  # (P, P) sum_b HSIC1
         self.count = 0  # minibatches (after max_rows splitting) folded into sums
+        self.keep_terms = keep_terms
+        self.terms: list[torch.Tensor] = []  # (P, P) HSIC1 of each minibatch, when keep_terms
 
     # ---------------------------------------------------------------- update
     def update(self, states: Sequence[torch.Tensor]) -> None:
@@ -227,6 +233,8 @@ class CKAAccumulator:
             self.sums = self.sums.to(device)
         self.sums += hsic
         self.count += 1
+        if self.keep_terms:
+            self.terms.append(hsic)
 
     def _hsic_features(self, states: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
         """HSIC1 of all pairs from the [D, D] covariance of the stacked centered features (n D^2)."""
@@ -313,25 +321,51 @@ class CKAAccumulator:
         """The [P-1] series CKA(z_{k-1}, z_k), k = 1..P-1."""
         return torch.diagonal(self.matrix(), offset=1)  # (P-1,)
 
+    def stderr(self) -> torch.Tensor:
+        """[P, P] delete-one-minibatch jackknife standard error of the CKA matrix (diagnostics.md §8).
+
+        With M minibatches and theta_(b) the CKA from the HSIC sums without minibatch b,
+        se = sqrt((M - 1) / M * sum_b (theta_(b) - mean_b theta_(b))^2). NaN with fewer than 2
+        minibatches, and on the diagonal: CKA(z, z) = 1 by definition, it is not estimated.
+        """
+        if not self.keep_terms:
+            raise ValueError("the accumulator was made without keep_terms=True; the jackknife needs each term")
+        P, M = self.num_states, len(self.terms)
+        se = torch.full((P, P), float("nan"), dtype=torch.float64)
+        if M < 2:
+            return se
+        H = torch.stack([t.to(self.sums.device) for t in self.terms])  # (M, P, P)
+        left = self.sums.unsqueeze(0) - H  # (M, P, P) sums without minibatch b
+        diag = torch.diagonal(left, dim1=1, dim2=2)  # (M, P)
+        theta = left / torch.sqrt(diag.unsqueeze(2) * diag.unsqueeze(1))  # (M, P, P)
+        dev = theta - theta.mean(dim=0, keepdim=True)  # (M, P, P)
+        se = torch.sqrt((M - 1) / M * dev.square().sum(dim=0)).cpu()  # (P, P)
+        se.fill_diagonal_(float("nan"))
+        return se
+
     # ---------------------------------------------------------------- merging
     def state(self) -> dict:
-        """The running sums: {"sums": [P, P] float64 tensor (a copy), "count": int}."""
-        return {"sums": self.sums.clone(), "count": self.count}
+        """The running sums: {"sums": [P, P] float64 (a copy), "count": int, "terms": [M, P, P] or None}."""
+        terms = torch.stack(self.terms).cpu() if self.keep_terms and self.terms else None
+        return {"sums": self.sums.clone(), "count": self.count, "terms": terms}
 
     def load_state(self, state: dict) -> None:
-        """Replace the running sums with a :meth:`state` dict."""
+        """Replace the running sums (and kept terms) with a :meth:`state` dict."""
         sums = state["sums"]
         if sums.shape != (self.num_states, self.num_states):
             raise ValueError(f"sums must be [{self.num_states}, {self.num_states}], got {tuple(sums.shape)}")
         self.sums = sums.to(dtype=torch.float64).clone()
         self.count = int(state["count"])
+        terms = state.get("terms")
+        self.terms = list(terms.to(self.sums.device).unbind(0)) if terms is not None else []
 
     def merge(self, other: "CKAAccumulator") -> None:
-        """Add another accumulator's sums (e.g. from another process) into this one."""
+        """Add another accumulator's sums (e.g. from another process) into this one; kept terms join."""
         if other.num_states != self.num_states:
             raise ValueError(f"cannot merge {other.num_states} states into {self.num_states}")
         self.sums += other.sums.to(self.sums.device)
         self.count += other.count
+        self.terms += [t.to(self.sums.device) for t in other.terms]
 
 
 def unbiased_cka(X: torch.Tensor, Y: torch.Tensor) -> float:

@@ -10,7 +10,9 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["group_split", "ridge_r2"]
+__all__ = ["group_split", "fold_splits", "ridge_r2", "ridge_r2_folds"]
+
+DEFAULT_FOLDS = 4  # the standard split holds out 1/4 of the pairs; its 4 folds hold out each quarter in turn
 
 DEFAULT_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
 
@@ -41,6 +43,30 @@ def group_split(groups: torch.Tensor, test_fraction: float = 0.25, seed: int = 0
     is_test[test_ids] = True
     test = is_test.to(inverse.device)[inverse]  # (M,)
     return ~test, test
+
+
+def fold_splits(groups: torch.Tensor, folds: int = DEFAULT_FOLDS, seed: int = 0) -> list[torch.Tensor]:
+    """Test masks [M] of ``folds`` pair-disjoint folds that cover every group once.
+
+    Fold 0 is exactly :func:`group_split`'s test side (``test_fraction = 1 / folds``, same seed); the
+    other groups, in the same seeded order, are cut into ``folds - 1`` consecutive near-equal folds.
+    """
+    groups = torch.as_tensor(groups)
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    ids, inverse = torch.unique(groups, return_inverse=True)  # (G,), (M,)
+    G = ids.numel()
+    if G < folds:
+        raise ValueError(f"need at least {folds} groups for {folds} folds, got {G}")
+    order = torch.randperm(G, generator=torch.Generator().manual_seed(seed))  # (G,)
+    rest, first = _split_ids(G, 1.0 / folds, order)
+    chunks = [first] + list(torch.tensor_split(rest, folds - 1))
+    masks = []
+    for chunk in chunks:
+        is_test = torch.zeros(G, dtype=torch.bool)
+        is_test[chunk] = True
+        masks.append(is_test.to(inverse.device)[inverse])  # (M,)
+    return masks
 
 
 def _ridge_fit(X: torch.Tensor, y: torch.Tensor, alphas: Sequence[float]):
@@ -109,6 +135,11 @@ def ridge_r2(
         raise ValueError("target is constant: R^2 is undefined")
 
     train, test = group_split(groups, test_fraction, seed)  # (M,), (M,)
+    return _heldout_r2(X, y, groups, train, test, alphas=alphas, test_fraction=test_fraction, seed=seed)
+
+
+def _heldout_r2(X, y, groups, train, test, *, alphas, test_fraction, seed) -> float:
+    """Choose alpha on an inner split of the train groups, refit on all of them, R^2 on the test rows."""
     alpha = alphas[0]
     if len(alphas) > 1:
         if torch.unique(groups[train]).numel() < 2:
@@ -126,3 +157,27 @@ def ridge_r2(
         raise ValueError("the test target is constant: R^2 is undefined")
     ss_res = (y_test - pred).square().sum()
     return float(1.0 - ss_res / ss_tot)
+
+
+def ridge_r2_folds(
+    features: torch.Tensor,
+    target: torch.Tensor,
+    groups: torch.Tensor,
+    *,
+    folds: int = DEFAULT_FOLDS,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    seed: int = 0,
+) -> list[float]:
+    """Held-out R^2 of the ridge probe on each of :func:`fold_splits`' pair-disjoint folds.
+
+    The first is :func:`ridge_r2` with ``test_fraction = 1 / folds`` (the value dardiag reports); the
+    spread of all of them is what another split of the same pairs would give (its ``stderr``: their
+    standard deviation). Each fold chooses its alpha on its own train groups, as :func:`ridge_r2` does.
+    """
+    X = features.to(torch.float64)  # (M, F)
+    y = torch.as_tensor(target).to(device=X.device, dtype=torch.float64)  # (M,)
+    groups = torch.as_tensor(groups).to(X.device)
+    if torch.all(y == y[0]):
+        raise ValueError("target is constant: R^2 is undefined")
+    return [_heldout_r2(X, y, groups, ~test, test, alphas=alphas, test_fraction=1.0 / folds, seed=seed)
+            for test in fold_splits(groups, folds, seed)]

@@ -69,6 +69,16 @@ _ALL = (
            r"token gradient RMS of $\partial L/\partial z_k$", _Z, log=True, values="token_values"),
     Metric("loss", "the family's simple denoising loss, mean squared error", "denoising loss (MSE)",
            ("noise_level",), log=True),
+    Metric("act_absmax", "max of abs(z) over images, tokens and channels", r"max $|z|$", _STATE, depth=True, log=True,
+           stderr="none"),
+    Metric("act_kurtosis", "mean(z^4) / mean(z^2)^2 over all entries, not centred; 3 for a Gaussian",
+           "kurtosis (3 = Gaussian)", _STATE, depth=True, log=True, stderr="none"),
+    Metric("channel_top_share", "share of sum(z^2) held by the top ceil(d/100) channels",
+           "top-1% channel share of energy", _STATE, depth=True, stderr="none"),
+    Metric("token_top_share", "share of sum(z^2) held by the top ceil(T/100) token positions",
+           "top-1% token share of energy", _STATE, depth=True, stderr="none"),
+    Metric("channel_act_rms", "per-channel RMS over images and tokens in channel_values; value = RMS of the state",
+           r"channel RMS of $z$", _STATE, depth=True, log=True, stderr="none", values="channel_values"),
 )
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}

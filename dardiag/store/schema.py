@@ -49,6 +49,10 @@ SCHEMA = pa.schema(
         pa.field("batch_size", pa.int64(), nullable=False),
         pa.field("token_values", pa.list_(pa.float32()), nullable=True),  # per-token map, flattened (T,)
         pa.field("cka_rows", pa.string(), nullable=True),  # cka only: "tokens" or "images" as examples
+        # ---- added after the first release (older parts read them as null)
+        pa.field("stderr", pa.float64(), nullable=True),  # standard error of value; NaN where undefined
+        pa.field("channel_values", pa.list_(pa.float32()), nullable=True),  # per-channel map (D,)
+        pa.field("inputs", pa.string(), nullable=True),  # what the model looked at: synthetic, a file, ...
     ]
 )
 

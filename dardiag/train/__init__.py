@@ -6,7 +6,7 @@ not a replacement for the DiT/SiT training code.
 
 from dardiag.train.config import TrainConfig
 from dardiag.train.export import export
-from dardiag.train.sampler import sample, save_grid
+from dardiag.sampler import sample, save_grid
 from dardiag.train.score import digit_score
 from dardiag.train.trainer import train
 

@@ -34,7 +34,8 @@ def probe_inputs(data: dict, config: TrainConfig) -> dict[str, torch.Tensor]:
     """The fixed probe set: the first ``profile_samples`` held-out images and noise fixed by the seed."""
     n = min(config.profile_samples, data["x0"].shape[0])
     x0 = data["x0"][:n]  # (N, C, H, W)
-    probe = {"x0": x0}
+    what = "held-out digits" if config.data == "digits" else f"the first latents of {config.data}"
+    probe = {"x0": x0, "meta": {"source": f"{what} ({n} images)"}}
     if "y" in data:
         probe["y"] = data["y"][:n]  # (N,)
     if "noise" in data:
