@@ -30,6 +30,7 @@ from dardiag.metrics import (
     energy_sums,
     kurtosis,
     route_entropy,
+    rms_from_energy,
     route_weights,
     source_importance,
     token_cosine,
@@ -97,9 +98,12 @@ class LevelCollector:
             self.sums[key] = torch.zeros(*shape, dtype=torch.float64, device=self.device)
         return self.sums[key]
 
-    def _outliers(self, kind: str, i: int, x: torch.Tensor) -> None:
-        """Energy sums of state ``kind_i`` [N, T, D] (diagnostics.md §9): channel / token sums of x^2,
-        sum of x^4, max |x| and the entry count; rows take the shares, kurtosis and max at the end."""
+    def _rms(self, kind: str, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Per-token RMS of state ``kind_i`` [N, T, D] -> [N, T]; with outliers on, the same squares feed
+        the energy sums of diagnostics.md §9 (channel / token sums of x^2, sum of x^4, max |x|, count),
+        from which rows take the shares, kurtosis and max at the end."""
+        if not self.an.outliers:
+            return token_rms(x)
         e = energy_sums(x)
         n = self.spec.depth + 1 if kind == "z" else 2 * self.spec.depth + 1
         self._lazy(f"chan_{kind}", (n, e["channel"].numel()))[i] += e["channel"]
@@ -108,6 +112,7 @@ class LevelCollector:
         self._lazy(f"entries_{kind}", (n,))[i] += e["count"]
         mx = self._lazy(f"max_{kind}", (n,))
         mx[i] = torch.maximum(mx[i], e["absmax"])
+        return rms_from_energy(e["per_token"], x.shape[-1])
 
     # ------------------------------------------------------------------ hooks
     def begin_batch(self, x_t: torch.Tensor, sample_ids: torch.Tensor) -> None:
@@ -123,22 +128,18 @@ class LevelCollector:
         i = int(idx)
         if kind == "z":
             xd = x.detach()
-            r = token_rms(xd)  # (N, T)
+            r = self._rms("z", i, xd)  # (N, T)
             self._add("act", i, r.mean(dim=1))
             if i > 0 and f"z_{i - 1}" in self._batch:
                 self._add("cos", i, token_cosine(self._batch[f"z_{i - 1}"], xd).mean(dim=1))
             if self.an.token_maps:
                 self._lazy("tokmap_act", (self.spec.depth + 1, r.shape[1]))[i] += r.sum(0, dtype=torch.float64)
-            if self.an.outliers:
-                self._outliers("z", i, xd)
             self._batch[name] = xd
             if self.an.probe:
                 self.probe_feats.setdefault(name, []).append(xd.float().mean(1).cpu())  # (N, D)
         elif kind in ("h", "v") and self.do_sublayers:
             xd = x.detach()
-            self._add(f"{kind}_rms", i, token_rms(xd).mean(dim=1))
-            if self.an.outliers:
-                self._outliers(kind, i, xd)
+            self._add(f"{kind}_rms", i, self._rms(kind, i, xd).mean(dim=1))
             if kind == "h" and self.an.probe:
                 self.probe_feats.setdefault(name, []).append(xd.float().mean(1).cpu())
             if kind == "v" and self.do_importance:

@@ -1,7 +1,7 @@
 """Pure metric maths over tensors (diagnostics.md): no hooks, no I/O, no model imports."""
 
 from dardiag.metrics.cka import CKAAccumulator, cka_rows, hsic1, unbiased_cka
-from dardiag.metrics.magnitude import token_cosine, token_rms
+from dardiag.metrics.magnitude import rms_from_energy, token_cosine, token_rms
 from dardiag.metrics.outliers import energy_sums, kurtosis, top_share
 from dardiag.metrics.probe import fold_splits, group_split, ridge_r2, ridge_r2_folds
 from dardiag.metrics.routing import route_entropy, route_weights, source_importance
@@ -9,6 +9,7 @@ from dardiag.metrics.routing import route_entropy, route_weights, source_importa
 __all__ = [
     "token_rms",
     "token_cosine",
+    "rms_from_energy",
     "energy_sums",
     "top_share",
     "kurtosis",

@@ -11,7 +11,7 @@ Dimension letters: N images (batch), T tokens, D channels.
 
 import torch
 
-__all__ = ["token_rms", "token_cosine"]
+__all__ = ["token_rms", "token_cosine", "rms_from_energy"]
 
 
 def _as_float(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -31,6 +31,12 @@ def token_rms(x: torch.Tensor) -> torch.Tensor:
     """
     x = _as_float(x, "x")  # (N, T, D)
     return x.square().mean(dim=-1).sqrt()  # (N, T)
+
+
+def rms_from_energy(per_token: torch.Tensor, channels: int) -> torch.Tensor:
+    """``token_rms`` from each token's sum of squares over its ``channels`` (as ``energy_sums`` gives it),
+    so that a state squared once serves both. Returns [N, T]."""
+    return (per_token / channels).sqrt()  # (N, T)
 
 
 def token_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -26,11 +26,13 @@ TOP_FRACTION = 0.01  # "top 1%": ceil(d / 100) channels, ceil(T / 100) token pos
 
 
 def energy_sums(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The streaming sums of one minibatch of a state ``x`` [N, T, D] (float64 accumulators).
+    """The streaming sums of one minibatch of a state ``x`` [N, T, D].
 
-    Returns ``channel`` [D] and ``token`` [T] (sums of x^2 over the other two axes), ``fourth`` (sum of
-    x^4), ``absmax`` (max |x|) and ``count`` (N T D entries). Squares are taken in float32 (float64
-    input stays float64), every sum accumulates in float64.
+    Returns ``per_token`` [N, T] (each token's sum of x^2 over channels: its RMS is
+    ``sqrt(per_token / D)``), ``channel`` [D] and ``token`` [T] (sums of x^2 over the other two axes),
+    ``fourth`` (sum of x^4), ``absmax`` (max |x|) and ``count`` (N T D entries). One pass squares ``x``
+    in float32 (float64 input stays float64); sums within a minibatch are pairwise float32 sums (a
+    relative error near 1e-7), handed back in float64 for the running sums across minibatches.
     """
     if x.dim() != 3:
         raise ValueError(f"x must be [N, T, D], got shape {tuple(x.shape)}")
@@ -38,11 +40,14 @@ def energy_sums(x: torch.Tensor) -> dict[str, torch.Tensor]:
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
     x = x if x.dtype == torch.float64 else x.float()  # (N, T, D)
     q = x.square()  # (N, T, D)
+    per_token = q.sum(dim=-1)  # (N, T)
     return {
-        "channel": q.sum(dim=(0, 1), dtype=torch.float64),  # (D,)
-        "token": q.sum(dim=(0, 2), dtype=torch.float64),  # (T,)
-        "fourth": q.square().sum(dtype=torch.float64),  # ()
-        "absmax": x.abs().amax().to(torch.float64),  # ()
+        "per_token": per_token,
+        "channel": q.sum(dim=(0, 1)).to(torch.float64),  # (D,)
+        "token": per_token.sum(dim=0).to(torch.float64),  # (T,)
+        # sum over channels of q^2 = the squared norm of each token's q: no (N, T, D) temporary
+        "fourth": torch.linalg.vector_norm(q, dim=-1).square().sum(dtype=torch.float64),  # ()
+        "absmax": q.amax().sqrt().to(torch.float64),  # ()
         "count": torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device),  # ()
     }
 
