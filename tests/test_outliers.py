@@ -16,7 +16,8 @@ from dardiag.checkpoints import ModelInfo, load_model
 from dardiag.engine.config import Analyses
 from dardiag.engine.sweep import profile
 from dardiag.metrics import top_share
-from dardiag.models import DiT, DiTConfig
+from dardiag.models import DiT
+from tests.helpers import randomised_dit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,14 +26,7 @@ ONLY = Analyses(cka=False, probe=False, routes=False, channel_maps=True)
 
 
 def randomised(seed: int, **cfg) -> DiT:
-    torch.manual_seed(seed)
-    model = DiT(DiTConfig(**{**TINY, **cfg}))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return model.eval()
+    return randomised_dit({**TINY, **cfg}, seed)
 
 
 def states(model, family, inputs, t_native, bs) -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ from dardiag.engine.config import Analyses
 from dardiag.hooks.recorder import frozen_parameters, record
 from dardiag.adapters.dit import dit_subject
 from dardiag.engine.sweep import profile
+from tests.helpers import brute_hsic1
 
 F64 = torch.float64
 LEVELS = (0.1, 0.5, 0.9)
@@ -143,16 +144,6 @@ def gated_forward(model, x_t, t, y):
 
 def rms(x):
     return x.double().pow(2).mean(-1).sqrt()  # (N, T)
-
-
-def brute_hsic1(K, L):
-    """§4 verbatim on explicit Grams with zeroed diagonals."""
-    n = K.shape[0]
-    K, L = K.clone(), L.clone()
-    K.fill_diagonal_(0)
-    L.fill_diagonal_(0)
-    KL = K @ L
-    return (torch.trace(KL) + K.sum() * L.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * KL.sum()) / (n * (n - 3))
 
 
 def naive_level(model, inputs, level, batch_size):

@@ -21,7 +21,8 @@ from dardiag.adapters.dit import dit_subject
 from dardiag.checkpoints import ModelInfo, load_model
 from dardiag.engine.config import Analyses
 from dardiag.engine.sweep import profile
-from dardiag.models import DiT, DiTConfig
+from tests.helpers import brute_hsic1 as _brute_hsic1
+from tests.helpers import randomised_dit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,15 +31,7 @@ N, BS, LEVEL = 12, 4, 0.4
 PER_IMAGE = Analyses(probe=False, cka=False)
 
 
-def randomised(cfg: dict, seed: int) -> DiT:
-    torch.manual_seed(seed)
-    model = DiT(DiTConfig(**cfg))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return model.eval()
+randomised = randomised_dit
 
 
 def make_inputs(shape, n=N, seed=0) -> dict:
@@ -194,13 +187,8 @@ def test_residual_route_importance_carries_per_image_errors(official_ckpt):
             check(df, "route_importance", per_image[src].tolist(), sublayer=l, source=src)
 
 
-def brute_hsic1(K, L):
-    n = K.shape[0]
-    K, L = K.clone(), L.clone()
-    K.fill_diagonal_(0)
-    L.fill_diagonal_(0)
-    KL = K @ L
-    return float((torch.trace(KL) + K.sum() * L.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * KL.sum()) / (n * (n - 3)))
+def brute_hsic1(K, L) -> float:
+    return float(_brute_hsic1(K, L))
 
 
 @pytest.mark.parametrize("which", ["tiny", "official"])
