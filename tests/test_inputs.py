@@ -124,3 +124,17 @@ def test_the_cli_takes_generated_and_bad_sampler_flags_are_one_line(bundled, tmp
             "--no-progress")
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "--generate-steps" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("family", ["dit", "sit", "repa"])
+def test_every_family_with_a_sampler_generates_finite_deterministic_inputs(family):
+    from tests.helpers import randomised_dit
+
+    model = randomised_dit(dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4,
+                                num_classes=10), seed=5, scale=0.02)
+    kw = dict(family=family, inputs="generated", samples=8, batch_size=4, noise_levels=[0.5], analyses=QUICK,
+              generate_steps=4)
+    a, b = profile(model, **kw), profile(model, **kw)
+    assert a.value.notna().all() and a.value.equals(b.value)
+    assert a.attrs["dardiag"]["config"]["inputs_kind"] == "generated"
+    assert ("DDIM" if family == "dit" else "Euler") in set(a.inputs).pop()

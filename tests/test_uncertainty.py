@@ -126,6 +126,14 @@ def test_per_image_standard_errors_match_a_loop_over_images_residual():
     assert a == pytest.approx(b, rel=1e-6)
 
 
+def test_per_image_standard_errors_match_a_loop_over_images_official_fixture(official_ckpt):
+    model, info = load_model(official_ckpt, family="dit", num_heads=4)
+    s = dit_subject(model, info)
+    inputs = make_inputs((1, 16, 16), n=12, seed=9)
+    df = profile(s, inputs=inputs, timesteps=[400], batch_size=4, analyses=PER_IMAGE)
+    per_image_checks(model, s, inputs, 400, df, 4)
+
+
 def test_route_weights_of_a_dar_model_carry_per_image_errors():
     model = randomised(dict(TINY, routing="dar", query="static_t", chunk_size=2), 1)
     s = dit_subject(model, ModelInfo.in_memory(model, family="sit", name="dar"))
