@@ -8,7 +8,6 @@ diffusers' own encoding of DiT's preprocessing, written here again from its desc
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest

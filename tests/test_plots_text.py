@@ -16,7 +16,6 @@ import pytest  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from dardiag.plots import (  # noqa: E402
-    fig_cka,
     fig_heatmaps,
     fig_probe,
     fig_symptoms,

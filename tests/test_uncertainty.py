@@ -167,7 +167,6 @@ def test_residual_route_importance_carries_per_image_errors(official_ckpt):
     inputs = make_inputs((1, 16, 16), n=8, seed=3)
     df = profile(s, inputs=inputs, timesteps=[400], batch_size=4, analyses=PER_IMAGE)
     grads: dict[int, list] = {}
-    sources: dict[int, list] = {}
     for start in range(0, 8, 4):
         sl = slice(start, start + 4)
         keep = {}

@@ -26,7 +26,7 @@ import torch
 
 from dardiag import __version__
 from dardiag.atomic import atomic_write
-from dardiag.checkpoints.files import read_file, read_with_format, sha256_file
+from dardiag.checkpoints.files import read_with_format, sha256_file
 from dardiag.checkpoints.files import short_error as _short
 from dardiag.errors import DardiagError
 from dardiag.models.config import HEADS_BY_WIDTH, SIZES, DiTConfig
