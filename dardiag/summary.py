@@ -47,6 +47,17 @@ def latest_checkpoint(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keep) if keep else df
 
 
+def _stderr(d: pd.DataFrame) -> pd.Series:
+    """The rows' ``stderr`` as floats (NaN for tables written before the column existed)."""
+    return (d["stderr"] if "stderr" in d.columns else pd.Series(np.nan, index=d.index)).astype(float)
+
+
+def _ratio_se(ratio, num, num_se, den, den_se):
+    """Delta-method standard error of ``ratio = num / den`` for independent estimates (arrays or floats)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(ratio) * np.sqrt((num_se / num) ** 2 + (den_se / den) ** 2)
+
+
 def _cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Rows of ``metric`` at the block states, indexed by block: columns value, stderr."""
     d = df[df["metric"] == metric]
@@ -54,8 +65,7 @@ def _cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
         d = d[d["site"].isna() | (d["site"] == "z")]
     if d.empty:
         return pd.DataFrame(columns=["value", "stderr"], dtype=float)
-    se = d["stderr"] if "stderr" in d.columns else pd.Series(np.nan, index=d.index)
-    return pd.DataFrame({"value": d["value"].astype(float).to_numpy(), "stderr": se.astype(float).to_numpy()},
+    return pd.DataFrame({"value": d["value"].astype(float).to_numpy(), "stderr": _stderr(d).to_numpy()},
                         index=d["block"].astype(int).to_numpy()).sort_index()
 
 
@@ -67,7 +77,7 @@ def ratio_with_se(num: float, num_se: float, den: float, den_se: float) -> tuple
     r = num / den
     if num == 0:
         return r, np.nan
-    return r, abs(r) * float(np.sqrt((num_se / num) ** 2 + (den_se / den) ** 2))
+    return r, float(_ratio_se(r, num, num_se, den, den_se))
 
 
 def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
@@ -98,15 +108,14 @@ def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
                 row["mean_cos_prev"], row["mean_cos_prev_se"] = cos.value.mean(), cos.stderr.mean()
             cka = d[(d["metric"] == "cka") & (d["other_block"] == d["block"] - 1)]
             if len(cka):
-                se = cka["stderr"] if "stderr" in cka.columns else pd.Series(np.nan, index=cka.index)
-                row["mean_adjacent_cka"], row["mean_adjacent_cka_se"] = cka["value"].mean(), se.astype(float).mean()
+                row["mean_adjacent_cka"], row["mean_adjacent_cka_se"] = cka["value"].mean(), _stderr(cka).mean()
             share = _cells(d, "channel_top_share")
             if len(share):
                 row["last_channel_top_share"] = share.value.iloc[-1]
             loss = d[d["metric"] == "loss"]
             if len(loss):
                 row["loss"] = loss["value"].iloc[0]
-                row["loss_se"] = loss["stderr"].iloc[0] if "stderr" in loss.columns else np.nan
+                row["loss_se"] = _stderr(loss).iloc[0]
             out.append(row)
     return pd.DataFrame(out)
 
@@ -147,14 +156,13 @@ def compare_models(df: pd.DataFrame, metric: str, a: str | None = None, b: str |
         a, b = _default_pair(d)
     keys = [c for c in ("site", "noise_level", "block", "other_block", "sublayer", "source")
             if c in d.columns and d[c].notna().any()]
-    cols = keys + ["value"] + (["stderr"] if "stderr" in d.columns else [])
+    cols = keys + ["value"] + (["stderr"] if "stderr" in d.columns else [])  # absent: NaN below
     sides = []
     for name, tag in ((a, "a"), (b, "b")):
         side = d.loc[d["model"] == name, cols]
         if side.empty:
             raise ValueError(f"model {name!r} has no {metric!r} rows")
-        if "stderr" not in side.columns:
-            side = side.assign(stderr=np.nan)
+        side = side.assign(stderr=_stderr(side))
         sides.append(side.rename(columns={"value": f"value_{tag}", "stderr": f"stderr_{tag}"}))
     key = {k: object for k in keys}
     m = sides[0].astype(key).merge(sides[1].astype(key), on=keys, how="inner")
@@ -164,8 +172,8 @@ def compare_models(df: pd.DataFrame, metric: str, a: str | None = None, b: str |
     m["diff_se"] = np.sqrt(sa ** 2 + sb ** 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         m["ratio"] = np.where(va != 0, vb / va, np.nan)
-        m["ratio_se"] = np.abs(m["ratio"]) * np.sqrt((sa / va) ** 2 + (sb / vb) ** 2)
         m["z"] = m["diff"] / m["diff_se"]
+    m["ratio_se"] = _ratio_se(m["ratio"], vb, sb, va, sa)
     m["significant"] = (m["diff"].abs() > SIGNIFICANT * m["diff_se"]).fillna(False)
     m.insert(0, "model_b", b)
     m.insert(0, "model_a", a)

@@ -117,7 +117,6 @@ class LevelCollector:
     # ------------------------------------------------------------------ hooks
     def begin_batch(self, x_t: torch.Tensor, sample_ids: torch.Tensor) -> None:
         self._batch = {}
-        self._n = x_t.shape[0]
         if self.an.probe:
             self.probe_ids.append(sample_ids.cpu())
             pooled = x_t.detach().flatten(2).mean(-1)  # (N, C): raw x_t pooled over positions

@@ -152,7 +152,8 @@ def _report(plans: list[ModelPlan], report: Callable[[str], None] | None) -> Non
 
 def _in_memory(plans: list[ModelPlan], config: ProfileConfig, meta: dict, progress) -> pd.DataFrame:
     rows: list[dict] = []
-    _run_units(plans, frozenset(), config, meta, write=rows.extend, work=None, progress=progress)
+    _run_units(plans, frozenset(), config, meta, write=lambda unit, unit_rows: rows.extend(unit_rows), work=None,
+               progress=progress)
     if not distributed.is_main():  # the table lives on rank 0; hand every process a copy
         return distributed.broadcast_object(None)
     df = to_pandas(to_table(rows, meta))
@@ -212,19 +213,13 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                work: Path | None, progress) -> None:
     """Every unit not yet completed: a level of one model, then that model's timestep probe.
 
-    ``write(rows)`` (in memory) or ``write(unit, rows)`` (a run directory) takes each finished unit's
-    rows on rank 0; ``work`` holds the per-level probe features a resumed run needs.
+    ``write(unit, rows)`` takes each finished unit's rows on rank 0; ``work`` (a run directory's scratch)
+    holds the per-level probe features a resumed run needs.
     """
     main = distributed.is_main()
     analyses = config.analyses
     total = sum(len(p.grid) + int(analyses.probe) for p in plans)
     done = 0
-
-    def emit(unit: str, rows: list[dict]) -> None:
-        if work is None:
-            write(rows)
-        else:
-            write(unit, rows)
 
     for si, p in enumerate(plans):
         s, inp = p.subject, p.inputs
@@ -251,7 +246,7 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                 if main:
                     if saved is not None and work is not None:
                         atomic_save(saved, work / f"probe-{unit}.pt")
-                    emit(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in stats.rows()])
+                    write(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in stats.rows()])
             if saved is not None:
                 for k, v in saved["feats"].items():
                     feats.setdefault(k, []).append(v)
@@ -263,7 +258,7 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
         if analyses.probe:
             unit = f"m{si:02d}-probe"
             if main and unit not in completed:
-                emit(unit, [{**base, **r} for r in probe_rows(feats, levels, ids, config.seed)])
+                write(unit, [{**base, **r} for r in probe_rows(feats, levels, ids, config.seed)])
             done += 1
             if progress:
                 progress(f"{s.name}  timestep probe  ({done}/{total})")

@@ -30,7 +30,6 @@ from dardiag.atomic import atomic_write
 ONE_COLUMN = 3.5  # inches, single-column width
 TWO_COLUMN = 7.1  # inches, full text width
 PNG_DPI = 200
-MIN_FONT_PT = 7
 
 # Okabe & Ito (2008) colour-blind-safe palette, most distinct first (yellow last: weak on white).
 OKABE_ITO = (

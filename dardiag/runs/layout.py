@@ -31,6 +31,14 @@ from __future__ import annotations
 
 import re
 
+
+def _one_of(*parts: str | re.Pattern) -> re.Pattern:
+    """A pattern matching any of ``parts``: literal names (escaped) or whole-name patterns."""
+    alts = [p.pattern.removeprefix("^").removesuffix("$") if isinstance(p, re.Pattern) else re.escape(p)
+            for p in parts]
+    return re.compile("^(" + "|".join(f"(?:{a})" for a in alts) + ")$")
+
+
 LOCK = ".dardiag.lock"
 REPLACED = "_replaced"
 STAGING = f".{REPLACED}.tmp"
@@ -41,9 +49,9 @@ FIGURES_DIRNAME = "_figures"
 WORK_DIRNAME = "_work"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
-PROFILE_OWN = re.compile(r"^(_run\.json|_figures|_work|part-.+\.parquet|\.part-.+\.tmp|\._run\.json\..+\.tmp)$")
 PROFILE_RESULTS = re.compile(r"^part-.+\.parquet$")
 PROFILE_TEMP = re.compile(r"^(\.part-.+|\._run\.json\..+)\.tmp$")
+PROFILE_OWN = _one_of(RUN_FILE, FIGURES_DIRNAME, WORK_DIRNAME, PROFILE_RESULTS, PROFILE_TEMP)
 
 # ---------------------------------------------------------------- training runs
 LAST = "last.pt"
@@ -53,8 +61,7 @@ PROFILE_DIR = "profile"
 CKPT = re.compile(r"^ckpt_\d{7}\.pt$")
 # atomic_write leaves temp files named ".{name}.<random>.tmp" beside the target
 TRAIN_TEMP = re.compile(r"^\.(last\.pt|ckpt_\d{7}\.pt|loss\.csv|train_config\.json)\..+$")
-TRAIN_OWN = re.compile(r"^(last\.pt|loss\.csv|train_config\.json|profile|ckpt_\d{7}\.pt"
-                       r"|\.(last\.pt|ckpt_\d{7}\.pt|loss\.csv|train_config\.json)\..+)$")
+TRAIN_OWN = _one_of(LAST, LOSS_LOG, CONFIG_JSON, PROFILE_DIR, CKPT, TRAIN_TEMP)
 
 
 def ckpt_name(step: int) -> str:

@@ -45,7 +45,6 @@ class Record:
 
 @dataclass(frozen=True)
 class Kind:
-    noun: str  # "profile run" | "training run"
     record: str  # the file that makes OUT a run; restored last
     own: re.Pattern  # names of the entries of OUT that the run writes (record included)
     results: re.Pattern  # own entries that are results: never deleted while there is no record

@@ -25,7 +25,6 @@ from dardiag.runs.layout import (
     PROFILE_OWN,
     PROFILE_RESULTS,
     PROFILE_TEMP,
-    REPLACED,
     RUN_FILE,
 )
 from dardiag.store import METADATA_KEY, conform, dumps, read_parts, to_pandas, to_table, write_part
@@ -64,7 +63,7 @@ def _record(path: Path) -> lifecycle.Record:
 
 
 PROFILE = lifecycle.Kind(
-    noun="profile run", record=RUN_FILE, own=PROFILE_OWN, results=PROFILE_RESULTS, exclusive=True,
+    record=RUN_FILE, own=PROFILE_OWN, results=PROFILE_RESULTS, exclusive=True,
     read=_record, orphans_hint="read them with dardiag.read_profile, then move them away",
 )
 
@@ -142,9 +141,6 @@ class RunDir:
             run._state["updated"] = _now()
         run._save()
         return run
-
-    def _replacing(self) -> bool:
-        return (self.path / REPLACED).is_dir()
 
     def abandon(self) -> None:
         """Give up an unfinished run after a failure: put back the run a ``force`` replaced, if any;

@@ -63,7 +63,7 @@ def kind(steps: int, read_last: Callable) -> lifecycle.Kind:
         return lifecycle.Record(stored, step, complete, describe, data=obj)
 
     return lifecycle.Kind(
-        noun="training run", record=LAST, own=TRAIN_OWN, results=CKPT, exclusive=False, read=read,
+        record=LAST, own=TRAIN_OWN, results=CKPT, exclusive=False, read=read,
         orphans_hint=f"copy the newest ckpt_*.pt to {LAST} to continue from it", nested=((PROFILE_DIR, PROFILE),),
     )
 
