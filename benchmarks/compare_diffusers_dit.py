@@ -18,7 +18,8 @@ import argparse
 
 import torch
 
-from dardiag.adapters.convert import compare_dit_port, dit_to_diffusers, match_original, port_differences
+from dardiag.adapters.convert import dit_to_diffusers, match_original, port_differences
+from dardiag.port_check import compare_dit_port
 from dardiag.models import DiT, preset
 
 

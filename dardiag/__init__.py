@@ -2,11 +2,11 @@
 
 The public API, imported lazily so that ``import dardiag`` stays cheap and torch-free for plotting:
 
-    dardiag.profile(models, out=..., inputs=..., **settings)   # the sweep (dardiag.engine)
+    dardiag.profile(models, out=..., inputs=..., **settings)   # open the models, then the sweep (dardiag.engine)
     dardiag.read_profile(out)                                   # the table back (dardiag.runs)
     dardiag.load_model(path)                                    # a checkpoint (dardiag.checkpoints)
     dardiag.bundled_checkpoints(), dardiag.held_out_digits()    # the bundled digit models and data
-    dardiag.ProfileConfig, dardiag.Analyses, dardiag.default_grid
+    dardiag.ProfileConfig, dardiag.Analyses, dardiag.default_grid, dardiag.LoadOptions
 
 Package map: ``models`` (DiT, residual and DAR routing), ``checkpoints`` (reading files), ``adapters``
 (models -> Subjects), ``hooks`` (probe sites, recording), ``metrics`` (pure maths), ``engine`` (config,
@@ -21,9 +21,10 @@ __version__ = "0.1.0"
 _API = {
     "load_model": "dardiag.checkpoints",
     "read_profile": "dardiag.runs",
-    "profile": "dardiag.engine.sweep",
+    "profile": "dardiag.api",
     "ProfileConfig": "dardiag.engine.config",
     "Analyses": "dardiag.engine.config",
+    "LoadOptions": "dardiag.adapters.options",
     "default_grid": "dardiag.engine.config",
     "bundled_checkpoints": "dardiag.bundled",
     "held_out_digits": "dardiag.bundled",

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dardiag.checkpoints.files import sha256_file
 from dardiag.errors import DardiagError
 
 DIGITS_SIZE = 16  # 8x8 upsampled 2x: patch 2 then gives 64 tokens, the token count of a 16x16 DiT grid
@@ -149,6 +150,16 @@ def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> 
     if meta is not None:
         out["meta"] = meta
     return out
+
+
+def open_inputs(path: str | os.PathLike) -> dict:
+    """A latents file as the profile engine takes it: :func:`load_latents`, with ``meta`` naming the
+    file (``file``, ``path``) and its content (``sha256``: what identifies the inputs on resume)."""
+    path = Path(path)
+    data = load_latents(path)
+    meta = dict(data.get("meta") or {})
+    meta.update(file=path.name, path=str(path), sha256=sha256_file(path))
+    return {**data, "meta": meta}
 
 
 def check_matches_model(latents: dict, config, *, what: str = "latents") -> None:

@@ -42,3 +42,8 @@ class Subject:
     info: dict = field(default_factory=dict)  # detected config, sha256, ...
     # make_cond(N, sample_ids) -> extra conditioning (text embeddings, ...) synthesised per batch
     make_cond: Callable | None = None
+    # sample(y, steps, cfg, seed) -> x0 (N, C, H, W): the model's own sampler (inputs="generated")
+    sample: Callable | None = None
+    # sha256 of the file the weights were read from just now (the opener sets it); None: the weights
+    # may have changed since any file was read (a model handed over in memory), so their tensors are hashed
+    weights_id: str | None = None

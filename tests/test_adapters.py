@@ -9,7 +9,7 @@ from torch import nn
 from dardiag.adapters import generic_subject
 from dardiag.errors import DardiagError
 from dardiag.engine.config import Analyses
-from dardiag.engine.sweep import profile
+from dardiag.api import profile
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)

@@ -17,8 +17,9 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from dardiag.adapters.options import LoadOptions  # noqa: E402
+from dardiag.port_check import compare_dit_port  # noqa: E402
 from dardiag.adapters.convert import (  # noqa: E402
-    compare_dit_port,
     dit_to_diffusers,
     match_original,
     port_differences,
@@ -152,10 +153,10 @@ def test_inspect_reads_a_diffusers_directory(model_dirs, cls, capsys):
 
 
 def test_input_size_must_fit_the_patch(model_dirs):
-    from dardiag.engine.subjects import load_subject
+    from dardiag.adapters.open import open_subject as load_subject
 
     with pytest.raises(DardiagError, match="--input-size 7: .*patch size 2"):
-        load_subject(model_dirs["DiTTransformer2DModel"], input_size=7)
+        load_subject(model_dirs["DiTTransformer2DModel"], LoadOptions(input_size=7))
 
 
 #################################################################################
@@ -432,12 +433,17 @@ def test_inputs_file_supplies_conditioning(model_dirs, tmp_path):
     assert (df[df.metric == "grad_rms"].value > 0).all()
 
 
-def test_a_pipeline_root_points_to_its_transformer(model_dirs, tmp_path):
-    from dardiag.engine.subjects import load_subject
+def test_a_pipeline_folder_profiles_its_transformer(model_dirs, tmp_path):
+    from dardiag.adapters.open import open_subject
 
     root = tmp_path / "pipe"
     root.mkdir()
-    (root / "model_index.json").write_text("{}")
+    (root / "model_index.json").write_text(json.dumps(
+        {"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"],
+         "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"]}))
     shutil.copytree(model_dirs["DiTTransformer2DModel"], root / "transformer")
-    with pytest.raises(DardiagError, match="diffusers pipeline; pass its denoiser directory: .*transformer"):
-        load_subject(root)
+    s = open_subject(root)
+    direct = open_subject(model_dirs["DiTTransformer2DModel"])
+    assert s.info["class_name"] == "DiTTransformer2DModel" and s.info["pipeline"] == str(root)
+    assert s.info["sha256"] == direct.info["sha256"] and s.spec.depth == direct.spec.depth
+    assert s.name == "pipe"  # .../pipe/transformer is named after its pipeline

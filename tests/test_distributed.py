@@ -17,7 +17,7 @@ from dardiag.engine import distributed
 from dardiag.checkpoints import save_checkpoint
 from dardiag.models import DiT
 from dardiag.models.config import DiTConfig
-from dardiag.engine.sweep import profile
+from dardiag.api import profile
 
 KEYS = ["model", "metric", "site", "block", "other_block", "sublayer", "source", "noise_level"]
 ARGS = ["--samples", "12", "--batch-size", "4", "--noise-levels", "0.1,0.6,1.0", "--seed", "3"]

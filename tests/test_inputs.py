@@ -16,7 +16,7 @@ import torch
 import dardiag
 from dardiag.checkpoints import load_model, save_checkpoint
 from dardiag.engine.config import Analyses
-from dardiag.engine.sweep import profile
+from dardiag.api import profile
 from dardiag.errors import DardiagError
 from dardiag.models import DiT, DiTConfig
 

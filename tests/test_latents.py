@@ -323,7 +323,7 @@ def test_cli_one_line_errors(case, capsys, class_folder, vae_dir, tmp_path, monk
 def test_profile_reads_a_latents_file_and_says_what_it_is(class_folder, vae_dir, tmp_path):
     """The workflow end to end: images -> latents -> profile; the inputs are named in the table."""
     from dardiag.engine.config import Analyses
-    from dardiag.engine.sweep import profile
+    from dardiag.api import profile
     from dardiag.models import DiT, DiTConfig
 
     out = tmp_path / "lat.pt"

@@ -110,6 +110,31 @@ def test_layers_pure_maths_and_the_table_never_reach_up():
                    for d in deps)
 
 
+def test_the_engine_sees_only_subjects():
+    """Opening paths (checkpoints, model folders, latents files) happens above the engine: it imports
+    neither the adapters nor the checkpoint readers, nor the models or the data files."""
+    g = graph()
+    for m, deps in g.items():
+        if m.startswith("dardiag.engine"):
+            bad = [d for d in deps if d.startswith(("dardiag.adapters", "dardiag.checkpoints", "dardiag.models",
+                                                    "dardiag.data", "dardiag.sampler", "dardiag.api"))]
+            assert bad == [], (m, bad)
+
+
+def test_every_file_read_of_a_checkpoint_lives_in_checkpoints():
+    """torch.load / safetensors / json reads of model files: only in dardiag.checkpoints (the engine's own
+    scratch files and the run directory's parts are the run's, not checkpoints)."""
+    offenders = []
+    for m, p in modules().items():
+        if m.startswith(("dardiag.checkpoints", "dardiag.engine", "dardiag.runs", "dardiag.train",
+                         "dardiag.data", "dardiag.latents", "dardiag.cli")):
+            continue
+        text = p.read_text()
+        if re.search(r"torch\.load\(|safe_open\(|load_file\(|from_pretrained\(|from_single_file\(|\.read_text\(", text):
+            offenders.append(m)
+    assert offenders == []
+
+
 def test_function_local_imports_only_defer_heavy_things():
     """Inside functions: the diffusers adapter (an optional extra), and the CLI's commands (so that
     ``dardiag --help`` answers without importing torch). Never to dodge a cycle."""

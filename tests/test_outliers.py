@@ -14,7 +14,7 @@ import dardiag
 from dardiag.adapters.dit import dit_subject
 from dardiag.checkpoints import ModelInfo, load_model
 from dardiag.engine.config import Analyses
-from dardiag.engine.sweep import profile
+from dardiag.api import profile
 from dardiag.metrics import top_share
 from dardiag.models import DiT
 from tests.helpers import randomised_dit

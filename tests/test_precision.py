@@ -30,7 +30,8 @@ from dardiag.models import DiT
 from dardiag.models.config import DiTConfig
 from dardiag.engine.config import Analyses
 from dardiag.adapters.dit import dit_subject
-from dardiag.engine.sweep import make_inputs, profile, run_level
+from dardiag.api import profile
+from dardiag.engine.sweep import make_inputs, run_level
 
 # metric -> (rtol, atol, atol as a fraction of the largest reference value)
 TOL = {"act_rms": (5e-3, 0, 0), "h_rms": (5e-3, 0, 0), "grad_rms": (5e-2, 0, 1e-3),

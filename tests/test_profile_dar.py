@@ -17,7 +17,7 @@ from dardiag.checkpoints import ModelInfo
 from dardiag.models import DiT, DiTConfig, dar_sources
 from dardiag.engine.config import Analyses
 from dardiag.adapters.dit import dit_subject
-from dardiag.engine.sweep import profile
+from dardiag.api import profile
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
 DEPTH, SUBLAYERS = 2, 4

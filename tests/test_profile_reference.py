@@ -27,7 +27,7 @@ from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses
 from dardiag.hooks.recorder import frozen_parameters, record
 from dardiag.adapters.dit import dit_subject
-from dardiag.engine.sweep import profile
+from dardiag.api import profile
 from tests.helpers import brute_hsic1
 
 F64 = torch.float64

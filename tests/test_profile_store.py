@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import dardiag
+import dardiag.api as api
 import dardiag.engine.sweep as sweep
 from dardiag.checkpoints import save_checkpoint
 from dardiag.models import DiT, DiTConfig
@@ -159,7 +160,7 @@ def test_rerun_without_force_is_refused_and_changes_nothing(two_model_run, files
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(files, monkeypatch):
     kw = dict(inputs=files / "inputs.pt", noise_levels=[0.1, 0.5, 0.9], samples=N, batch_size=4, seed=3)
     models = [str(files / "res.pt"), str(files / "dar.pt")]
-    whole = sweep.profile(models, out=files / "whole", **kw)
+    whole = api.profile(models, out=files / "whole", **kw)
 
     real = sweep.run_level
     calls = []
@@ -173,13 +174,13 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(files, monkeyp
     out = files / "resumed"
     monkeypatch.setattr(sweep, "run_level", flaky)
     with pytest.raises(KeyboardInterrupt):
-        sweep.profile(models, out=out, **kw)
+        api.profile(models, out=out, **kw)
     state = dardiag.runs.profile_run._read_run_json(out / "_run.json")
     assert state["status"] == "running" and len(state["completed"]) == 2
 
     calls.clear()
     monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
-    resumed = sweep.profile(models, out=out, **kw)  # the same call again continues (as --resume would)
+    resumed = api.profile(models, out=out, **kw)  # the same call again continues (as --resume would)
     assert len(calls) == 2 * 3 - 2  # only the unfinished levels were recomputed
     assert resumed.attrs["dardiag_status"] == "complete"
 
@@ -199,7 +200,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(files, monkeyp
 
 
 def bad_cases(f: Path) -> dict[str, list]:
-    res, dar, inp = f / "res.pt", f / "dar.pt", f / "inputs.pt"
+    res, dar = f / "res.pt", f / "dar.pt"
     return {
         "unreadable inputs": [res, "--inputs", f / "garbage.pt"],
         "missing inputs": [res, "--inputs", f / "nowhere.pt"],
@@ -257,10 +258,10 @@ def test_huge_samples_and_unwritable_out_are_one_line_errors(files, tmp_path):
     from dardiag.errors import DardiagError
 
     with pytest.raises(DardiagError, match="--samples 100000000000 needs"):
-        sweep.profile(str(files / "res.pt"), samples=10**11, noise_levels=[0.5])
+        api.profile(str(files / "res.pt"), samples=10**11, noise_levels=[0.5])
     (tmp_path / "afile").write_text("x")
     with pytest.raises(DardiagError, match="cannot create .*afile/sub.*writable directory"):
-        sweep.profile(str(files / "res.pt"), out=tmp_path / "afile" / "sub", samples=N, batch_size=4,
+        api.profile(str(files / "res.pt"), out=tmp_path / "afile" / "sub", samples=N, batch_size=4,
                       noise_levels=[0.5], analyses=Analyses(probe=False))
     assert (tmp_path / "afile").read_text() == "x"
 
@@ -268,7 +269,7 @@ def test_huge_samples_and_unwritable_out_are_one_line_errors(files, tmp_path):
 def test_a_failed_force_restores_the_replaced_run(files, monkeypatch):
     kw = dict(inputs=files / "inputs.pt", samples=N, batch_size=4, analyses=Analyses(probe=False))
     out = files / "forced"
-    first = sweep.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)
+    first = api.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)
     before = snapshot(out)
 
     def broken(*a, **k):
@@ -276,7 +277,7 @@ def test_a_failed_force_restores_the_replaced_run(files, monkeypatch):
 
     monkeypatch.setattr(sweep, "run_level", broken)
     with pytest.raises(RuntimeError):
-        sweep.profile(str(files / "res.pt"), out=out, noise_levels=[0.2, 0.9], force=True, **kw)
+        api.profile(str(files / "res.pt"), out=out, noise_levels=[0.2, 0.9], force=True, **kw)
     assert snapshot(out) == before  # the old run is back, byte for byte
     pd.testing.assert_frame_equal(dardiag.read_profile(out), first)
 
@@ -300,17 +301,17 @@ def test_resume_recomputes_levels_whose_probe_cache_is_gone(files, monkeypatch):
 
     monkeypatch.setattr(sweep, "run_level", stop_before_probe)
     with pytest.raises(KeyboardInterrupt):
-        sweep.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
+        api.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
     shutil.rmtree(out / "_work")  # e.g. the run directory was copied without its scratch
     monkeypatch.undo()
     calls.clear()
     monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
-    df = sweep.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
+    df = api.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
     assert len(calls) == 4  # the first model's two levels again (cache gone), then the second's
     assert df[df.metric == "probe_r2"].model.nunique() == 2
     shutil.rmtree(out / "_work")  # a complete run needs no cache: read back without any work
     calls.clear()
-    again = sweep.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
+    again = api.profile([str(files / "res.pt"), str(files / "dar.pt")], out=out, **kw)
     assert calls == [] and len(again) == len(df)
 
 
@@ -347,17 +348,17 @@ def test_a_failed_fresh_run_leaves_nothing_that_blocks_the_corrected_command(fil
     out = files / "stub"
     monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("loss is not finite")))
     with pytest.raises(RuntimeError):
-        sweep.profile(str(files / "dar.pt"), out=out, **kw)
+        api.profile(str(files / "dar.pt"), out=out, **kw)
     assert not any(out.iterdir())  # no stub run: nothing was finished
     monkeypatch.undo()
-    df = sweep.profile(str(files / "res.pt"), out=out, **kw)  # another config, no --force needed
+    df = api.profile(str(files / "res.pt"), out=out, **kw)  # another config, no --force needed
     assert set(df.model) == {"res"}
 
 
 def test_ctrl_c_during_force_then_the_same_force_command_continues(files, monkeypatch):
     kw = dict(inputs=files / "inputs.pt", samples=N, batch_size=4, analyses=Analyses(probe=False))
     out = files / "force_ctrl_c"
-    sweep.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)
+    api.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)
     real, calls = sweep.run_level, []
 
     def interrupted(*a, **k):
@@ -369,19 +370,19 @@ def test_ctrl_c_during_force_then_the_same_force_command_continues(files, monkey
     monkeypatch.setattr(sweep, "run_level", interrupted)
     new = dict(noise_levels=[0.1, 0.6, 0.9], force=True, **kw)
     with pytest.raises(KeyboardInterrupt):
-        sweep.profile(str(files / "res.pt"), out=out, **new)
+        api.profile(str(files / "res.pt"), out=out, **new)
     assert (out / "_replaced" / "_run.json").exists()  # the old run is kept, not lost
     with pytest.raises(dardiag.errors.DardiagError, match="kept in .*_replaced"):
-        sweep.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)  # the old command
+        api.profile(str(files / "res.pt"), out=out, noise_levels=[0.5], **kw)  # the old command
     calls.clear()
     monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
-    df = sweep.profile(str(files / "res.pt"), out=out, **new)
+    df = api.profile(str(files / "res.pt"), out=out, **new)
     assert len(calls) == 2 and not (out / "_replaced").exists()
     assert df.noise_level.nunique() == 3
 
 
 def test_noise_levels_are_stored_as_asked_where_the_family_is_continuous(files):
-    from dardiag.engine.subjects import load_subject
+    from dardiag.adapters.open import open_subject as load_subject
 
     sit, dit = load_subject(files / "dar.pt"), load_subject(files / "res.pt")
     assert [lv for lv, _ in sweep.resolve_grid(sit, [0.1, 0.5, 0.9], None)] == [0.9, 0.5, 0.1]  # == matches
@@ -396,13 +397,13 @@ def test_an_in_memory_model_changed_since_the_last_run_is_not_read_back(files):
 
     model, info = load_model(files / "dar.pt")
     kw = dict(samples=N, batch_size=4, noise_levels=[0.5], analyses=Analyses(probe=False), out=files / "mem")
-    first = sweep.profile((model, info), **kw)
-    pd.testing.assert_frame_equal(sweep.profile((model, info), **kw), first)  # same weights: read back
+    first = api.profile((model, info), **kw)
+    pd.testing.assert_frame_equal(api.profile((model, info), **kw), first)  # same weights: read back
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3)
     with pytest.raises(dardiag.errors.DardiagError, match="weights_sha256"):
-        sweep.profile((model, info), **kw)
+        api.profile((model, info), **kw)
 
 
 def test_checkpoints_of_one_training_run_are_one_model_over_steps(files, tmp_path):

@@ -20,7 +20,7 @@ import torch
 from dardiag.adapters.dit import dit_subject
 from dardiag.checkpoints import ModelInfo, load_model
 from dardiag.engine.config import Analyses
-from dardiag.engine.sweep import profile
+from dardiag.api import profile
 from tests.helpers import brute_hsic1 as _brute_hsic1
 from tests.helpers import randomised_dit
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import diffusers
 import torch
@@ -33,14 +31,13 @@ from torch import nn
 
 from dardiag.adapters.conditioning import Conditioning
 from dardiag.adapters.generic import block_taps, first_input, resolve_blocks
-from dardiag.checkpoints.files import read_file, sha256_file
-from dardiag.checkpoints.load import check_tensors, checked_entries
+from dardiag.adapters.options import LoadOptions
+from dardiag.checkpoints.diffusers_dir import load_diffusers_model, pipeline_components, read_config, weight_files
+from dardiag.checkpoints.files import sha256_file
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.subject import SiteSpec, Subject
 
-WEIGHTS = "diffusion_pytorch_model"
-LEGACY_BY_NORM = {"ada_norm_zero": "DiTTransformer2DModel", "ada_norm_single": "PixArtTransformer2DModel"}
 VAE_FACTOR = 8  # pixels per latent side in the SD / PixArt / Flux VAEs
 
 
@@ -267,15 +264,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
 #################################################################################
 
 
-def read_config(path: Path) -> tuple[dict, str]:
-    """-> (config dict, supported class name); one-line errors for anything else."""
-    try:
-        raw = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DardiagError(f"{path / 'config.json'} is not readable JSON ({e})") from None
-    name = raw.get("_class_name") if isinstance(raw, dict) else None
-    if name == "Transformer2DModel":  # legacy: one class for everything, told apart by norm_type
-        name = LEGACY_BY_NORM.get(raw.get("norm_type"), f"Transformer2DModel (norm_type {raw.get('norm_type')})")
+def check_supported(name: str | None, path: Path) -> None:
     if name not in ADAPTERS:
         raise DardiagError(
             f"{path}: diffusers class {name or '(no _class_name)'} is not supported; supported: "
@@ -283,124 +272,6 @@ def read_config(path: Path) -> tuple[dict, str]:
             "ada_norm_single); profile any other nn.Module with the generic API "
             "dardiag.adapters.generic.generic_subject(model, blocks=..., call=..., family=...)"
         )
-    _check_sizes(raw, path / "config.json")
-    return raw, name
-
-
-# config.json sizes that must be positive integers when given: a 0 or a string fails deep inside
-# diffusers (ZeroDivisionError, TypeError) or builds a model that cannot hold the weights
-POSITIVE_SIZES = (
-    "num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "sample_size",
-    "patch_size", "num_embeds_ada_norm", "cross_attention_dim", "caption_channels", "joint_attention_dim",
-    "caption_projection_dim", "pooled_projection_dim", "pos_embed_max_size",
-)
-
-
-def _check_sizes(raw: dict, file: Path) -> None:
-    for key in POSITIVE_SIZES:
-        value = raw.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise DardiagError(f"{file}: {key} is {value!r}; expected a positive integer")
-    side, patch = raw.get("sample_size"), raw.get("patch_size")
-    if side is not None and patch is not None and side % patch:
-        raise DardiagError(f"{file}: sample_size {side} is not a multiple of patch_size {patch}")
-
-
-def weight_files(path: Path) -> list[Path]:
-    """The weight files of a diffusers directory: one safetensors file, its shards, or a .bin."""
-    candidates = [f"{WEIGHTS}.safetensors", f"{WEIGHTS}.safetensors.index.json", f"{WEIGHTS}.bin",
-                  f"{WEIGHTS}.bin.index.json"]
-    variants = sorted(p.name for p in path.glob(f"{WEIGHTS}.*.safetensors*"))  # e.g. .fp16.safetensors
-    for name in candidates + variants:
-        file = path / name
-        if not file.is_file():
-            continue
-        if not name.endswith(".index.json"):
-            return [file]
-        try:
-            index = json.loads(file.read_text())["weight_map"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DardiagError(f"{file} is not a readable shard index ({e})") from None
-        shards = [path / s for s in sorted(set(index.values()))]
-        missing = [s.name for s in shards if not s.is_file()]
-        if missing:
-            raise DardiagError(f"{path}: shard index names missing files: {', '.join(missing)}")
-        return shards
-    raise DardiagError(
-        f"{path} has config.json but no weights: expected {WEIGHTS}.safetensors, a sharded "
-        f"{WEIGHTS}.safetensors.index.json, or {WEIGHTS}.bin"
-    )
-
-
-def read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
-    """All shards in one dict; ``read_file`` names an LFS pointer, an HTML page or a code-bearing pickle."""
-    sd: dict[str, torch.Tensor] = {}
-    for file in files:
-        part = read_file(file)
-        if not isinstance(part, dict):
-            raise DardiagError(f"{file} holds a {type(part).__name__}, not a state dict of weights")
-        sd.update(checked_entries(part, file))
-    return sd
-
-
-@contextmanager
-def parameters_on_meta() -> Iterator[None]:
-    """Build modules with parameters on the meta device (no memory, no random init) while buffers are
-    computed for real: diffusers keeps its position tables in non-persistent buffers, which a
-    checkpoint does not hold and ``torch.device("meta")`` would leave empty."""
-    register = nn.Module.register_parameter
-
-    def on_meta(module, name, param):
-        register(module, name, param)
-        if param is not None and param.device.type != "meta":
-            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = on_meta
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register
-
-
-@contextmanager
-def _quiet_diffusers() -> Iterator[None]:
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-
-
-def load_diffusers_model(path: Path, class_name: str, raw: dict, files: list[Path], dtype: torch.dtype) -> nn.Module:
-    """Strictly load a diffusers model directory (every key and shape checked before assigning)."""
-    cls = getattr(diffusers, class_name)
-    try:
-        with _quiet_diffusers(), parameters_on_meta():
-            model = cls.from_config({k: v for k, v in raw.items() if k != "_class_name"})
-    except Exception as e:  # diffusers validates little: any value it chokes on is the file's fault
-        text = " ".join(f"{type(e).__name__}: {e}".split())[:160]
-        raise DardiagError(f"{path / 'config.json'}: diffusers cannot build {class_name} from it ({text})") from None
-    sd = read_weights(files)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weights missing, e.g. {', '.join(missing[:4])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected weights, e.g. {', '.join(unexpected[:4])}")
-        raise DardiagError(f"{path}: the weights do not match config.json ({class_name}): {'; '.join(parts)}")
-    check_tensors(expected, sd, path, have="file", want="config expects")
-    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    model.load_state_dict(sd, strict=True, assign=True)
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:  # a buffer no constructor computed and no file holds: a dardiag bug, not the user's
-        raise RuntimeError(f"tensors left on the meta device after loading {path}: {left[:4]}")
-    return model.eval()
 
 
 def _display_name(path: Path) -> str:
@@ -410,39 +281,48 @@ def _display_name(path: Path) -> str:
     return path.name
 
 
-def diffusers_subject(
-    path,
-    *,
-    device="cpu",
-    name: str | None = None,
-    dtype: torch.dtype | None = None,
-    family: str | None = None,
-    latent_size: int | None = None,
-    text_tokens: int | None = None,
-    seed: int = 0,
-) -> Subject:
-    """A Subject for a diffusers transformer directory (DiT, PixArt, SD3, Flux).
+def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu", name: str | None = None,
+                      dtype: torch.dtype | None = None, seed: int = 0, **option_fields) -> Subject:
+    """A Subject for a diffusers transformer folder, or a pipeline folder's denoiser.
 
-    ``dtype``: weights are upcast to float32 unless given (the sweep's ``--dtype`` autocasts).
-    ``family``: override the family the class implies (DiT/PixArt: dit; SD3/Flux: flow1000).
-    ``latent_size``: latent side (default: config ``sample_size``; Flux: 128, i.e. 1024 px).
-    ``text_tokens``: length of synthetic text embeddings (default: the pipeline's).
-    ``seed``: seed of synthetic conditioning (drawn per sample id).
+    ``options`` (or their fields as keywords: ``family``, ``input_size``, ``text_tokens``, ...) say what
+    the files cannot; ``dtype``: the weights' dtype on ``device`` (default float32; the sweep's
+    ``--dtype`` autocasts); ``seed``: seed of synthetic conditioning (drawn per sample id).
     The model is called with the sweep's latents (N, C, H, W) and returns (N, C_out, H, W).
     """
+    options = (options or LoadOptions()).replace(**option_fields) if option_fields else (options or LoadOptions())
     path = Path(path)
-    raw, class_name = read_config(path)
-    files = weight_files(path)
-    model = load_diffusers_model(path, class_name, raw, files, dtype or torch.float32).to(device)
+    folder, pipeline = denoiser_folder(path)
+    raw, class_name = read_config(folder)
+    check_supported(class_name, folder)
+    files = weight_files(folder)
+    model = load_diffusers_model(folder, class_name, raw, files, dtype=dtype or torch.float32, device=device)
     hashes = {f.name: sha256_file(f) for f in files}
     sha = next(iter(hashes.values())) if len(hashes) == 1 else hashlib.sha256(
         "".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
-    info = {"path": str(path), "file_class_name": raw.get("_class_name"), "sha256": sha, "files": hashes}
-    return diffusers_model_subject(
-        model, name=name or _display_name(path), family=family, latent_size=latent_size,
-        text_tokens=text_tokens, seed=seed, class_name=class_name, raw_config=raw, checkpoint=str(path),
-        info=info,
+    info = {"path": str(folder), "file_class_name": raw.get("_class_name"), "sha256": sha, "files": hashes}
+    if pipeline:
+        info["pipeline"] = str(path)
+    subject = diffusers_model_subject(
+        model, name=name or _display_name(folder), family=options.family, latent_size=options.input_size,
+        text_tokens=options.text_tokens, seed=seed, class_name=class_name, raw_config=raw,
+        checkpoint=str(folder), info=info,
     )
+    subject.weights_id = sha
+    return subject
+
+
+def denoiser_folder(path: Path) -> tuple[Path, bool]:
+    """-> (the model folder to load, whether ``path`` was a pipeline): a pipeline's denoiser is its
+    ``transformer`` component (a UNet pipeline is refused by name: not a DiT)."""
+    if not (path / "model_index.json").is_file() or (path / "config.json").is_file():
+        return path, False
+    components = pipeline_components(path)
+    denoisers = [c for c in ("transformer", "unet", "prior") if c in components or (path / c / "config.json").is_file()]
+    if not denoisers:
+        raise DardiagError(f"{path} is a diffusers pipeline without a transformer component (it has "
+                           f"{', '.join(components) or 'none'}); pass the denoiser's folder")
+    return path / denoisers[0], True
 
 
 def diffusers_model_subject(

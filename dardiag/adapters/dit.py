@@ -8,11 +8,25 @@ from __future__ import annotations
 
 from dardiag.families import get_family
 from dardiag.hooks.recorder import Tap
+from dardiag.sampler import SAMPLE_FAMILIES, sample
 from dardiag.subject import SiteSpec, Subject
 
 
 def _dit_call(model, x_t, t_native, y, cond):
     return model(x_t, t_native, y)
+
+
+def _sampler(model, family: str):
+    """The Subject's ``sample(y, steps, cfg, seed)``: DDIM for dit, Euler for sit and repa."""
+    if family not in SAMPLE_FAMILIES:
+        return None
+
+    def draw(y, steps: int, cfg: float, seed: int):
+        y = y.to(next(model.parameters()).device)
+        return sample(model, family, y, steps=steps, cfg_scale=cfg, seed=seed)  # (N, C, H, W)
+
+    draw.label = "DDIM" if family == "dit" else "Euler"
+    return draw
 
 
 def dit_subject(model, info, *, name: str | None = None) -> Subject:
@@ -40,4 +54,5 @@ def dit_subject(model, info, *, name: str | None = None) -> Subject:
         checkpoint=info.path,
         step=info.step,
         info=info.to_dict(),
+        sample=_sampler(model, info.family),
     )

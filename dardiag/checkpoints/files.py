@@ -24,7 +24,7 @@ import torch
 
 from dardiag.errors import DardiagError
 
-__all__ = ["read_file", "read_with_format", "sha256_file", "short_error"]
+__all__ = ["checked_entries", "read_file", "read_with_format", "sha256_file", "short_error", "tensor_headers"]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -118,11 +118,68 @@ def read_with_format(path: Path) -> tuple[object, str]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the error says more
-            return torch.load(path, map_location="cpu", weights_only=True), "torch"
+            # torch.save's zip format maps the file instead of reading it: a big checkpoint's tensors
+            # cost page cache, not a second copy in memory, until they are cast or moved
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip"), "torch"
     except pickle.UnpicklingError as e:
         raise _unpickling_error(path, e, kind) from None
     except Exception as e:  # the weights-only unpickler also raises KeyError, IndexError, ... on garbage
         raise _unreadable(path, e) from None
+
+
+def checked_entries(sd: dict, path: Path, *, headers: bool = False) -> dict:
+    """Names map to dense tensors: checked before any key is parsed or any value is used (``headers``:
+    meta tensors from :func:`tensor_headers` stand for entries not read yet)."""
+    for k, v in sd.items():
+        if not isinstance(k, str):
+            raise DardiagError(
+                f"{path}: state-dict key {k!r} is of type {type(k).__name__}; keys must be parameter names (str)"
+            )
+        if not torch.is_tensor(v):
+            raise DardiagError(f"{path}: {k} holds a {type(v).__name__}, not a tensor; a state dict maps names to tensors")
+        if v.layout != torch.strided:
+            raise DardiagError(f"{path}: {k} is a {v.layout} tensor; dardiag reads dense tensors only")
+        if v.is_meta and not headers:  # saved from a model built on the meta device: shapes without values
+            raise DardiagError(f"{path}: {k} is a meta tensor (no values were saved); re-save the real weights")
+    return sd
+
+
+def tensor_headers(path: str | os.PathLike) -> dict:
+    """Names -> tensors holding each entry's shape and dtype, cheaply: a safetensors file's header only
+    (meta tensors, nothing read), else the file mapped (torch.save's zip) or read."""
+    path = Path(path)
+    _check_path(path)
+    head = _read_head(path)
+    kind = _sniff(head, path.stat().st_size)
+    _refuse_by_content(path, kind, head)
+    if kind != "safetensors" and not (kind == "unknown" and path.suffix == ".safetensors"):
+        obj = read_with_format(path)[0]
+        if not isinstance(obj, dict):
+            raise DardiagError(f"{path} holds a {type(obj).__name__}, not a state dict of weights")
+        return checked_entries(obj, path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            out = {}
+            for key in f.keys():
+                part = f.get_slice(key)
+                dtype = _SAFETENSORS_DTYPES.get(part.get_dtype())
+                if dtype is None:
+                    raise DardiagError(f"{path}: {key} has dtype {part.get_dtype()}, which torch cannot hold")
+                out[key] = torch.empty(part.get_shape(), dtype=dtype, device="meta")
+            return out
+    except DardiagError:
+        raise
+    except Exception as e:  # safetensors raises its own error types
+        raise DardiagError(f"{path} is not a readable safetensors file ({short_error(e)})") from None
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
 
 
 def _load_safetensors(path: Path) -> dict:

@@ -34,7 +34,7 @@ def demo_cmd(
     from dardiag.bundled import bundled_checkpoints, held_out_digits
     from dardiag.cli.report import console, print_comparison, print_probe, print_symptoms, progress_bar
     from dardiag.engine.config import Analyses, ProfileConfig, default_grid
-    from dardiag.engine.sweep import profile
+    from dardiag.api import profile
 
     paths = bundled_checkpoints()
     with progress_bar(len(paths) * (levels + 1), progress) as advance:

@@ -20,7 +20,7 @@ def inspect_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ):
     """Print the detected architecture, family, weights and file facts; non-zero exit on any error."""
-    if checkpoint.is_dir() and (checkpoint / "config.json").exists():
+    if checkpoint.is_dir() and ((checkpoint / "config.json").exists() or (checkpoint / "model_index.json").exists()):
         return _inspect_diffusers(checkpoint, family, input_size, as_json)
     from dardiag.checkpoints import load_model
 
@@ -48,9 +48,10 @@ def inspect_cmd(
 
 def _inspect_diffusers(path: Path, family: Optional[str], input_size: Optional[int], as_json: bool) -> None:
     """A diffusers transformer directory: the class, how dardiag drives it, its size and files."""
-    from dardiag.engine.subjects import load_subject
+    from dardiag.adapters.open import open_subject
+    from dardiag.adapters.options import LoadOptions
 
-    subject = load_subject(path, family=family, input_size=input_size)
+    subject = open_subject(path, LoadOptions(family=family, input_size=input_size))
     info = subject.info
     d = {
         "name": subject.name,

@@ -75,7 +75,8 @@ def profile_cmd(
     from dardiag.cli.report import console, print_probe, print_symptoms, progress_bar
     from dardiag.engine.config import Analyses, ProfileConfig, default_grid
     from dardiag.engine.distributed import is_main
-    from dardiag.engine.sweep import profile
+    from dardiag.adapters.options import LoadOptions
+    from dardiag.api import profile
 
     grid = parse_floats(noise_levels, "--noise-levels")
     ts = parse_floats(timesteps, "--timesteps")
@@ -87,8 +88,9 @@ def profile_cmd(
                         routes=routes, probe=probe, token_maps=token_maps, outliers=outliers,
                         channel_maps=channel_maps)
     config = ProfileConfig(noise_levels=grid, timesteps=ts, samples=samples, batch_size=batch_size, seed=seed,
-                           device=device, dtype=dtype, analyses=analyses, family=family, num_heads=num_heads,
-                           input_size=input_size, generate_steps=generate_steps, generate_cfg=generate_cfg)
+                           device=device, dtype=dtype, analyses=analyses, generate_steps=generate_steps,
+                           generate_cfg=generate_cfg)
+    load = LoadOptions(family=family, num_heads=num_heads, input_size=input_size)
     if out is None:
         out = default_out(checkpoints)
     if is_main():
@@ -97,7 +99,7 @@ def profile_cmd(
         inputs = Path(inputs)
     n_units = len(checkpoints) * ((len(ts) if ts is not None else len(grid)) + int(probe))
     with progress_bar(n_units, progress) as advance:
-        df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, config=config, names=name,
+        df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, config=config, load=load, names=name,
                      force=force, resume=resume, progress=advance, report=console.print if is_main() else None)
 
     if not is_main():  # under torchrun only rank 0 reports and draws

@@ -1,10 +1,12 @@
 """What a profile measures, as one frozen value: built once (CLI, Python API, the trainer's periodic
 profile), validated once, stored whole in the run metadata and compared on resume.
 
-``ProfileConfig`` holds every setting that changes the numbers (the grid, inputs size, minibatching,
-seed, precision, analyses, loading flags) and ``device``, the one setting a resumed run may change
-(``RESUMABLE``). The run's arguments that are not settings stay outside: the models, ``inputs``, ``out``,
-display names, ``force``/``resume`` and the progress callback.
+``ProfileConfig`` holds every measurement setting (the grid, inputs size, minibatching, seed,
+precision, analyses) and ``device``, the one setting a resumed run may change (``RESUMABLE``). How a
+checkpoint is opened (family, heads, latent side, ...) is not a measurement setting: it is
+``dardiag.adapters.options.LoadOptions``, used before the engine sees a model. The run's arguments that
+are not settings stay outside too: the models, ``inputs``, ``out``, display names, ``force``/``resume``
+and the progress callback.
 """
 
 from __future__ import annotations
@@ -86,9 +88,6 @@ class ProfileConfig:
     device: str = "cpu"
     dtype: str = "float32"  # autocast dtype of the forward pass; statistics stay float64
     analyses: Analyses = field(default_factory=Analyses)
-    family: str | None = None  # loading flags: what a checkpoint cannot say about itself
-    num_heads: int | None = None
-    input_size: int | None = None
     generate_steps: int = 50  # inputs="generated": sampler steps (DDIM for dit, Euler for sit / repa)
     generate_cfg: float = 1.0  # inputs="generated": classifier-free guidance scale (1 = off)
 
@@ -122,9 +121,6 @@ class ProfileConfig:
         if not (isinstance(self.generate_cfg, (int, float)) and math.isfinite(self.generate_cfg)
                 and self.generate_cfg >= 0):
             raise DardiagError(f"--generate-cfg must be a finite number >= 0 (1 = off), got {self.generate_cfg!r}")
-        for name, v in (("--num-heads", self.num_heads), ("--input-size", self.input_size)):
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise DardiagError(f"{name} must be a positive integer, got {v!r}")
 
     @property
     def grid(self) -> tuple[float, ...] | None:

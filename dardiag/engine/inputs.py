@@ -5,9 +5,12 @@ Symptoms are measured on (x0, noise) pairs, and x0 decides what they mean at low
 
 * ``"image latents"``: a file written by ``dardiag latents`` (real images through the model's VAE);
 * ``"file"``: any other latents file (``x0``, optional ``y``, ``noise``, conditioning);
-* ``"generated"``: x0 drawn by the model itself (``inputs="generated"``; dit, sit and repa checkpoints);
+* ``"generated"``: x0 drawn by the model itself (``inputs="generated"``; models whose Subject has a sampler);
 * ``"in memory"``: a dict (a ``"meta": {"source": ...}`` entry names it, as ``held_out_digits`` does);
 * ``"synthetic"``: none given: seeded standard-normal latents, which are not images.
+
+The engine opens no file: a latents file arrives as the dict its opener read (``dardiag.data.open_inputs``),
+whose ``meta`` says which file it was (``file``, ``sha256``).
 
 ``Inputs.kind`` and ``Inputs.label`` (short, a column of the table) say which; ``Inputs.source`` is
 the full account the run's metadata compares on resume.
@@ -24,12 +27,8 @@ from typing import Callable
 
 import torch
 
-from dardiag.checkpoints.files import sha256_file
-from dardiag.data import load_latents
 from dardiag.errors import DardiagError
 from dardiag.metrics.cka import row_blocks
-from dardiag.models import DiT
-from dardiag.sampler import SAMPLE_FAMILIES, sample
 from dardiag.subject import Subject
 
 SYNTHETIC_SAMPLES = 64
@@ -88,9 +87,9 @@ def _check_fits_in_memory(n: int, shape: tuple[int, int, int]) -> None:
 
 def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps: int = 50,
                 cfg: float = 1.0) -> Inputs:
-    """Inputs for one subject: from a dict or a latents file (``spec``), drawn by the model
-    (``spec="generated"``, with ``steps`` sampler steps and guidance ``cfg``), or, when None, seeded
-    synthetic latents. Labels and noise the spec lacks are drawn with ``seed``."""
+    """Inputs for one subject: from a dict (``spec``; a latents file as its opener read it), drawn by
+    the model (``spec="generated"``, with ``steps`` sampler steps and guidance ``cfg``), or, when None,
+    seeded synthetic latents. Labels and noise the spec lacks are drawn with ``seed``."""
     C, H, W = subject.input_shape
     g = torch.Generator().manual_seed(seed)
     if spec is None:
@@ -105,14 +104,15 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps
     if isinstance(spec, str) and spec == GENERATED:
         return _generated(subject, samples or SYNTHETIC_SAMPLES, seed, steps, cfg)
     if isinstance(spec, (str, Path)):
-        # the content, not the path's spelling, identifies the inputs (resume compares configs)
-        data = load_latents(spec)
-        source = f"file: {Path(spec).name}, sha256 {sha256_file(Path(spec))}"
-        kind, label = "file", f"file {Path(spec).name}"
-    else:
-        data, source = dict(spec), "in-memory inputs"
-        kind, label = "in memory", "in-memory inputs"
+        raise DardiagError(f"the engine takes inputs already read; open {spec} with dardiag.data.open_inputs "
+                           "(dardiag.profile does)")
+    data = dict(spec)
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    if meta.get("file"):  # the content, not the path's spelling, identifies the inputs (resume compares configs)
+        source = f"file: {meta['file']}, sha256 {meta.get('sha256')}"
+        kind, label = "file", f"file {meta['file']}"
+    else:
+        source, kind, label = "in-memory inputs", "in memory", "in-memory inputs"
     if meta.get("folder") and meta.get("vae"):  # written by `dardiag latents`
         kind = "image latents"
         label = (f"latents of {Path(str(meta['folder'])).name}/ ({meta.get('count', '?')} images, "
@@ -155,10 +155,10 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps
 def _generated(subject: Subject, n: int, seed: int, steps: int, cfg: float) -> Inputs:
     """x0 drawn by the model itself: uniform classes and the sampler's start noise from one seed
     stream, the profile's noise from another (so x_t is not built from the sampler's own noise)."""
-    model, fam = subject.model, subject.family
-    if not isinstance(model, DiT) or fam.name not in SAMPLE_FAMILIES:
+    fam = subject.family
+    if subject.sample is None:
         raise DardiagError(
-            f"--inputs generated needs a sampler: dardiag has one for {', '.join(SAMPLE_FAMILIES)} checkpoints, "
+            f"--inputs generated needs a sampler (the model's own): dardiag has one for its DiT/SiT/REPA models, "
             f"not for {subject.name} ({fam.name}); encode real images with `dardiag latents` instead"
         )
     C, H, W = subject.input_shape
@@ -170,16 +170,15 @@ def _generated(subject: Subject, n: int, seed: int, steps: int, cfg: float) -> I
     def draw() -> torch.Tensor:
         chunks = []
         for i, start in enumerate(range(0, n, GENERATE_CHUNK)):
-            ys = y[start:start + GENERATE_CHUNK].to(next(model.parameters()).device)
-            chunks.append(sample(model, fam, ys, steps=steps, cfg_scale=cfg,
-                                 seed=zlib.crc32(f"generate {seed} {i}".encode())).cpu())
+            ys = y[start:start + GENERATE_CHUNK]
+            chunks.append(subject.sample(ys, steps, cfg, zlib.crc32(f"generate {seed} {i}".encode())).cpu())
         x0 = torch.cat(chunks)  # (N, C, H, W)
         if not torch.isfinite(x0).all():
             raise DardiagError(f"{subject.name}: the generated inputs are not finite (NaN or inf); lower "
                                "--generate-cfg or check the checkpoint with `dardiag inspect`")
         return x0
 
-    sampler = "DDIM" if fam.name == "dit" else "Euler"
+    sampler = getattr(subject.sample, "label", "the model's sampler")  # e.g. "DDIM", "Euler"
     _conditioning(subject, {}, seed)
     return Inputs(None, y, noise, f"generated: {n} samples of the model, {sampler} {steps} steps, cfg {cfg:g}, "
                                   f"uniform classes, seed {seed}",

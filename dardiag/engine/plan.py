@@ -10,7 +10,6 @@ import platform
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -20,8 +19,8 @@ import torch
 from dardiag import __version__
 from dardiag.engine import distributed
 from dardiag.engine.config import ProfileConfig
-from dardiag.engine.inputs import GENERATED, Inputs, make_inputs, minibatches
-from dardiag.engine.subjects import as_subject, name_series, unique_names, weights_sha256
+from dardiag.engine.inputs import Inputs, make_inputs, minibatches
+from dardiag.engine.subjects import name_series, unique_names, weights_sha256
 from dardiag.errors import DardiagError
 from dardiag.subject import Subject
 
@@ -59,19 +58,22 @@ def resolve_grid(subject: Subject, noise_levels, timesteps) -> list[tuple[float,
     return sorted({(float(a), float(b)) for a, b in zip(levels, t)}, reverse=True)
 
 
-def plan_models(models: Sequence, config: ProfileConfig, inputs, names: Sequence[str] | None,
+def plan_models(subjects: Sequence[Subject], config: ProfileConfig, inputs, names: Sequence[str] | None,
                 device) -> list[ModelPlan]:
-    """Open every model, resolve its grid and inputs, and check that the work can be split."""
+    """Resolve every model's grid and inputs, and check that the work can be split."""
     W = distributed.world_size()
-    subjects = [as_subject(m, family=config.family, num_heads=config.num_heads, device=device,
-                           input_size=config.input_size) for m in models]
+    for s in subjects:
+        if not isinstance(s, Subject):
+            raise DardiagError(f"the engine profiles Subjects, not a {type(s).__name__}; open checkpoints with "
+                               "dardiag.profile or dardiag.adapters.open_subject")
+    subjects = list(subjects)
     for s, name in zip(subjects, names or []):
         s.name = name
     if not names:
         name_series(subjects)
     unique_names(subjects)
     plans = []
-    for m, s in zip(models, subjects):
+    for s in subjects:
         s.model.to(device).eval()
         grid = resolve_grid(s, config.grid, config.timesteps)
         inp = make_inputs(inputs, s, config.samples, config.seed, steps=config.generate_steps,
@@ -84,7 +86,7 @@ def plan_models(models: Sequence, config: ProfileConfig, inputs, names: Sequence
                 f"{W} processes; every process needs one: use --batch-size {max(1, inp.count // W)} "
                 "or less, more --samples, or fewer processes"
             )
-        in_memory = None if isinstance(m, (str, Path)) else weights_sha256(s.model)
+        in_memory = None if s.weights_id else weights_sha256(s.model)
         plans.append(ModelPlan(s, grid, inp, in_memory))
     return plans
 
@@ -96,11 +98,18 @@ def _versions() -> dict:
             "pyarrow": pyarrow.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def run_metadata(plans: list[ModelPlan], config: ProfileConfig, inputs, device) -> dict:
+def _inputs_path(inputs) -> str | None:
+    meta = inputs.get("meta") if isinstance(inputs, dict) else None
+    return str(meta["path"]) if isinstance(meta, dict) and meta.get("path") else None
+
+
+def run_metadata(plans: list[ModelPlan], config: ProfileConfig, inputs, device, opened: dict | None = None) -> dict:
     """The run's metadata; ``config`` is what a resumed run must match (no paths: the same files under
-    another spelling continue the same run, their sha256 identifies them)."""
+    another spelling continue the same run, their sha256 identifies them). ``opened`` holds how the
+    models were opened (``LoadOptions.compared()``, from whoever opened them): compared too."""
     compared = {
         **config.compared(),  # every setting but the device, flat: cfg["seed"], cfg["analyses"], ...
+        **(opened or {}),
         "models": [
             {"name": p.subject.name, "sha256": p.subject.info.get("sha256", ""), "weights_sha256": p.weights_sha256,
              "family": p.subject.family.name, "routing": p.subject.routing, "step": p.subject.step,
@@ -117,9 +126,7 @@ def run_metadata(plans: list[ModelPlan], config: ProfileConfig, inputs, device) 
         "run_id": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
         "config": compared,
         "settings": config.to_dict(),  # the ProfileConfig whole, as given
-        "paths": {"checkpoints": [p.subject.checkpoint for p in plans],
-                  "inputs": str(inputs) if isinstance(inputs, Path) or (isinstance(inputs, str)
-                                                                         and inputs != GENERATED) else None},
+        "paths": {"checkpoints": [p.subject.checkpoint for p in plans], "inputs": _inputs_path(inputs)},
         "versions": _versions(),
         "device": str(device),
         "noise_convention": NOISE_CONVENTION,

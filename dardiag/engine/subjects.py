@@ -1,8 +1,6 @@
-"""From what a user passes to what the engine profiles: paths, (model, info) pairs and Subjects.
-
-Checkpoint files open through ``dardiag.checkpoints``, diffusers directories through
-``dardiag.adapters.diffusers`` (imported only when one is given: diffusers is an optional extra).
-Also the names models get in the table: one name per training series, distinct names otherwise.
+"""What the engine does with the Subjects it is given (it opens none: ``dardiag.adapters.open`` does):
+identify weights handed over in memory, and name models in the table, one name per training series
+and distinct names otherwise.
 """
 
 from __future__ import annotations
@@ -14,44 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dardiag.adapters.dit import dit_subject
-from dardiag.checkpoints import ModelInfo, load_model
-from dardiag.errors import DardiagError
-from dardiag.models import DiT
 from dardiag.subject import Subject
-
-
-def load_subject(path, *, family=None, num_heads=None, device="cpu", name=None, input_size=None) -> Subject:
-    """Open a checkpoint file (or a diffusers directory) as a Subject.
-
-    ``input_size``: latent side for files that cannot say (no pos_embed; diffusers: else sample_size).
-    """
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").exists():
-        try:
-            from dardiag.adapters.diffusers import diffusers_subject
-        except ImportError:
-            raise DardiagError(
-                f"{path} is a diffusers model directory; install the extra: pip install 'dardiag[diffusers]'"
-            ) from None
-        return diffusers_subject(path, device=device, name=name, family=family, latent_size=input_size)
-    model, info = load_model(path, family=family, num_heads=num_heads, device=device, input_size=input_size)
-    return dit_subject(model, info, name=name)
-
-
-def as_subject(obj, **kw) -> Subject:
-    """Accept a Subject, a (model, ModelInfo) pair, a dardiag ``DiT`` (with ``family``), or a path."""
-    if isinstance(obj, Subject):
-        return obj
-    if isinstance(obj, DiT):
-        if kw.get("family") is None:
-            raise DardiagError("a DiT in memory cannot say its noise process; pass family='dit', 'sit' or 'repa'")
-        return dit_subject(obj, ModelInfo.in_memory(obj, family=kw["family"], name=kw.get("name") or "model"))
-    if isinstance(obj, tuple) and len(obj) == 2:
-        return dit_subject(obj[0], obj[1], name=kw.get("name"))
-    if isinstance(obj, (str, Path)):
-        return load_subject(obj, **kw)
-    raise DardiagError(f"cannot profile a {type(obj).__name__}; pass a path, a dardiag DiT, (model, info) or a Subject")
 
 
 def weights_sha256(model: nn.Module) -> str:

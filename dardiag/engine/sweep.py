@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from dardiag.checkpoints import atomic_save
+from dardiag.atomic import atomic_write
 from dardiag.engine import distributed
 from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
@@ -85,15 +85,18 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
 #################################################################################
 
 
-def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=None,
+def profile(subjects: Sequence[Subject] | Subject, *, out: str | Path | None = None, inputs=None,
             config: ProfileConfig | None = None, names: Sequence[str] | None = None, force: bool = False,
             resume: bool = False, progress: Callable[[str], None] | None = None,
-            report: Callable[[str], None] | None = None, **settings) -> pd.DataFrame:
-    """Profile one or more models over a noise-level grid and return the long-form table.
+            report: Callable[[str], None] | None = None, opened: dict | None = None,
+            **settings) -> pd.DataFrame:
+    """Profile one or more Subjects over a noise-level grid and return the long-form table.
 
-    ``models``: checkpoint paths, ``(model, ModelInfo)`` pairs or Subjects (one or a list).
-    ``inputs``: a latents file (``dardiag latents``), a dict ``{x0, y?, noise?}``, ``"generated"`` (x0
-    sampled by the model) or None (seeded synthetic latents, which are not images: a warning says so).
+    The engine's entry point: it sees only Subjects (``dardiag.profile`` opens checkpoint paths first,
+    through ``dardiag.adapters``, and passes how it opened them as ``opened``, stored and compared
+    with the settings). ``inputs``: a dict ``{x0, y?, noise?, meta?}`` (a latents file as
+    ``dardiag.data.open_inputs`` read it), ``"generated"`` (x0 sampled by the model) or None (seeded
+    synthetic latents, which are not images: a warning says so).
     The settings are a :class:`ProfileConfig` (``config=``) or its fields as keywords
     (``noise_levels=[0.1, 0.9], samples=64, analyses=Analyses(cka=False)``, ...).
     With ``out``, parts are written atomically as each unit finishes and OUT is locked against a second
@@ -108,16 +111,14 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
     elif settings:
         raise DardiagError(f"pass config= or keyword settings, not both (got {', '.join(sorted(settings))})")
     resolve_device(config.device)
-    if not isinstance(models, (list, tuple)) or (isinstance(models, tuple) and len(models) == 2
-                                                 and not isinstance(models[0], (str, Path, tuple))):
-        models = [models]
-    if len(models) == 0:
+    subjects = [subjects] if isinstance(subjects, Subject) else list(subjects)
+    if len(subjects) == 0:
         raise DardiagError("no model to profile; pass at least one checkpoint")
     created = distributed.init_if_needed(config.device)  # under torchrun: join the process group
     try:
         device = distributed.rank_device(config.device)
-        plans = plan_models(models, config, inputs, names, device)
-        meta = run_metadata(plans, config, inputs, device)
+        plans = plan_models(subjects, config, inputs, names, device)
+        meta = run_metadata(plans, config, inputs, device, opened)
         if distributed.is_main():
             _report(plans, report)
         if out is None:
@@ -245,7 +246,7 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                     saved = None if saved is None else {"feats": saved[0], "ids": saved[1]}
                 if main:
                     if saved is not None and work is not None:
-                        atomic_save(saved, work / f"probe-{unit}.pt")
+                        atomic_write(work / f"probe-{unit}.pt", lambda f, obj=saved: torch.save(obj, f))
                     write(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in stats.rows()])
             if saved is not None:
                 for k, v in saved["feats"].items():

@@ -1,0 +1,63 @@
+"""From what a user passes to a Subject: checkpoint files, diffusers model folders and pipelines, models
+in memory. This is where paths are opened (through ``dardiag.checkpoints``); the engine only ever sees
+the Subjects made here.
+
+* a file: a DiT/SiT/REPA or dardiag checkpoint (``dardiag.checkpoints.load_model``);
+* a folder with ``config.json``: a diffusers transformer (``dardiag.adapters.diffusers``, imported
+  only then: diffusers is an optional extra);
+* a folder with ``model_index.json``: a diffusers pipeline, profiled through its denoiser;
+* a ``Subject``, a ``(model, ModelInfo)`` pair, or a dardiag ``DiT`` with ``family``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dardiag.adapters.dit import dit_subject
+from dardiag.adapters.options import LoadOptions
+from dardiag.checkpoints import ModelInfo, load_model
+from dardiag.errors import DardiagError
+from dardiag.models import DiT
+from dardiag.subject import Subject
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _diffusers_subject():
+    try:
+        from dardiag.adapters.diffusers import diffusers_subject
+    except ImportError:
+        raise DardiagError("this is a diffusers model; install the extra: pip install 'dardiag[diffusers]'") from None
+    return diffusers_subject
+
+
+def open_subject(obj, options: LoadOptions | None = None, *, device="cpu", name: str | None = None,
+                 seed: int = 0) -> Subject:
+    """A Subject for a path or an in-memory model (see the module docstring).
+
+    ``options`` say what the files cannot (family, heads, latent side, ...); ``seed`` seeds the
+    synthetic conditioning a text-to-image model gets when none is supplied.
+    """
+    options = options or LoadOptions()
+    if isinstance(obj, Subject):
+        return obj
+    if isinstance(obj, DiT):
+        if options.family is None:
+            raise DardiagError("a DiT in memory cannot say its noise process; pass family='dit', 'sit' or 'repa'")
+        return dit_subject(obj, ModelInfo.in_memory(obj, family=options.family, name=name or "model"))
+    if isinstance(obj, tuple) and len(obj) == 2:
+        return dit_subject(obj[0], obj[1], name=name)
+    if not isinstance(obj, (str, Path)):
+        raise DardiagError(f"cannot profile a {type(obj).__name__}; pass a path, a dardiag DiT, (model, info) "
+                           "or a Subject")
+    path = Path(obj)
+    dtype = DTYPES[options.weights_dtype or "float32"]
+    if path.is_dir() and ((path / "config.json").is_file() or (path / "model_index.json").is_file()):
+        return _diffusers_subject()(path, options, device=device, name=name, dtype=dtype, seed=seed)
+    model, info = load_model(path, family=options.family, num_heads=options.num_heads,
+                             input_size=options.input_size, device=device, dtype=dtype)
+    subject = dit_subject(model, info, name=name)
+    subject.weights_id = info.sha256
+    return subject

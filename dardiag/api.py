@@ -1,0 +1,68 @@
+"""``dardiag.profile``: open what the user passed (checkpoint paths, model folders, latents files), then
+hand the engine its Subjects and inputs. The engine (``dardiag.engine.sweep.profile``) opens nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from dardiag.adapters.open import open_subject
+from dardiag.adapters.options import LoadOptions
+from dardiag.data import open_inputs
+from dardiag.engine import distributed
+from dardiag.engine.config import ProfileConfig
+from dardiag.engine.devices import resolve_device
+from dardiag.engine.inputs import GENERATED
+from dardiag.engine.sweep import profile as profile_subjects
+from dardiag.errors import DardiagError
+
+
+def _as_list(models) -> list:
+    """One model (a path, a Subject, a DiT, a ``(model, info)`` pair) or a list of them."""
+    single_pair = isinstance(models, tuple) and len(models) == 2 and not isinstance(models[0], (str, Path, tuple))
+    if not isinstance(models, (list, tuple)) or single_pair:
+        return [models]
+    return list(models)
+
+
+def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=None,
+            config: ProfileConfig | None = None, load: LoadOptions | None = None,
+            names: Sequence[str] | None = None, force: bool = False, resume: bool = False,
+            progress: Callable[[str], None] | None = None, report: Callable[[str], None] | None = None,
+            **settings) -> pd.DataFrame:
+    """Profile one or more models over a noise-level grid and return the long-form table.
+
+    ``models``: checkpoint files, diffusers model or pipeline folders, ``(model, ModelInfo)`` pairs,
+    dardiag ``DiT``s (with ``family=``) or Subjects (one or a list).
+    ``inputs``: a latents file (``dardiag latents``), a dict ``{x0, y?, noise?}``, ``"generated"`` (x0
+    sampled by the model) or None (seeded synthetic latents, which are not images: a warning says so).
+    The measurement settings are a :class:`ProfileConfig` (``config=``), how to open the models a
+    :class:`LoadOptions` (``load=``), or the fields of either as keywords (``noise_levels=[0.1, 0.9],
+    samples=64, family="sit"``). With ``--dtype bfloat16`` / ``float16`` the weights are read in that
+    dtype (no float32 copy) unless ``load.weights_dtype`` says otherwise. ``out``, ``force``,
+    ``resume``, ``progress`` and ``report``: see :func:`dardiag.engine.sweep.profile`.
+    """
+    load_kw = {k: settings.pop(k) for k in list(settings) if k in LoadOptions.fields()}
+    if load is None:
+        load = LoadOptions(**load_kw)
+    elif load_kw:
+        raise DardiagError(f"pass load= or loading keywords, not both (got {', '.join(sorted(load_kw))})")
+    if config is None:
+        config = ProfileConfig.from_kwargs(**settings)
+    elif settings:
+        raise DardiagError(f"pass config= or keyword settings, not both (got {', '.join(sorted(settings))})")
+    resolve_device(config.device)  # before any file is read: a bad --device costs no load
+    device = distributed.rank_device(config.device)
+    models = _as_list(models)
+    if not models:
+        raise DardiagError("no model to profile; pass at least one checkpoint")
+    weights = load if load.weights_dtype or config.dtype == "float32" else load.replace(weights_dtype=config.dtype)
+    given = list(names or [])
+    subjects = [open_subject(m, weights, device=device, name=given[i] if i < len(given) else None,
+                             seed=config.seed) for i, m in enumerate(models)]
+    if isinstance(inputs, (str, Path)) and str(inputs) != GENERATED:
+        inputs = open_inputs(inputs)
+    return profile_subjects(subjects, out=out, inputs=inputs, config=config, names=names, force=force,
+                            resume=resume, progress=progress, report=report, opened=load.compared())
