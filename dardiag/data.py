@@ -90,7 +90,8 @@ def _short(e: Exception) -> str:
 
 
 def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> dict:
-    """Read ``{"x0": (N, C, H, W), "y": (N,) optional, "noise": (N, C, H, W) optional}`` strictly.
+    """Read ``{"x0": (N, C, H, W), "y": (N,) optional, "noise": like x0, optional}`` strictly; video
+    latents are (N, C, F, H, W).
 
     A ``"meta"`` dict of plain values (written by ``dardiag latents``) is passed through as it is.
 
@@ -112,8 +113,9 @@ def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> 
         if not torch.is_tensor(obj[key]):
             raise DardiagError(f"{path}: '{key}' is a {type(obj[key]).__name__}, expected a tensor/array")
     x0 = obj["x0"]
-    if x0.dim() != 4:
-        raise DardiagError(f"{path}: x0 must be 4-D [N, C, H, W], got shape {list(x0.shape)}")
+    if x0.dim() not in (4, 5):
+        raise DardiagError(f"{path}: x0 must be [N, C, H, W] (images) or [N, C, F, H, W] (video), got shape "
+                           f"{list(x0.shape)}")
     if x0.shape[0] == 0:
         raise DardiagError(f"{path}: x0 holds no images (shape {list(x0.shape)})")
     if not x0.is_floating_point() or not torch.isfinite(x0).all():

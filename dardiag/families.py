@@ -81,10 +81,16 @@ class DiTFamily(Family):
     t_min: float = 0.0
     t_max: float = 999.0
     integer_time: bool = True
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    scaled_linear: bool = False  # betas linear in sqrt(beta) (the Stable Diffusion schedule)
 
-    @staticmethod
-    def alphas_cumprod(device=None) -> torch.Tensor:
-        betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64, device=device)
+    def alphas_cumprod(self, device=None) -> torch.Tensor:
+        if self.scaled_linear:
+            betas = torch.linspace(self.beta_start**0.5, self.beta_end**0.5, 1000, dtype=torch.float64,
+                                   device=device) ** 2
+        else:
+            betas = torch.linspace(self.beta_start, self.beta_end, 1000, dtype=torch.float64, device=device)
         return torch.cumprod(1.0 - betas, dim=0)  # (1000,)
 
     def to_noise_level(self, t_native):
@@ -144,12 +150,32 @@ class FlowFamily(Family):
         return noise - x0
 
 
+@dataclass(frozen=True)
+class VPredFamily(DiTFamily):
+    """DDPM with v-prediction on the scaled-linear schedule (HunyuanDiT's scheduler: betas 0.00085..0.03),
+    target v = sqrt(abar) eps - sqrt(1 - abar) x0."""
+
+    name: str = "ddpm-v"
+    description: str = "DDPM, scaled-linear betas 0.00085..0.03, v prediction, t in 0..999 (999 = noise)"
+    beta_start: float = 0.00085
+    beta_end: float = 0.03
+    scaled_linear: bool = True
+
+    def target(self, x0, noise, t_native):
+        abar = self.alphas_cumprod(x0.device)[t_native.long()]  # (N,)
+        return _bcast(abar.sqrt(), x0) * noise - _bcast((1 - abar).sqrt(), x0) * x0
+
+
 FAMILIES: dict[str, Family] = {
     "dit": DiTFamily(),
     "sit": SiTFamily(),
     "repa": FlowFamily(),
     # diffusers SD3/Flux transformers take sigma * 1000 as their timestep
     "flow1000": FlowFamily(name="flow1000", description="flow matching, t = sigma * 1000", t_max=1000.0),
+    "flow": FlowFamily(name="flow", description="flow matching, t = sigma in [0, 1] (1 = noise), predicts noise - x0"),
+    # Lumina2 / Z-Image: their pipelines pass 1 - sigma and negate the output, i.e. the SiT convention
+    "flow-rev": SiTFamily(name="flow-rev", description="flow matching, t = 1 - sigma (1 = data), predicts x0 - noise"),
+    "ddpm-v": VPredFamily(),
 }
 
 

@@ -152,7 +152,7 @@ def _euler_velocity(model, fam: Family, x, y, steps, cfg_scale):
 
 
 def _ddim(model, x, y, steps, cfg_scale):
-    abar = DiTFamily.alphas_cumprod(x.device)  # (1000,) float64
+    abar = DiTFamily().alphas_cumprod(x.device)  # (1000,) float64
     # evenly spaced integer timesteps from 999 (noise) down to 0; duplicates appear only if steps > 1000
     ts = torch.unique(torch.linspace(999, 0, min(steps, 1000), device=x.device).round().long()).flip(0)
     for i, t in enumerate(ts):

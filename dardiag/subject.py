@@ -34,7 +34,7 @@ class Subject:
     family: Family
     spec: SiteSpec
     routing: str  # "residual", "dar-static_t-c4", ...
-    input_shape: tuple[int, int, int]  # (C, H, W) of the latents the model takes
+    input_shape: tuple[int, ...]  # (C, H, W) of the latents the model takes; (C, F, H, W) for video
     num_classes: int  # 0 = unconditional / text-conditioned
     call: Callable  # call(model, x_t, t_native, y, cond) -> output (N, >= C, H, W)
     checkpoint: str = ""

@@ -214,7 +214,7 @@ def test_latents_of_the_wrong_shape_are_one_line_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("payload,match", [
     ({"y": torch.zeros(3)}, "no 'x0'"),
-    ({"x0": torch.zeros(3, 16, 16)}, "4-D"),
+    ({"x0": torch.zeros(3, 16, 16)}, r"\[N, C, H, W\]"),
     ({"x0": torch.full((2, 1, 4, 4), float("nan"))}, "finite"),
     ({"x0": torch.zeros(2, 1, 4, 4), "noise": torch.zeros(2, 1, 4, 5)}, "noise has shape"),
     ({"x0": torch.zeros(2, 1, 4, 4), "y": torch.tensor([0, 12])}, "labels"),

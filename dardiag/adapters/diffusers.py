@@ -1,302 +1,275 @@
-"""diffusers transformers as Subjects: DiT, PixArt, SD3 and Flux from a model directory.
+"""diffusers transformers as Subjects: any class of the table (``dardiag.adapters.classes``), from a
+model folder, a pipeline folder, a single original file, or a model in memory.
 
-A directory holds ``config.json`` (its ``_class_name`` is trusted) and the weights
-(``diffusion_pytorch_model.safetensors``, sharded with a ``.safetensors.index.json``, or ``.bin``).
-Loading is strict and lazy: parameters are created on the meta device, so no random initialisation
-is paid for, while buffers (the sin-cos position tables, non-persistent in diffusers) are computed
-for real by the constructors; the weights are then assigned (``load_state_dict(assign=True)``) after
-every key and shape was checked. Facts: shared/design/checkpoints.md, "diffusers transformers".
-
-One small adapter per class says what differs: where the blocks are, which element of a block's
-output is the image stream, how the model is called and which conditioning it needs. Conditioning
-the user does not supply (text embeddings, pooled projections) is synthesised per sample from a seed
-and the sample id, and the Subject's ``info["conditioning"]`` says so.
+One adapter serves every class: the class's ``ClassEntry`` says where the block stacks are, which part
+of a block's output is the image stream, the noise process, the conditioning and the call. An unknown
+transformer class gets a guessed entry (``dardiag.adapters.classes.guess``), said on the first line.
+Conditioning the user does not supply (text embeddings, pooled projections) is synthesised per sample
+from a seed and the sample id, and the Subject's ``info["conditioning"]`` says so.
 
 Probed states (diagnostics.md §2): ``z_0`` is the image hidden state entering the first block, ``z_k``
-the image stream after block k; Flux's double blocks come first, then its single blocks (1..D).
+the image stream after block k of all stacks in call order (double-stream blocks, then single ones).
 
-Legend: N batch, C latent channels, H/W latent side, T image tokens, L text tokens, D hidden size.
+Legend: N batch, C latent channels, F frames, H/W latent side, T image tokens, L text tokens, D width.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import warnings
 from pathlib import Path
 
 import diffusers
 import torch
 from torch import nn
 
+from dardiag.adapters.classes import TABLE, ClassEntry, Stream, refusal
+from dardiag.adapters.classes.guess import guess_entry
+from dardiag.adapters.classes.spec import patch2d
 from dardiag.adapters.conditioning import Conditioning
-from dardiag.adapters.generic import block_taps, first_input, resolve_blocks
+from dardiag.adapters.generic import first_input, resolve_blocks
 from dardiag.adapters.options import LoadOptions
 from dardiag.checkpoints.diffusers_dir import load_diffusers_model, pipeline_components, read_config, weight_files
+from dardiag.checkpoints.single_file import single_file_model
 from dardiag.checkpoints.files import sha256_file
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
+from dardiag.hooks.recorder import Tap
 from dardiag.subject import SiteSpec, Subject
 
-VAE_FACTOR = 8  # pixels per latent side in the SD / PixArt / Flux VAEs
-
 
 #################################################################################
-#                          One adapter per class                                #
+#                     One adapter, driven by the class table                    #
 #################################################################################
 
 
-def _image_stream(output) -> torch.Tensor:
-    """SD3/Flux blocks return (encoder_hidden_states, hidden_states): the image is the second."""
-    return output[1] if isinstance(output, tuple) else output
+class ImagePart(nn.Module):
+    """A block whose output holds text and image tokens in one sequence: the image part is sent
+    through an identity child ``image``, so that a tap on it sees the image tokens and a gradient hook
+    on them is reached by backward; the returned values are unchanged."""
 
-
-class Adapter:
-    """DiTTransformer2DModel: ``model(x, timestep=t, class_labels=y)``, DDPM integer timesteps."""
-
-    family = "dit"
-    block_lists: tuple[str, ...] = ("transformer_blocks",)
-    text_tokens_default = 0
-
-    def __init__(self, model: nn.Module, raw_config: dict, *, latent_size: int | None,
-                 text_tokens: int | None):
-        self.model, self.config, self.raw = model, model.config, raw_config
-        patch = getattr(self.config, "patch_size", None) or 1
-        if latent_size is not None and (not isinstance(latent_size, int) or latent_size < 1 or latent_size % patch):
-            raise DardiagError(
-                f"--input-size {latent_size}: the latent side must be a positive multiple of the model's "
-                f"patch size {patch}"
-            )
-        self.latent_size = latent_size
-        self.text_tokens = text_tokens or self.text_tokens_default
-        self.image_tokens = 0  # T, set by every call (ImageTail reads it)
-
-    def input_shape(self) -> tuple[int, int, int]:
-        side = self.latent_size or self.config.sample_size
-        return (self.config.in_channels, side, side)
-
-    def num_classes(self) -> int:
-        return 0
-
-    def cond_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
-
-    def fixed_conditioning(self) -> str:
-        return ""
-
-    def paths(self) -> list[str]:
-        return resolve_blocks(self.model, self.block_lists)
-
-    def pick(self, output) -> torch.Tensor:
-        return _image_stream(output)
-
-    def forward(self, model, x_t, t, y, cond):
-        return model(x_t, timestep=t, class_labels=y).sample  # (N, C_out, H, W)
-
-    def call(self, model, x_t, t_native, y, cond):
-        """The Subject's call: conditioning to the model's device and dtype, then the class's forward."""
-        dtype = next(model.parameters()).dtype
-        cond = {k: v.to(x_t.device, dtype) for k, v in (cond or {}).items()}
-        C, H, W = x_t.shape[1:]
-        self.image_tokens = self.tokens(H, W)
-        return self.forward(model, x_t.to(dtype), t_native, y, cond)
-
-    def tokens(self, H: int, W: int) -> int:
-        p = self.config.patch_size
-        return (H // p) * (W // p)
-
-
-class DiTAdapter(Adapter):
-    """DiT: ``model(x, timestep=t, class_labels=y)``, DDPM integer timesteps, ImageNet classes."""
-
-    def num_classes(self) -> int:
-        return int(self.config.num_embeds_ada_norm)
-
-
-class PixArtAdapter(Adapter):
-    """PixArt-alpha/sigma: T5 caption embeddings (120 tokens in PixArt-alpha), DDPM timesteps."""
-
-    text_tokens_default = 120
-
-    def cond_shapes(self):
-        dim = self.config.caption_channels or self.config.cross_attention_dim
-        return {"encoder_hidden_states": (self.text_tokens, dim)}
-
-    def fixed_conditioning(self) -> str:
-        if not self.model.use_additional_conditions:
-            return "added_cond_kwargs resolution/aspect_ratio None (unused by this config)"
-        C, H, W = self.input_shape()
-        return f"resolution {H * VAE_FACTOR}x{W * VAE_FACTOR} px, aspect ratio {H / W:g}"
-
-    def forward(self, model, x_t, t, y, cond):
-        N, _, H, W = x_t.shape
-        added = {"resolution": None, "aspect_ratio": None}
-        if model.use_additional_conditions:
-            added = {
-                "resolution": torch.tensor([[H * VAE_FACTOR, W * VAE_FACTOR]], dtype=x_t.dtype,
-                                           device=x_t.device).expand(N, 2),  # (N, 2) pixels
-                "aspect_ratio": torch.full((N, 1), H / W, dtype=x_t.dtype, device=x_t.device),
-            }
-        return model(x_t, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t,
-                     added_cond_kwargs=added).sample  # (N, C_out, H, W)
-
-
-class SD3Adapter(Adapter):
-    """SD3/SD3.5: joint text stream (77 CLIP + 256 T5 tokens), timestep = sigma * 1000."""
-
-    family = "flow1000"
-    text_tokens_default = 77 + 256
-
-    def cond_shapes(self):
-        return {"encoder_hidden_states": (self.text_tokens, self.config.joint_attention_dim),
-                "pooled_projections": (self.config.pooled_projection_dim,)}
-
-    def forward(self, model, x_t, t, y, cond):
-        return model(x_t, encoder_hidden_states=cond["encoder_hidden_states"],
-                     pooled_projections=cond["pooled_projections"], timestep=t).sample
-
-
-class FluxAdapter(Adapter):
-    """Flux: 2x2-packed latents, rotary ids, double then single blocks, timestep = sigma (the model
-    multiplies by 1000 itself), guidance scale for guidance-distilled (dev) configs."""
-
-    family = "flow1000"
-    block_lists = ("transformer_blocks", "single_transformer_blocks")
-    guidance_scale = 3.5  # the FluxPipeline defaults
-    text_tokens_default = 512
-
-    def __init__(self, model, raw_config, *, latent_size, text_tokens):
-        super().__init__(model, raw_config, latent_size=latent_size, text_tokens=text_tokens)
-        self.old_single_blocks = False
-        singles = model.single_transformer_blocks
-        if len(singles) and "encoder_hidden_states" not in inspect.signature(type(singles[0]).forward).parameters:
-            # diffusers < 0.35: single blocks return [text; image] as one tensor
-            self.old_single_blocks = True
-            for j, block in enumerate(singles):
-                singles[j] = ImageTail(block, self)
-
-    def input_shape(self):
-        # Flux configs carry no sample size: 128 (1024 px) is the pipeline's default
-        side = self.latent_size or self.raw.get("sample_size") or 128
-        if side % 2:
-            raise DardiagError(f"Flux packs 2x2 latent patches; the latent side {side} must be even")
-        return (self.config.in_channels // 4, side, side)
-
-    def cond_shapes(self):
-        return {"encoder_hidden_states": (self.text_tokens, self.config.joint_attention_dim),
-                "pooled_projections": (self.config.pooled_projection_dim,)}
-
-    def fixed_conditioning(self) -> str:
-        text = "txt_ids zeros, img_ids (0, row, column) as in FluxPipeline"
-        if self.config.guidance_embeds:
-            text += f", guidance {self.guidance_scale:g}"
-        return text
-
-    def paths(self):
-        paths = super().paths()
-        if self.old_single_blocks:
-            paths = [f"{p}.image" if p.startswith("single_") else p for p in paths]
-        return paths
-
-    def tokens(self, H, W):
-        return (H // 2) * (W // 2)
-
-    @staticmethod
-    def pack(x):
-        N, C, H, W = x.shape
-        x = x.view(N, C, H // 2, 2, W // 2, 2).permute(0, 2, 4, 1, 3, 5)  # (N, H/2, W/2, C, 2, 2)
-        return x.reshape(N, (H // 2) * (W // 2), C * 4)  # (N, T, 4C)
-
-    @staticmethod
-    def unpack(x, H, W):
-        N, T, C4 = x.shape
-        x = x.view(N, H // 2, W // 2, C4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # (N, C, H/2, 2, W/2, 2)
-        return x.reshape(N, C4 // 4, H, W)  # (N, C, H, W)
-
-    def forward(self, model, x_t, t, y, cond):
-        N, C, H, W = x_t.shape
-        ids = torch.zeros(H // 2, W // 2, 3, device=x_t.device)
-        ids[..., 1] += torch.arange(H // 2, device=x_t.device)[:, None]
-        ids[..., 2] += torch.arange(W // 2, device=x_t.device)[None, :]
-        ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
-        guidance = None
-        if model.config.guidance_embeds:
-            guidance = torch.full((N,), self.guidance_scale, device=x_t.device, dtype=x_t.dtype)
-        out = model(
-            self.pack(x_t),  # (N, T, 4C)
-            encoder_hidden_states=ehs,
-            pooled_projections=cond["pooled_projections"],
-            timestep=t.to(x_t.dtype) / 1000.0,  # Flux scales sigma by 1000 inside
-            img_ids=ids.reshape(-1, 3),  # (T, 3)
-            txt_ids=torch.zeros(ehs.shape[1], 3, device=x_t.device),  # (L, 3)
-            guidance=guidance,
-        ).sample  # (N, T, 4C)
-        return self.unpack(out, H, W)  # (N, C, H, W)
-
-
-class ImageTail(nn.Module):
-    """diffusers < 0.35 Flux single blocks return [text; image] as one tensor. This wrapper sends the
-    image tokens through an identity child ``image``, so that a tap on it sees them and a gradient
-    hook on them is reached by backward; the returned values are unchanged."""
-
-    def __init__(self, block: nn.Module, adapter: Adapter):
+    def __init__(self, block: nn.Module, stream: Stream, adapter: "TableAdapter"):
         super().__init__()
-        self.block = block
+        self.block, self.stream = block, stream
         self.image = nn.Identity()
         self._adapter = [adapter]  # in a list: not registered as a submodule
 
     def forward(self, *args, **kwargs):
-        out = self.block(*args, **kwargs)  # (N, L + T, D)
-        T = self._adapter[0].image_tokens
-        return torch.cat([out[:, :-T], self.image(out[:, -T:])], dim=1)  # (N, L + T, D)
+        out = self.block(*args, **kwargs)
+        parts = list(out) if isinstance(out, tuple) else [out]
+        i = self.stream.index or 0
+        x, T = parts[i], self._adapter[0].image_tokens  # x: (N, L + T, D)
+        if self.stream.part == "head":
+            parts[i] = torch.cat([self.image(x[:, :T]), x[:, T:]], dim=1)
+        else:
+            parts[i] = torch.cat([x[:, :-T], self.image(x[:, -T:])], dim=1)
+        return tuple(parts) if isinstance(out, tuple) else parts[0]
 
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    "DiTTransformer2DModel": DiTAdapter,
-    "PixArtTransformer2DModel": PixArtAdapter,
-    "SD3Transformer2DModel": SD3Adapter,
-    "FluxTransformer2DModel": FluxAdapter,
-}
+class TableAdapter:
+    """Drives one diffusers model as its ``ClassEntry`` says: input shape, block paths, stream picks,
+    conditioning shapes and the call."""
+
+    def __init__(self, model: nn.Module, entry: ClassEntry, raw_config: dict, *, latent_size: int | None = None,
+                 frames: int | None = None, text_tokens: int | None = None):
+        self.model, self.entry = model, entry
+        self.cfg = {**raw_config, **dict(model.config)}
+        self.text_tokens = text_tokens or entry.text_tokens
+        self.image_tokens = 0  # T, set by every call (ImagePart and the stream check read it)
+        self.shape = self._input_shape(latent_size, frames)
+        self.streams = {s.path: s.stream for s in entry.stacks}
+        if entry.adapt is not None:
+            self.streams.update(entry.adapt(model))
+        self.paths, self.picks = self._wrap_blocks()
+
+    # --- shapes -----------------------------------------------------------------
+    def _input_shape(self, latent_size, frames) -> tuple[int, ...]:
+        cfg = self.cfg
+        if self.entry.latent is not None:
+            shape = list(self.entry.latent(cfg))
+        else:
+            side = cfg.get("sample_size") or 32
+            side = side[-1] if isinstance(side, (list, tuple)) else side
+            shape = [cfg["in_channels"], *([cfg.get("num_frames") or 9] if self.entry.video else []), side, side]
+        if frames is not None:
+            if not self.entry.video:
+                raise DardiagError(f"--frames: {self.entry.name} is an image model (latents N, C, H, W)")
+            shape[1] = frames
+        if latent_size is not None:
+            shape[-2:] = [latent_size, latent_size]
+        unit = self._patch_side()
+        if shape[-1] % unit or shape[-2] % unit:
+            raise DardiagError(
+                f"--input-size {shape[-1]}: the latent side must be a positive multiple of the model's "
+                f"patch size {unit}"
+            )
+        return tuple(int(s) for s in shape)
+
+    def _patch_side(self) -> int:
+        """Latent pixels per token side: the patch size, x2 for 2x2-packed (Flux-style) latents."""
+        side = 256
+        T = self.tokens((1, *([1] if self.entry.video else []), side, side))
+        return max(1, round((side * side / max(T, 1)) ** 0.5))
+
+    def tokens(self, shape) -> int:
+        """Image tokens T of one sample of this latent shape (C, [F,] H, W)."""
+        count = self.entry.tokens or patch2d
+        return int(count(self.cfg, tuple(shape)))
+
+    # --- blocks -----------------------------------------------------------------
+    def _wrap_blocks(self) -> tuple[list[str], dict[str, object]]:
+        paths, picks = [], {}
+        for stack in self.entry.stacks:
+            stream = self.streams[stack.path]
+            for path in resolve_blocks(self.model, stack.path):
+                if stream.part is None:
+                    paths.append(path)
+                    picks[path] = self._pick(stream)
+                    continue
+                parent, _, index = path.rpartition(".")
+                holder = self.model.get_submodule(parent)
+                if not isinstance(holder[int(index)], ImagePart):
+                    holder[int(index)] = ImagePart(holder[int(index)], stream, self)
+                paths.append(f"{path}.image")
+                picks[f"{path}.image"] = self._pick(Stream())  # the identity child returns a tensor
+        return paths, picks
+
+    def _pick(self, stream: Stream):
+        def pick(output) -> torch.Tensor:
+            if stream.index == -1:  # a guessed entry: the element with the image token count
+                x = _by_tokens(output, self.image_tokens)
+            elif stream.index is not None:
+                x = output[stream.index]
+            else:
+                x = output if torch.is_tensor(output) else output[0]
+            if x.dim() == 3 and self.image_tokens and x.shape[1] != self.image_tokens:
+                raise DardiagError(
+                    f"{self.entry.name}: the probed block output has {x.shape[1]} tokens, not the {self.image_tokens} "
+                    "image tokens; the class table's stream for this class is wrong (please report it) — "
+                    "profile it with dardiag.adapters.generic.generic_subject(pick=...) meanwhile"
+                )
+            return x
+        return pick
+
+    def taps(self) -> tuple[Tap, ...]:
+        taps = [Tap("z_0", self.paths[0], pick=self._pick_input, pre=True)]
+        taps += [Tap(f"z_{k}", p, pick=self.picks[p]) for k, p in enumerate(self.paths, start=1)]
+        return tuple(taps)
+
+    def _pick_input(self, args, kwargs) -> torch.Tensor:
+        x = first_input(args, kwargs)  # (N, T, D), or (N, L + T, D) for a first single-stream block
+        stream = self.streams[self.entry.stacks[0].path]
+        T = self.image_tokens
+        if stream.part == "head" and x.shape[1] != T:
+            return x[:, :T]
+        if stream.part == "tail" and x.shape[1] != T:
+            return x[:, -T:]
+        return x
+
+    # --- conditioning and the call ----------------------------------------------
+    def cond_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.entry.cond(self.cfg, self.text_tokens)
+
+    def fixed_conditioning(self) -> str:
+        return self.entry.fixed(self.cfg, self.shape)
+
+    def call(self, model, x_t, t_native, y, cond):
+        """The Subject's call: conditioning to the model's device and dtype, then the class's forward."""
+        dtype = next(model.parameters()).dtype
+        cond = {k: v.to(x_t.device, dtype if v.is_floating_point() else v.dtype) for k, v in (cond or {}).items()}
+        self.image_tokens = self.tokens(x_t.shape[1:])
+        out = self.entry.forward(model, x_t.to(dtype), t_native, y, cond)
+        return out.sample if hasattr(out, "sample") else out  # (N, C_out, [F,] H, W)
+
+    def plan(self) -> dict:
+        """What will be profiled, in words and numbers (``dardiag inspect`` prints it)."""
+        stacks = []
+        for s in self.entry.stacks:
+            stream = self.streams[s.path]
+            where = ("tensor" if stream.index is None else "by token count" if stream.index == -1
+                     else f"output[{stream.index}]")
+            if stream.part:
+                where += f", image {stream.part} of [image; text]" if stream.part == "head" else \
+                    f", image {stream.part} of [text; image]"
+            stacks.append({"path": s.path, "blocks": len(self.model.get_submodule(s.path)), "stream": where})
+        return {"stacks": stacks, "left_out": dict(self.entry.left_out), "note": self.entry.note}
+
+
+def _by_tokens(output, T: int) -> torch.Tensor:
+    tensors = [o for o in (output if isinstance(output, (tuple, list)) else [output]) if torch.is_tensor(o)]
+    hits = [o for o in tensors if o.dim() == 3 and o.shape[1] == T]
+    if len(hits) == 1 or (hits and len(tensors) == 1):
+        return hits[0]
+    raise DardiagError(
+        f"cannot tell the image stream in a block output of shapes {[list(o.shape) for o in tensors]} "
+        f"({T} image tokens); profile this class with dardiag.adapters.generic.generic_subject(pick=...)"
+    )
 
 
 #################################################################################
-#                                 Loading                                       #
+#                                 Subjects                                      #
 #################################################################################
+
+
+def entry_for(class_name: str | None, model: nn.Module | None = None, *, where: str = "",
+              blocks: tuple[str, ...] | None = None) -> tuple[ClassEntry, str | None]:
+    """-> (the table entry, or a guessed one for an unknown transformer class; the guess in words).
+    A class that is not a DiT is refused by name."""
+    prefix = f"{where}: " if where else ""
+    name = class_name or "(no _class_name)"
+    reason = refusal(name)
+    if reason:
+        raise DardiagError(f"{prefix}{name} is {reason}; dardiag profiles diffusion transformers")
+    if name in TABLE and not blocks:
+        return TABLE[name], None
+    if model is None:
+        raise DardiagError(f"{prefix}diffusers class {name} is not in dardiag's table")
+    return guess_entry(model, name, base=TABLE.get(name), blocks=blocks)
 
 
 def check_supported(name: str | None, path: Path) -> None:
-    if name not in ADAPTERS:
+    """Refuse a class that is not a DiT before any weight is read (unknown classes are guessed later)."""
+    reason = refusal(name or "")
+    if reason:
+        raise DardiagError(f"{path}: {name} is {reason}; dardiag profiles diffusion transformers")
+    if name is None:
+        raise DardiagError(f"{path}/config.json has no _class_name; is this a diffusers model folder?")
+    if not hasattr(diffusers, name):
         raise DardiagError(
-            f"{path}: diffusers class {name or '(no _class_name)'} is not supported; supported: "
-            f"{', '.join(ADAPTERS)} (and legacy Transformer2DModel with norm_type ada_norm_zero or "
-            "ada_norm_single); profile any other nn.Module with the generic API "
-            "dardiag.adapters.generic.generic_subject(model, blocks=..., call=..., family=...)"
+            f"{path}: diffusers {diffusers.__version__} has no class {name}; upgrade diffusers "
+            "(pip install -U diffusers) or profile the model with dardiag.adapters.generic.generic_subject"
         )
 
 
 def _display_name(path: Path) -> str:
     # ".../FLUX.1-dev/transformer" -> "FLUX.1-dev"
-    if path.name in ("transformer", "unet") and path.parent.name:
+    if path.name in ("transformer", "unet", "prior") and path.parent.name:
         return path.parent.name
-    return path.name
+    return path.stem if path.is_file() else path.name
 
 
 def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu", name: str | None = None,
                       dtype: torch.dtype | None = None, seed: int = 0, **option_fields) -> Subject:
-    """A Subject for a diffusers transformer folder, or a pipeline folder's denoiser.
+    """A Subject for a diffusers transformer folder, a pipeline folder's denoiser, or a single original
+    file (``.safetensors`` as released) of a class diffusers can convert.
 
-    ``options`` (or their fields as keywords: ``family``, ``input_size``, ``text_tokens``, ...) say what
-    the files cannot; ``dtype``: the weights' dtype on ``device`` (default float32; the sweep's
-    ``--dtype`` autocasts); ``seed``: seed of synthetic conditioning (drawn per sample id).
-    The model is called with the sweep's latents (N, C, H, W) and returns (N, C_out, H, W).
+    ``options`` (or their fields as keywords: ``family``, ``input_size``, ``frames``, ``text_tokens``,
+    ``blocks``) say what the files cannot; ``dtype``: the weights' dtype on ``device`` (default float32;
+    the sweep's ``--dtype`` autocasts); ``seed``: seed of synthetic conditioning (drawn per sample id).
     """
     options = (options or LoadOptions()).replace(**option_fields) if option_fields else (options or LoadOptions())
     path = Path(path)
-    folder, pipeline = denoiser_folder(path)
-    raw, class_name = read_config(folder)
-    check_supported(class_name, folder)
-    files = weight_files(folder)
-    model = load_diffusers_model(folder, class_name, raw, files, dtype=dtype or torch.float32, device=device)
+    dtype = dtype or torch.float32
+    if path.is_file():
+        model, raw, class_name, files = single_file_model(path, config=options.config, dtype=dtype, device=device)
+        folder, pipeline = path, False
+    else:
+        folder, pipeline = denoiser_folder(path)
+        raw, class_name = read_config(folder)
+        check_supported(class_name, folder)
+        files = weight_files(folder)
+        model = load_diffusers_model(folder, class_name, raw, files, dtype=dtype, device=device)
     hashes = {f.name: sha256_file(f) for f in files}
     sha = next(iter(hashes.values())) if len(hashes) == 1 else hashlib.sha256(
         "".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
@@ -304,9 +277,8 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
     if pipeline:
         info["pipeline"] = str(path)
     subject = diffusers_model_subject(
-        model, name=name or _display_name(folder), family=options.family, latent_size=options.input_size,
-        text_tokens=options.text_tokens, seed=seed, class_name=class_name, raw_config=raw,
-        checkpoint=str(folder), info=info,
+        model, name=name or _display_name(folder), options=options, seed=seed, class_name=class_name,
+        raw_config=raw, checkpoint=str(folder), info=info,
     )
     subject.weights_id = sha
     return subject
@@ -329,41 +301,47 @@ def diffusers_model_subject(
     model: nn.Module,
     *,
     name: str | None = None,
-    family: str | None = None,
-    latent_size: int | None = None,
-    text_tokens: int | None = None,
+    options: LoadOptions | None = None,
     seed: int = 0,
     class_name: str | None = None,
     raw_config: dict | None = None,
     checkpoint: str = "",
     info: dict | None = None,
+    **option_fields,
 ) -> Subject:
-    """A Subject for a diffusers transformer already in memory (e.g. from ``from_pretrained``)."""
+    """A Subject for a diffusers transformer already in memory (e.g. from ``from_pretrained``).
+    ``options`` or their fields as keywords (``family``, ``input_size``/``latent_size``, ``frames``,
+    ``text_tokens``, ``blocks``) as for :func:`diffusers_subject`."""
+    if "latent_size" in option_fields:  # the name this function took before LoadOptions
+        option_fields["input_size"] = option_fields.pop("latent_size")
+    options = (options or LoadOptions()).replace(**{k: v for k, v in option_fields.items() if v is not None})
     class_name = class_name or type(model).__name__
-    if class_name not in ADAPTERS:
-        raise DardiagError(
-            f"diffusers class {class_name} is not supported; supported: {', '.join(ADAPTERS)}; profile any "
-            "other nn.Module with dardiag.adapters.generic.generic_subject(model, blocks=..., call=..., family=...)"
-        )
-    adapter = ADAPTERS[class_name](model, raw_config or {}, latent_size=latent_size, text_tokens=text_tokens)
-    fam = get_family(family or adapter.family)
-    paths = adapter.paths()
-    taps = block_taps(paths, pick=adapter.pick, pick_input=first_input)
-    spec = SiteSpec(depth=len(paths), taps=taps, has_sublayers=False, routes={}, residual=True)
+    entry, guess = entry_for(class_name, model, blocks=options.blocks)
+    if guess:
+        warnings.warn(guess, stacklevel=2)
+    adapter = TableAdapter(model, entry, raw_config or {}, latent_size=options.input_size, frames=options.frames,
+                           text_tokens=options.text_tokens)
+    fam = get_family(options.family or entry.family)
+    spec = SiteSpec(depth=len(adapter.paths), taps=adapter.taps(), has_sublayers=False, routes={}, residual=True)
     shapes = adapter.cond_shapes()
     fixed = tuple(n for n in [adapter.fixed_conditioning()] if n)
     make_cond = Conditioning(shapes, seed=seed, notes=fixed) if shapes else None
+    plan = adapter.plan()
     info = {
         "class_name": class_name,
-        "adapter": type(adapter).__name__,
+        "adapter": "guessed" if guess else "table",
         "family": fam.name,
-        "depth": len(paths),
-        "block_lists": {n: len(model.get_submodule(n)) for n in adapter.block_lists},
-        "input_shape": list(adapter.input_shape()),
+        "depth": len(adapter.paths),
+        "block_lists": {s["path"]: s["blocks"] for s in plan["stacks"]},
+        "plan": plan,
+        "input_shape": list(adapter.shape),
+        "image_tokens": adapter.tokens(adapter.shape),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "diffusers_version": diffusers.__version__,
         "config": json.loads(json.dumps(dict(model.config), default=str)),
-        "conditioning": make_cond.describe() if make_cond else "class labels from the inputs",
+        "conditioning": make_cond.describe() if make_cond else (
+            "class labels from the inputs" if entry.classes(adapter.cfg) else "none (unconditional)"),
+        **({"guess": guess} if guess else {}),
         **(info or {}),
     }
     if make_cond is not None:
@@ -374,8 +352,8 @@ def diffusers_model_subject(
         family=fam,
         spec=spec,
         routing="residual",
-        input_shape=adapter.input_shape(),
-        num_classes=adapter.num_classes(),
+        input_shape=adapter.shape,
+        num_classes=entry.classes(adapter.cfg),
         call=adapter.call,
         checkpoint=checkpoint,
         info=info,

@@ -23,13 +23,14 @@ ALWAYS_COMPARED = ("family", "num_heads", "input_size")
 class LoadOptions:
     """What a checkpoint cannot say; every field None = read it from the files (or the default)."""
 
-    family: str | None = None  # noise process: dit | sit | repa | flow1000 | flow1 (... see families)
+    family: str | None = None  # noise process: a dardiag.families.FAMILIES name
     num_heads: int | None = None  # attention heads of a non-preset DiT width (qkv is fused)
     input_size: int | None = None  # latent side (files without pos_embed; diffusers: else sample_size)
     frames: int | None = None  # video models: latent frames (default: the adapter's)
     text_tokens: int | None = None  # length of synthetic text embeddings (default: the pipeline's)
     weights_dtype: str | None = None  # weights dtype (None: float32, or the profile's --dtype)
     blocks: tuple[str, ...] | None = None  # block lists of an unknown class, in call order
+    config: str | None = None  # a single original file: the folder of its diffusers config.json
 
     def __post_init__(self):
         for name in ("num_heads", "input_size", "frames", "text_tokens"):

@@ -74,13 +74,19 @@ POSITIVE_SIZES = (
 )
 
 
+def _positive(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
 def check_sizes(raw: dict, file: Path) -> None:
     for key in POSITIVE_SIZES:
         value = raw.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        # video classes give some sizes per axis, e.g. patch_size [1, 2, 2]
+        ok = _positive(value) or (isinstance(value, list) and value and all(_positive(v) for v in value))
+        if value is not None and not ok:
             raise DardiagError(f"{file}: {key} is {value!r}; expected a positive integer")
     side, patch = raw.get("sample_size"), raw.get("patch_size")
-    if side is not None and patch is not None and side % patch:
+    if _positive(side) and _positive(patch) and side % patch:
         raise DardiagError(f"{file}: sample_size {side} is not a multiple of patch_size {patch}")
 
 

@@ -90,14 +90,14 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps
     """Inputs for one subject: from a dict (``spec``; a latents file as its opener read it), drawn by
     the model (``spec="generated"``, with ``steps`` sampler steps and guidance ``cfg``), or, when None,
     seeded synthetic latents. Labels and noise the spec lacks are drawn with ``seed``."""
-    C, H, W = subject.input_shape
+    shape = tuple(subject.input_shape)  # (C, H, W), or (C, F, H, W) for video models
     g = torch.Generator().manual_seed(seed)
     if spec is None:
         n = samples or SYNTHETIC_SAMPLES
-        _check_fits_in_memory(n, (C, H, W))
-        x0 = torch.randn(n, C, H, W, generator=g)
+        _check_fits_in_memory(n, shape)
+        x0 = torch.randn(n, *shape, generator=g)
         y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)
-        noise = torch.randn(n, C, H, W, generator=g)
+        noise = torch.randn(n, *shape, generator=g)
         _conditioning(subject, {}, seed)
         return Inputs(x0, y, noise, f"synthetic: standard normal latents, uniform classes, seed {seed}",
                       kind="synthetic", label=f"synthetic N(0, 1) latents (seed {seed})")
@@ -122,10 +122,10 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps
         label = str(meta["source"])
         source += f"; {label}"
     x0 = torch.as_tensor(data["x0"]).float()
-    if x0.dim() != 4 or tuple(x0.shape[1:]) != (C, H, W):
+    if tuple(x0.shape[1:]) != shape:
         raise DardiagError(
             f"inputs x0 have shape {list(x0.shape)}, but model {subject.name} takes latents "
-            f"[N, {C}, {H}, {W}]; pass inputs that match the model"
+            f"[N, {', '.join(map(str, shape))}]; pass inputs that match the model"
         )
     n = x0.shape[0] if samples is None else min(samples, x0.shape[0])
     if samples is not None and samples > x0.shape[0]:
@@ -161,11 +161,11 @@ def _generated(subject: Subject, n: int, seed: int, steps: int, cfg: float) -> I
             f"--inputs generated needs a sampler (the model's own): dardiag has one for its DiT/SiT/REPA models, "
             f"not for {subject.name} ({fam.name}); encode real images with `dardiag latents` instead"
         )
-    C, H, W = subject.input_shape
-    _check_fits_in_memory(n, (C, H, W))
+    shape = tuple(subject.input_shape)
+    _check_fits_in_memory(n, shape)
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)  # (N,)
-    noise = torch.randn(n, C, H, W, generator=g)  # (N, C, H, W) the profile's noise
+    noise = torch.randn(n, *shape, generator=g)  # (N, C, [F,] H, W) the profile's noise
 
     def draw() -> torch.Tensor:
         chunks = []

@@ -1,0 +1,57 @@
+"""The coverage table in the README: every diffusion-transformer class the installed diffusers exports,
+supported (with its stacks and noise process) or refused (and why). Generated from the class table;
+tests/test_diffusers_classes.py checks the README holds the current one;
+``python scripts/update_coverage.py`` rewrites it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dardiag.adapters.classes import TABLE, refusal
+
+START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
+
+
+def candidate_classes() -> list[str]:
+    """The classes of the installed diffusers a user may point dardiag at: its transformer and DiT models."""
+    import diffusers
+
+    names = [n for n in dir(diffusers) if n.endswith("Model") and ("Transformer" in n or "DiT" in n)]
+    return sorted(set(names) | set(TABLE))
+
+
+def rows() -> list[tuple[str, str, str]]:
+    """(class, status, details) for every candidate class."""
+    out = []
+    for name in candidate_classes():
+        if name in TABLE:
+            e = TABLE[name]
+            stacks = " + ".join(f"`{s.path}`" for s in e.stacks)
+            kind = "video" if e.video else "image"
+            left = "; left out: " + ", ".join(f"`{p}` ({why})" for p, why in e.left_out) if e.left_out else ""
+            out.append((name, "supported", f"{kind}, {stacks}, `{e.family}`{left}"))
+        else:
+            reason = refusal(name)
+            out.append((name, "refused" if reason else "guessed", reason or
+                        "not in the table: best guess (largest block list), printed on the first line"))
+    return out
+
+
+def markdown() -> str:
+    import diffusers
+
+    lines = [f"Generated from dardiag's class table for diffusers {diffusers.__version__} "
+             "(`python scripts/update_coverage.py`).", "",
+             "| class | status | profiled as |", "|---|---|---|"]
+    lines += [f"| `{n}` | {s} | {d} |" for n, s, d in rows()]
+    return "\n".join(lines)
+
+
+def rewrite(text: str) -> str:
+    """``text`` with the table between the markers replaced by the current one."""
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"no {START} ... {END} markers")
+    return pattern.sub(lambda m: f"{START}\n{markdown()}\n{END}", text)
+

@@ -1,0 +1,178 @@
+"""One row of the diffusers class table: what dardiag must know to drive and probe a transformer class.
+
+An entry is data plus one short ``forward``: where the block stacks are (profiled in call order),
+which part of a block's output is the image stream, the noise process (a ``Family`` name), the
+conditioning the model takes besides latents (per-sample shapes, read from its config) and how to
+call it. The helpers below (token counts, 2x2 packing, rotary ids, timestep conventions) are shared
+by the entries, so that adding a class is a few lines plus its tiny config in the tests.
+
+Legend: N batch, C latent channels, F latent frames, H/W latent side, T image tokens, L text tokens,
+D hidden size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Where the image stream is in a block's output.
+
+    ``index``: the element of a tuple output (None: the output is a tensor). ``part``: the output
+    holds image and text tokens in one sequence, the image first ("head") or last ("tail"); the
+    block is then wrapped so that the image part passes through an identity child the taps see."""
+
+    index: int | None = None  # -1: the element with the image token count (guessed entries)
+    part: str | None = None  # None, "head" or "tail"
+
+
+TENSOR = Stream()
+FIRST = Stream(index=0)  # (hidden_states, encoder_hidden_states)
+SECOND = Stream(index=1)  # (encoder_hidden_states, hidden_states): SD3, Flux, QwenImage, ...
+HEAD = Stream(part="head")  # [image; text] in one tensor
+TAIL = Stream(part="tail")  # [text; image] in one tensor
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A ModuleList of blocks (its attribute path) and where the image stream is in their outputs."""
+
+    path: str
+    stream: Stream = TENSOR
+
+
+@dataclass(frozen=True)
+class ClassEntry:
+    """How dardiag profiles one diffusers transformer class (see the module docstring).
+
+    ``forward(model, x, t, y, cond) -> prediction`` takes latents ``x`` (N, C, H, W), or (N, C, F, H,
+    W) for ``video``, the family's native timestep ``t`` (N,), class labels ``y`` (N,) and ``cond``
+    (tensors named as in ``cond``), and returns the prediction in the latents' layout.
+    ``cond(config, text_tokens) -> {name: per-sample shape}`` names what the call needs besides
+    latents; ``tokens(config, latent_shape) -> T`` counts the image tokens of one sample."""
+
+    name: str
+    stacks: tuple[Stack, ...]
+    family: str
+    forward: Callable
+    cond: Callable[[dict, int], dict[str, Shape]] = lambda cfg, L: {}
+    tokens: Callable[[dict, Shape], int] | None = None
+    video: bool = False
+    text_tokens: int = 0  # default L of synthetic text embeddings (the pipeline's max length)
+    classes: Callable[[dict], int] = lambda cfg: 0  # number of class labels (0: text or unconditional)
+    latent: Callable[[dict], Shape] | None = None  # default (C, [F,] H, W) of one latent
+    left_out: tuple[tuple[str, str], ...] = ()  # stacks not profiled, and why
+    fixed: Callable[[dict, Shape], str] = lambda cfg, shape: ""  # non-random conditioning, in words
+    adapt: Callable | None = None  # adapt(model) -> {stack path: Stream}: streams that vary by version
+    note: str = ""  # anything a user should know about this class's profile
+
+    def stack_paths(self) -> tuple[str, ...]:
+        return tuple(s.path for s in self.stacks)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A class dardiag does not profile, and why (a UNet, a VAE, an audio model, ...)."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class Call:
+    """What an entry's forward needs besides the model: set per call by the adapter."""
+
+    image_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+#################################################################################
+#                       Helpers the entries share                               #
+#################################################################################
+
+
+def cfg_get(cfg: dict, *keys, default=None):
+    """The first of ``keys`` the config has (configs of one class spell a field differently over versions)."""
+    for key in keys:
+        value = cfg.get(key)
+        if value is not None:
+            return value
+    return default
+
+
+def patch2d(cfg: dict, shape: Shape, key: str = "patch_size") -> int:
+    """Image tokens of a (C, H, W) latent with a p x p patch embedding."""
+    p = cfg_get(cfg, key, default=1) or 1
+    p = p[-1] if isinstance(p, (list, tuple)) else p
+    return (shape[-2] // p) * (shape[-1] // p)
+
+
+def patch3d(cfg: dict, shape: Shape, key: str = "patch_size", t_key: str | None = "patch_size_t") -> int:
+    """Video tokens of a (C, F, H, W) latent: frames / p_t x (H / p) x (W / p)."""
+    p = cfg_get(cfg, key, default=1) or 1
+    if isinstance(p, (list, tuple)):
+        pt, ph, pw = p
+    else:
+        pt, ph, pw = (cfg_get(cfg, t_key, default=1) if t_key else 1) or 1, p, p
+    F, H, W = shape[-3:]
+    return -(-F // pt) * (H // ph) * (W // pw)
+
+
+def pack2x2(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H/2 * W/2, 4C): the 2x2 patch packing of Flux-style pipelines."""
+    N, C, H, W = x.shape
+    x = x.view(N, C, H // 2, 2, W // 2, 2).permute(0, 2, 4, 1, 3, 5)  # (N, H/2, W/2, C, 2, 2)
+    return x.reshape(N, (H // 2) * (W // 2), C * 4)
+
+
+def unpack2x2(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """The inverse of :func:`pack2x2`: (N, T, 4C) -> (N, C, H, W)."""
+    N, T, C4 = x.shape
+    x = x.view(N, H // 2, W // 2, C4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # (N, C, H/2, 2, W/2, 2)
+    return x.reshape(N, C4 // 4, H, W)
+
+
+def grid_ids(rows: int, cols: int, *, device, axes: int = 3, first: float = 0.0) -> torch.Tensor:
+    """Rotary position ids of an image grid, (rows * cols, axes): (first, row, column) as Flux-style
+    pipelines build them (axes = 3), or (row, column) (axes = 2)."""
+    ids = torch.zeros(rows, cols, axes, device=device)
+    ids[..., -2] += torch.arange(rows, device=device)[:, None]
+    ids[..., -1] += torch.arange(cols, device=device)[None, :]
+    if axes == 3:
+        ids[..., 0] = first
+    return ids.reshape(-1, axes)
+
+
+def sigma(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Native flow1000 timesteps (sigma x 1000) as the sigma in [0, 1] some classes take."""
+    return t.to(x.dtype) / 1000.0
+
+
+def full(n: int, value: float, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((n,), value, device=x.device, dtype=x.dtype)
+
+
+def text(key: str, dim_keys: tuple[str, ...]) -> Callable[[dict, int], dict[str, Shape]]:
+    """A ``cond`` of one text-embedding sequence (L, D_text), D_text read from the config."""
+    def shapes(cfg: dict, L: int) -> dict[str, Shape]:
+        return {key: (L, int(cfg_get(cfg, *dim_keys)))}
+    return shapes
+
+
+def text_pooled(dim_keys: tuple[str, ...], pooled_keys: tuple[str, ...] = ("pooled_projection_dim",),
+                key: str = "encoder_hidden_states", pooled: str = "pooled_projections"):
+    """A ``cond`` of a text sequence (L, D_text) and a pooled embedding (D_pool)."""
+    def shapes(cfg: dict, L: int) -> dict[str, Shape]:
+        return {key: (L, int(cfg_get(cfg, *dim_keys))), pooled: (int(cfg_get(cfg, *pooled_keys)),)}
+    return shapes
+
+
+def mask(ehs: torch.Tensor, dtype=torch.bool) -> torch.Tensor:
+    """An all-valid text mask (N, L): synthetic and supplied embeddings have no padding."""
+    return torch.ones(ehs.shape[:2], device=ehs.device, dtype=dtype)
