@@ -6,6 +6,8 @@ the Subjects made here.
 * a folder with ``config.json``: a diffusers transformer (``dardiag.adapters.diffusers``, imported
   only then: diffusers is an optional extra);
 * a folder with ``model_index.json``: a diffusers pipeline, profiled through its denoiser;
+* a single original ``.safetensors`` (Flux, SD3.5, Wan, ... as released): through diffusers' single-file
+  loader, its config from ``--config`` or the Hugging Face cache;
 * a ``Subject``, a ``(model, ModelInfo)`` pair, or a dardiag ``DiT`` with ``family``.
 """
 
@@ -33,6 +35,19 @@ def _diffusers_subject():
     return diffusers_subject
 
 
+def _original_single_file(path: Path) -> bool:
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        from dardiag.checkpoints.single_file import is_single_file
+    except ImportError:
+        return False
+    try:
+        return is_single_file(path)
+    except ImportError:  # diffusers is an optional extra: without it, a file is a DiT file or nothing
+        return False
+
+
 def open_subject(obj, options: LoadOptions | None = None, *, device="cpu", name: str | None = None,
                  seed: int = 0) -> Subject:
     """A Subject for a path or an in-memory model (see the module docstring).
@@ -55,6 +70,8 @@ def open_subject(obj, options: LoadOptions | None = None, *, device="cpu", name:
     path = Path(obj)
     dtype = DTYPES[options.weights_dtype or "float32"]
     if path.is_dir() and ((path / "config.json").is_file() or (path / "model_index.json").is_file()):
+        return _diffusers_subject()(path, options, device=device, name=name, dtype=dtype, seed=seed)
+    if _original_single_file(path):  # e.g. flux1-dev.safetensors as released
         return _diffusers_subject()(path, options, device=device, name=name, dtype=dtype, seed=seed)
     model, info = load_model(path, family=options.family, num_heads=options.num_heads,
                              input_size=options.input_size, device=device, dtype=dtype)

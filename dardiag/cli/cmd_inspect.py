@@ -14,14 +14,27 @@ from dardiag.cli.app import command
 @command("inspect")
 def inspect_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint file (.pt/.pth/.safetensors) or diffusers dir"),
-    family: Optional[str] = typer.Option(None, help="dit | sit | repa, when the file cannot say"),
+    family: Optional[str] = typer.Option(None, help="noise process, when the files cannot say"),
     num_heads: Optional[int] = typer.Option(None, help="attention heads, for non-preset widths"),
-    input_size: Optional[int] = typer.Option(None, help="latent side, for files without pos_embed"),
+    input_size: Optional[int] = typer.Option(None, help="latent side (files without pos_embed; diffusers: "
+                                             "instead of the pipeline's default)"),
+    frames: Optional[int] = typer.Option(None, help="video models: latent frames"),
+    text_tokens: Optional[int] = typer.Option(None, help="length of synthetic text embeddings"),
+    blocks: Optional[str] = typer.Option(None, help="diffusers: block list path(s), comma-separated"),
+    config_dir: Optional[Path] = typer.Option(None, "--config", help="a single original .safetensors: the folder "
+                                              "holding its diffusers config.json"),
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ):
-    """Print the detected architecture, family, weights and file facts; non-zero exit on any error."""
-    if checkpoint.is_dir() and ((checkpoint / "config.json").exists() or (checkpoint / "model_index.json").exists()):
-        return _inspect_diffusers(checkpoint, family, input_size, as_json)
+    """Print the detected architecture, family, weights and file facts, and for diffusers models the
+    plan (stacks, depth, stream, family, conditioning); non-zero exit on any error."""
+    from dardiag.adapters.options import LoadOptions
+
+    options = LoadOptions(family=family, input_size=input_size, frames=frames, text_tokens=text_tokens,
+                          blocks=blocks, config=str(config_dir) if config_dir else None)
+    diffusers_dir = checkpoint.is_dir() and (
+        (checkpoint / "config.json").exists() or (checkpoint / "model_index.json").exists())
+    if diffusers_dir or (checkpoint.suffix == ".safetensors" and _is_original_single_file(checkpoint)):
+        return _inspect_diffusers(checkpoint, options, as_json)
     from dardiag.checkpoints import load_model
 
     model, info = load_model(checkpoint, family=family, num_heads=num_heads, input_size=input_size)
@@ -46,21 +59,33 @@ def inspect_cmd(
     Console().print(table)
 
 
-def _inspect_diffusers(path: Path, family: Optional[str], input_size: Optional[int], as_json: bool) -> None:
-    """A diffusers transformer directory: the class, how dardiag drives it, its size and files."""
-    from dardiag.adapters.open import open_subject
-    from dardiag.adapters.options import LoadOptions
+def _is_original_single_file(path: Path) -> bool:
+    from dardiag.checkpoints.single_file import is_single_file
 
-    subject = open_subject(path, LoadOptions(family=family, input_size=input_size))
+    return is_single_file(path)
+
+
+def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
+    """A diffusers transformer (folder, pipeline or single file): the class, the plan, its size and files."""
+    from dardiag.adapters.open import open_subject
+
+    subject = open_subject(path, options)
     info = subject.info
+    plan = info.get("plan") or {}
     d = {
         "name": subject.name,
         "class_name": info.get("class_name"),
         "adapter": info.get("adapter"),
         "family": subject.family.name,
+        "family_description": subject.family.description,
         "depth": subject.spec.depth,
         "block_lists": info.get("block_lists"),
+        "stacks": plan.get("stacks"),
+        "left_out": plan.get("left_out"),
+        "note": plan.get("note"),
+        "guess": info.get("guess"),
         "input_shape": list(subject.input_shape),
+        "image_tokens": info.get("image_tokens"),
         "num_classes": subject.num_classes,
         "conditioning": info.get("conditioning"),
         "parameters": sum(p.numel() for p in subject.model.parameters()),
@@ -78,11 +103,13 @@ def _inspect_diffusers(path: Path, family: Optional[str], input_size: Optional[i
 
     table = Table(title=str(path), show_header=False)
     for key, value in d.items():
-        if key == "config":
+        if key in ("config", "block_lists") or value in (None, "", {}, []):
             continue
         if key == "files":
             value = ", ".join(value or {})
-        elif key == "block_lists":
-            value = ", ".join(f"{k} x {v}" for k, v in (value or {}).items())
+        elif key == "stacks":  # the plan: which blocks, in call order, and where the image stream is
+            value = "\n".join(f"{s['path']} x {s['blocks']}: image stream {s['stream']}" for s in value)
+        elif key == "left_out":
+            value = "; ".join(f"{k} ({why})" for k, why in value.items())
         table.add_row(key, str(value))
     Console().print(table)

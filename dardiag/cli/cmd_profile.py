@@ -46,9 +46,17 @@ def profile_cmd(
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16 (autocast)"),
-    family: Optional[str] = typer.Option(None, help="dit | sit | repa when the file cannot say"),
+    family: Optional[str] = typer.Option(None, help="noise process when the files cannot say: dit, sit, repa, "
+                                         "flow1000, flow, flow-rev, ddpm-v"),
     num_heads: Optional[int] = typer.Option(None, help="attention heads for non-preset widths"),
-    input_size: Optional[int] = typer.Option(None, help="latent side, for files without pos_embed"),
+    input_size: Optional[int] = typer.Option(None, help="latent side (files without pos_embed; diffusers: "
+                                             "instead of the pipeline's default)"),
+    frames: Optional[int] = typer.Option(None, help="video models: latent frames (default: the pipeline's)"),
+    text_tokens: Optional[int] = typer.Option(None, help="length of synthetic text embeddings (default: the pipeline's)"),
+    blocks: Optional[str] = typer.Option(None, help="diffusers: block list path(s), comma-separated in call order, "
+                                         "when the guess for an unknown class is wrong"),
+    config_dir: Optional[Path] = typer.Option(None, "--config", help="a single original .safetensors: the folder "
+                                              "holding its diffusers config.json (offline machines)"),
     name: Optional[List[str]] = typer.Option(None, help="display name per checkpoint (repeat)"),
     cka: bool = typer.Option(True, help="CKA matrix between all block states"),
     cka_rows: str = typer.Option("tokens", help="CKA examples: tokens or images"),
@@ -90,7 +98,8 @@ def profile_cmd(
     config = ProfileConfig(noise_levels=grid, timesteps=ts, samples=samples, batch_size=batch_size, seed=seed,
                            device=device, dtype=dtype, analyses=analyses, generate_steps=generate_steps,
                            generate_cfg=generate_cfg)
-    load = LoadOptions(family=family, num_heads=num_heads, input_size=input_size)
+    load = LoadOptions(family=family, num_heads=num_heads, input_size=input_size, frames=frames,
+                       text_tokens=text_tokens, blocks=blocks, config=str(config_dir) if config_dir else None)
     if out is None:
         out = default_out(checkpoints)
     if is_main():
