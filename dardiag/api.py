@@ -27,7 +27,7 @@ def _as_list(models) -> list:
     return list(models)
 
 
-def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=None,
+def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=None, conditioning=None,
             config: ProfileConfig | None = None, load: LoadOptions | None = None,
             names: Sequence[str] | None = None, force: bool = False, resume: bool = False,
             progress: Callable[[str], None] | None = None, report: Callable[[str], None] | None = None,
@@ -38,6 +38,9 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
     dardiag ``DiT``s (with ``family=``) or Subjects (one or a list).
     ``inputs``: a latents file (``dardiag latents``), a dict ``{x0, y?, noise?}``, ``"generated"`` (x0
     sampled by the model) or None (seeded synthetic latents, which are not images: a warning says so).
+    ``conditioning``: a file from ``dardiag prompts`` (text embeddings) to go with ``inputs`` (or with
+    synthetic latents); a text-to-image model given none gets synthetic N(0, 1) embeddings, said in the
+    table's ``inputs`` column.
     The measurement settings are a :class:`ProfileConfig` (``config=``), how to open the models a
     :class:`LoadOptions` (``load=``), or the fields of either as keywords (``noise_levels=[0.1, 0.9],
     samples=64, family="sit"``). With ``--dtype bfloat16`` / ``float16`` the weights are read in that
@@ -62,7 +65,13 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
     given = list(names or [])
     subjects = [open_subject(m, weights, device=device, name=given[i] if i < len(given) else None,
                              seed=config.seed) for i, m in enumerate(models)]
-    if isinstance(inputs, (str, Path)) and str(inputs) != GENERATED:
+    if conditioning is not None:
+        if isinstance(inputs, str) and inputs == GENERATED:
+            raise DardiagError("--cond goes with latents files or synthetic latents, not --inputs generated")
+        if inputs is not None and not isinstance(inputs, (str, Path)):
+            raise DardiagError("pass conditioning in the inputs dict itself when inputs are in memory")
+        inputs = open_inputs(inputs, conditioning=conditioning)
+    elif isinstance(inputs, (str, Path)) and str(inputs) != GENERATED:
         inputs = open_inputs(inputs)
     return profile_subjects(subjects, out=out, inputs=inputs, config=config, names=names, force=force,
                             resume=resume, progress=progress, report=report, opened=load.compared())

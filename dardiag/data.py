@@ -154,14 +154,74 @@ def load_latents(path: str | os.PathLike, *, num_classes: int | None = None) -> 
     return out
 
 
-def open_inputs(path: str | os.PathLike) -> dict:
-    """A latents file as the profile engine takes it: :func:`load_latents`, with ``meta`` naming the
-    file (``file``, ``path``) and its content (``sha256``: what identifies the inputs on resume)."""
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """One prompt per line; blank lines and lines starting with ``#`` are skipped."""
     path = Path(path)
-    data = load_latents(path)
-    meta = dict(data.get("meta") or {})
-    meta.update(file=path.name, path=str(path), sha256=sha256_file(path))
-    return {**data, "meta": meta}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DardiagError(f"{path}: not a readable UTF-8 text file of prompts ({_short(e)})") from None
+    prompts = [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+    if not prompts:
+        raise DardiagError(f"{path} holds no prompts; write one prompt per line")
+    return prompts
+
+
+def load_conditioning(path: str | os.PathLike) -> dict:
+    """Read a conditioning file (``dardiag prompts`` output, or ``torch.save({name: (N, ...)})``) strictly:
+    finite floating tensors, one row per prompt each; ``meta`` passed through."""
+    path = Path(path)
+    if not path.is_file():
+        raise DardiagError(f"{path}: no such conditioning file; make one with `dardiag prompts`")
+    obj = _read(path)
+    meta = obj.pop("meta") if isinstance(obj.get("meta"), dict) else None
+    out, rows = {}, set()
+    for key, value in obj.items():
+        if not torch.is_tensor(value) or not value.is_floating_point() or value.dim() < 2:
+            raise DardiagError(f"{path}: '{key}' must be a floating tensor [N, ...], one row per prompt")
+        if not torch.isfinite(value).all():
+            raise DardiagError(f"{path}: '{key}' holds NaN or inf values")
+        rows.add(value.shape[0])
+        out[key] = value.float().contiguous()
+    if not out:
+        raise DardiagError(f"{path} holds no conditioning tensors")
+    if len(rows) > 1:
+        raise DardiagError(f"{path}: its tensors hold different numbers of rows ({sorted(rows)})")
+    if meta is not None:
+        out["meta"] = meta
+    return out
+
+
+def open_inputs(path: str | os.PathLike | None = None, *, conditioning: str | os.PathLike | None = None) -> dict:
+    """Inputs as the profile engine takes them: a latents file (:func:`load_latents`), a conditioning
+    file alone (``dardiag prompts``: synthetic latents beside it), or both, with ``meta`` naming the
+    files (``file``, ``path``) and their content (``sha256``: what identifies the inputs on resume)."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        reader = load_latents if not path.is_file() or "x0" in _read(path) else load_conditioning
+        data = reader(path)
+        meta = dict(data.get("meta") or {})
+        meta.update(file=path.name, path=str(path), sha256=sha256_file(path))
+        data["meta"] = meta
+    if conditioning is not None:
+        conditioning = Path(conditioning)
+        cond = load_conditioning(conditioning)
+        cond_meta = cond.pop("meta", None) or {}
+        rows = next(iter(cond.values())).shape[0]
+        if "x0" in data and rows != data["x0"].shape[0]:
+            raise DardiagError(f"{conditioning} holds {rows} rows but {path} holds {data['x0'].shape[0]} latents; "
+                               "they must pair one to one")
+        clash = sorted(set(cond) & set(data))
+        if clash:
+            raise DardiagError(f"{clash[0]} is in both {path} and {conditioning}; keep it in one of them")
+        meta = dict(data.get("meta") or {})
+        meta.update(conditioning_file=conditioning.name, conditioning_sha256=sha256_file(conditioning),
+                    conditioning_source=cond_meta.get("source"))
+        if path is None:
+            meta.update(file=conditioning.name, path=str(conditioning), sha256=meta["conditioning_sha256"])
+        data = {**data, **cond, "meta": meta}
+    return data
 
 
 def check_matches_model(latents: dict, config, *, what: str = "latents") -> None:

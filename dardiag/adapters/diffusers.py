@@ -31,7 +31,7 @@ from dardiag.adapters.conditioning import Conditioning
 from dardiag.adapters.generic import first_input, resolve_blocks
 from dardiag.adapters.options import LoadOptions
 from dardiag.checkpoints.diffusers_dir import load_diffusers_model, pipeline_components, read_config, weight_files
-from dardiag.checkpoints.single_file import single_file_model
+from dardiag.checkpoints.single_file import is_single_file, single_file_model
 from dardiag.checkpoints.files import sha256_file
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
@@ -359,6 +359,9 @@ def diffusers_model_subject(
         info=info,
         make_cond=make_cond,
     )
+
+
+__all__ = ["diffusers_subject", "diffusers_model_subject", "is_single_file", "supply_conditioning", "TableAdapter"]
 
 
 def supply_conditioning(subject: Subject, tensors: dict) -> None:

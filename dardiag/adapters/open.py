@@ -39,13 +39,10 @@ def _original_single_file(path: Path) -> bool:
     if path.suffix != ".safetensors" or not path.is_file():
         return False
     try:
-        from dardiag.checkpoints.single_file import is_single_file
-    except ImportError:
-        return False
-    try:
-        return is_single_file(path)
+        from dardiag.adapters.diffusers import is_single_file
     except ImportError:  # diffusers is an optional extra: without it, a file is a DiT file or nothing
         return False
+    return is_single_file(path)
 
 
 def open_subject(obj, options: LoadOptions | None = None, *, device="cpu", name: str | None = None,

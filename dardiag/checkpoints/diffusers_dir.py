@@ -15,6 +15,7 @@ is ``dardiag.adapters.diffusers``; this module only reads files.
 
 from __future__ import annotations
 
+import inspect
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,23 +142,49 @@ def quiet_diffusers() -> Iterator[None]:
 
     level = logging.get_verbosity()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()  # loading bars would bury the one-line report
     try:
         yield
     finally:
         logging.set_verbosity(level)
+        logging.enable_progress_bar()
+
+
+def build_on_meta(path: Path, class_name: str, raw: dict) -> nn.Module:
+    """The model a config describes, parameters on the meta device (no memory, no weights read)."""
+    cls = getattr(diffusers, class_name)
+    try:
+        with quiet_diffusers(), parameters_on_meta():
+            return cls.from_config({k: v for k, v in raw.items() if k != "_class_name"})
+    except Exception as e:  # diffusers validates little: any value it chokes on is the file's fault
+        text = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise DardiagError(f"{path / 'config.json'}: diffusers cannot build {class_name} from it ({text})") from None
+
+
+def text_encoders(path: Path, device="cpu", dtype: torch.dtype = torch.float32):
+    """A pipeline folder's pipeline without its denoiser and VAE: the text encoders, tokenizers and
+    scheduler only (offline), for its own ``encode_prompt``."""
+    name = read_json(path / "model_index.json", "diffusers pipeline").get("_class_name")
+    cls = getattr(diffusers, str(name), None)
+    if not isinstance(cls, type) or not issubclass(cls, diffusers.DiffusionPipeline):
+        raise DardiagError(f"{path}/model_index.json names {name!r}, not a pipeline class of diffusers "
+                           f"{diffusers.__version__}")
+    params = inspect.signature(cls.__init__).parameters
+    skip = {c: None for c in ("transformer", "unet", "vae", "prior") if c in params}
+    try:
+        with quiet_diffusers():
+            pipe = cls.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype, **skip)
+    except Exception as e:
+        text = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise DardiagError(f"{path}: diffusers could not load the pipeline's text encoders ({text})") from None
+    return pipe.to(device)
 
 
 def load_diffusers_model(path: Path, class_name: str, raw: dict, files: list[Path], *,
                          dtype: torch.dtype = torch.float32, device="cpu") -> nn.Module:
     """Strictly load a diffusers model folder: every key and shape checked before anything is copied,
     then shard by shard onto ``device`` in ``dtype`` (floating tensors; others keep theirs)."""
-    cls = getattr(diffusers, class_name)
-    try:
-        with quiet_diffusers(), parameters_on_meta():
-            model = cls.from_config({k: v for k, v in raw.items() if k != "_class_name"})
-    except Exception as e:  # diffusers validates little: any value it chokes on is the file's fault
-        text = " ".join(f"{type(e).__name__}: {e}".split())[:160]
-        raise DardiagError(f"{path / 'config.json'}: diffusers cannot build {class_name} from it ({text})") from None
+    model = build_on_meta(path, class_name, raw)
     expected = model.state_dict()
     found: dict[str, torch.Tensor] = {}
     for file in files:

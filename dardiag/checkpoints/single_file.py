@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import diffusers
 import torch
+from diffusers.loaders.single_file_utils import DIFFUSERS_DEFAULT_PIPELINE_PATHS, infer_diffusers_model_type
 
+from dardiag.checkpoints.diffusers_dir import quiet_diffusers
 from dardiag.checkpoints.files import tensor_headers
 from dardiag.errors import DardiagError
 
@@ -37,8 +40,6 @@ UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"  # Stable Diffusion U
 def model_type(path: Path) -> str | None:
     """diffusers' name for the layout of a ``.safetensors`` file (its keys and a few shapes), or None
     when diffusers does not know it as a transformer (a dardiag/DiT file, say)."""
-    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
-
     headers = tensor_headers(path)  # meta tensors: keys and shapes, no data read
     if UNET_KEY in headers:
         return "unet"
@@ -83,11 +84,6 @@ def _config_folder(config: str | Path) -> Path:
 
 def single_file_model(path: Path, *, config: str | None = None, dtype: torch.dtype = torch.float32, device="cpu"):
     """-> (model on ``device`` in ``dtype``, its config dict, class name, [path]) for a single original file."""
-    import diffusers
-    from diffusers.loaders.single_file_utils import DIFFUSERS_DEFAULT_PIPELINE_PATHS
-
-    from dardiag.checkpoints.diffusers_dir import quiet_diffusers
-
     kind = model_type(path)
     if kind is None:
         raise DardiagError(f"{path}: not a checkpoint layout dardiag or diffusers knows")

@@ -60,8 +60,10 @@ def inspect_cmd(
 
 
 def _is_original_single_file(path: Path) -> bool:
-    from dardiag.checkpoints.single_file import is_single_file
-
+    try:
+        from dardiag.adapters.diffusers import is_single_file
+    except ImportError:
+        return False
     return is_single_file(path)
 
 

@@ -36,6 +36,8 @@ def profile_cmd(
                                        "profile-<checkpoint name> in the current directory"),
     inputs: Optional[str] = typer.Option(None, help="latents file (from `dardiag latents`, or a .pt/.npz with x0, "
                                          "y?, noise?), or 'generated' (samples of the model); default: synthetic"),
+    cond: Optional[Path] = typer.Option(None, "--cond", help="text conditioning from `dardiag prompts` (with "
+                                        "--inputs latents, or alone with synthetic latents)"),
     generate_steps: int = typer.Option(50, help="--inputs generated: sampler steps (DDIM for dit, Euler for sit/repa)"),
     generate_cfg: float = typer.Option(1.0, help="--inputs generated: guidance scale (1 = off)"),
     noise_levels: Optional[str] = typer.Option(None, help="comma-separated levels in [0, 1], 1 = noise"),
@@ -108,7 +110,8 @@ def profile_cmd(
         inputs = Path(inputs)
     n_units = len(checkpoints) * ((len(ts) if ts is not None else len(grid)) + int(probe))
     with progress_bar(n_units, progress) as advance:
-        df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, config=config, load=load, names=name,
+        df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, conditioning=cond, config=config,
+                     load=load, names=name,
                      force=force, resume=resume, progress=advance, report=console.print if is_main() else None)
 
     if not is_main():  # under torchrun only rank 0 reports and draws

@@ -20,6 +20,7 @@ Legend: N images, C channels, H/W latent side.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from pathlib import Path
@@ -71,9 +72,9 @@ def minibatches(n: int, batch_size: int) -> list[slice]:
     return [slice(a, b) for a, b in row_blocks(n, batch_size)]
 
 
-def _check_fits_in_memory(n: int, shape: tuple[int, int, int]) -> None:
+def _check_fits_in_memory(n: int, shape: tuple[int, ...]) -> None:
     """Synthetic latents and noise for ``n`` samples must fit comfortably in RAM (a typo guard)."""
-    need = 2 * n * shape[0] * shape[1] * shape[2] * 4  # x0 and noise, float32
+    need = 2 * n * math.prod(shape) * 4  # x0 and noise, float32
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX: no guard
@@ -87,11 +88,41 @@ def _check_fits_in_memory(n: int, shape: tuple[int, int, int]) -> None:
 
 def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps: int = 50,
                 cfg: float = 1.0) -> Inputs:
-    """Inputs for one subject: from a dict (``spec``; a latents file as its opener read it), drawn by
-    the model (``spec="generated"``, with ``steps`` sampler steps and guidance ``cfg``), or, when None,
-    seeded synthetic latents. Labels and noise the spec lacks are drawn with ``seed``."""
+    """Inputs for one subject: from a dict (``spec``; a latents file as its opener read it; a dict of
+    conditioning alone, e.g. from ``dardiag prompts``, goes with synthetic latents), drawn by the model
+    (``spec="generated"``, with ``steps`` sampler steps and guidance ``cfg``), or, when None, seeded
+    synthetic latents. Labels and noise the spec lacks are drawn with ``seed``. Synthetic conditioning
+    (text embeddings nobody supplied) is said in the label, like synthetic latents."""
+    inputs = _make_inputs(spec, subject, samples, seed, steps=steps, cfg=cfg)
+    describe = getattr(subject.make_cond, "describe", None)
+    if describe is not None and describe().startswith("synthetic"):
+        inputs.label += "; synthetic N(0, 1) text conditioning"
+        inputs.source += f"; {describe()}"
+    return inputs
+
+
+def _make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps: int, cfg: float) -> Inputs:
     shape = tuple(subject.input_shape)  # (C, H, W), or (C, F, H, W) for video models
     g = torch.Generator().manual_seed(seed)
+    if isinstance(spec, dict) and "x0" not in spec:  # conditioning alone: synthetic latents beside it
+        cond = {k: torch.as_tensor(v) for k, v in spec.items() if k not in ("y", "noise", "meta")}
+        rows = min((v.shape[0] for v in cond.values()), default=0)
+        if not cond or rows == 0:
+            raise DardiagError("the inputs hold neither latents (x0) nor conditioning")
+        n = samples or rows
+        if n > rows:
+            raise DardiagError(f"--samples {n} but the conditioning holds only {rows} rows (prompts); "
+                               f"pass --samples {rows} or more prompts")
+        x0 = torch.randn(n, *shape, generator=g)
+        y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)
+        noise = torch.randn(n, *shape, generator=g)
+        cond = {k: v[:n] for k, v in cond.items()}
+        _conditioning(subject, cond, seed)
+        meta = spec.get("meta") if isinstance(spec.get("meta"), dict) else {}
+        what = f"conditioning {meta['file']}" if meta.get("file") else "conditioning in memory"
+        return Inputs(x0, y, noise, f"synthetic: standard normal latents, seed {seed}; {what} "
+                                    f"(sha256 {meta.get('sha256')}): {', '.join(cond)}",
+                      kind="synthetic", label=f"synthetic N(0, 1) latents (seed {seed}), {what}")
     if spec is None:
         n = samples or SYNTHETIC_SAMPLES
         _check_fits_in_memory(n, shape)
@@ -121,6 +152,9 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps
     elif meta.get("source"):
         label = str(meta["source"])
         source += f"; {label}"
+    if meta.get("conditioning_file"):  # a second file: conditioning beside the latents
+        source += f"; conditioning {meta['conditioning_file']}, sha256 {meta.get('conditioning_sha256')}"
+        label += f", conditioning {meta['conditioning_file']}"
     x0 = torch.as_tensor(data["x0"]).float()
     if tuple(x0.shape[1:]) != shape:
         raise DardiagError(

@@ -1,0 +1,109 @@
+"""`dardiag prompts`: prompts encoded by a pipeline's own text encoders (tiny random CLIP + T5 here, in a
+Flux pipeline folder), stored for `profile --cond`; synthetic conditioning is said in the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+import dardiag  # noqa: E402
+from dardiag.engine.config import Analyses  # noqa: E402
+from diffusers_tiny import build  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+WORDS = "a photo of cat dog red blue house tree under the sky".split()
+PROMPTS = ["a photo of a cat", "a red house under the sky", "blue dog", "a tree"]
+
+
+def tokenizer(max_length: int):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "</s>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                                eos_token="</s>", model_max_length=max_length)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    torch.manual_seed(0)
+    n = len(WORDS) + 3
+    clip = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=n, hidden_size=10, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, eos_token_id=2, pad_token_id=0, bos_token_id=2)).eval()
+    t5 = transformers.T5EncoderModel(transformers.T5Config(
+        vocab_size=n, d_model=12, d_ff=16, d_kv=6, num_layers=1, num_heads=2, pad_token_id=0)).eval()
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=clip,
+                        tokenizer=tokenizer(16), text_encoder_2=t5, tokenizer_2=tokenizer(512),
+                        transformer=build("FluxTransformer2DModel"))
+    root = tmp_path_factory.mktemp("pipe") / "tiny-flux"
+    pipe.save_pretrained(root)
+    cfg = json.loads((root / "transformer" / "config.json").read_text())
+    (root / "transformer" / "config.json").write_text(json.dumps({**cfg, "sample_size": 8}))
+    return root, pipe
+
+
+def run(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "dardiag", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_prompts_are_the_pipelines_own_encoding(pipeline, tmp_path):
+    root, pipe = pipeline
+    (tmp_path / "p.txt").write_text("# captions\n" + "\n".join(PROMPTS) + "\n\n")
+    res = run("prompts", tmp_path / "p.txt", "--pipeline", root, "--out", tmp_path / "cond.pt", "--max-length", 8)
+    assert res.returncode == 0, res.stderr
+    assert "encoded 4 prompts" in res.stdout.splitlines()[-1]
+    cond = torch.load(tmp_path / "cond.pt", weights_only=True)
+    assert cond["meta"]["prompts"] == PROMPTS and cond["meta"]["denoiser"] == "FluxTransformer2DModel"
+    ids = pipe.tokenizer_2(PROMPTS, padding="max_length", max_length=8, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        t5 = pipe.text_encoder_2(ids)[0]  # (N, 8, 12)
+        pooled = pipe.text_encoder(pipe.tokenizer(PROMPTS, padding="max_length", max_length=16, truncation=True,
+                                                  return_tensors="pt").input_ids).pooler_output  # (N, 10)
+    torch.testing.assert_close(cond["encoder_hidden_states"], t5)
+    torch.testing.assert_close(cond["pooled_projections"], pooled)
+    again = run("prompts", tmp_path / "p.txt", "--pipeline", root, "--out", tmp_path / "cond.pt")
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_profile_takes_the_conditioning_and_says_when_it_is_synthetic(pipeline, tmp_path):
+    root, _ = pipeline
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS))
+    assert run("prompts", tmp_path / "p.txt", "--pipeline", root, "--out", tmp_path / "c.pt",
+               "--max-length", 8).returncode == 0
+    kw = dict(noise_levels=[0.5], batch_size=4, analyses=Analyses(probe=False, outliers=False))
+    real = dardiag.profile(str(root), conditioning=tmp_path / "c.pt", **kw)
+    assert set(real.inputs) == {"synthetic N(0, 1) latents (seed 0), conditioning c.pt"}
+    assert "from the inputs" in real.attrs["dardiag"]["config"]["inputs"] or "c.pt" in real.attrs["dardiag"]["config"]["inputs"]
+    fake = dardiag.profile(str(root), samples=4, **kw)
+    assert all("synthetic N(0, 1) text conditioning" in v for v in set(fake.inputs))
+    assert not real[real.metric == "act_rms"].value.equals(fake[fake.metric == "act_rms"].value)
+
+
+def test_bad_prompt_files_are_one_line(pipeline, tmp_path):
+    root, _ = pipeline
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81")
+    for args, words in (((tmp_path / "empty.txt", "--pipeline", root), "holds no prompts"),
+                        ((tmp_path / "bin.txt", "--pipeline", root), "not a readable UTF-8"),
+                        ((tmp_path / "empty.txt", "--pipeline", tmp_path), "holds no prompts"),
+                        ((tmp_path / "bin.txt", "--pipeline", tmp_path / "nowhere"), "UTF-8")):
+        res = run("prompts", *args, "--out", tmp_path / "o.pt")
+        assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, res.stderr
+    (tmp_path / "ok.txt").write_text("a cat")
+    res = run("prompts", tmp_path / "ok.txt", "--pipeline", tmp_path, "--out", tmp_path / "o.pt")
+    assert res.returncode == 2 and "not a diffusers pipeline folder" in res.stderr
