@@ -60,7 +60,21 @@ VIDEO: dict[str, Tiny] = {
 }
 
 # more video classes (classes/video_more.py)
+WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+                text_dim=12, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)
 VIDEO_MORE: dict[str, Tiny] = {
+    "SkyReelsV2Transformer3DModel": Tiny(dict(WAN_TINY, inject_sample_info=True), {"frames": 3}, sample_size=8),
+    "WanVACETransformer3DModel": Tiny(dict(WAN_TINY, vace_layers=[0], vace_in_channels=12), {"frames": 3},
+                                      sample_size=8),
+    # an image-to-video config: 4 + 4 + 4 input channels, CLIP image tokens through added K/V projections
+    "ChronoEditTransformer3DModel": Tiny(dict(WAN_TINY, in_channels=12, image_dim=10, added_kv_proj_dim=16),
+                                         {"frames": 3}, sample_size=8),
+    "WanAnimateTransformer3DModel": Tiny(dict(
+        WAN_TINY, in_channels=12, latent_channels=4, image_dim=10, added_kv_proj_dim=16, motion_encoder_size=8,
+        motion_style_dim=16, motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
+        inject_face_latents_blocks=1, motion_encoder_channel_sizes={"8": 8, "4": 8}), {"frames": 3}, sample_size=8),
+    "AnyFlowTransformer3DModel": Tiny(dict(WAN_TINY), {"frames": 3}, sample_size=8),
+    "AnyFlowFARTransformer3DModel": Tiny(dict(WAN_TINY, chunk_partition=(1, 2)), {"frames": 3}, sample_size=8),
 }
 
 TINY: dict[str, Tiny] = {**IMAGE, **JOINT, **VIDEO, **VIDEO_MORE}

@@ -1,8 +1,188 @@
 """More video transformers: latents (N, C, F, H, W); variants with extra conditioning streams
 (editing, animation, control, world models) are driven with that conditioning neutral or synthetic,
 as each entry says. The call of each follows its diffusers pipeline.
+
+Wan-derived image-to-video configs take more input channels than they predict (the noisy latents, then
+a frame mask and the reference-image latents, concatenated on channels): the extra channels are zeros
+here (nothing known, no reference), and the latents have the predicted channel count.
 """
 
 from __future__ import annotations
 
-ENTRIES = ()
+import torch
+
+from dardiag.adapters.classes.spec import ClassEntry, Stack, patch3d
+from dardiag.adapters.classes.video import _latent
+from dardiag.errors import DardiagError
+
+CLIP_TOKENS = 257  # CLIP ViT-H/14 image tokens of the Wan I2V pipelines (encoder_hidden_states_image)
+WAN_TEXT = 512  # the Wan pipelines' max_sequence_length (prompts are zero-padded to it)
+WAN_SIDE = (60, 104)  # 480x832 px, the Wan pipelines' default, at the VAE's 8x
+
+
+#################################################################################
+#                 Helpers shared by the Wan-derived entries                     #
+#################################################################################
+
+
+def _wan_cond(cfg, L):
+    """T5 text (L, text_dim), and the CLIP image tokens an I2V config (``image_dim``) cross-attends to."""
+    shapes = {"encoder_hidden_states": (L, int(cfg["text_dim"]))}
+    if cfg.get("image_dim"):
+        shapes["encoder_hidden_states_image"] = (int(cfg.get("pos_embed_seq_len") or CLIP_TOKENS), int(cfg["image_dim"]))
+    return shapes
+
+
+def _wan_latent(cfg, *, frames: int = 21, side=WAN_SIDE):
+    # the predicted channels: an I2V config's in_channels also count the mask and reference latents
+    return _latent({**cfg, "in_channels": cfg.get("out_channels") or cfg["in_channels"]}, frames=frames, side=side)
+
+
+def _pad_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, C, F, H, W) -> (N, channels, F, H, W): zero condition channels (mask, reference latents) after x."""
+    extra = channels - x.shape[1]
+    if extra <= 0:
+        return x
+    return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], dim=1)
+
+
+def _wan_fixed(cfg, shape):
+    extra = int(cfg["in_channels"]) - shape[0]
+    return f"{extra} image-to-video condition channels zeros (no reference frame)" if extra > 0 else ""
+
+
+def _image(cond):
+    return cond.get("encoder_hidden_states_image")
+
+
+def _text(m, cond) -> torch.Tensor:
+    """The text embeddings (N, L, D_text); with image tokens in a config with added K/V projections the
+    attention splits the text off as the last 512 tokens, so they are zero-padded to 512 as the
+    pipelines pad every prompt."""
+    ehs = cond["encoder_hidden_states"]
+    if _image(cond) is None or not getattr(m.config, "added_kv_proj_dim", None):
+        return ehs
+    if ehs.shape[1] > WAN_TEXT:
+        raise DardiagError(f"{type(m).__name__} takes at most {WAN_TEXT} text tokens with image conditioning; "
+                           f"got {ehs.shape[1]}")
+    return torch.cat([ehs, ehs.new_zeros(ehs.shape[0], WAN_TEXT - ehs.shape[1], ehs.shape[2])], dim=1)
+
+
+def _wan_i2v(m, x, t, y, cond):
+    """The Wan call (text cross-attention, sigma x 1000), with an I2V config's condition channels zero."""
+    return m(_pad_channels(x, m.config.in_channels), timestep=t, encoder_hidden_states=_text(m, cond),
+             encoder_hidden_states_image=_image(cond)).sample  # (N, C, F, H, W)
+
+
+#################################################################################
+#                                  Calls                                        #
+#################################################################################
+
+
+SKYREELS_FPS = 24  # SkyReelsV2DiffusionForcingPipeline's default fps: embedded as class 1 (0 is 16 fps)
+
+
+def _skyreels(m, x, t, y, cond):
+    fps = [0 if SKYREELS_FPS == 16 else 1] * x.shape[0] if m.config.inject_sample_info else None
+    return m(_pad_channels(x, m.config.in_channels), timestep=t, encoder_hidden_states=_text(m, cond),
+             encoder_hidden_states_image=_image(cond), fps=fps).sample  # (N, C, F, H, W)
+
+
+def _skyreels_fixed(cfg, shape):
+    words = [w for w in [_wan_fixed(cfg, shape)] if w]
+    if cfg.get("inject_sample_info"):
+        words.append(f"fps {SKYREELS_FPS}")
+    return ", ".join(words)
+
+
+def _vace(m, x, t, y, cond):
+    # WanVACEPipeline without video, mask or reference images: a zero video (its two latents, inactive and
+    # reactive, here zeros) and an all-ones mask (generate everything), conditioning scale 1
+    N, C, F, H, W = x.shape
+    latents = x.new_zeros(N, 2 * C, F, H, W)
+    mask = x.new_ones(N, m.config.vace_in_channels - 2 * C, F, H, W)
+    return m(x, timestep=t, encoder_hidden_states=_text(m, cond),
+             encoder_hidden_states_image=_image(cond),
+             control_hidden_states=torch.cat([latents, mask], dim=1)).sample  # (N, C, F, H, W)
+
+
+def _animate_face_frames(F: int) -> int:
+    """Face video frames whose motion tokens match F latent frames: the face encoder halves time twice,
+    causally, and a zero token is prepended for the reference frame (77 frames -> 20 + 1 latent frames)."""
+    return 4 * (F - 2) + 1
+
+
+def _animate(m, x, t, y, cond):
+    N, C, F, H, W = x.shape
+    size = m.config.motion_encoder_size
+    # the pipeline's blank face (its unconditional branch sets every pixel to -1), zero pose latents
+    face = x.new_full((N, 3, _animate_face_frames(F), size, size), -1.0)
+    return m(_pad_channels(x, m.config.in_channels), timestep=t, encoder_hidden_states=_text(m, cond),
+             encoder_hidden_states_image=_image(cond), pose_hidden_states=x.new_zeros(N, C, F - 1, H, W),
+             face_pixel_values=face).sample  # (N, C, F, H, W)
+
+
+def _per_frame(t, x):
+    return t.to(x.dtype)[:, None].expand(x.shape[0], x.shape[2])  # (N, F): one timestep per latent frame
+
+
+def _anyflow(m, x, t, y, cond):
+    # (N, F, C, H, W) in and out; r = t: the instantaneous velocity (the pipeline with use_mean_velocity=False)
+    tf = _per_frame(t, x)
+    out = m(x.transpose(1, 2), timestep=tf, r_timestep=tf, encoder_hidden_states=_text(m, cond),
+            encoder_hidden_states_image=_image(cond)).sample  # (N, F, C, H, W)
+    return out.transpose(1, 2)  # (N, C, F, H, W)
+
+
+def _anyflow_far(m, x, t, y, cond):
+    # the causal rollout path (no KV cache) over one chunk of all frames: every frame is denoised at once.
+    # In one chunk the FAR block mask only hides the padding to 128 tokens, so the dense processor computes
+    # the same attention; it replaces the flex one for the call (flex attention has no backward on CPU)
+    from diffusers.models.transformers.transformer_anyflow_far import AnyFlowAttnProcessor
+
+    class OneChunk(AnyFlowAttnProcessor):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+            return super().__call__(attn, hidden_states, encoder_hidden_states, None, rotary_emb)
+
+    attns = [block.attn1 for block in m.blocks]
+    saved = [a.processor for a in attns]
+    tf = _per_frame(t, x)
+    try:
+        for a in attns:
+            a.processor = OneChunk()
+        out = m(x.transpose(1, 2), timestep=tf, r_timestep=tf, encoder_hidden_states=_text(m, cond),
+                chunk_partition=[x.shape[2]], encoder_hidden_states_image=_image(cond)).sample  # (N, F, C, H, W)
+    finally:
+        for a, p in zip(attns, saved):
+            a.processor = p
+    return out.transpose(1, 2)  # (N, C, F, H, W)
+
+
+WAN = dict(cond=_wan_cond, tokens=patch3d, video=True, text_tokens=WAN_TEXT, fixed=_wan_fixed)
+
+ENTRIES = (
+    ClassEntry("SkyReelsV2Transformer3DModel", (Stack("blocks"),), "flow1000", _skyreels,
+               **{**WAN, "fixed": _skyreels_fixed},
+               latent=lambda cfg: _wan_latent(cfg, frames=25, side=(68, 120)),  # 97 frames at 544x960
+               note="diffusion-forcing configs are driven with one timestep for all frames"),
+    ClassEntry("WanVACETransformer3DModel", (Stack("blocks"),), "flow1000", _vace,
+               **{**WAN, "fixed": lambda cfg, shape: "VACE control: zero video latents, all-ones mask, scale 1"},
+               latent=_wan_latent,
+               left_out=(("vace_blocks", "the control branch: it runs on the control latents before the main blocks"),),
+               note="z_k is the block output before the VACE hint is added (after blocks in vace_layers)"),
+    ClassEntry("ChronoEditTransformer3DModel", (Stack("blocks"),), "flow1000", _wan_i2v, **WAN,
+               latent=lambda cfg: _wan_latent(cfg, frames=2)),  # 5 frames (no temporal reasoning)
+    ClassEntry("WanAnimateTransformer3DModel", (Stack("blocks"),), "flow1000", _animate,
+               **{**WAN, "fixed": lambda cfg, shape: _wan_fixed(cfg, shape) + ", zero pose latents, blank face "
+                  f"video (all pixels -1, {_animate_face_frames(shape[1])} frames)"},
+               latent=lambda cfg: _wan_latent(cfg, side=(90, 160)),  # 77-frame segment + reference at 720x1280
+               note="z_k is the block output before the face adapter's output is added"),
+    ClassEntry("AnyFlowTransformer3DModel", (Stack("blocks"),), "flow1000", _anyflow,
+               **{**WAN, "fixed": lambda cfg, shape: "r_timestep = timestep (instantaneous velocity)"},
+               latent=_wan_latent),
+    ClassEntry("AnyFlowFARTransformer3DModel", (Stack("blocks"),), "flow1000", _anyflow_far,
+               **{**WAN, "fixed": lambda cfg, shape: "r_timestep = timestep, chunk_partition [F] (one chunk)"},
+               latent=_wan_latent,
+               note="profiled as one causal chunk over all frames; the pipeline generates chunk by chunk "
+                    "from a KV cache of the clean earlier chunks"),
+)
