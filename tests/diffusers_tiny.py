@@ -75,6 +75,14 @@ VIDEO_MORE: dict[str, Tiny] = {
         inject_face_latents_blocks=1, motion_encoder_channel_sizes={"8": 8, "4": 8}), {"frames": 3}, sample_size=8),
     "AnyFlowTransformer3DModel": Tiny(dict(WAN_TINY), {"frames": 3}, sample_size=8),
     "AnyFlowFARTransformer3DModel": Tiny(dict(WAN_TINY, chunk_partition=(1, 2)), {"frames": 3}, sample_size=8),
+    "HeliosTransformer3DModel": Tiny(dict(
+        {k: v for k, v in WAN_TINY.items() if k != "rope_max_seq_len"}, rope_dim=(4, 2, 2)), {"frames": 3}, sample_size=8),
+    "JoyImageEditTransformer3DModel": Tiny(dict(
+        patch_size=[1, 2, 2], in_channels=4, hidden_size=16, num_attention_heads=2, text_dim=12, num_layers=2,
+        rope_dim_list=[2, 2, 4]), sample_size=8),
+    "JoyImageEditPlusTransformer3DModel": Tiny(dict(
+        patch_size=[1, 2, 2], in_channels=4, hidden_size=16, num_attention_heads=2, text_dim=12, num_layers=2,
+        rope_dim_list=[2, 2, 4]), sample_size=8),
 }
 
 TINY: dict[str, Tiny] = {**IMAGE, **JOINT, **VIDEO, **VIDEO_MORE}

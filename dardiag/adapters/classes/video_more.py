@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from dardiag.adapters.classes.spec import ClassEntry, Stack, patch3d
+from dardiag.adapters.classes.spec import FIRST, TAIL, ClassEntry, Stack, mask, patch3d, text
 from dardiag.adapters.classes.video import _latent
 from dardiag.errors import DardiagError
 
@@ -158,6 +158,45 @@ def _anyflow_far(m, x, t, y, cond):
     return out.transpose(1, 2)  # (N, C, F, H, W)
 
 
+HELIOS_HISTORY = (16, 2, 1)  # HeliosPipeline's history_sizes (long, mid, short); keep_first_frame adds a prefix
+
+
+def _helios(m, x, t, y, cond):
+    # HeliosPipeline's first chunk: all history latents zeros (nothing generated yet, no image), frame
+    # indices [prefix, long, mid, short, chunk] in that order; the history tokens come first in the blocks
+    N, C, F, H, W = x.shape
+    history = {}
+    if m.config.has_multi_term_memory_patch:
+        long, mid, short = HELIOS_HISTORY
+        prefix, i_long, i_mid, i_short, i_x = torch.arange(1 + long + mid + short + F, device=x.device).split(
+            [1, long, mid, short, F])
+        history = dict(
+            indices_hidden_states=i_x[None], indices_latents_history_short=torch.cat([prefix, i_short])[None],
+            indices_latents_history_mid=i_mid[None], indices_latents_history_long=i_long[None],
+            latents_history_short=x.new_zeros(N, C, 1 + short, H, W), latents_history_mid=x.new_zeros(N, C, mid, H, W),
+            latents_history_long=x.new_zeros(N, C, long, H, W))
+    return m(x, timestep=t, encoder_hidden_states=cond["encoder_hidden_states"], **history).sample  # (N, C, F, H, W)
+
+
+def _joyimage(m, x, t, y, cond):
+    # one item (no reference image): the target latents (N, C, 1, H, W) as a 5-D video of one frame
+    return m(x, timestep=t, encoder_hidden_states=cond["encoder_hidden_states"]).sample  # (N, C, F, H, W)
+
+
+def _joyimage_plus(m, x, t, y, cond):
+    # the pipeline's patch sequence without references: the target's patches in (t, h, w) order
+    N, C, F, H, W = x.shape
+    pt, ph, pw = m.config.patch_size
+    grid = (F // pt, H // ph, W // pw)
+    patches = x.reshape(N, C, grid[0], pt, grid[1], ph, grid[2], pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+    patches = patches.reshape(N, -1, C, pt, ph, pw)  # (N, T, C, pt, ph, pw)
+    ehs = cond["encoder_hidden_states"]
+    out = m(patches, timestep=t, encoder_hidden_states=ehs, encoder_hidden_states_mask=mask(ehs, torch.long),
+            shape_list=[[grid]] * N).sample  # (N, T, C_out, pt, ph, pw)
+    out = out.reshape(N, *grid, -1, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)  # (N, C_out, F/pt, pt, H/ph, ...)
+    return out.reshape(N, -1, F, H, W)  # (N, C_out, F, H, W)
+
+
 WAN = dict(cond=_wan_cond, tokens=patch3d, video=True, text_tokens=WAN_TEXT, fixed=_wan_fixed)
 
 ENTRIES = (
@@ -185,4 +224,20 @@ ENTRIES = (
                latent=_wan_latent,
                note="profiled as one causal chunk over all frames; the pipeline generates chunk by chunk "
                     "from a KV cache of the clean earlier chunks"),
+    ClassEntry("HeliosTransformer3DModel", (Stack("blocks", TAIL),), "flow1000", _helios,
+               cond=text("encoder_hidden_states", ("text_dim",)), tokens=patch3d, video=True, text_tokens=512,
+               latent=lambda cfg: _latent(cfg, frames=9, side=(48, 80)),  # a 33-frame chunk at 384x640
+               fixed=lambda cfg, shape: "history latents zeros (the pipeline's first chunk), frame indices after "
+                     f"{sum(HELIOS_HISTORY) + 1} history frames" if cfg.get("has_multi_term_memory_patch") else "",
+               note="one chunk of the chunk-wise pipeline; the history tokens precede the image tokens in the blocks"),
+    ClassEntry("JoyImageEditTransformer3DModel", (Stack("double_blocks", FIRST),), "flow1000", _joyimage,
+               cond=text("encoder_hidden_states", ("text_dim",)), tokens=patch3d, video=True, text_tokens=512,
+               latent=lambda cfg: _latent(cfg, frames=1, side=(128, 128)),  # one 1024x1024 image
+               fixed=lambda cfg, shape: "no reference image (one item)",
+               note="an image model with video latents of one frame; prompts are not padded (512 tokens here)"),
+    ClassEntry("JoyImageEditPlusTransformer3DModel", (Stack("double_blocks", FIRST),), "flow1000", _joyimage_plus,
+               cond=text("encoder_hidden_states", ("text_dim",)), tokens=patch3d, video=True, text_tokens=512,
+               latent=lambda cfg: _latent(cfg, frames=1, side=(128, 128)),  # one 1024x1024 image
+               fixed=lambda cfg, shape: "no reference images (the target's patches only), all-valid text mask",
+               note="an image model with video latents of one frame; prompts are not padded (512 tokens here)"),
 )
