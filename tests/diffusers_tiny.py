@@ -75,6 +75,16 @@ VIDEO_MORE: dict[str, Tiny] = {
         inject_face_latents_blocks=1, motion_encoder_channel_sizes={"8": 8, "4": 8}), {"frames": 3}, sample_size=8),
     "AnyFlowTransformer3DModel": Tiny(dict(WAN_TINY), {"frames": 3}, sample_size=8),
     "AnyFlowFARTransformer3DModel": Tiny(dict(WAN_TINY, chunk_partition=(1, 2)), {"frames": 3}, sample_size=8),
+    "Kandinsky5Transformer3DModel": Tiny(dict(
+        in_visual_dim=4, in_text_dim=12, in_text_dim2=10, time_dim=16, out_visual_dim=4, model_dim=16, ff_dim=32,
+        num_text_blocks=1, num_visual_blocks=2, axes_dims=(4, 2, 2), visual_cond=True), {"frames": 3}, sample_size=8),
+    "Kandinsky6Transformer3DModel": Tiny(dict(
+        in_visual_dim=4, out_visual_dim=4, in_text_dim=12, in_text_dim2=10, time_dim=16, model_dim=16, ff_dim=32,
+        num_text_blocks=1, num_visual_blocks=2, axes_dims=(4, 2, 2), in_audio_dim=6, out_audio_dim=6,
+        text_token_padding=True, ca_rope=True, cross_gates=True, fix_modulation=True), {"frames": 3}, sample_size=8),
+    "Kandinsky6SRTransformer3DModel": Tiny(dict(
+        in_visual_dim=4, out_visual_dim=4, time_dim=16, model_dim=16, ff_dim=32, num_visual_blocks=2,
+        axes_dims=(4, 2, 2), nabla_window=(3, 3, 3)), {"frames": 3}, sample_size=8),
     "HeliosTransformer3DModel": Tiny(dict(
         {k: v for k, v in WAN_TINY.items() if k != "rope_max_seq_len"}, rope_dim=(4, 2, 2)), {"frames": 3}, sample_size=8),
     "JoyImageEditTransformer3DModel": Tiny(dict(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from dardiag.adapters.classes.spec import FIRST, TAIL, ClassEntry, Stack, mask, patch3d, text
+from dardiag.adapters.classes.spec import FIRST, TAIL, ClassEntry, Stack, mask, patch3d, text, text_pooled
 from dardiag.adapters.classes.video import _latent
 from dardiag.errors import DardiagError
 
@@ -158,6 +158,7 @@ def _anyflow_far(m, x, t, y, cond):
     return out.transpose(1, 2)  # (N, C, F, H, W)
 
 
+KANDINSKY_VAE = 8  # pixels per latent side of the HunyuanVideo VAE the Kandinsky 5/6 pipelines use
 HELIOS_HISTORY = (16, 2, 1)  # HeliosPipeline's history_sizes (long, mid, short); keep_first_frame adds a prefix
 
 
@@ -195,6 +196,96 @@ def _joyimage_plus(m, x, t, y, cond):
             shape_list=[[grid]] * N).sample  # (N, T, C_out, pt, ph, pw)
     out = out.reshape(N, *grid, -1, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)  # (N, C_out, F/pt, pt, H/ph, ...)
     return out.reshape(N, -1, F, H, W)  # (N, C_out, F, H, W)
+
+
+def _last(x):
+    return x.permute(0, 2, 3, 4, 1)  # (N, C, F, H, W) -> (N, F, H, W, C): the Kandinsky layout
+
+
+def _first(x):
+    return x.permute(0, 4, 1, 2, 3)  # (N, F, H, W, C) -> (N, C, F, H, W)
+
+
+def _visual_cond(x, visual_cond: bool):
+    """[latents | condition latents | mask] on the last axis, the condition zeros and the mask 0 as the
+    Kandinsky text-to-video pipelines pass them (no image)."""
+    if not visual_cond:
+        return x
+    return torch.cat([x, torch.zeros_like(x), x.new_zeros(*x.shape[:-1], 1)], dim=-1)  # (N, F, H, W, 2C + 1)
+
+
+def _kandinsky5_scale(H: int, W: int) -> tuple:
+    """Kandinsky5T2VPipeline._get_scale_factor for a latent of H x W: RoPE scale by the pixel size."""
+    def between_480p(n):
+        return 480 <= n * KANDINSKY_VAE <= 854
+    return (1, 2, 2) if between_480p(H) and between_480p(W) else (1, 3.16, 3.16)
+
+
+def _kandinsky5_sparse(cfg, grid, device):
+    """Kandinsky5T2VPipeline.get_sparse_params: NABLA parameters of a ``nabla`` config, else None."""
+    if cfg.attention_type != "nabla":
+        return None
+    T, H, W = grid[0], grid[1] // 8, grid[2] // 8  # 8x8 token blocks
+
+    def near(n, w):  # (n, n): positions within the window's half-width
+        r = torch.arange(n, device=device)
+        return (r[:, None] - r[None, :]).abs() <= w // 2
+    sta_hw = near(H, cfg.attention_wH)[:, :, None, None] * near(W, cfg.attention_wW)[None, None]  # (H, H, W, W)
+    sta_hw = sta_hw.transpose(1, 2).reshape(H * W, H * W)
+    sta = (near(T, cfg.attention_wT)[:, :, None, None] * sta_hw[None, None]).transpose(1, 2)  # (T, HW, T, HW)
+    return {"sta_mask": sta.reshape(T * H * W, T * H * W)[None, None], "attention_type": "nabla", "to_fractal": True,
+            "P": cfg.attention_P, "wT": cfg.attention_wT, "wW": cfg.attention_wW, "wH": cfg.attention_wH,
+            "add_sta": cfg.attention_add_sta, "visual_shape": grid, "method": cfg.attention_method}
+
+
+def _kandinsky5(m, x, t, y, cond):
+    N, C, F, H, W = x.shape
+    pt, ph, pw = m.config.patch_size
+    grid = (F // pt, H // ph, W // pw)
+    ehs = cond["encoder_hidden_states"]
+    out = m(_visual_cond(_last(x), m.config.visual_cond), encoder_hidden_states=ehs, timestep=t,
+            pooled_projections=cond["pooled_projections"],
+            visual_rope_pos=[torch.arange(n, device=x.device) for n in grid],
+            text_rope_pos=torch.arange(ehs.shape[1], device=x.device), scale_factor=_kandinsky5_scale(H, W),
+            sparse_params=_kandinsky5_sparse(m.config, grid, x.device)).sample  # (N, F, H, W, C)
+    return _first(out)
+
+
+def _kandinsky6(m, x, t, y, cond):
+    # video alone: no audio latents (the fused blocks then run their video path only)
+    out = m(_visual_cond(_last(x), m.config.visual_cond), encoder_hidden_states=cond["encoder_hidden_states"],
+            pooled_projections=cond["pooled_projections"], timestep=t).sample  # (N, F, H, W, C)
+    return _first(out)
+
+
+def _kandinsky6_sr(m, x, t, y, cond):
+    # the released checkpoints are anchor-free: the SR pipeline passes zero anchor latents and a zero mask.
+    # NABLA attention runs on flex only (no CPU backward): the same block mask, made dense, through SDPA
+    from diffusers.models.transformers import transformer_kandinsky6_sr as k6
+
+    class DenseNabla(k6.Kandinsky6SRAttnProcessor):
+        def __call__(self, attn, hidden_states, rotary_emb, sparse_params):
+            q, k, v = (getattr(attn, f"to_{n}")(hidden_states).unflatten(-1, (attn.num_heads, -1))
+                       for n in ("query", "key", "value"))  # (N, S, heads, d)
+            q = k6.apply_rotary(attn.query_norm(q.float()).type_as(q), rotary_emb)
+            k = k6.apply_rotary(attn.key_norm(k.float()).type_as(k), rotary_emb)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (N, heads, S, d)
+            blocks = k6.nabla_block_mask(q, k, sparse_params["sta_mask"], thr=sparse_params["threshold"])
+            size = blocks.BLOCK_SIZE[0]
+            dense = blocks.to_dense().bool().repeat_interleave(size, -2).repeat_interleave(size, -1)  # (N, h, S, S)
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense)  # (N, heads, S, d)
+            return attn.out_layer(out.transpose(1, 2).flatten(2, 3))
+
+    attns = [block.self_attention for block in m.visual_transformer_blocks]
+    saved = [a.processor for a in attns]
+    try:
+        for a in attns:
+            a.processor = DenseNabla()
+        out = m(_visual_cond(_last(x), True), timestep=t).sample  # (N, F, H, W, C_out)
+    finally:
+        for a, p in zip(attns, saved):
+            a.processor = p
+    return _first(out)
 
 
 WAN = dict(cond=_wan_cond, tokens=patch3d, video=True, text_tokens=WAN_TEXT, fixed=_wan_fixed)
@@ -240,4 +331,24 @@ ENTRIES = (
                latent=lambda cfg: _latent(cfg, frames=1, side=(128, 128)),  # one 1024x1024 image
                fixed=lambda cfg, shape: "no reference images (the target's patches only), all-valid text mask",
                note="an image model with video latents of one frame; prompts are not padded (512 tokens here)"),
+    ClassEntry("Kandinsky5Transformer3DModel", (Stack("visual_transformer_blocks"),), "flow1000", _kandinsky5,
+               cond=text_pooled(("in_text_dim",), ("in_text_dim2",)), tokens=patch3d, video=True, text_tokens=512,
+               latent=lambda cfg: _latent(cfg, frames=31, side=(64, 96), channels="out_visual_dim"),  # 121 at 512x768
+               left_out=(("text_transformer_blocks", "text-only encoder blocks before the visual blocks"),),
+               fixed=lambda cfg, shape: "RoPE positions and scale as in the pipeline"
+                     + (", visual condition zeros, mask 0 (no image)" if cfg.get("visual_cond") else "")),
+    ClassEntry("Kandinsky6Transformer3DModel", (Stack("visual_transformer_blocks", FIRST),), "flow1000", _kandinsky6,
+               cond=text_pooled(("in_text_dim",), ("in_text_dim2",)), tokens=patch3d, video=True, text_tokens=1024,
+               latent=lambda cfg: _latent(cfg, frames=31, side=(64, 96), channels="out_visual_dim"),  # 121 at 512x768
+               left_out=(("video_text_transformer_blocks", "text-only encoder blocks of the video branch"),
+                         ("audio_text_transformer_blocks", "text-only encoder blocks of the audio branch")),
+               fixed=lambda cfg, shape: "no audio latents (video alone)"
+                     + (", visual condition zeros, mask 0 (no image)" if cfg.get("visual_cond") else ""),
+               note="an audio-video model profiled on its video stream, without audio"),
+    ClassEntry("Kandinsky6SRTransformer3DModel", (Stack("visual_transformer_blocks"),), "flow1000", _kandinsky6_sr,
+               tokens=patch3d, video=True,
+               latent=lambda cfg: _latent(cfg, frames=31, side=(32, 32), channels="in_visual_dim"),  # a 512x512 tile
+               fixed=lambda cfg, shape: "anchor latents zeros, anchor mask 0 (as the SR pipeline)",
+               note="text-free super-resolution of tiles; NABLA attention through SDPA with the same block mask; "
+                    "piflow-distilled configs (out_visual_dim > in_visual_dim) do not predict a velocity"),
 )
