@@ -85,6 +85,14 @@ VIDEO_MORE: dict[str, Tiny] = {
     "Kandinsky6SRTransformer3DModel": Tiny(dict(
         in_visual_dim=4, out_visual_dim=4, time_dim=16, model_dim=16, ff_dim=32, num_visual_blocks=2,
         axes_dims=(4, 2, 2), nabla_window=(3, 3, 3)), {"frames": 3}, sample_size=8),
+    "MotifVideoTransformer3DModel": Tiny(dict(
+        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1, num_single_layers=2,
+        num_decoder_layers=1, patch_size=2, text_embed_dim=12, rope_axes_dim=(2, 2, 4),
+        enable_text_cross_attention_dual=True, enable_text_cross_attention_single=True), {"frames": 3}, sample_size=8),
+    "SanaVideoTransformer3DModel": Tiny(dict(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
+        num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=12,
+        rope_max_seq_len=32), {"frames": 3, "input_size": 8}),
     "HeliosTransformer3DModel": Tiny(dict(
         {k: v for k, v in WAN_TINY.items() if k != "rope_max_seq_len"}, rope_dim=(4, 2, 2)), {"frames": 3}, sample_size=8),
     "JoyImageEditTransformer3DModel": Tiny(dict(

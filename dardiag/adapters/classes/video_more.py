@@ -288,6 +288,19 @@ def _kandinsky6_sr(m, x, t, y, cond):
     return _first(out)
 
 
+def _motif(m, x, t, y, cond):
+    # MotifVideoPipeline's text-to-video call: [latents | condition latents zeros | mask zeros] on channels
+    ehs = cond["encoder_hidden_states"]
+    return m(_pad_channels(x, m.config.in_channels), timestep=t, encoder_hidden_states=ehs,
+             encoder_attention_mask=mask(ehs, torch.long)).sample  # (N, C, F, H, W)
+
+
+def _sana_video(m, x, t, y, cond):
+    ehs = cond["encoder_hidden_states"]
+    return m(x, encoder_hidden_states=ehs, encoder_attention_mask=mask(ehs, torch.long),
+             timestep=t).sample  # (N, C, F, H, W)
+
+
 WAN = dict(cond=_wan_cond, tokens=patch3d, video=True, text_tokens=WAN_TEXT, fixed=_wan_fixed)
 
 ENTRIES = (
@@ -351,4 +364,17 @@ ENTRIES = (
                fixed=lambda cfg, shape: "anchor latents zeros, anchor mask 0 (as the SR pipeline)",
                note="text-free super-resolution of tiles; NABLA attention through SDPA with the same block mask; "
                     "piflow-distilled configs (out_visual_dim > in_visual_dim) do not predict a velocity"),
+    ClassEntry("MotifVideoTransformer3DModel",
+               (Stack("transformer_blocks", FIRST), Stack("single_transformer_blocks", FIRST)), "flow1000", _motif,
+               cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch3d,
+               video=True, text_tokens=512,
+               fixed=lambda cfg, shape: ", ".join(w for w in (_wan_fixed(cfg, shape), "all-valid text mask") if w),
+               latent=lambda cfg: _wan_latent(cfg, frames=31, side=(92, 160)),  # 121 frames at 736x1280
+               note="decoder single blocks (num_decoder_layers) restart from the patch embedding, with the encoder "
+                    "output as their context; no image embeddings (text-to-video)"),
+    ClassEntry("SanaVideoTransformer3DModel", (Stack("transformer_blocks"),), "flow1000", _sana_video,
+               cond=text("encoder_hidden_states", ("caption_channels",)), tokens=patch3d, video=True, text_tokens=300,
+               # 81 frames at 480x832; the config's sample_size is not the pipeline's latent size
+               latent=lambda cfg: (cfg["in_channels"], 21, *WAN_SIDE),
+               fixed=lambda cfg, shape: "all-valid text mask"),
 )
