@@ -138,7 +138,10 @@ def test_inspect_reads_a_diffusers_directory(model_dirs, cls, capsys):
     assert d["class_name"] == cls and d["depth"] == layers(cls)
     assert d["parameters"] == sum(p.numel() for p in model.parameters())
     assert d["family"] == ("flow1000" if cls == "FluxTransformer2DModel" else "dit")
-    assert len(d["sha256"]) == 64 and d["files"]
+    assert d["sha256"] is None and d["files"]  # the plan only: no weight read or hashed
+    from dardiag.adapters.classes import TABLE
+
+    assert [st["path"] for st in d["stacks"]] == list(TABLE[cls].stack_paths())  # the plan: stacks in call order
     app(["inspect", str(model_dirs[cls])])
     assert cls in capsys.readouterr().out
     app(["inspect", str(model_dirs[cls]), "--input-size", "16", "--json"])

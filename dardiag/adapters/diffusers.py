@@ -30,7 +30,9 @@ from dardiag.adapters.classes.spec import patch2d
 from dardiag.adapters.conditioning import Conditioning
 from dardiag.adapters.generic import first_input, resolve_blocks
 from dardiag.adapters.options import LoadOptions
-from dardiag.checkpoints.diffusers_dir import load_diffusers_model, pipeline_components, read_config, weight_files
+from dardiag.checkpoints.diffusers_dir import (
+    build_on_meta, check_weights, load_diffusers_model, pipeline_components, read_config, weight_files,
+)
 from dardiag.checkpoints.single_file import is_single_file, single_file_model
 from dardiag.checkpoints.files import sha256_file
 from dardiag.errors import DardiagError
@@ -250,17 +252,33 @@ def _display_name(path: Path) -> str:
 
 
 def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu", name: str | None = None,
-                      dtype: torch.dtype | None = None, seed: int = 0, **option_fields) -> Subject:
+                      dtype: torch.dtype | None = None, seed: int = 0, weights: bool = True,
+                      **option_fields) -> Subject:
     """A Subject for a diffusers transformer folder, a pipeline folder's denoiser, or a single original
     file (``.safetensors`` as released) of a class diffusers can convert.
 
     ``options`` (or their fields as keywords: ``family``, ``input_size``, ``frames``, ``text_tokens``,
     ``blocks``) say what the files cannot; ``dtype``: the weights' dtype on ``device`` (default float32;
     the sweep's ``--dtype`` autocasts); ``seed``: seed of synthetic conditioning (drawn per sample id).
+    ``weights=False`` (a model folder or pipeline): the plan only, for ``dardiag inspect``: the model is
+    built on the meta device and the files' headers are checked, no weight is read or hashed.
     """
     options = (options or LoadOptions()).replace(**option_fields) if option_fields else (options or LoadOptions())
     path = Path(path)
     dtype = dtype or torch.float32
+    if not weights and path.is_dir():
+        folder, pipeline = denoiser_folder(path)
+        raw, class_name = read_config(folder)
+        check_supported(class_name, folder)
+        files = weight_files(folder)
+        model = build_on_meta(folder, class_name, raw)
+        check_weights(folder, class_name, model, files)
+        info = {"path": str(folder), "file_class_name": raw.get("_class_name"), "sha256": None,
+                "files": {f.name: f"{f.stat().st_size / 2**20:.1f} MiB" for f in files}}
+        if pipeline:
+            info["pipeline"] = str(path)
+        return diffusers_model_subject(model, name=name or _display_name(folder), options=options, seed=seed,
+                                       class_name=class_name, raw_config=raw, checkpoint=str(folder), info=info)
     if path.is_file():
         model, raw, class_name, files = single_file_model(path, config=options.config, dtype=dtype, device=device)
         folder, pipeline = path, False

@@ -185,6 +185,20 @@ def load_diffusers_model(path: Path, class_name: str, raw: dict, files: list[Pat
     """Strictly load a diffusers model folder: every key and shape checked before anything is copied,
     then shard by shard onto ``device`` in ``dtype`` (floating tensors; others keep theirs)."""
     model = build_on_meta(path, class_name, raw)
+    check_weights(path, class_name, model, files)
+    for file in files:  # one shard in host memory at a time
+        part = checked_entries(_state_dict(file), file)
+        part = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in part.items()}
+        model.load_state_dict(part, strict=False, assign=True)
+        del part
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a buffer no constructor computed and no file holds: a dardiag bug, not the user's
+        raise RuntimeError(f"tensors left on the meta device after loading {path}: {left[:4]}")
+    return model.to(device).eval()  # the buffers the constructors computed are still on the CPU
+
+
+def check_weights(path: Path, class_name: str, model: nn.Module, files: list[Path]) -> None:
+    """Every key and shape of the files' headers against the model a config builds (no weight is read)."""
     expected = model.state_dict()
     found: dict[str, torch.Tensor] = {}
     for file in files:
@@ -199,15 +213,6 @@ def load_diffusers_model(path: Path, class_name: str, raw: dict, files: list[Pat
             parts.append(f"{len(unexpected)} unexpected weights, e.g. {', '.join(unexpected[:4])}")
         raise DardiagError(f"{path}: the weights do not match config.json ({class_name}): {'; '.join(parts)}")
     check_tensors(expected, found, path, have="file", want="config expects")
-    for file in files:  # one shard in host memory at a time
-        part = checked_entries(_state_dict(file), file)
-        part = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in part.items()}
-        model.load_state_dict(part, strict=False, assign=True)
-        del part
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:  # a buffer no constructor computed and no file holds: a dardiag bug, not the user's
-        raise RuntimeError(f"tensors left on the meta device after loading {path}: {left[:4]}")
-    return model.to(device).eval()  # the buffers the constructors computed are still on the CPU
 
 
 def _state_dict(file: Path) -> dict:

@@ -69,9 +69,14 @@ def _is_original_single_file(path: Path) -> bool:
 
 def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
     """A diffusers transformer (folder, pipeline or single file): the class, the plan, its size and files."""
-    from dardiag.adapters.open import open_subject
+    if path.is_dir():  # the plan without reading a weight: headers checked, model on the meta device
+        from dardiag.adapters.diffusers import diffusers_subject
 
-    subject = open_subject(path, options)
+        subject = diffusers_subject(path, options, weights=False)
+    else:
+        from dardiag.adapters.open import open_subject
+
+        subject = open_subject(path, options)
     info = subject.info
     plan = info.get("plan") or {}
     d = {
