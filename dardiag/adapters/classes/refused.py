@@ -17,6 +17,9 @@ REFUSED = (
     Refused("StableAudioDiTModel", "an audio (1-D sequence) model, not image or video latents"),
     Refused("StableAudio3DiTModel", "an audio (1-D sequence) model, not image or video latents"),
     Refused("UVit2DModel", "aMUSEd's masked-token transformer: no noise process over latents"),
+    Refused("LatteTransformer3DModel", "a video DiT whose spatial and temporal blocks alternate, each with frames "
+            "or patches folded into the batch ((N F, H W, D) and (N H W, F, D)); not yet profiled: the class "
+            "table has no stream that unfolds a block output to (N, T, D), nor stacks interleaved in call order"),
     Refused("UniDiffuserModel", "a joint image-text diffusion model (U-ViT over both), not an image denoiser"),
 )
 
