@@ -166,6 +166,27 @@ class VPredFamily(DiTFamily):
         return _bcast(abar.sqrt(), x0) * noise - _bcast((1 - abar).sqrt(), x0) * x0
 
 
+@dataclass(frozen=True)
+class ZeroSNRVPredFamily(VPredFamily):
+    """CogVideoX's DDPM (CogVideoXDDIMScheduler / CogVideoXDPMScheduler): scaled-linear betas
+    0.00085..0.012, the SD3-style SNR shift abar / (s + (1 - s) abar), then rescaled to zero terminal SNR
+    (abar_999 = 0: t = 999 is pure noise), v prediction."""
+
+    name: str = "cogvideox"
+    description: str = ("DDPM, scaled-linear betas 0.00085..0.012, SNR shift 1, zero terminal SNR, "
+                        "v prediction, t in 0..999 (999 = noise)")
+    beta_end: float = 0.012
+    snr_shift: float = 1.0
+
+    def alphas_cumprod(self, device=None) -> torch.Tensor:
+        abar = super().alphas_cumprod(device)
+        abar = abar / (self.snr_shift + (1 - self.snr_shift) * abar)
+        root = abar.sqrt()
+        first, last = root[0].clone(), root[-1].clone()
+        root = (root - last) * first / (first - last)  # shift to 0 at t = 999, keep the value at t = 0
+        return root**2  # (1000,)
+
+
 FAMILIES: dict[str, Family] = {
     "dit": DiTFamily(),
     "sit": SiTFamily(),
@@ -176,6 +197,12 @@ FAMILIES: dict[str, Family] = {
     # Lumina2 / Z-Image: their pipelines pass 1 - sigma and negate the output, i.e. the SiT convention
     "flow-rev": SiTFamily(name="flow-rev", description="flow matching, t = 1 - sigma (1 = data), predicts x0 - noise"),
     "ddpm-v": VPredFamily(),
+    # CogVideoX-5B, CogVideoX1.5, ConsisID: snr_shift_scale 1.0; CogVideoX-2B trained with 3.0
+    "cogvideox": ZeroSNRVPredFamily(),
+    "cogvideox-2b": ZeroSNRVPredFamily(
+        name="cogvideox-2b", snr_shift=3.0,
+        description="DDPM, scaled-linear betas 0.00085..0.012, SNR shift 3, zero terminal SNR, v prediction, "
+                    "t in 0..999 (999 = noise)"),
 }
 
 

@@ -52,11 +52,59 @@ JOINT: dict[str, Tiny] = {
         joint_attention_dim=12, axes_dims_rope=(4, 6, 6)), sample_size=8),
 }
 
-# video (classes/video.py)
+# video (classes/video.py); image-to-video/inpaint variants where the class has them (condition channels)
 VIDEO: dict[str, Tiny] = {
-    "WanTransformer3DModel": Tiny(dict(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-        text_dim=12, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32), {"frames": 3}, sample_size=8),
+    "WanTransformer3DModel": Tiny(dict(  # Wan 2.1 I2V: 4 + 8 condition channels, CLIP image tokens
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=12, out_channels=4,
+        text_dim=12, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32, image_dim=10,
+        added_kv_proj_dim=16), {"frames": 3}, sample_size=8),
+    "AllegroTransformer3DModel": Tiny(dict(
+        patch_size=2, patch_size_t=1, num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+        num_layers=2, cross_attention_dim=24, caption_channels=12, sample_height=8, sample_width=8,
+        sample_frames=3)),
+    "CogVideoXTransformer3DModel": Tiny(dict(  # CogVideoX1.5 I2V: temporal patch 2, ofs, rotary
+        num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4, time_embed_dim=16,
+        ofs_embed_dim=16, text_embed_dim=12, num_layers=2, sample_width=8, sample_height=8, sample_frames=9,
+        patch_size=2, patch_size_t=2, max_text_seq_length=7, use_rotary_positional_embeddings=True),
+        {"frames": 3}),
+    "ConsisIDTransformer3DModel": Tiny(dict(  # face cross-attention keys: 2/3 of the width (48) = LFE_output_dim
+        num_attention_heads=3, attention_head_dim=16, in_channels=8, out_channels=4, time_embed_dim=16,
+        text_embed_dim=12, num_layers=2, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+        max_text_seq_length=7, use_rotary_positional_embeddings=True, is_train_face=True, cross_attn_interval=1,
+        cross_attn_dim_head=8, cross_attn_num_heads=2, LFE_id_dim=16, LFE_vit_dim=16, LFE_depth=5,
+        LFE_dim_head=8, LFE_num_heads=2, LFE_num_id_token=2, LFE_num_querie=4, LFE_output_dim=32,
+        LFE_ff_mult=1, LFE_num_scale=5), {"frames": 3}),
+    "LTXVideoTransformer3DModel": Tiny(dict(
+        in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+        num_layers=2, caption_channels=12), {"frames": 3}, sample_size=8),
+    "LTX2VideoTransformer3DModel": Tiny(dict(
+        in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+        audio_in_channels=8, audio_out_channels=8, audio_num_attention_heads=2, audio_attention_head_dim=4,
+        audio_cross_attention_dim=8, num_layers=2, caption_channels=12), {"frames": 3}, sample_size=8),
+    "MochiTransformer3DModel": Tiny(dict(
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2, pooled_projection_dim=16,
+        in_channels=4, text_embed_dim=16, time_embed_dim=16), {"frames": 3}, sample_size=8),
+    "HunyuanVideoTransformer3DModel": Tiny(dict(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=2, guidance_embeds=True, text_embed_dim=12,
+        pooled_projection_dim=10, rope_axes_dim=(4, 6, 6)), {"frames": 3}, sample_size=8),
+    "HunyuanVideo15Transformer3DModel": Tiny(dict(  # text-to-video: 4 + 4 + 1 condition channels zeros
+        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+        num_refiner_layers=1, text_embed_dim=12, text_embed_2_dim=10, image_embed_dim=14,
+        rope_axes_dim=(4, 6, 6)), {"frames": 3}, sample_size=8),
+    "HunyuanVideoFramepackTransformer3DModel": Tiny(dict(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=2, guidance_embeds=True, text_embed_dim=12,
+        pooled_projection_dim=10, rope_axes_dim=(4, 6, 6), has_image_proj=True, image_proj_dim=14,
+        has_clean_x_embedder=True), {"frames": 3}, sample_size=8),
+    "EasyAnimateTransformer3DModel": Tiny(dict(  # inpaint: 1 mask + 4 masked-video channels
+        num_attention_heads=2, attention_head_dim=16, in_channels=9, out_channels=4, patch_size=2,
+        sample_width=8, sample_height=8, num_layers=2, mmdit_layers=2, time_embed_dim=16, text_embed_dim=12),
+        {"frames": 3}, sample_size=8),
+    "CosmosTransformer3DModel": Tiny(dict(  # video2world: 4 + 1 condition-mask channels
+        in_channels=5, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2, mlp_ratio=2.0,
+        text_embed_dim=12, adaln_lora_dim=8, max_size=(8, 16, 16), patch_size=(1, 2, 2),
+        extra_pos_embed_type=None, concat_padding_mask=False), {"frames": 3}, sample_size=8),
 }
 
 # more video classes (classes/video_more.py)
