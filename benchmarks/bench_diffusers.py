@@ -1,7 +1,8 @@
 """diffusers classes through the class table: profile overhead and big-model loading memory.
 
 ``overhead`` (default): for a double-stream image model (Flux-shaped) and a video model (Wan-shaped),
-random weights, the same minibatches and noise levels, the median wall time of
+random weights, the same minibatches and noise levels, the median process CPU time (all threads; on a
+shared machine steadier than wall time) of
 
 * ``bare``     forward + the family's simple loss + backward to the latents (parameters frozen): the
                autograd work the profiler itself needs;
@@ -80,7 +81,7 @@ def overhead(args) -> None:
     from dardiag.engine.config import Analyses
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.levels} levels x {args.samples} "
-          f"samples, minibatch {args.batch}, median of {args.repeats}")
+          f"samples, minibatch {args.batch}, median process CPU time of {args.repeats}")
     print(f"{'model':6} {'tokens':>6} {'bare s':>8} {'profile s':>9} {'ratio':>6} {'+cka s':>7} {'ratio':>6}")
     levels = [round((i + 0.5) / args.levels, 4) for i in range(args.levels)]
     for name in args.models:
@@ -101,9 +102,9 @@ def overhead(args) -> None:
             run()
         for _ in range(args.repeats):
             for k, run in runs.items():  # interleaved: contention hits every variant alike
-                t0 = time.perf_counter()
+                t0 = time.process_time()  # CPU time of all threads: steadier than wall time on a shared machine
                 run()
-                times[k].append(time.perf_counter() - t0)
+                times[k].append(time.process_time() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"{name:6} {s.info['image_tokens']:>6} {med['bare']:8.2f} {med['profile']:9.2f} "
               f"{med['profile'] / med['bare']:6.2f} {med['profile+cka']:7.2f} {med['profile+cka'] / med['bare']:6.2f}")
