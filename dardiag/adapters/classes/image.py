@@ -235,7 +235,7 @@ ENTRIES = (
     ClassEntry(
         "ZImageTransformer2DModel", (Stack("noise_refiner"), Stack("layers", HEAD)), "flow-rev", _zimage,
         cond=text("cap_feats", ("cap_feat_dim",)), tokens=_zimage_tokens, latent=_latent(1024), text_tokens=512,
-        left_out=(("context_refiner", "text tokens only"), ("siglip_refiner", "omni mode only (image inputs)")),
+        left_out=(("context_refiner", "text tokens only"), ("siglip_refiner", "omni mode only: image inputs")),
         fixed=lambda cfg, shape: "basic (text to image) mode, one frame",
         note="image and caption tokens are each padded to a multiple of 32: image token counts include the "
         "learned pad tokens when (H/p)(W/p) is not a multiple of 32"),
