@@ -30,6 +30,7 @@ from dardiag.checkpoints.load import check_tensors
 from dardiag.errors import DardiagError
 
 WEIGHTS = "diffusion_pytorch_model"
+LEGACY_CLASS = "Transformer2DModel"  # the one class of older configs, told apart by norm_type
 LEGACY_BY_NORM = {"ada_norm_zero": "DiTTransformer2DModel", "ada_norm_single": "PixArtTransformer2DModel"}
 
 
@@ -48,8 +49,8 @@ def read_config(path: Path) -> tuple[dict, str | None]:
     """-> (config.json as a dict, its class name; legacy ``Transformer2DModel`` resolved by norm_type)."""
     raw = read_json(path / "config.json", "diffusers config")
     name = raw.get("_class_name")
-    if name == "Transformer2DModel":  # legacy: one class for everything, told apart by norm_type
-        name = LEGACY_BY_NORM.get(raw.get("norm_type"), f"Transformer2DModel (norm_type {raw.get('norm_type')})")
+    if name == LEGACY_CLASS:
+        name = LEGACY_BY_NORM.get(raw.get("norm_type"), f"{LEGACY_CLASS} (norm_type {raw.get('norm_type')})")
     check_sizes(raw, path / "config.json")
     return raw, name if isinstance(name, str) else None
 

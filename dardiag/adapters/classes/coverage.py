@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from dardiag.adapters.classes import TABLE, refusal
+from dardiag.checkpoints.diffusers_dir import LEGACY_BY_NORM, LEGACY_CLASS
 
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 
@@ -31,6 +32,9 @@ def rows() -> list[tuple[str, str, str]]:
             kind = "video" if e.video else "image"
             left = "; left out: " + ", ".join(f"`{p}` ({why})" for p, why in e.left_out) if e.left_out else ""
             out.append((name, "supported", f"{kind}, {stacks}, `{e.family}`{left}"))
+        elif name == LEGACY_CLASS:  # read_config resolves its configs to a table class by norm_type
+            by_norm = ", ".join(f"`{norm}` as `{cls}`" for norm, cls in LEGACY_BY_NORM.items())
+            out.append((name, "supported by norm_type", f"{by_norm}; other norm types are not profiled"))
         else:
             reason = refusal(name)
             out.append((name, "refused" if reason else "guessed", reason or
