@@ -166,6 +166,27 @@ class VPredFamily(DiTFamily):
         return _bcast(abar.sqrt(), x0) * noise - _bcast((1 - abar).sqrt(), x0) * x0
 
 
+@dataclass(frozen=True)
+class ZeroSNRVPredFamily(VPredFamily):
+    """CogVideoXDDIMScheduler's process (CogView3-Plus): scaled-linear betas 0.00085..0.012, the SNR divided by
+    ``snr_shift`` (abar / (s + (1 - s) abar)), then rescaled to zero terminal SNR (Lin et al. 2024, Algorithm 1):
+    t = 999 is pure noise; v prediction."""
+
+    name: str = "ddpm-v-zsnr4"
+    description: str = ("DDPM, scaled-linear betas 0.00085..0.012, SNR shift 4, zero terminal SNR, v prediction, "
+                        "t in 0..999 (999 = noise)")
+    beta_end: float = 0.012
+    snr_shift: float = 4.0
+
+    def alphas_cumprod(self, device=None) -> torch.Tensor:
+        abar = super().alphas_cumprod(device)  # (1000,) float64
+        abar = abar / (self.snr_shift + (1 - self.snr_shift) * abar)
+        root = abar.sqrt()
+        first, last = root[0].clone(), root[-1].clone()
+        root = (root - last) * first / (first - last)  # sqrt(abar) from its first value down to exactly 0
+        return root**2
+
+
 FAMILIES: dict[str, Family] = {
     "dit": DiTFamily(),
     "sit": SiTFamily(),
@@ -176,6 +197,8 @@ FAMILIES: dict[str, Family] = {
     # Lumina2 / Z-Image: their pipelines pass 1 - sigma and negate the output, i.e. the SiT convention
     "flow-rev": SiTFamily(name="flow-rev", description="flow matching, t = 1 - sigma (1 = data), predicts x0 - noise"),
     "ddpm-v": VPredFamily(),
+    # CogView3-Plus: its pipeline's CogVideoXDDIMScheduler (snr_shift_scale 4, rescale_betas_zero_snr)
+    "ddpm-v-zsnr4": ZeroSNRVPredFamily(),
 }
 
 
