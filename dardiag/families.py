@@ -203,6 +203,11 @@ FAMILIES: dict[str, Family] = {
         name="cogvideox-2b", snr_shift=3.0,
         description="DDPM, scaled-linear betas 0.00085..0.012, SNR shift 3, zero terminal SNR, v prediction, "
                     "t in 0..999 (999 = noise)"),
+    # CogView3-Plus: its pipeline's CogVideoXDDIMScheduler (snr_shift_scale 4, rescale_betas_zero_snr)
+    "ddpm-v-zsnr4": ZeroSNRVPredFamily(
+        name="ddpm-v-zsnr4", snr_shift=4.0,
+        description="DDPM, scaled-linear betas 0.00085..0.012, SNR shift 4, zero terminal SNR, v prediction, "
+                    "t in 0..999 (999 = noise)"),
 }
 
 
