@@ -173,5 +173,5 @@ def test_every_registered_metric_is_labelled_and_indexed_by_table_columns():
 
     for name, m in METRICS.items():
         assert m.label and m.meaning and m.name == name
-        assert set(m.keys) <= {"site", "block", "other_block", "sublayer", "source", "noise_level"}
+        assert set(m.keys) <= {"site", "block", "other_block", "sublayer", "source", "noise_level", "sampler_step"}
         assert m.values is None or m.values in SCHEMA.names

@@ -36,6 +36,7 @@ from dardiag.checkpoints.diffusers_dir import load_diffusers_model, pipeline_com
 from dardiag.checkpoints.files import sha256_file
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
+from dardiag.hooks.edits import tap_editing
 from dardiag.subject import SiteSpec, Subject
 
 VAE_FACTOR = 8  # pixels per latent side in the SD / PixArt / Flux VAEs
@@ -380,6 +381,7 @@ def diffusers_model_subject(
         checkpoint=checkpoint,
         info=info,
         make_cond=make_cond,
+        editing=tap_editing(model, taps),  # ablation by hooks on the image stream of each block
     )
 
 
