@@ -37,7 +37,7 @@ from dardiag.engine.config import Analyses
 from dardiag.engine.inputs import GENERATE_CHUNK, Inputs
 from dardiag.errors import DardiagError
 from dardiag.hooks.edits import BlockEdit, contribution
-from dardiag.hooks.recorder import record
+from dardiag.hooks.recorder import Keep, record
 from dardiag.metrics import relative_change, token_cosine
 from dardiag.subject import SiteSpec, Subject
 
@@ -95,19 +95,6 @@ class TrajectoryCollector:
         return out
 
 
-class _Keep:
-    """A recorder sink that keeps each tapped tensor of one forward."""
-
-    def __init__(self):
-        self.seen: dict[str, torch.Tensor] = {}
-
-    def on_forward(self, name: str, x: torch.Tensor) -> None:
-        self.seen[name] = x.detach()
-
-    def on_backward(self, name: str, grad: torch.Tensor) -> None:  # pragma: no cover - grads are off
-        pass
-
-
 class Observer:
     """The sampler's ``forward(i, x, t, y)``: the model's unedited forward at step i, recorded, plus the
     cache-error forwards against step i - 1; returns the unedited output, so the trajectory is exact."""
@@ -124,7 +111,7 @@ class Observer:
     @torch.no_grad()
     def __call__(self, i: int, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
         s, ed, D = self.s, self.s.editing, self.s.spec.depth
-        keep = _Keep()
+        keep = Keep()
         with record(s.model, self.taps, keep, grads=False):
             out = s.call(s.model, x, t, y, None)  # (R, C_out, H, W)
         z = {k: keep.seen[f"z_{k}"] for k in range(D + 1)}  # (R, T, D) each
@@ -166,9 +153,13 @@ def run_trajectory(subject: Subject, inputs: Inputs, *, steps: int, cfg: float, 
     col = TrajectoryCollector(subject.spec, analyses, device, steps)
     for sl in chunks:
         y = inputs.y[sl]
-        seed_i = zlib.crc32(f"trajectory {seed} {sl.start}".encode())  # fixed noise per chunk
-        subject.sample(y, steps, cfg, seed_i, forward=Observer(subject, col, y.shape[0]))
+        subject.sample(y, steps, cfg, chunk_seed(seed, sl.start), forward=Observer(subject, col, y.shape[0]))
     return col
+
+
+def chunk_seed(seed: int, start: int) -> int:
+    """The sampler seed of the chunk of images starting at ``start``: fixed noise for every trajectory."""
+    return zlib.crc32(f"trajectory {seed} {start}".encode())
 
 
 def trajectory_chunks(n: int) -> list[slice]:
