@@ -16,8 +16,9 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from dardiag.plots import _data
-from dardiag.plots.heatmap import auto_norm, heatmap_grid, plot_heatmap, round_log_colorbar
-from dardiag.plots.labels import add_inputs_footer, metric_label
+from dardiag.plots.heatmap import auto_norm, heatmap_grid, plot_heatmap
+from dardiag.plots.labels import add_inputs_footer
+from dardiag.plots.panels import model_metric_grid
 from dardiag.plots.theme import DIVERGING_CMAP, TWO_COLUMN, new_figure, no_ligatures, paper_style
 
 ABLATION_METRICS = ("ablate_rel_out", "ablate_dloss")
@@ -52,25 +53,20 @@ def fig_ablation(df: pd.DataFrame, metrics: Sequence[str] = ABLATION_FIGURE) -> 
     with paper_style():
         fig = new_figure(TWO_COLUMN, 0.4 + 1.8 * nrow)
         axes = fig.subplots(nrow, ncol, squeeze=False)
-        for c, metric in enumerate(present):
-            vals = np.concatenate([g.to_numpy().ravel() for (_, mt), g in grids.items() if mt == metric] or [np.array([])])
-            norm, cmap = _norm(vals, metric)
-            for r, m in enumerate(models):
-                ax = axes[r, c]
-                if (m, metric) not in grids:
-                    ax.set_axis_off()
-                    continue
-                plot_heatmap(sub, metric, model=m, ax=ax, norm=norm, cmap=cmap, colorbar=False)
-                ax.set_title(f"{m}" if c == 0 else "")
-                if r < nrow - 1:
-                    ax.set_xlabel("")
-                if c:
-                    ax.set_ylabel("")
-            mesh = next((axes[r, c].collections[0] for r in range(nrow) if axes[r, c].collections), None)
-            if mesh is not None:
-                bar = fig.colorbar(mesh, ax=list(axes[:, c]), label=metric_label(metric), shrink=0.9,
-                                   location="bottom")
-                round_log_colorbar(bar)
+        scales = {}
+        for metric in present:
+            vals = [g.to_numpy().ravel() for (_, mt), g in grids.items() if mt == metric]
+            scales[metric] = _norm(np.concatenate(vals) if vals else np.array([]), metric)
+
+        def draw(ax, m, metric) -> bool:
+            if (m, metric) not in grids:
+                return False
+            norm, cmap = scales[metric]
+            plot_heatmap(sub, metric, model=m, ax=ax, norm=norm, cmap=cmap, colorbar=False)
+            ax.set_title(m if metric == present[0] else "")
+            return True
+
+        model_metric_grid(fig, axes, models, present, draw, shrink=0.9, location="bottom")
         add_inputs_footer(fig, sub)
         no_ligatures(fig)
     return fig

@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from dardiag.plots import _data
 from dardiag.plots.heatmap import auto_norm, round_log_colorbar
 from dardiag.plots.labels import add_inputs_footer, metric_label
+from dardiag.plots.panels import model_metric_grid
 from dardiag.plots.theme import ONE_COLUMN, TWO_COLUMN, SEQUENTIAL_CMAP, colormap, new_figure, no_ligatures, paper_style
 
 TRAJECTORY_METRICS = ("step_rel_change", "delta_rel_change", "step_cos", "cache_error")
@@ -87,20 +88,14 @@ def fig_cache_map(df: pd.DataFrame, metrics: Sequence[str] = CACHE_MAP_METRICS) 
     with paper_style():
         fig = new_figure(TWO_COLUMN if ncol > 1 else ONE_COLUMN, 0.4 + 1.9 * nrow)
         axes = fig.subplots(nrow, ncol, squeeze=False)
-        for c, metric in enumerate(present):
-            for r, m in enumerate(models):
-                ax = axes[r, c]
-                if (m, metric) not in grids:
-                    ax.set_axis_off()
-                    continue
-                plot_cache_map(rows, metric, model=m, ax=ax, norm=norms[metric], colorbar=False)
-                if r < nrow - 1:
-                    ax.set_xlabel("")
-                if c:
-                    ax.set_ylabel("")
-            mesh = next((axes[r, c].collections[0] for r in range(nrow) if axes[r, c].collections), None)
-            if mesh is not None:
-                round_log_colorbar(fig.colorbar(mesh, ax=list(axes[:, c]), label=metric_label(metric), shrink=0.9))
+
+        def draw(ax, m, metric) -> bool:
+            if (m, metric) not in grids:
+                return False
+            plot_cache_map(rows, metric, model=m, ax=ax, norm=norms[metric], colorbar=False)
+            return True
+
+        model_metric_grid(fig, axes, models, present, draw, shrink=0.9)
         add_inputs_footer(fig, rows)
         no_ligatures(fig)
     return fig
