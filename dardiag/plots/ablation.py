@@ -3,7 +3,7 @@ block (``--ablation``: ablate_rel_out, ablate_dloss), one row per model.
 
 A block with cos_prev near 1 barely turns the state; whether removing it is harmless is what the
 ablation maps say, cell for cell on the same inputs, noise and timesteps. Each column has one colour
-scale shared by the models; the loss increase, which can be negative, is on a diverging scale centred at 0.
+scale shared by the models; the loss increase, which can be negative, is on a diverging scale symmetric about 0.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.colors import CenteredNorm, Normalize
 from matplotlib.figure import Figure
 
 from dardiag.plots import _data
@@ -28,7 +28,8 @@ ABLATION_FIGURE = ("cos_prev",) + ABLATION_METRICS
 def _norm(values: np.ndarray, metric: str) -> tuple[Normalize, str | None]:
     v = values[np.isfinite(values)]
     if metric == "ablate_dloss" and v.size and v.min() < 0 < v.max():  # helps some cells, hurts others
-        return TwoSlopeNorm(vcenter=0.0, vmin=float(v.min()), vmax=float(v.max())), DIVERGING_CMAP
+        # symmetric about 0: a loss change of -0.001 must look as small as +0.001 does
+        return CenteredNorm(vcenter=0.0, halfrange=float(np.abs(v).max())), DIVERGING_CMAP
     return auto_norm(v), None
 
 
