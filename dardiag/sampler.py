@@ -98,23 +98,28 @@ def _pil_can_save(fmt: str) -> bool:
     return fmt in Image.SAVE and (fmt != "WEBP" or bool(features.check("webp")))
 
 
-def _predict(model, x, t_native, y, cfg_scale: float):
-    """The model's prediction (first C channels), with classifier-free guidance when cfg_scale != 1."""
+def _predict(model, x, t_native, y, cfg_scale: float, forward=None, i: int = 0):
+    """The model's prediction (first C channels), with classifier-free guidance when cfg_scale != 1.
+    ``forward(i, x, t, y)``, when given, runs the model instead (step ``i``; a cached or observed forward)."""
     C = x.shape[1]
     t = t_native.expand(x.shape[0])  # (N,)
+    run = model if forward is None else (lambda x_, t_, y_: forward(i, x_, t_, y_))
     if cfg_scale == 1.0:
-        return model(x, t, y)[:, :C]  # (N, C, H, W)
+        return run(x, t, y)[:, :C]  # (N, C, H, W)
     null = torch.full_like(y, model.config.num_classes)
-    out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))[:, :C]  # (2N, C, H, W)
+    out = run(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))[:, :C]  # (2N, C, H, W)
     cond, uncond = out.chunk(2)
     return uncond + cfg_scale * (cond - uncond)  # (N, C, H, W)
 
 
 @torch.no_grad()
-def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float = 1.0, seed: int = 0,
+           forward=None) -> torch.Tensor:
     """Draw one sample per label in ``y`` -> ``(N, C, H, W)`` float32 on the model's device.
 
-    Deterministic: the starting noise comes from a CPU generator seeded with ``seed``.
+    Deterministic: the starting noise comes from a CPU generator seeded with ``seed``. ``forward(i, x,
+    t_native, y) -> output``, when given, replaces ``model(x, t_native, y)`` at step ``i`` (0 = the
+    noisiest): a cached sampler (``dardiag.caching``) or an observer (``dardiag.engine.trajectory``).
     """
     fam = get_family(family) if isinstance(family, str) else family
     if fam.name not in SAMPLE_FAMILIES:
@@ -133,30 +138,30 @@ def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float 
     model.eval()
     try:
         if fam.name == "dit":
-            x = _ddim(model, x, y, steps, cfg_scale)
+            x = _ddim(model, x, y, steps, cfg_scale, forward)
         else:
-            x = _euler_velocity(model, fam, x, y, steps, cfg_scale)
+            x = _euler_velocity(model, fam, x, y, steps, cfg_scale, forward)
     finally:
         model.train(was_training)
     return x.float()
 
 
-def _euler_velocity(model, fam: Family, x, y, steps, cfg_scale):
+def _euler_velocity(model, fam: Family, x, y, steps, cfg_scale, forward=None):
     # native times from pure noise (noise level 1) to data (0): SiT 0 -> 1, REPA 1 -> 0; the velocity is
     # d x_t / d t in native time for both (SiT: x0 - eps, REPA: eps - x0), so one Euler rule serves
     ts = fam.to_native(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)).float().to(x.device)
     for i in range(steps):
-        v = _predict(model, x, ts[i : i + 1], y, cfg_scale)  # (N, C, H, W)
+        v = _predict(model, x, ts[i : i + 1], y, cfg_scale, forward, i)  # (N, C, H, W)
         x = x + (ts[i + 1] - ts[i]) * v
     return x
 
 
-def _ddim(model, x, y, steps, cfg_scale):
+def _ddim(model, x, y, steps, cfg_scale, forward=None):
     abar = DiTFamily().alphas_cumprod(x.device)  # (1000,) float64
     # evenly spaced integer timesteps from 999 (noise) down to 0; duplicates appear only if steps > 1000
     ts = torch.unique(torch.linspace(999, 0, min(steps, 1000), device=x.device).round().long()).flip(0)
     for i, t in enumerate(ts):
-        eps = _predict(model, x, t.view(1), y, cfg_scale)  # (N, C, H, W)
+        eps = _predict(model, x, t.view(1), y, cfg_scale, forward, i)  # (N, C, H, W)
         a_t = abar[t].float()
         a_prev = abar[ts[i + 1]].float() if i + 1 < len(ts) else torch.ones((), device=x.device)
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()  # (N, C, H, W)

@@ -13,6 +13,7 @@ from typing import Callable
 from torch import nn
 
 from dardiag.families import Family
+from dardiag.hooks.edits import Editing
 from dardiag.hooks.recorder import Tap
 
 
@@ -42,8 +43,11 @@ class Subject:
     info: dict = field(default_factory=dict)  # detected config, sha256, ...
     # make_cond(N, sample_ids) -> extra conditioning (text embeddings, ...) synthesised per batch
     make_cond: Callable | None = None
-    # sample(y, steps, cfg, seed) -> x0 (N, C, H, W): the model's own sampler (inputs="generated")
+    # sample(y, steps, cfg, seed, forward=None) -> x0 (N, C, H, W): the model's own sampler (inputs="generated");
+    # forward(i, x, t_native, y) -> output, when given, runs the model at sampler step i (trajectory, caching)
     sample: Callable | None = None
     # sha256 of the file the weights were read from just now (the opener sets it); None: the weights
     # may have changed since any file was read (a model handed over in memory), so their tensors are hashed
     weights_id: str | None = None
+    # how whole blocks are skipped or reused (ablation, trajectory caching); None: this model cannot be edited
+    editing: Editing | None = None

@@ -87,6 +87,8 @@ def symptom_summary(df: pd.DataFrame, levels: str = "extremes") -> pd.DataFrame:
     """
     out = []
     df = latest_checkpoint(df)  # a training series: its last checkpoint (figures show the series)
+    if "sampler_step" in df.columns:  # trajectory rows sit at the sampler's noise levels, not the sweep's
+        df = df[df["sampler_step"].isna()]
     for model, dm in df[df["noise_level"].notna()].groupby("model", sort=False):
         lv = sorted(dm["noise_level"].unique())
         chosen = [lv[-1], lv[0]] if levels == "extremes" and len(lv) > 1 else lv

@@ -123,11 +123,11 @@ def test_the_engine_sees_only_subjects():
 
 def test_every_file_read_of_a_checkpoint_lives_in_checkpoints():
     """torch.load / safetensors / json reads of model files: only in dardiag.checkpoints (the engine's own
-    scratch files and the run directory's parts are the run's, not checkpoints)."""
+    scratch files, the run directory's parts and a cache schedule's JSON are dardiag's own, not checkpoints)."""
     offenders = []
     for m, p in modules().items():
         if m.startswith(("dardiag.checkpoints", "dardiag.engine", "dardiag.runs", "dardiag.train",
-                         "dardiag.data", "dardiag.latents", "dardiag.cli")):
+                         "dardiag.data", "dardiag.latents", "dardiag.cli", "dardiag.caching")):
             continue
         text = p.read_text()
         if re.search(r"torch\.load\(|safe_open\(|load_file\(|from_pretrained\(|from_single_file\(|\.read_text\(", text):
@@ -173,5 +173,5 @@ def test_every_registered_metric_is_labelled_and_indexed_by_table_columns():
 
     for name, m in METRICS.items():
         assert m.label and m.meaning and m.name == name
-        assert set(m.keys) <= {"site", "block", "other_block", "sublayer", "source", "noise_level"}
+        assert set(m.keys) <= {"site", "block", "other_block", "sublayer", "source", "noise_level", "sampler_step"}
         assert m.values is None or m.values in SCHEMA.names

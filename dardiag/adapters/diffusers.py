@@ -38,6 +38,7 @@ from dardiag.checkpoints.files import sha256_file
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.hooks.recorder import Tap
+from dardiag.hooks.edits import tap_editing
 from dardiag.subject import SiteSpec, Subject
 
 
@@ -376,6 +377,7 @@ def diffusers_model_subject(
         checkpoint=checkpoint,
         info=info,
         make_cond=make_cond,
+        editing=tap_editing(model, spec.taps),  # ablation and caching by hooks on the image stream of each block
     )
 
 

@@ -7,6 +7,7 @@ same from outside: z_k, h_l, v_l and, for DAR, the routing weights alpha_l.
 from __future__ import annotations
 
 from dardiag.families import get_family
+from dardiag.hooks.edits import Editing
 from dardiag.hooks.recorder import Tap
 from dardiag.sampler import SAMPLE_FAMILIES, sample
 from dardiag.subject import SiteSpec, Subject
@@ -17,16 +18,28 @@ def _dit_call(model, x_t, t_native, y, cond):
 
 
 def _sampler(model, family: str):
-    """The Subject's ``sample(y, steps, cfg, seed)``: DDIM for dit, Euler for sit and repa."""
+    """The Subject's ``sample(y, steps, cfg, seed, forward=None)``: DDIM for dit, Euler for sit and repa."""
     if family not in SAMPLE_FAMILIES:
         return None
 
-    def draw(y, steps: int, cfg: float, seed: int):
+    def draw(y, steps: int, cfg: float, seed: int, forward=None):
         y = y.to(next(model.parameters()).device)
-        return sample(model, family, y, steps=steps, cfg_scale=cfg, seed=seed)  # (N, C, H, W)
+        return sample(model, family, y, steps=steps, cfg_scale=cfg, seed=seed, forward=forward)  # (N, C, H, W)
 
     draw.label = "DDIM" if family == "dit" else "Euler"
     return draw
+
+
+def _sublayer_outputs(recorded, k: int):
+    return recorded[f"v_{2 * k - 1}"], recorded[f"v_{2 * k}"]  # two (N, T, D)
+
+
+def dit_editing(model) -> Editing:
+    """A block's contribution is its two gated sublayer outputs (residual: their sum is z_k - z_{k-1});
+    the DiT applies edits in its own forward, so a block edited for the whole batch is not computed."""
+    D = model.config.depth
+    return Editing(edit=model.edited, parts=_sublayer_outputs, part_taps=tuple(f"v_{l}" for l in range(1, 2 * D + 1)),
+                   additive=model.config.routing == "residual")
 
 
 def dit_subject(model, info, *, name: str | None = None) -> Subject:
@@ -55,4 +68,5 @@ def dit_subject(model, info, *, name: str | None = None) -> Subject:
         step=info.step,
         info=info.to_dict(),
         sample=_sampler(model, info.family),
+        editing=dit_editing(model),
     )

@@ -24,6 +24,7 @@ from torch import nn
 
 from dardiag.errors import DardiagError
 from dardiag.families import Family, get_family
+from dardiag.hooks.edits import tap_editing
 from dardiag.hooks.recorder import Tap
 from dardiag.subject import SiteSpec, Subject
 
@@ -166,4 +167,5 @@ def generic_subject(
         info={"class_name": type(model).__name__, "family": fam.name, "blocks": paths,
               "depth": len(paths), **(info or {})},
         make_cond=make_cond,
+        editing=tap_editing(model, spec.taps),  # ablation and caching by hooks on the block states
     )

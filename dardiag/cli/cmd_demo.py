@@ -16,6 +16,9 @@ def demo_cmd(
     samples: int = typer.Option(64, help="held-out digits per noise level"),
     levels: int = typer.Option(8, help="evenly spaced noise levels"),
     batch_size: int = typer.Option(16),
+    ablation: bool = typer.Option(False, help="also skip each block in turn (ablate_dloss, ablate_rel_out)"),
+    trajectory: bool = typer.Option(False, help="also observe each model's sampler (step changes, cache_error)"),
+    trajectory_steps: int = typer.Option(50, help="--trajectory: Euler steps"),
     figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
     force: bool = typer.Option(False, help="replace a run with other settings in OUT"),
     resume: bool = typer.Option(False, help="continue the run in OUT (the same command without it does too)"),
@@ -33,19 +36,23 @@ def demo_cmd(
     torch.set_num_threads(threads)
     from dardiag.bundled import bundled_checkpoints, held_out_digits
     from dardiag.cli.report import console, print_comparison, print_probe, print_symptoms, progress_bar
+    from dardiag.cli.savings import print_ablation, print_trajectory
     from dardiag.engine.config import Analyses, ProfileConfig, default_grid
     from dardiag.api import profile
 
     paths = bundled_checkpoints()
-    with progress_bar(len(paths) * (levels + 1), progress) as advance:
+    with progress_bar(len(paths) * (levels + 1 + int(trajectory)), progress) as advance:
         # channel maps too: the demo draws every figure, the channel spectrum included
         config = ProfileConfig(noise_levels=default_grid(levels), samples=samples, batch_size=batch_size,
-                               device=device, analyses=Analyses(channel_maps=True))
+                               device=device, trajectory_steps=trajectory_steps,
+                               analyses=Analyses(channel_maps=True, ablation=ablation, trajectory=trajectory))
         df = profile([str(p) for p in paths.values()], out=out, inputs=held_out_digits(), config=config,
                      names=list(paths), force=force, resume=resume, progress=advance)
     print_symptoms(df, title="Bundled digit models: residual vs DAR (noisiest and cleanest level)")
     print_comparison(df)
     print_probe(df)
+    print_ablation(df)
+    print_trajectory(df)
     console.print(f"table: {out}  (pandas.read_parquet('{out}'))")
     if figures:
         from dardiag.cli.figures import write_figures

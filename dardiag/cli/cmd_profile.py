@@ -69,6 +69,10 @@ def profile_cmd(
     token_maps: bool = typer.Option(False, help="per-token act_rms / grad_rms maps"),
     outliers: bool = typer.Option(True, help="max |z|, kurtosis and top-1% channel / token shares of every state"),
     channel_maps: bool = typer.Option(False, help="per-channel RMS of every state (which channels are massive)"),
+    ablation: bool = typer.Option(False, help="skip each block in turn: loss and output change (ablate_*)"),
+    trajectory: bool = typer.Option(False, help="along the model's own sampler: step changes and the causal "
+                                    "cache error of every (block, step) cell"),
+    trajectory_steps: int = typer.Option(50, help="--trajectory: sampler steps (guidance: --generate-cfg)"),
     figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
     force: bool = typer.Option(False, help="replace a run with other settings in OUT (kept until the new one completes)"),
     resume: bool = typer.Option(False, help="continue the run in OUT (the same command without it does too)"),
@@ -83,6 +87,7 @@ def profile_cmd(
             raise DardiagError("--threads must be at least 1")
         torch.set_num_threads(threads)
     from dardiag.cli.report import console, print_probe, print_symptoms, progress_bar
+    from dardiag.cli.savings import print_ablation, print_trajectory
     from dardiag.engine.config import Analyses, ProfileConfig, default_grid
     from dardiag.engine.distributed import is_main
     from dardiag.adapters.options import LoadOptions
@@ -96,10 +101,10 @@ def profile_cmd(
         raise DardiagError(f"{len(name)} --name values for {len(checkpoints)} checkpoints")
     analyses = Analyses(cka=cka, cka_rows=cka_rows, cka_max_rows=cka_max_rows, sublayers=sublayers,
                         routes=routes, probe=probe, token_maps=token_maps, outliers=outliers,
-                        channel_maps=channel_maps)
+                        channel_maps=channel_maps, ablation=ablation, trajectory=trajectory)
     config = ProfileConfig(noise_levels=grid, timesteps=ts, samples=samples, batch_size=batch_size, seed=seed,
                            device=device, dtype=dtype, analyses=analyses, generate_steps=generate_steps,
-                           generate_cfg=generate_cfg)
+                           generate_cfg=generate_cfg, trajectory_steps=trajectory_steps)
     load = LoadOptions(family=family, num_heads=num_heads, input_size=input_size, frames=frames,
                        text_tokens=text_tokens, blocks=blocks, config=str(config_dir) if config_dir else None)
     if out is None:
@@ -108,7 +113,7 @@ def profile_cmd(
         console.print(f"OUT: {out}  (the same command again continues the run there, or reads it back)")
     if inputs is not None and inputs != "generated":
         inputs = Path(inputs)
-    n_units = len(checkpoints) * ((len(ts) if ts is not None else len(grid)) + int(probe))
+    n_units = len(checkpoints) * ((len(ts) if ts is not None else len(grid)) + int(probe) + int(trajectory))
     with progress_bar(n_units, progress) as advance:
         df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, conditioning=cond, config=config,
                      load=load, names=name,
@@ -118,6 +123,8 @@ def profile_cmd(
         return
     print_symptoms(df)
     print_probe(df)
+    print_ablation(df)
+    print_trajectory(df)
     console.print(f"wrote {len(df)} rows to {out}  (pandas.read_parquet('{out}'))")
     if figures:
         from dardiag.cli.figures import write_figures

@@ -24,6 +24,7 @@ def sample_cmd(
     device: str = typer.Option("cpu"),
     score: bool = typer.Option(False, "--score", help="digit score: classifier accuracy and Fréchet distance"),
     force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
+    cache_schedule: Optional[Path] = typer.Option(None, help="reuse blocks as this schedule says (dardiag cache-plan --out)"),
 ):
     """Sample every class with a deterministic ODE sampler and save a grid."""
     import torch
@@ -45,13 +46,24 @@ def sample_cmd(
         raise DardiagError("--score is for digits models (1 x 16 x 16 latents, 10 classes)")
     check_grid(cfg_model.num_classes, n_per_class, cfg_model.input_size, fmt=fmt)  # before a huge batch is drawn
     y = torch.arange(cfg_model.num_classes).repeat_interleave(n_per_class)  # (classes * n,)
-    x = sample(model, info.family, y, steps=steps, cfg_scale=cfg, seed=seed)
+    forward = None
+    if cache_schedule is not None:  # a real cached sampler: reused blocks are not computed
+        from dardiag.adapters.dit import dit_subject
+        from dardiag.caching import CachedForward, CacheSchedule
+
+        schedule = CacheSchedule.load(cache_schedule)
+        if schedule.steps != steps:
+            raise DardiagError(f"the schedule is for {schedule.steps} steps; pass --steps {schedule.steps}")
+        forward = CachedForward(dit_subject(model, info), schedule)
+    x = sample(model, info.family, y, steps=steps, cfg_scale=cfg, seed=seed, forward=forward)
     if not torch.isfinite(x).all():
         raise DardiagError(f"the samples are not finite (NaN or inf), so nothing was written: {checkpoint} holds "
                            "non-finite weights, or the guidance diverged (try a smaller --cfg)")
     save_grid(x, out, nrow=n_per_class, overwrite=force)
     print(f"{x.shape[0]} samples ({cfg_model.num_classes} classes x {n_per_class}, {steps} steps, cfg {cfg:g}) "
           f"-> {out}")
+    if forward is not None:
+        print(f"cache: {forward.reused} of {forward.reused + forward.computed} block evaluations reused")
     if score:
         s = digit_score(x, y)
         print(f"digit score (n={s['n']}): accuracy {s['accuracy']:.3f} (real test digits: {s['real_accuracy']:.3f}); "

@@ -54,6 +54,14 @@ def mean_and_stderr(cell: torch.Tensor) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def add_per_image(cell: torch.Tensor, s: torch.Tensor) -> None:
+    """Add per-image values ``s`` [..., N] into per-image cells ``cell`` [..., 3] (sum, sum of squares, count)."""
+    s = s.detach().to(torch.float64)
+    cell[..., 0] += s.sum(dim=-1)
+    cell[..., 1] += s.square().sum(dim=-1)
+    cell[..., 2] += s.shape[-1]
+
+
 class LevelCollector:
     """Accumulates one unit's statistics across minibatches; ``rows()`` turns them into table rows."""
 
@@ -86,11 +94,7 @@ class LevelCollector:
     # ------------------------------------------------------------------ accumulation
     def _add(self, key: str, index, s: torch.Tensor) -> None:
         """Add per-image values ``s`` [..., N] into the cell(s) ``self.sums[key][index]``."""
-        s = s.detach().to(torch.float64)
-        cell = self.sums[key] if index is None else self.sums[key][index]
-        cell[..., 0] += s.sum(dim=-1)
-        cell[..., 1] += s.square().sum(dim=-1)
-        cell[..., 2] += s.shape[-1]
+        add_per_image(self.sums[key] if index is None else self.sums[key][index], s)
 
     def _lazy(self, key: str, shape: tuple[int, ...]) -> torch.Tensor:
         """A sum whose shape is known only at the first minibatch (tokens T, channels D)."""

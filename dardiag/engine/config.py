@@ -26,6 +26,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 CKA_ROWS = ("tokens", "images")
 RESUMABLE = frozenset({"device"})  # may differ when a run is continued: it does not decide what is measured
 CKA_MIN_ROWS = 4  # the unbiased HSIC estimator needs n >= 4 rows per minibatch
+OPTIONAL_ANALYSES = ("ablation", "trajectory")  # off by default; compared on resume only when on
 
 
 def default_grid(n: int = DEFAULT_LEVELS) -> list[float]:
@@ -49,6 +50,8 @@ class Analyses:
     token_maps: bool = False  # per-token act_rms / grad_rms lists
     outliers: bool = True  # act_absmax, act_kurtosis, channel / token top-1% shares of every state
     channel_maps: bool = False  # per-channel RMS lists (channel_act_rms)
+    ablation: bool = False  # ablate_dloss / ablate_rel_out: each block skipped, one extra forward per block
+    trajectory: bool = False  # along the model's own sampler: step changes and the causal cache error
 
     def __post_init__(self):
         if self.cka_rows not in CKA_ROWS:
@@ -90,6 +93,7 @@ class ProfileConfig:
     analyses: Analyses = field(default_factory=Analyses)
     generate_steps: int = 50  # inputs="generated": sampler steps (DDIM for dit, Euler for sit / repa)
     generate_cfg: float = 1.0  # inputs="generated": classifier-free guidance scale (1 = off)
+    trajectory_steps: int = 50  # analyses.trajectory: steps of the model's sampler (guidance: generate_cfg)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalise once)
@@ -118,6 +122,9 @@ class ProfileConfig:
             )
         if not isinstance(self.generate_steps, int) or self.generate_steps < 1:
             raise DardiagError(f"--generate-steps must be a positive integer, got {self.generate_steps!r}")
+        if not isinstance(self.trajectory_steps, int) or isinstance(self.trajectory_steps, bool) or self.trajectory_steps < 2:
+            raise DardiagError(f"--trajectory-steps must be an integer >= 2 (step i is compared with i - 1), "
+                               f"got {self.trajectory_steps!r}")
         if not (isinstance(self.generate_cfg, (int, float)) and math.isfinite(self.generate_cfg)
                 and self.generate_cfg >= 0):
             raise DardiagError(f"--generate-cfg must be a finite number >= 0 (1 = off), got {self.generate_cfg!r}")
@@ -143,8 +150,16 @@ class ProfileConfig:
         return d
 
     def compared(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the stored one (all but ``RESUMABLE``)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE}
+        """The settings a resumed run must share with the stored one (all but ``RESUMABLE``). The
+        analyses added later (``OPTIONAL_ANALYSES``) appear only when on, so a run written before they
+        existed still continues."""
+        d = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE}
+        for name in OPTIONAL_ANALYSES:
+            if not d["analyses"][name]:
+                del d["analyses"][name]
+        if not self.analyses.trajectory:
+            del d["trajectory_steps"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProfileConfig":

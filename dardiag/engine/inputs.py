@@ -72,6 +72,18 @@ def minibatches(n: int, batch_size: int) -> list[slice]:
     return [slice(a, b) for a, b in row_blocks(n, batch_size)]
 
 
+def noisy_batch(inputs: Inputs, sl: slice, t_native: float, family, device):
+    """One minibatch at one native timestep, on ``device``: ``(x0, noise, y, t, x_t)`` with x_t =
+    family.corrupt(x0, noise, t). Every analysis of a level (the sweep, --ablation) builds x_t here, so
+    they see the same numbers."""
+    x0 = inputs.x0[sl].to(device)  # (N, C, H, W)
+    noise = inputs.noise[sl].to(device)  # (N, C, H, W)
+    y = inputs.y[sl].to(device)  # (N,)
+    t = torch.full((x0.shape[0],), t_native, dtype=torch.float64, device=device)  # (N,)
+    t = t.long() if family.integer_time else t.float()
+    return x0, noise, y, t, family.corrupt(x0, noise, t)
+
+
 def _check_fits_in_memory(n: int, shape: tuple[int, ...]) -> None:
     """Synthetic latents and noise for ``n`` samples must fit comfortably in RAM (a typo guard)."""
     need = 2 * n * math.prod(shape) * 4  # x0 and noise, float32

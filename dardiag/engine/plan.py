@@ -18,9 +18,11 @@ import torch
 
 from dardiag import __version__
 from dardiag.engine import distributed
+from dardiag.engine.ablation import check_ablation
 from dardiag.engine.config import ProfileConfig
 from dardiag.engine.inputs import Inputs, make_inputs, minibatches
 from dardiag.engine.subjects import name_series, unique_names, weights_sha256
+from dardiag.engine.trajectory import check_trajectory
 from dardiag.errors import DardiagError
 from dardiag.subject import Subject
 
@@ -86,6 +88,10 @@ def plan_models(subjects: Sequence[Subject], config: ProfileConfig, inputs, name
                 f"{W} processes; every process needs one: use --batch-size {max(1, inp.count // W)} "
                 "or less, more --samples, or fewer processes"
             )
+        if config.analyses.ablation:
+            check_ablation(s)
+        if config.analyses.trajectory:
+            check_trajectory(s)
         in_memory = None if s.weights_id else weights_sha256(s.model)
         plans.append(ModelPlan(s, grid, inp, in_memory))
     return plans

@@ -27,12 +27,14 @@ import torch
 
 from dardiag.atomic import atomic_write
 from dardiag.engine import distributed
+from dardiag.engine.ablation import ablation_rows
 from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
 from dardiag.engine.devices import resolve_device
-from dardiag.engine.inputs import SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches  # noqa: F401
+from dardiag.engine.inputs import SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches, noisy_batch  # noqa: F401
 from dardiag.engine.plan import ModelPlan, plan_models, resolve_grid, run_metadata  # noqa: F401
 from dardiag.engine.timestep_probe import probe_rows
+from dardiag.engine.trajectory import trajectory_rows
 from dardiag.errors import DardiagError
 from dardiag.hooks.recorder import frozen_parameters, record
 from dardiag.runs import RunDir, claim, read_profile
@@ -54,15 +56,11 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
     model, fam = subject.model, subject.family
     col = LevelCollector(subject.spec, analyses, device)
     autocast = dtype != torch.float32
-    x0_all = inputs.x0  # generated inputs are drawn here, before any hook is attached
+    _ = inputs.x0  # generated inputs are drawn here, before any hook is attached
     with frozen_parameters(model), record(model, list(subject.spec.taps), col):
         for sl in batches if batches is not None else minibatches(inputs.count, batch_size):
-            x0 = x0_all[sl].to(device)  # (N, C, H, W)
-            noise = inputs.noise[sl].to(device)  # (N, C, H, W)
-            y = inputs.y[sl].to(device)  # (N,)
-            t = torch.full((x0.shape[0],), t_native, dtype=torch.float64, device=device)  # (N,)
-            t = t.long() if fam.integer_time else t.float()
-            x_t = fam.corrupt(x0, noise, t).requires_grad_(True)  # leaf: gradients flow to activations
+            x0, noise, y, t, x_t = noisy_batch(inputs, sl, t_native, fam, device)  # x_t (N, C, H, W)
+            x_t.requires_grad_(True)  # leaf: gradients flow to activations
             ids = torch.arange(sl.start, sl.stop)
             col.begin_batch(x_t, ids)
             cond = subject.make_cond(x0.shape[0], ids) if subject.make_cond else None
@@ -219,7 +217,7 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
     """
     main = distributed.is_main()
     analyses = config.analyses
-    total = sum(len(p.grid) + int(analyses.probe) for p in plans)
+    total = sum(len(p.grid) + int(analyses.probe) + int(analyses.trajectory) for p in plans)
     done = 0
 
     for si, p in enumerate(plans):
@@ -236,10 +234,14 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                 if analyses.probe and main and f"m{si:02d}-probe" not in completed:  # the probe still needs it
                     saved = torch.load(work / f"probe-{unit}.pt", weights_only=True)
             else:
+                device = distributed.rank_device(config.device)
                 col = run_level(s, inp, t_native, batch_size=config.batch_size, analyses=analyses,
-                                device=distributed.rank_device(config.device), dtype=AUTOCAST[config.dtype],
-                                batches=batches)
+                                device=device, dtype=AUTOCAST[config.dtype], batches=batches)
                 stats = distributed.reduce_collector(col)  # merged over processes: the single-process statistics
+                rows = stats.rows()
+                if analyses.ablation:  # the same minibatches again, each block skipped in turn
+                    rows += ablation_rows(s, inp, t_native, batches=batches, analyses=analyses, device=device,
+                                          dtype=AUTOCAST[config.dtype])
                 if analyses.probe:
                     saved = distributed.gather_probe({k: torch.cat(v) for k, v in col.probe_feats.items()},
                                                      torch.cat(col.probe_ids))
@@ -247,7 +249,7 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                 if main:
                     if saved is not None and work is not None:
                         atomic_write(work / f"probe-{unit}.pt", lambda f, obj=saved: torch.save(obj, f))
-                    write(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in stats.rows()])
+                    write(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in rows])
             if saved is not None:
                 for k, v in saved["feats"].items():
                     feats.setdefault(k, []).append(v)
@@ -263,4 +265,13 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
             done += 1
             if progress:
                 progress(f"{s.name}  timestep probe  ({done}/{total})")
+        if analyses.trajectory:  # the model's own sampler, observed (--trajectory)
+            unit = f"m{si:02d}-trajectory"
+            if unit not in completed:
+                rows = trajectory_rows(s, inp, config, distributed.rank_device(config.device))
+                if main:
+                    write(unit, [{**base, **r} for r in rows])
+            done += 1
+            if progress:
+                progress(f"{s.name}  sampler trajectory  ({done}/{total})")
 

@@ -32,6 +32,19 @@ class Sink(Protocol):
     def on_backward(self, name: str, grad: torch.Tensor) -> None: ...
 
 
+class Keep:
+    """A sink that keeps the latest tensor seen at each tap (detached; no gradients): one forward's states."""
+
+    def __init__(self):
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def on_forward(self, name: str, x: torch.Tensor) -> None:
+        self.seen[name] = x.detach()
+
+    def on_backward(self, name: str, grad: torch.Tensor) -> None:
+        pass  # record(..., grads=False): never called
+
+
 @contextmanager
 def record(model: nn.Module, taps: list[Tap], sink: Sink, *, grads: bool = True) -> Iterator[None]:
     """Inside the block, every forward through a tap calls ``sink.on_forward`` (and, when the tapped

@@ -1,5 +1,6 @@
 """Pure metric maths over tensors (diagnostics.md): no hooks, no I/O, no model imports."""
 
+from dardiag.metrics.change import relative_change
 from dardiag.metrics.cka import CKAAccumulator, cka_rows, hsic1, unbiased_cka
 from dardiag.metrics.magnitude import rms_from_energy, token_cosine, token_rms
 from dardiag.metrics.outliers import energy_sums, kurtosis, top_share
@@ -24,4 +25,5 @@ __all__ = [
     "route_weights",
     "route_entropy",
     "source_importance",
+    "relative_change",
 ]

@@ -11,6 +11,7 @@ Legend: N batch, C latent channels, H/W latent side, T tokens, D hidden size, P 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 
 from dardiag.models.config import DiTConfig
 from dardiag.models.routing import DARRouting, ResidualRouting
+from dardiag.hooks.edits import BlockEdit
 from dardiag.hooks.sites import Site, SiteLayout, site_names
 
 
@@ -184,6 +186,7 @@ class DiT(nn.Module):
             self.routing = DARRouting(cfg.depth, D, cfg.query, cfg.chunk_size)
         names = site_names(cfg.depth) + [f"alpha_{l}" for l in self.routing.route_sources() if l > 1]
         self.sites = nn.ModuleDict({name: Site() for name in names})
+        self._edits: dict[int, BlockEdit] = {}  # set only inside ``edited``
         if self.pos_embed.device.type != "meta":  # the loader builds on meta, then assigns weights
             self.initialize_weights()
 
@@ -238,6 +241,20 @@ class DiT(nn.Module):
     def _tap(self, name, x):
         return self.sites[name](x)
 
+    @contextmanager
+    def edited(self, edits: dict[int, BlockEdit]):
+        """Inside, every forward applies ``edits`` {block k (1..D): BlockEdit} (``dardiag.hooks.edits``):
+        block k skipped, or its two sublayer outputs replaced by given ones. An edit of the whole batch
+        does not compute the block (nor, in DAR, its aggregators), and its sites do not fire."""
+        bad = [k for k in edits if not 1 <= k <= self.config.depth]
+        if bad:
+            raise ValueError(f"blocks {bad} outside 1..{self.config.depth}")
+        before, self._edits = self._edits, dict(edits)
+        try:
+            yield
+        finally:
+            self._edits = before
+
     # ------------------------------------------------------------------ forward
     def unpatchify(self, x):
         c, p, g = self.config.out_channels, self.config.patch_size, self.config.grid_size
@@ -251,11 +268,19 @@ class DiT(nn.Module):
         c = t_emb + self.y_embedder(y, self.training, force_drop_ids)  # (N, D)
         stream = self.routing.begin(v0, t_emb, self._tap)
         for k, block in enumerate(self.blocks):
+            edit = self._edits.get(k + 1)
+            if edit is not None and edit.rows is None:  # block k+1 is not computed (ablation, a cache hit)
+                for j in range(2 if edit.reuse is not None else 0):  # skip: nothing written, no source
+                    self.routing.write(stream, 2 * k + j + 1, edit.reuse[j])
+                continue
             mod = block.modulation(c)  # six (N, D)
             for j, branch in enumerate((block.attn_branch, block.mlp_branch)):
                 l = 2 * k + j + 1
                 h = self._tap(f"h_{l}", self.routing.read(stream, l))  # (N, T, D)
-                v = self._tap(f"v_{l}", branch(h, mod))  # (N, T, D)
+                v = branch(h, mod)  # (N, T, D)
+                if edit is not None:  # some rows take a reused output instead
+                    v = edit.put(j, v)
+                v = self._tap(f"v_{l}", v)
                 self.routing.write(stream, l, v)
         z = self.routing.end(stream)  # (N, T, D)
         out = self.final_layer(z, c)  # (N, T, P*P*C_out)

@@ -37,6 +37,7 @@ class _Stream:
         self.x: torch.Tensor | None = None  # residual: the stream
         self.values: dict[int, torch.Tensor] = {}  # DAR: v_i by source index
         self.inv_rms: dict[int, torch.Tensor] = {}  # DAR: 1 / rms(v_i), (N, T, 1)
+        self.last: torch.Tensor | None = None  # DAR: the latest output written (v_{l-1} when l is read)
 
 
 #################################################################################
@@ -237,6 +238,7 @@ class DARRouting(nn.Module):
 
     def _add_source(self, stream: _Stream, i: int, v: torch.Tensor) -> None:
         stream.values[i] = v
+        stream.last = v
         ms = v.float().pow(2).mean(-1, keepdim=True)  # (N, T, 1)
         stream.inv_rms[i] = torch.rsqrt(ms + self.aggregators[str(2)].eps)
 
@@ -247,9 +249,11 @@ class DARRouting(nn.Module):
 
     def _aggregate(self, stream: _Stream, l: int) -> torch.Tensor:
         agg = self.aggregators[str(l)]
-        srcs = self.sources[l]
+        # a skipped block (DiT.edited) wrote no outputs: its sources leave the softmax, which renormalises
+        srcs = [i for i in self.sources[l] if i in stream.values]
         values = [stream.values[i] for i in srcs]
-        q = agg.make_query(stream.t_emb, stream.values[l - 1])
+        # dynamic queries read v_{l-1}, the latest output (after a skipped block: the one before it)
+        q = agg.make_query(stream.t_emb, stream.last)
         alpha = stream.tap(f"alpha_{l}", agg(values, [stream.inv_rms[i] for i in srcs], q))  # (S, N, T)
         h = agg.mix(values, alpha)  # (N, T, D)
         for i in srcs:  # drop what no later aggregator reads (autograd keeps what it needs)

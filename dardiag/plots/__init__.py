@@ -10,6 +10,8 @@ bars, and ratio maps mark the cells where two models differ by more than 2 combi
 The paper look lives in :mod:`dardiag.plots.theme`.
 """
 
+from dardiag.plots.ablation import fig_ablation
+from dardiag.plots.cache_map import fig_cache_map, plot_cache_map
 from dardiag.plots.cka import plot_cka_matrix
 from dardiag.plots.figures import (
     fig_channel_spectrum,
@@ -39,6 +41,7 @@ __all__ = [
     "plot_probe_r2",
     "plot_metric_vs_step",
     "plot_channel_spectrum",
+    "plot_cache_map",
     "fig_symptoms",
     "fig_heatmaps",
     "fig_cka",
@@ -46,6 +49,8 @@ __all__ = [
     "fig_probe",
     "fig_training",
     "fig_channel_spectrum",
+    "fig_cache_map",
+    "fig_ablation",
     "grid_by_block",
     "render_all",
     "paper_style",

@@ -22,6 +22,8 @@ from matplotlib.figure import Figure
 
 from dardiag.errors import DardiagError
 from dardiag.plots import _data
+from dardiag.plots.ablation import ABLATION_METRICS, fig_ablation
+from dardiag.plots.cache_map import CACHE_MAP_METRICS, fig_cache_map
 from dardiag.plots.cka import cka_matrix, plot_cka_matrix
 from dardiag.plots.heatmap import auto_norm, heatmap_grid, plot_heatmap, plot_ratio_heatmap, round_log_colorbar
 from dardiag.plots.labels import (
@@ -435,6 +437,8 @@ def render_all(df: pd.DataFrame, out_dir: str | Path) -> list[tuple[str, Path | 
     need("routing", ROUTING_METRICS, lambda: fig_routing(df))
     need("probe", ["probe_r2"], lambda: fig_probe(df))
     need("channel_spectrum", [SPECTRUM_METRIC], lambda: fig_channel_spectrum(df))
+    need("cache_map", CACHE_MAP_METRICS, lambda: fig_cache_map(df))
+    need("ablation", ABLATION_METRICS, lambda: fig_ablation(df))
     for metric in TRAINING_METRICS:
         if metric in have and not multi_step:
             plan.append((f"training_{metric}", "skipped: one checkpoint step only; needs a series"))

@@ -39,6 +39,7 @@ class Metric:
 _Z = ("site", "block", "noise_level")  # a block state z_k at a noise level
 _SUB = ("site", "sublayer", "noise_level")  # a sublayer input h_l / output v_l (or a DAR aggregator)
 _STATE = ("site", "noise_level")  # any probed state: z_k (block) or h_l / v_l (sublayer)
+_STEP = ("site", "block", "sampler_step", "noise_level")  # block k at step i of the model's sampler
 
 _ALL = (
     Metric("act_rms", "mean over images and tokens of the channel RMS of z_k",
@@ -79,6 +80,20 @@ _ALL = (
            "top-1% token share of energy", _STATE, depth=True, stderr="none"),
     Metric("channel_act_rms", "per-channel RMS over images and tokens in channel_values; value = RMS of the state",
            r"channel RMS of $z$", _STATE, depth=True, log=True, stderr="none", values="channel_values"),
+    # along the model's own sampler (--trajectory): step i against step i - 1, per image
+    Metric("step_rel_change", "norm(z_k(i) - z_k(i-1)) / norm(z_k(i-1)) between sampler steps i-1 and i, per image",
+           r"step change $\|z_k(i) - z_k(i-1)\| / \|z_k(i-1)\|$", _STEP, log=True),
+    Metric("step_cos", "cos(z_k(i-1), z_k(i)) between sampler steps, mean over tokens",
+           r"$\cos(z_k(i-1), z_k(i))$", _STEP, signed=True),
+    Metric("delta_rel_change", "step_rel_change of block k's contribution (residual z_k - z_{k-1}, DAR its sublayer outputs)",
+           r"contribution step change of block $k$", _STEP, log=True),
+    Metric("cache_error", "relative change of the prediction at step i when block k reuses its contribution of step i-1",
+           r"cache error $\|\Delta \hat{y}\| / \|\hat{y}\|$", _STEP, log=True),
+    # blocks removed (--ablation), on the sweep's inputs, noise and timesteps
+    Metric("ablate_dloss", "increase of the loss when block k is skipped (residual z_k = z_{k-1}, DAR its outputs leave every softmax)",
+           r"loss increase, block $k$ skipped", ("site", "block", "noise_level"), signed=True),
+    Metric("ablate_rel_out", "norm(pred with block k skipped - pred) / norm(pred)",
+           r"output change, block $k$ skipped", ("site", "block", "noise_level"), log=True),
 )
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}

@@ -11,6 +11,8 @@ Index conventions (``shared/design/diagnostics.md``):
 - ``sublayer`` l in 1..2D: sublayer input ``h_l`` / output ``v_l``; ``2D + 1`` is the final aggregator.
 - ``source`` i in 0..2D: routing source; ``0`` is the embedding, i >= 1 the output of sublayer i.
 - ``noise_level`` in [0, 1], **1 = pure noise**; ``t_native`` is the family's own timestep.
+- ``sampler_step`` i: the step of the model's own sampler (0 = the noisiest) a trajectory row was measured
+  at (its ``noise_level`` is that step's); ``step`` stays the *training* step of the checkpoint.
 - ``site``: ``"z"`` block state, ``"h"`` sublayer input, ``"v"`` sublayer output, ``"x_t"`` the raw
   noisy input, ``"alpha"`` the DAR router.
 """
@@ -53,6 +55,7 @@ SCHEMA = pa.schema(
         pa.field("stderr", pa.float64(), nullable=True),  # standard error of value; NaN where undefined
         pa.field("channel_values", pa.list_(pa.float32()), nullable=True),  # per-channel map (D,)
         pa.field("inputs", pa.string(), nullable=True),  # what the model looked at: synthetic, a file, ...
+        pa.field("sampler_step", pa.int64(), nullable=True),  # step i of the model's sampler (0 = noisiest)
     ]
 )
 

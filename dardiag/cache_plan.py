@@ -1,0 +1,116 @@
+"""``dardiag cache-plan RUN --tolerance TAU``: from a ``--trajectory`` run, which (block, step) cells may
+reuse their previous output, what that saves, and what it measurably does to the samples.
+
+* :func:`plan_schedule`: the cells whose measured ``cache_error`` (the relative change of the model's
+  prediction at step i when block k reuses its contribution of step i - 1; mean over the run's images)
+  is below TAU. Each cell was measured alone, with every other block computed; reusing several cells
+  at once compounds, and a block reused at consecutive steps carries an older contribution, which is
+  why the schedule's effect is measured rather than predicted.
+* :func:`evaluate_schedule`: the model's sampler run twice from the same noise, uncached and with the
+  schedule applied for real (``dardiag.caching.CachedForward``): the relative error of the final
+  samples (per image, mean with its standard error), the block evaluations saved, the wall time of
+  both runs, and on the bundled digit models the sample score the trainer computes
+  (``dardiag.train.score``: classifier accuracy and Frechet distance).
+
+TAU = 0 selects no cell, so it reproduces the uncached sampler exactly (a test pins that).
+Legend: N images, C channels, H/W latent side.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from dardiag.adapters.open import open_subject
+from dardiag.adapters.options import LoadOptions
+from dardiag.caching import CachedForward, CacheSchedule
+from dardiag.engine.collector import mean_and_stderr
+from dardiag.errors import DardiagError
+from dardiag.metrics import relative_change
+from dardiag.subject import Subject
+from dardiag.train.score import digit_score
+
+DIGITS = ((1, 16, 16), 10)  # input shape and classes of the bundled digit models: they get a sample score
+
+
+def _trajectory_rows(df: pd.DataFrame, model: str | None) -> tuple[str, pd.DataFrame]:
+    rows = df[df["metric"] == "cache_error"]
+    if rows.empty:
+        raise DardiagError("the run has no cache_error rows; profile with --trajectory first")
+    models = sorted(rows["model"].unique().tolist())
+    if model is None:
+        if len(models) > 1:
+            raise DardiagError(f"the run holds {len(models)} models ({', '.join(models)}); choose one with --model")
+        model = models[0]
+    if model not in models:
+        raise DardiagError(f"model {model!r} has no cache_error rows; models with them: {', '.join(models)}")
+    return model, rows[rows["model"] == model]
+
+
+def plan_schedule(df: pd.DataFrame, tolerance: float, *, model: str | None = None) -> CacheSchedule:
+    """The cells of ``model`` (the run's only one by default) whose cache_error is below ``tolerance``."""
+    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
+        raise DardiagError(f"--tolerance must be a number >= 0, got {tolerance!r}")
+    model, rows = _trajectory_rows(df, model)
+    settings = (df.attrs.get("dardiag") or {}).get("settings") or {}
+    steps = int(settings.get("trajectory_steps") or int(rows["sampler_step"].max()) + 1)
+    depth = int(rows["block"].max())
+    pick = rows[rows["value"].astype(float) < tolerance]
+    cells = frozenset(zip(pick["block"].astype(int), pick["sampler_step"].astype(int)))
+    meta = {"model": model, "tolerance": float(tolerance), "run_id": str(rows["run_id"].iloc[0]),
+            "checkpoint": str(rows["checkpoint"].iloc[0]), "cfg": settings.get("generate_cfg", 1.0)}
+    return CacheSchedule(depth, steps, cells, meta)
+
+
+def open_model_of(df: pd.DataFrame, model: str, *, checkpoint: str | None = None, device="cpu") -> Subject:
+    """The run's model opened again from its checkpoint (``checkpoint`` overrides the stored path); the
+    file must still hold the weights the run measured (sha256)."""
+    meta = df.attrs.get("dardiag") or {}
+    cfg = meta.get("config") or {}
+    stored = {m.get("name"): m for m in cfg.get("models", [])}
+    paths = dict(zip([m.get("name") for m in cfg.get("models", [])], (meta.get("paths") or {}).get("checkpoints", [])))
+    path = checkpoint or paths.get(model)
+    if not path:
+        raise DardiagError(f"the run does not say where {model!r} was read from; pass --checkpoint")
+    if not Path(path).exists():
+        raise DardiagError(f"{path} (the checkpoint of {model!r}) does not exist; pass --checkpoint")
+    load = LoadOptions(**{k: cfg[k] for k in ("family", "num_heads", "input_size") if cfg.get(k) is not None})
+    subject = open_subject(str(path), load, device=device, name=model)
+    want = (stored.get(model) or {}).get("sha256")
+    if want and subject.info.get("sha256") and subject.info["sha256"] != want:
+        raise DardiagError(f"{path} no longer holds the weights the run measured for {model!r} (sha256 differs)")
+    return subject
+
+
+def _timed_sample(subject: Subject, y, steps: int, cfg: float, seed: int, forward=None):
+    start = time.perf_counter()
+    x = subject.sample(y, steps, cfg, seed, forward=forward)  # (N, C, H, W)
+    return x, time.perf_counter() - start
+
+
+def evaluate_schedule(subject: Subject, schedule: CacheSchedule, *, samples: int = 360, seed: int = 0,
+                      cfg: float | None = None) -> dict:
+    """Sample ``samples`` images (balanced classes) uncached and cached from the same noise and compare."""
+    if subject.sample is None:
+        raise DardiagError(f"{subject.name} has no sampler of dardiag's; a schedule cannot be applied to it")
+    if samples < 2:
+        raise DardiagError(f"--samples must be at least 2, got {samples}")
+    cfg = float(schedule.meta.get("cfg", 1.0) if cfg is None else cfg)
+    y = torch.arange(samples) % max(subject.num_classes, 1)  # (N,)
+    x_ref, t_ref = _timed_sample(subject, y, schedule.steps, cfg, seed)
+    fwd = CachedForward(subject, schedule)
+    x_c, t_c = _timed_sample(subject, y, schedule.steps, cfg, seed, forward=fwd)
+    rel = relative_change(x_c.float(), x_ref.float())  # (N,)
+    err, err_se = mean_and_stderr(torch.stack([rel.sum(), rel.square().sum(), torch.tensor(float(rel.numel()))]))
+    out = {"model": subject.name, "tolerance": schedule.meta.get("tolerance"), "cells": len(schedule.cells),
+           "saved_fraction": schedule.saved_fraction,
+           "evaluations_saved": fwd.reused / max(fwd.reused + fwd.computed, 1),
+           "rel_error": err, "rel_error_se": err_se, "samples": samples, "steps": schedule.steps, "cfg": cfg,
+           "seconds_uncached": t_ref, "seconds_cached": t_c, "identical": bool(torch.equal(x_c, x_ref))}
+    if (tuple(subject.input_shape), subject.num_classes) == DIGITS:
+        out["score_uncached"] = digit_score(x_ref, y)
+        out["score_cached"] = digit_score(x_c, y)
+    return out

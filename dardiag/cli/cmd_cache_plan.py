@@ -1,0 +1,51 @@
+"""``dardiag cache-plan RUN --tolerance TAU``: which (block, step) cells may reuse their previous output,
+what that saves, and what applying it does to the samples (measured, not predicted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dardiag.cli.app import command
+from dardiag.errors import DardiagError
+
+
+@command("cache-plan")
+def cache_plan_cmd(
+    run: Path = typer.Argument(..., help="a profile run made with --trajectory"),
+    tolerance: float = typer.Option(..., "--tolerance", help="reuse cells whose cache_error is below this"),
+    model: Optional[str] = typer.Option(None, help="which model of the run (needed when it holds several)"),
+    checkpoint: Optional[Path] = typer.Option(None, help="the model's checkpoint (default: the path the run read)"),
+    samples: int = typer.Option(360, help="images sampled uncached and cached to measure the effect"),
+    seed: int = typer.Option(0, help="the samplers' start noise (the same for both)"),
+    out: Optional[Path] = typer.Option(None, help="write the schedule (JSON) for `dardiag sample --cache-schedule`"),
+    force: bool = typer.Option(False, help="replace --out if it exists"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+):
+    """Plan a sampler cache from a trajectory run and measure it end to end."""
+    import torch
+
+    from dardiag.cache_plan import evaluate_schedule, open_model_of, plan_schedule
+    from dardiag.cli.savings import print_cache_plan
+    from dardiag.engine.devices import resolve_device
+    from dardiag.runs import read_profile
+
+    if threads is not None:
+        if threads < 1:
+            raise DardiagError("--threads must be at least 1")
+        torch.set_num_threads(threads)
+    if out is not None and out.exists() and not force:
+        raise DardiagError(f"{out} already exists; pass --force to replace it, or choose another --out")
+    resolve_device(device)
+    df = read_profile(run)
+    schedule = plan_schedule(df, tolerance, model=model)
+    subject = open_model_of(df, schedule.meta["model"], checkpoint=str(checkpoint) if checkpoint else None,
+                            device=device)
+    result = evaluate_schedule(subject, schedule, samples=samples, seed=seed)
+    print_cache_plan(schedule, result)
+    if out is not None:
+        schedule.save(out, overwrite=force)
+        print(f"schedule -> {out}  (dardiag sample CKPT --cache-schedule {out})")

@@ -1,0 +1,67 @@
+"""Rich renderings of where compute could be saved: ablation vs redundancy, the trajectory's signal vs
+its causal cache error, and a cache plan's measured effect."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+from dardiag.cli.report import _pm, console
+from dardiag.savings import ablation_summary, trajectory_summary
+
+
+def print_ablation(df: pd.DataFrame) -> None:
+    s = ablation_summary(df)
+    if s.empty:
+        return
+    table = Table(title="Looks redundant vs is removable (--ablation)",
+                  caption="Spearman rank correlation over (block, noise level) cells of cos_prev with the cost of "
+                  "skipping the block; negative: the blocks that turn the state least are the cheapest to remove; "
+                  "± approximate s.e. (cells treated as independent)")
+    for h in ("model", "rho(cos, dloss)", "rho(cos, rel. out)", "cells", "cheapest block", "costliest block"):
+        table.add_column(h, justify="left" if h == "model" else "right")
+    for _, r in s.iterrows():
+        table.add_row(str(r["model"]), _pm(r["rho_dloss"], r["rho_dloss_se"]), _pm(r["rho_rel_out"], r["rho_rel_out_se"]),
+                      str(int(r["cells"])), f"{int(r['cheapest_block'])} ({r['min_dloss']:.3g})",
+                      f"{int(r['costliest_block'])} ({r['max_dloss']:.3g})")
+    console.print(table)
+
+
+def print_trajectory(df: pd.DataFrame) -> None:
+    s = trajectory_summary(df)
+    if s.empty:
+        return
+    table = Table(title="Caching signal vs causal cache error (--trajectory)",
+                  caption="Spearman rank correlation over (block, sampler step) cells of the step change of z_k and "
+                  "of the block's contribution with cache_error (the prediction's relative change when the block "
+                  "reuses step i-1); ± approximate s.e.")
+    for h in ("model", "rho(state change, error)", "rho(contribution change, error)", "median error", "range"):
+        table.add_column(h, justify="left" if h == "model" else "right")
+    for _, r in s.iterrows():
+        table.add_row(str(r["model"]), _pm(r["rho_state"], r["rho_state_se"]), _pm(r["rho_delta"], r["rho_delta_se"]),
+                      f"{r['median_error']:.3g}", f"{r['min_error']:.2g} - {r['max_error']:.2g}")
+    console.print(table)
+
+
+def print_cache_plan(schedule, result: dict) -> None:
+    meta = schedule.meta
+    console.print(f"{meta.get('model')}: {len(schedule.cells)} of {schedule.depth} x {schedule.steps} (block, step) cells "
+                  f"have cache_error < {meta.get('tolerance'):g}; the schedule saves "
+                  f"{schedule.saved_fraction:.1%} of the block evaluations")
+    by_step: dict[int, list[int]] = {}
+    for k, i in sorted(schedule.cells, key=lambda c: (c[1], c[0])):
+        by_step.setdefault(i, []).append(k)
+    for i, ks in list(by_step.items())[:12]:
+        console.print(f"  step {i:3d}: reuse blocks {', '.join(map(str, ks))}")
+    if len(by_step) > 12:
+        console.print(f"  ... {len(by_step) - 12} more steps")
+    console.print(f"measured, {result['samples']} samples from the same noise ({result['steps']} steps, cfg "
+                  f"{result['cfg']:g}): relative error of the final samples vs uncached "
+                  f"{_pm(result['rel_error'], result['rel_error_se'])}"
+                  + (" (identical)" if result["identical"] else "")
+                  + f"; {result['evaluations_saved']:.1%} of block evaluations reused; sampler time "
+                  f"{result['seconds_cached']:.2f} s cached vs {result['seconds_uncached']:.2f} s uncached")
+    if "score_cached" in result:
+        a, b = result["score_uncached"], result["score_cached"]
+        console.print(f"digit score: accuracy {b['accuracy']:.3f} cached vs {a['accuracy']:.3f} uncached; "
+                      f"FD {b['fd']:.2f} vs {a['fd']:.2f} (real digits, same n: {a['fd_real']:.2f}; lower is better)")

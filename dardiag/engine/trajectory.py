@@ -1,0 +1,175 @@
+"""``--trajectory``: where along the model's own sampler a block's output could be reused (caching).
+
+The model's sampler (the one ``--inputs generated`` uses: DDIM for dit, Euler for sit / repa) runs from
+fixed noise for ``trajectory_steps`` steps, with the labels of the run's inputs, in chunks of
+``GENERATE_CHUNK`` images (a seed per chunk: the same trajectories at any --batch-size). At every step
+i >= 1 and block k, per image, step i against step i - 1:
+
+* ``step_rel_change`` = ||z_k(i) - z_k(i-1)|| / ||z_k(i-1)|| (k = 0..D): the signal caching methods
+  (FORA, Delta-DiT, TeaCache) threshold;
+* ``step_cos`` = mean over tokens of cos(z_k(i-1), z_k(i));
+* ``delta_rel_change``: the same relative change of block k's contribution (residual z_k - z_{k-1};
+  DAR its two sublayer outputs side by side: ``dardiag.hooks.edits``);
+* ``cache_error``: its causal counterpart, ||pred_k(i) - pred(i)|| / ||pred(i)|| over the prediction
+  channels, where pred_k(i) is the model's prediction at step i with block k's contribution reused
+  from step i - 1 (a reuse edit) and everything else computed. One extra forward per (block, step)
+  cell, batched over blocks: the images repeated once per block, each copy editing its own block, at
+  most ``MAX_ROWS`` rows per forward.
+
+The sampler itself is never edited: every cell is measured on the exact trajectory. Each value is a
+mean over images with its standard error (diagnostics.md section 8); under guidance (generate_cfg != 1)
+an image's value is the mean over its conditional and unconditional rows. Rows carry ``sampler_step``
+i and the step's ``noise_level`` / ``t_native``.
+
+Legend: N images, R rows of a forward (N, or 2N under guidance), T tokens, D channels, P = depth + 1.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Sequence
+
+import torch
+
+from dardiag.engine import distributed
+from dardiag.engine.collector import add_per_image, mean_and_stderr
+from dardiag.engine.config import Analyses
+from dardiag.engine.inputs import GENERATE_CHUNK, Inputs
+from dardiag.errors import DardiagError
+from dardiag.hooks.edits import BlockEdit, contribution
+from dardiag.hooks.recorder import Keep, record
+from dardiag.metrics import relative_change, token_cosine
+from dardiag.subject import SiteSpec, Subject
+
+MAX_ROWS = 512  # rows of one batched cache-error forward (blocks x R); more blocks take further forwards
+METRICS = {"rel": "step_rel_change", "cos": "step_cos", "delta": "delta_rel_change", "cache": "cache_error"}
+
+
+def check_trajectory(subject: Subject) -> None:
+    if subject.sample is None:
+        raise DardiagError(f"--trajectory runs the model's own sampler; dardiag has one for its DiT/SiT/REPA "
+                           f"models, not for {subject.name} ({subject.family.name})")
+    if subject.editing is None:
+        raise DardiagError(f"--trajectory needs a model whose blocks can be edited; {subject.name} has no block editing")
+
+
+class TrajectoryCollector:
+    """Per-image cells [P, steps, 3] of the four metrics and each step's (noise level, t_native); the
+    state / restored / merge protocol of ``LevelCollector`` (``distributed.reduce_collector``)."""
+
+    def __init__(self, spec: SiteSpec, analyses: Analyses, device: torch.device | str = "cpu", steps: int = 0):
+        self.spec, self.an, self.device = spec, analyses, torch.device(device)
+        self.sums = {k: torch.zeros(spec.depth + 1, steps, 3, dtype=torch.float64, device=self.device) for k in METRICS}
+        self.times: dict[int, tuple[float, float]] = {}  # step i -> (noise_level, t_native)
+
+    def add(self, key: str, k: int, i: int, per_image: torch.Tensor) -> None:
+        add_per_image(self.sums[key][k, i], per_image)
+
+    def state(self) -> dict:
+        return {"sums": {k: v.detach().cpu().clone() for k, v in self.sums.items()}, "times": dict(self.times)}
+
+    @classmethod
+    def restored(cls, spec: SiteSpec, analyses: Analyses, state: dict, device="cpu") -> "TrajectoryCollector":
+        col = cls(spec, analyses, device)
+        col.sums = {k: v.to(col.device) for k, v in state["sums"].items()}
+        col.times = dict(state["times"])
+        return col
+
+    def merge(self, other: "TrajectoryCollector") -> None:
+        for k, v in other.sums.items():
+            self.sums[k] = self.sums[k] + v.to(self.device)
+        self.times.update(other.times)
+
+    def rows(self) -> list[dict]:
+        out = []
+        for key, metric in METRICS.items():
+            cells = self.sums[key].cpu()
+            for k in range(cells.shape[0]):
+                for i in range(cells.shape[1]):
+                    if cells[k, i, 2] == 0:
+                        continue
+                    value, se = mean_and_stderr(cells[k, i])
+                    level, t_native = self.times[i]
+                    out.append(dict(metric=metric, site="z", block=k, sampler_step=i, noise_level=level,
+                                    t_native=t_native, value=value, stderr=se, n_samples=int(cells[k, i, 2])))
+        return out
+
+
+class Observer:
+    """The sampler's ``forward(i, x, t, y)``: the model's unedited forward at step i, recorded, plus the
+    cache-error forwards against step i - 1; returns the unedited output, so the trajectory is exact."""
+
+    def __init__(self, subject: Subject, col: TrajectoryCollector, n_images: int):
+        self.s, self.col, self.n = subject, col, n_images
+        names = {f"z_{k}" for k in range(subject.spec.depth + 1)} | set(subject.editing.part_taps)
+        self.taps = [tp for tp in subject.spec.taps if tp.name in names]
+        self.prev: tuple[dict, dict] | None = None  # step i - 1: {k: z_k}, {k: parts}
+
+    def per_image(self, v: torch.Tensor) -> torch.Tensor:
+        return v.reshape(-1, self.n).mean(0)  # (R,) -> (N,): guidance rows are [cond; uncond]
+
+    @torch.no_grad()
+    def __call__(self, i: int, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
+        s, ed, D = self.s, self.s.editing, self.s.spec.depth
+        keep = Keep()
+        with record(s.model, self.taps, keep, grads=False):
+            out = s.call(s.model, x, t, y, None)  # (R, C_out, H, W)
+        z = {k: keep.seen[f"z_{k}"] for k in range(D + 1)}  # (R, T, D) each
+        parts = {k: ed.parts(keep.seen, k) for k in range(1, D + 1)}  # what a reuse edit takes back
+        self.col.times[i] = (float(self.s.family.to_noise_level(t[:1].double().cpu())[0]), float(t[0]))
+        if self.prev is not None:
+            z_prev, parts_prev = self.prev
+            for k in range(D + 1):
+                self.col.add("rel", k, i, self.per_image(relative_change(z[k], z_prev[k])))
+                self.col.add("cos", k, i, self.per_image(token_cosine(z_prev[k], z[k]).mean(dim=1)))
+            for k in range(1, D + 1):
+                c, c_prev = contribution(parts[k], ed.additive), contribution(parts_prev[k], ed.additive)
+                self.col.add("delta", k, i, self.per_image(relative_change(c, c_prev)))
+            self._cache_errors(i, x, t, y, out, parts_prev)
+        self.prev = (z, parts)
+        return out
+
+    def _cache_errors(self, i, x, t, y, out, parts_prev) -> None:
+        """cache_error of every block at step i: the rows repeated once per block, copy g reusing block
+        ks[g]'s contribution of step i - 1 (row edits: the other blocks compute as usual)."""
+        s, R, C = self.s, x.shape[0], self.s.input_shape[0]
+        pred = out[:, :C]  # (R, C, H, W)
+        per_forward = max(1, MAX_ROWS // R)
+        blocks = list(range(1, s.spec.depth + 1))
+        for a in range(0, len(blocks), per_forward):
+            ks = blocks[a:a + per_forward]
+            edits = {k: BlockEdit(reuse=parts_prev[k], rows=slice(g * R, (g + 1) * R)) for g, k in enumerate(ks)}
+            reps = len(ks)
+            with s.editing.edit(edits):
+                cached = s.call(s.model, x.repeat(reps, 1, 1, 1), t.repeat(reps), y.repeat(reps), None)  # (reps R, ...)
+            for g, k in enumerate(ks):
+                self.col.add("cache", k, i, self.per_image(relative_change(cached[g * R:(g + 1) * R, :C], pred)))
+
+
+def run_trajectory(subject: Subject, inputs: Inputs, *, steps: int, cfg: float, seed: int,
+                   chunks: Sequence[slice], analyses: Analyses, device) -> TrajectoryCollector:
+    """The model's sampler over the images ``chunks`` (slices of the inputs' labels), observed."""
+    check_trajectory(subject)
+    col = TrajectoryCollector(subject.spec, analyses, device, steps)
+    for sl in chunks:
+        y = inputs.y[sl]
+        subject.sample(y, steps, cfg, chunk_seed(seed, sl.start), forward=Observer(subject, col, y.shape[0]))
+    return col
+
+
+def chunk_seed(seed: int, start: int) -> int:
+    """The sampler seed of the chunk of images starting at ``start``: fixed noise for every trajectory."""
+    return zlib.crc32(f"trajectory {seed} {start}".encode())
+
+
+def trajectory_chunks(n: int) -> list[slice]:
+    """The images 0..n-1 in sampler chunks of GENERATE_CHUNK (independent of --batch-size)."""
+    return [slice(a, min(a + GENERATE_CHUNK, n)) for a in range(0, n, GENERATE_CHUNK)]
+
+
+def trajectory_rows(subject: Subject, inputs: Inputs, config, device) -> list[dict]:
+    """The sweep's trajectory unit: this process' share of the chunks, merged over processes, as rows."""
+    col = run_trajectory(subject, inputs, steps=config.trajectory_steps, cfg=config.generate_cfg, seed=config.seed,
+                         chunks=distributed.shard(trajectory_chunks(inputs.count)), analyses=config.analyses,
+                         device=device)
+    return distributed.reduce_collector(col).rows()
