@@ -286,7 +286,7 @@ def assert_one_line_error(code, err, *needles):
 def test_cli_encodes_and_reports(capsys, class_folder, vae_dir, tmp_path):
     code, out, err = cli(capsys, class_folder, "--vae", vae_dir, "--out", tmp_path / "lat.pt", "--size", SIZE)
     assert code == 0, err
-    assert "encoded 4 images, skipped 0" in out and "2 classes" in out
+    assert "encoded 4 of 4 images\n" in out and "images read: all 4 found; 2 classes" in out
     assert load(tmp_path / "lat.pt")["x0"].shape == (4, 4, 8, 8)
 
 

@@ -102,7 +102,7 @@ def profile_cmd(
     where = describe_device(device)  # a bad --device is one line before anything else
     if is_main():
         console.print(f"OUT: {out}  ({where}; the same command again continues the run there, or reads it back)",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
     if inputs is not None and inputs != "generated":
         inputs = Path(inputs)
     # under torchrun every process gets the signal: each would stop at its own minibatch and leave the

@@ -105,16 +105,16 @@ class LiveProgress(Progress):
     def print(self, line: str) -> None:
         """A line above the live bar (or plainly, when none is live)."""
         if self._bar is not None:
-            self._bar.console.print(line, markup=False, highlight=False)
+            self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
-            self.console.print(line, markup=False, highlight=False)
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     note = print
 
     def alert(self, line: str) -> None:
         """A line on stderr (above the live bar when there is one): acknowledging a signal."""
         if self._bar is not None:
-            self._bar.console.print(line, markup=False, highlight=False)
+            self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
             print(line, file=sys.stderr, flush=True)
 

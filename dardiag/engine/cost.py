@@ -28,7 +28,7 @@ from dardiag.engine.config import CKA_MIN_ROWS, ProfileConfig
 from dardiag.engine.inputs import minibatches
 from dardiag.metrics.cka import ROWS_BYTES, CKAAccumulator
 
-ACT_WORDS = 16  # numbers kept per (channel, token, block, image) through one backward; see the docstring
+ACT_WORDS = 20  # numbers kept per (channel, token, block, image) through one backward; see the docstring
 HEADROOM = 0.9  # plan against this share of the free memory: the allocator fragments, other programs grow
 GiB = 2**30
 
