@@ -18,13 +18,12 @@ import dardiag.api as api
 import dardiag.store.parquet as parquet
 import dardiag.train.trainer as trainer
 from dardiag.checkpoints import save_checkpoint
-from dardiag.cli.app import app
 from dardiag.engine import cost
 from dardiag.engine.devices import describe_device, resolve_device
 from dardiag.errors import DardiagError
 from dardiag.runs.layout import RUN_FILE
 from tests.helpers import randomised_dit
-from tests.test_train_cli_errors import TINY_FLAGS
+from tests.test_train_cli_errors import TINY_FLAGS, run_cli
 from tests.test_train_outdir import same_weights, weights
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
@@ -41,14 +40,7 @@ def ckpt(tmp_path_factory):
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        app([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *args)
 
 
 def one_line(code: int, err: str, *needles: str) -> str:

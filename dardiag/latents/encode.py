@@ -155,15 +155,15 @@ def encode_folder(images: str | os.PathLike, vae: str | os.PathLike, out: str | 
            "sample": sample, "seed": seed, "dtype": dtype, "batch_size": batch_size, "class_index": class_index}
     latents, rows, skipped, read = _resumed(out, key)
     halt = stop.current()
-    for x, kept, read in _decoded_batches(found, chosen, size, batch_size, skipped, progress, start=read):
-        with halt.deferred("this batch"):
+    with halt.deferred("this batch"):  # reading and encoding; checked between batches
+        for x, kept, read in _decoded_batches(found, chosen, size, batch_size, skipped, progress, start=read):
             gens = image_generators(seed, list(range(len(rows), len(rows) + len(kept)))) if sample else None
             latents.append(encode(model, vae_config, x, gens))  # (N, C_lat, h, w)
             rows += kept
-        if halt.requested and read < len(chosen):  # keep what is encoded for the same command
-            kept_so_far = {"key": key, "x0": torch.cat(latents), "rows": rows, "skipped": skipped, "read": read}
-            atomic_write(_partial_path(out), lambda f: torch.save(kept_so_far, f))
-            halt.check()
+            if halt.requested and read < len(chosen):  # keep what is encoded for the same command
+                kept_so_far = {"key": key, "x0": torch.cat(latents), "rows": rows, "skipped": skipped, "read": read}
+                atomic_write(_partial_path(out), lambda f: torch.save(kept_so_far, f))
+                halt.check()
     if not rows:
         raise DardiagError(f"every one of the {len(chosen)} images was skipped, so nothing was written "
                            f"(e.g. {'; '.join(skipped[:MAX_EXAMPLES])})")
