@@ -191,3 +191,38 @@ def test_sigint_sigterm_and_a_double_ctrl_c_then_the_same_command_gives_the_unin
     assert done.returncode == 0, done.stderr
     assert "continuing: 2 of 4 units done, and 1 noise level(s) stopped part-way" in done.stdout
     pd.testing.assert_frame_equal(table(out), table(ref), check_exact=True)
+
+
+def test_generated_inputs_stop_at_once_while_sampling_and_are_drawn_once_per_run(files, tmp_path, monkeypatch):
+    """Sampling keeps nothing half-done, so a first signal there stops at once; once drawn, the inputs are
+    kept in OUT/_work and a continued run samples nothing."""
+    import dardiag.sampler as sampler
+
+    res, _ = files
+    kw = dict(inputs="generated", generate_steps=2, noise_levels=[0.2, 0.8], samples=8, batch_size=B, device="cpu")
+    out = tmp_path / "gen"
+    real, calls, armed = sampler._predict, [], [True]
+
+    def predict(*a, **k):
+        calls.append(1)
+        if armed:
+            armed.clear()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # never reached: the handler raises at once
+        return real(*a, **k)
+
+    monkeypatch.setattr(sampler, "_predict", predict)
+    with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped):
+        api.profile(str(res), out=out, **kw)
+    assert len(calls) == 1 and not (out / WORK_DIRNAME / "generated-m00.pt").exists() and not (out / LOCK).exists()
+
+    calls.clear()
+    with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped):
+        api.profile(str(res), out=out, progress=_SignalAt(1), **kw)  # drawn, then stopped in the first level
+    assert calls and (out / WORK_DIRNAME / "generated-m00.pt").exists()
+    calls.clear()
+    df = api.profile(str(res), out=out, **kw)
+    assert calls == []  # read back from the run's scratch, not sampled again
+    whole = api.profile(str(res), out=tmp_path / "gen_whole", **kw)
+    pd.testing.assert_frame_equal(table(out), table(tmp_path / "gen_whole"), check_exact=True)
+    assert len(df) == len(whole)
