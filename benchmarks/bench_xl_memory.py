@@ -10,16 +10,18 @@ inherits another's high-water mark:
 
 * ``bare``     forward + the family's simple loss + backward per minibatch, parameters frozen and
                ``x_t.requires_grad_(True)``: exactly the autograd work the profiler itself needs.
-* ``profile``  ``dardiag.engine.sweep.profile`` with every analysis on (act/grad RMS, cos_prev, sublayer RMS,
-               counterfactual route importance, (D+1)x(D+1) unbiased CKA over tokens, timestep probe,
-               per-token maps), at 2 and at 16 noise levels with 1 minibatch per level, and at 2 levels
-               with 2 minibatches per level.
+* ``profile``  ``dardiag.engine.sweep.profile`` with every default analysis on (act/grad RMS, cos_prev,
+               sublayer RMS, counterfactual route importance, (D+1)x(D+1) unbiased CKA over tokens,
+               timestep probe, outlier sums, standard errors; ``--token-maps`` adds the per-token maps),
+               at 2 and at 16 noise levels with 1 minibatch per level, and at 2 levels with 2
+               minibatches per level.
 
 Memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak resident set, KiB on Linux). Each child
 records it after building the model and inputs ("setup": interpreter + torch + 2.7 GB of weights),
 after every noise level (through the progress callback), and at the end. "extra" = peak - setup is
 what the work itself needs; the target is extra(profile) <= 1.5 x extra(bare), and a peak that does
-not grow with the number of levels or minibatches.
+not grow with the number of levels or minibatches. The script also prints what the cost line of
+``dardiag profile`` (``dardiag.engine.cost``) expects for one minibatch, beside the measured extra.
 
 Time: wall seconds per forward+backward pass; the first pass of a process pays one-off costs, so the
 bare reference is its second pass and the profile's is the median over its levels. On a shared CPU
@@ -54,7 +56,7 @@ import torch
 from dardiag.checkpoints import ModelInfo
 from dardiag.metrics import CKAAccumulator
 from dardiag.models import DiT, preset
-from dardiag.engine.config import Analyses
+from dardiag.engine.config import Analyses, ProfileConfig
 from dardiag.hooks.recorder import frozen_parameters
 from dardiag.adapters.dit import dit_subject
 from dardiag.engine.sweep import minibatches, profile, resolve_grid
@@ -69,6 +71,7 @@ def parse(argv=None):
     p.add_argument("--many-levels", type=int, default=16, help="levels of the profile-many case")
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--token-maps", action="store_true", help="add the per-token maps (off by default in profile)")
     p.add_argument("--mmap-threshold", type=int, default=None, metavar="BYTES",
                    help="run the children with MALLOC_MMAP_THRESHOLD_=BYTES (glibc): large blocks are "
                         "mmapped and returned on free, so RSS follows live tensors, not heap fragmentation")
@@ -128,7 +131,7 @@ def child(a) -> None:
             t0, c0 = time.perf_counter(), time.process_time()
 
         df = profile(subject, inputs=inputs, noise_levels=grid, batch_size=a.batch, samples=None,
-                     analyses=Analyses(token_maps=True), progress=progress)
+                     analyses=Analyses(token_maps=a.token_maps), progress=progress, device="cpu")
         out["rows"] = len(df)
         out["metrics"] = sorted(set(df["metric"]))
     out["peak_kib"] = rss_kib()
@@ -137,6 +140,7 @@ def child(a) -> None:
 
 def run_child(a, spec: str) -> dict:
     cmd = [sys.executable, __file__, "--child", spec, "--model", a.model, "--batch", str(a.batch)]
+    cmd += ["--token-maps"] if a.token_maps else []
     if a.threads:
         cmd += ["--threads", str(a.threads)]
     env = dict(os.environ)
@@ -178,6 +182,8 @@ def main(argv=None) -> None:
           f"{P * b * b * 8 / 2**30:.2f} GiB, one at a time")
     if a.mmap_threshold:
         print(f"children run with MALLOC_MMAP_THRESHOLD_={a.mmap_threshold}")
+    expected = _expected(a)
+    print(f"cost line: {expected.line()}")
     res = {}
     for c in cases:
         t = time.perf_counter()
@@ -197,6 +203,10 @@ def main(argv=None) -> None:
         per_pass = [_per_pass(r[k], c == "bare") / int(M) for k in ("level_s", "level_cpu_s")]
         rp = f"{r['peak_kib'] / bare['peak_kib']:9.3f}" if bare else f"{'-':>9s}"
         rx = f"{extra / (bare['peak_kib'] - bare['setup_kib']):10.3f}" if bare else f"{'-':>10s}"
+        if c != "bare":
+            est = expected.work_bytes / 2**10
+            print(f"  {c}: measured extra {gib(extra):.2f} GiB, the cost line expects {gib(est):.2f} GiB "
+                  f"(ratio {extra / est:.2f})")
         print(f"{c:13s} {L + ' x ' + M:>11s} {gib(r['setup_kib']):9.2f} {gib(r['peak_kib']):9.2f} "
               f"{gib(extra):9.2f} {rp} {rx} {per_pass[0]:11.1f} {per_pass[1]:10.1f}")
     if "profile-2" in res and "profile-many" in res:
@@ -211,6 +221,23 @@ def main(argv=None) -> None:
             print(f"time per pass, {c} / bare: wall "
                   f"{_per_pass(res[c]['level_s'], False) / M / _per_pass(bare['level_s'], True):.2f}, cpu "
                   f"{_per_pass(res[c]['level_cpu_s'], False) / M / _per_pass(bare['level_cpu_s'], True):.2f}")
+
+
+def _expected(a):
+    """The cost line's estimate for one minibatch of ``a.batch`` images (no model is built: meta tensors)."""
+    from dardiag.engine import cost
+    from dardiag.engine.plan import ModelPlan
+    from dardiag.engine.inputs import Inputs
+
+    with torch.device("meta"):
+        model = DiT(preset(a.model))
+    cfg = model.config
+    subject = dit_subject(model, ModelInfo.in_memory(model, family="dit", name=a.model))
+    shape = (a.batch, cfg.in_channels, cfg.input_size, cfg.input_size)
+    inp = Inputs(torch.zeros(shape), torch.zeros(a.batch, dtype=torch.long), torch.zeros(shape), "bench")
+    plan = ModelPlan(subject, [(0.5, 500.0)] * 2, inp, None)
+    return cost.estimate(plan, ProfileConfig(batch_size=a.batch, device="cpu",
+                                             analyses=Analyses(token_maps=a.token_maps)), "cpu")
 
 
 def _per_pass(level_times: list[float], bare: bool) -> float:

@@ -13,8 +13,9 @@ from dardiag.adapters.options import LoadOptions
 from dardiag.data import open_inputs
 from dardiag.engine import distributed
 from dardiag.engine.config import ProfileConfig
-from dardiag.engine.devices import resolve_device
+from dardiag.engine.devices import device_name
 from dardiag.engine.inputs import GENERATED
+from dardiag.engine.progress import Progress, as_progress
 from dardiag.engine.sweep import profile as profile_subjects
 from dardiag.errors import DardiagError
 
@@ -30,7 +31,7 @@ def _as_list(models) -> list:
 def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=None, conditioning=None,
             config: ProfileConfig | None = None, load: LoadOptions | None = None,
             names: Sequence[str] | None = None, force: bool = False, resume: bool = False,
-            progress: Callable[[str], None] | None = None, report: Callable[[str], None] | None = None,
+            progress: Progress | Callable[[str], None] | None = None, report: Callable[[str], None] | None = None,
             **settings) -> pd.DataFrame:
     """Profile one or more models over a noise-level grid and return the long-form table.
 
@@ -45,7 +46,8 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
     :class:`LoadOptions` (``load=``), or the fields of either as keywords (``noise_levels=[0.1, 0.9],
     samples=64, family="sit"``). With ``--dtype bfloat16`` / ``float16`` the weights are read in that
     dtype (no float32 copy) unless ``load.weights_dtype`` says otherwise. ``out``, ``force``,
-    ``resume``, ``progress`` and ``report``: see :func:`dardiag.engine.sweep.profile`.
+    ``resume``, ``progress`` and ``report``: see :func:`dardiag.engine.sweep.profile`; loading each
+    checkpoint is a step of its own for a ``Progress`` (``progress.loading(path)``).
     """
     load_kw = {k: settings.pop(k) for k in list(settings) if k in LoadOptions.fields()}
     if load is None:
@@ -56,15 +58,19 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
         config = ProfileConfig.from_kwargs(**settings)
     elif settings:
         raise DardiagError(f"pass config= or keyword settings, not both (got {', '.join(sorted(settings))})")
-    resolve_device(config.device)  # before any file is read: a bad --device costs no load
+    config = config.replace(device=device_name(config.device))  # before any file is read: a bad --device costs no load
     device = distributed.rank_device(config.device)
+    watch = as_progress(progress)
     models = _as_list(models)
     if not models:
         raise DardiagError("no model to profile; pass at least one checkpoint")
     weights = load if load.weights_dtype or config.dtype == "float32" else load.replace(weights_dtype=config.dtype)
     given = list(names or [])
-    subjects = [open_subject(m, weights, device=device, name=given[i] if i < len(given) else None,
-                             seed=config.seed) for i, m in enumerate(models)]
+    subjects = []
+    for i, m in enumerate(models):
+        with watch.loading(str(m) if isinstance(m, (str, Path)) else type(m).__name__):
+            subjects.append(open_subject(m, weights, device=device, name=given[i] if i < len(given) else None,
+                                         seed=config.seed))
     if conditioning is not None:
         if isinstance(inputs, str) and inputs == GENERATED:
             raise DardiagError("--cond goes with latents files or synthetic latents, not --inputs generated")
@@ -74,4 +80,5 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
     elif isinstance(inputs, (str, Path)) and str(inputs) != GENERATED:
         inputs = open_inputs(inputs)
     return profile_subjects(subjects, out=out, inputs=inputs, config=config, names=names, force=force,
-                            resume=resume, progress=progress, report=report, opened=load.compared())
+                            resume=resume, progress=watch if progress is not None else None, report=report,
+                            opened=load.compared())

@@ -1,17 +1,34 @@
 """Atomic file writes: a hidden temp file beside the destination, fsync, then one rename.
 
 A reader (or a crash) sees either the old file or the complete new one, never half of either.
+A write the system refuses (a full disk, a quota, a read-only mount) is one line,
+:class:`WriteFailed`, with the temp file gone and the destination as it was.
 Torch-free, so the store and the plots can use it too.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 from dardiag.errors import DardiagError
+
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class WriteFailed(DardiagError):
+    """The system refused a write (disk full, quota, read-only, permission); the old file is intact."""
+
+
+def write_failed(dest: Path, e: OSError) -> WriteFailed:
+    if e.errno in _FULL:
+        return WriteFailed(f"cannot write {dest}: the disk is full ({e.strerror or e}); free some space or "
+                           "choose another location, then run the same command again (finished work is kept)")
+    return WriteFailed(f"cannot write {dest}: {e.strerror or e}; choose a writable location, then run the same "
+                       "command again")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -36,8 +53,11 @@ def _umask() -> int:
 def atomic_write(dest: str | os.PathLike, write: Callable, *, overwrite: bool = True, mode: str = "wb") -> Path:
     """``write(fileobj)`` into ``dest`` atomically; with ``overwrite=False`` an existing ``dest`` is an error."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as e:
+        raise write_failed(dest, e) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from group/other
         with os.fdopen(fd, mode) as f:
@@ -56,6 +76,8 @@ def atomic_write(dest: str | os.PathLike, write: Callable, *, overwrite: bool = 
                     raise DardiagError(f"{dest} already exists; refusing to overwrite it") from None
                 os.replace(tmp, dest)
         _fsync_dir(dest.parent)
+    except OSError as e:  # ENOSPC from write, flush or fsync (delayed allocation), EROFS, EDQUOT, ...
+        raise write_failed(dest, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

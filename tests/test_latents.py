@@ -286,7 +286,7 @@ def assert_one_line_error(code, err, *needles):
 def test_cli_encodes_and_reports(capsys, class_folder, vae_dir, tmp_path):
     code, out, err = cli(capsys, class_folder, "--vae", vae_dir, "--out", tmp_path / "lat.pt", "--size", SIZE)
     assert code == 0, err
-    assert "encoded 4 images, skipped 0" in out and "2 classes" in out
+    assert "encoded 4 of 4 images\n" in out and "images read: all 4 found; 2 classes" in out
     assert load(tmp_path / "lat.pt")["x0"].shape == (4, 4, 8, 8)
 
 
@@ -337,3 +337,31 @@ def test_profile_reads_a_latents_file_and_says_what_it_is(class_folder, vae_dir,
     meta = df.attrs["dardiag"]["config"]
     assert meta["inputs_kind"] == "image latents" and str(class_folder) in meta["inputs"]
     assert set(df.n_samples) == {4}
+
+
+def test_a_stop_keeps_the_encoded_batches_and_the_same_command_continues(class_folder, vae_dir, tmp_path):
+    """The first SIGTERM finishes the batch, keeps it in .OUT.partial (OUT itself is not written) and stops;
+    the same call continues after it, and the file holds the same images and latents."""
+    import os
+    import signal
+
+    from dardiag.runs.stop import Stopped, stop_on_signals
+
+    whole = tmp_path / "whole.pt"
+    encode_folder(class_folder, vae_dir, whole, size=SIZE, batch_size=2)
+    out = tmp_path / "lat.pt"
+
+    def signal_at_2(done, total):  # while the first batch is read: it still gets encoded
+        if done == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped) as e:
+        encode_folder(class_folder, vae_dir, out, size=SIZE, batch_size=2, progress=signal_at_2)
+    assert e.value.exit_code == 143 and not out.exists()
+    kept = torch.load(tmp_path / ".lat.pt.partial", weights_only=True)
+    assert kept["read"] == 2 and kept["x0"].shape[0] == 2
+    encode_folder(class_folder, vae_dir, out, size=SIZE, batch_size=2)
+    assert not (tmp_path / ".lat.pt.partial").exists()
+    a, b = load(whole), load(out)
+    assert a["meta"]["files"] == b["meta"]["files"] and torch.equal(a["y"], b["y"])
+    torch.testing.assert_close(a["x0"], b["x0"], rtol=0, atol=1e-6)

@@ -349,7 +349,7 @@ def test_a_failed_fresh_run_leaves_nothing_that_blocks_the_corrected_command(fil
     monkeypatch.setattr(sweep, "run_level", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("loss is not finite")))
     with pytest.raises(RuntimeError):
         api.profile(str(files / "dar.pt"), out=out, **kw)
-    assert not any(out.iterdir())  # no stub run: nothing was finished
+    assert not out.exists()  # no stub run, and no empty OUT: nothing was finished (this command created OUT)
     monkeypatch.undo()
     df = api.profile(str(files / "res.pt"), out=out, **kw)  # another config, no --force needed
     assert set(df.model) == {"res"}

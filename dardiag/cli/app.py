@@ -49,21 +49,25 @@ def app(argv: list[str] | None = None) -> None:
     except DardiagError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        rc = 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or dardiag.runs.stop.Stopped (130 after SIGINT, 143 after SIGTERM)
+        rc = getattr(e, "exit_code", 130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
-        rc = 130
+    except typer.Abort as e:  # click turns KeyboardInterrupt into Abort, raised from it
+        rc = getattr(e.__cause__ or e.__context__, "exit_code", 130)
     except Exception as e:  # click usage errors arrive here in non-standalone mode
         if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(e.exit_code)
         raise
     # not standalone, click returns Ctrl-C as the value 130 instead of raising: a script must see it fail
-    if rc == 130:
+    if rc == 130:  # typer reports every KeyboardInterrupt as 130; a SIGTERM stop exits 143
+        from dardiag.runs.stop import last_exit_code
+
+        rc = last_exit_code() or 130
+    if rc in (130, 143):
         print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(rc)
     if isinstance(rc, int) and rc != 0:
         sys.exit(rc)
 

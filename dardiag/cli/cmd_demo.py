@@ -22,7 +22,7 @@ def demo_cmd(
     figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
     force: bool = typer.Option(False, help="replace a run with other settings in OUT"),
     resume: bool = typer.Option(False, help="continue the run in OUT (the same command without it does too)"),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("auto", help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N"),
     threads: int = typer.Option(1, help="CPU threads for torch"),
     progress: bool = typer.Option(None, help="progress bar (default: on a terminal)"),
 ):
@@ -35,19 +35,23 @@ def demo_cmd(
     # machine and avoids OpenMP spin-waits that made a busy 2-core machine 50x slower (measured).
     torch.set_num_threads(threads)
     from dardiag.bundled import bundled_checkpoints, held_out_digits
-    from dardiag.cli.report import console, print_comparison, print_probe, print_symptoms, progress_bar
+    from dardiag.cli.live import LiveProgress
+    from dardiag.cli.report import console, print_comparison, print_probe, print_symptoms
     from dardiag.cli.savings import print_ablation, print_trajectory
     from dardiag.engine.config import Analyses, ProfileConfig, default_grid
+    from dardiag.engine.devices import describe_device
     from dardiag.api import profile
+    from dardiag.runs.stop import stop_on_signals
 
+    console.print(f"OUT: {out}  ({describe_device(device)})", markup=False, highlight=False, soft_wrap=True)
     paths = bundled_checkpoints()
-    with progress_bar(len(paths) * (levels + 1 + int(trajectory)), progress) as advance:
+    with LiveProgress(console, progress) as live, stop_on_signals("this minibatch", notify=live.alert):
         # channel maps too: the demo draws every figure, the channel spectrum included
         config = ProfileConfig(noise_levels=default_grid(levels), samples=samples, batch_size=batch_size,
                                device=device, trajectory_steps=trajectory_steps,
                                analyses=Analyses(channel_maps=True, ablation=ablation, trajectory=trajectory))
         df = profile([str(p) for p in paths.values()], out=out, inputs=held_out_digits(), config=config,
-                     names=list(paths), force=force, resume=resume, progress=advance)
+                     names=list(paths), force=force, resume=resume, progress=live, report=live.print)
     print_symptoms(df, title="Bundled digit models: residual vs DAR (noisiest and cleanest level)")
     print_comparison(df)
     print_probe(df)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -41,12 +42,13 @@ def profile_cmd(
     generate_steps: int = typer.Option(50, help="--inputs generated: sampler steps (DDIM for dit, Euler for sit/repa)"),
     generate_cfg: float = typer.Option(1.0, help="--inputs generated: guidance scale (1 = off)"),
     noise_levels: Optional[str] = typer.Option(None, help="comma-separated levels in [0, 1], 1 = noise"),
-    levels: int = typer.Option(16, help="number of evenly spaced noise levels when none are given"),
+    levels: int = typer.Option(16, help="number of evenly spaced noise levels when none are given (cost: levels x "
+                               "samples forward+backward passes)"),
     timesteps: Optional[str] = typer.Option(None, help="comma-separated native timesteps instead"),
     samples: Optional[int] = typer.Option(None, help="images per noise level (default: all of --inputs, or 64 synthetic)"),
     batch_size: int = typer.Option(16, help="images per minibatch (grad_rms scales with 1/B)"),
     seed: int = typer.Option(0),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    device: str = typer.Option("auto", help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N"),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16 (autocast)"),
     family: Optional[str] = typer.Option(None, help="noise process when the files cannot say: dit, sit, repa, "
                                          "flow1000, flow, flow-rev, ddpm-v"),
@@ -76,7 +78,8 @@ def profile_cmd(
     figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
     force: bool = typer.Option(False, help="replace a run with other settings in OUT (kept until the new one completes)"),
     resume: bool = typer.Option(False, help="continue the run in OUT (the same command without it does too)"),
-    progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
+    progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal; in a log, one line "
+                                            "per finished unit)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)"),
 ):
     """Measure act_rms, grad_rms, cos_prev, CKA, routing and the timestep probe per block and level."""
@@ -86,10 +89,13 @@ def profile_cmd(
         if threads < 1:
             raise DardiagError("--threads must be at least 1")
         torch.set_num_threads(threads)
-    from dardiag.cli.report import console, print_probe, print_symptoms, progress_bar
+    from dardiag.cli.live import LiveProgress
+    from dardiag.cli.report import console, print_probe, print_symptoms
     from dardiag.cli.savings import print_ablation, print_trajectory
     from dardiag.engine.config import Analyses, ProfileConfig, default_grid
-    from dardiag.engine.distributed import is_main
+    from dardiag.engine.devices import describe_device
+    from dardiag.engine.distributed import is_distributed, is_main
+    from dardiag.runs.stop import stop_on_signals
     from dardiag.adapters.options import LoadOptions
     from dardiag.api import profile
 
@@ -109,15 +115,20 @@ def profile_cmd(
                        text_tokens=text_tokens, blocks=blocks, config=str(config_dir) if config_dir else None)
     if out is None:
         out = default_out(checkpoints)
+    where = describe_device(device)  # a bad --device is one line before anything else
     if is_main():
-        console.print(f"OUT: {out}  (the same command again continues the run there, or reads it back)")
+        console.print(f"OUT: {out}  ({where}; the same command again continues the run there, or reads it back)",
+                      markup=False, highlight=False, soft_wrap=True)
     if inputs is not None and inputs != "generated":
         inputs = Path(inputs)
-    n_units = len(checkpoints) * ((len(ts) if ts is not None else len(grid)) + int(probe) + int(trajectory))
-    with progress_bar(n_units, progress) as advance:
+    # under torchrun every process gets the signal: each would stop at its own minibatch and leave the
+    # others waiting in a collective, so there Ctrl-C stops at once (finished levels are kept all the same)
+    with LiveProgress(console, progress if is_main() else False) as live, \
+            stop_on_signals("this minibatch", notify=live.alert) if not is_distributed() else nullcontext():
         df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, conditioning=cond, config=config,
                      load=load, names=name,
-                     force=force, resume=resume, progress=advance, report=console.print if is_main() else None)
+                     force=force, resume=resume, progress=live if is_main() else None,
+                     report=live.print if is_main() else None)
 
     if not is_main():  # under torchrun only rank 0 reports and draws
         return

@@ -21,7 +21,7 @@ def sample_cmd(
     cfg: float = typer.Option(1.0, help="classifier-free guidance scale >= 0 (1 = off, 0 = unconditional)"),
     seed: int = typer.Option(0),
     family: Optional[str] = typer.Option(None, help="sit | dit, when the file cannot say"),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("auto", help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N"),
     score: bool = typer.Option(False, "--score", help="digit score: classifier accuracy and Fréchet distance"),
     force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
     cache_schedule: Optional[Path] = typer.Option(None, help="reuse blocks as this schedule says (dardiag cache-plan --out)"),
@@ -39,7 +39,10 @@ def sample_cmd(
         raise DardiagError(f"--n-per-class must be at least 1, got {n_per_class}")
     check_sampling(steps=steps, cfg_scale=cfg)
     fmt = grid_format(out, overwrite=force)
-    resolve_device(device)
+    from dardiag.engine.devices import describe_device
+
+    print(f"{describe_device(device)}; grid -> {out}", flush=True)
+    device = str(resolve_device(device))
     model, info = load_model(checkpoint, family=family, device=device)
     cfg_model = model.config
     if score and (cfg_model.in_channels, cfg_model.input_size, cfg_model.num_classes) != (1, 16, 10):

@@ -51,7 +51,7 @@ def train_cmd(
     profile_batch_size: int = typer.Option(32),
     profile_noise_levels: Optional[str] = typer.Option(None, help="comma-separated noise levels (1 = noise)"),
     profile_cka: bool = typer.Option(True, "--profile-cka/--no-profile-cka"),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("auto", help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N"),
     resume: bool = typer.Option(False, "--resume", help="accepted for old scripts: the same command continues "
                                 "an unfinished run in OUT anyway"),
     force: bool = typer.Option(False, "--force", help="start over: the run in OUT (only its own files) is kept in "
@@ -87,6 +87,10 @@ def train_cmd(
         # not a training setting (so not in TrainConfig); 1 and 2 threads gave bit-identical weights on our
         # 2-core CPU, but the thread count may change float reductions elsewhere
         torch.set_num_threads(threads)
+    from dardiag.engine.devices import describe_device
+    from dardiag.runs.stop import stop_on_signals
+
+    print(f"OUT: {out}  ({describe_device(device)})", flush=True)
     # OUT and --export before any data is read or any step is trained
     plan = prepare(config)
     if plan.action == "complete":
@@ -109,7 +113,8 @@ def train_cmd(
         if step % report_every == 0 or step == steps:
             print(f"step {step:>7d}/{steps}  loss {loss:.4f}", file=sys.stderr, flush=True)
 
-    last = train(config, on_step=progress, plan=plan)
+    with stop_on_signals("this step"):  # a first Ctrl-C / SIGTERM: finish the step, save last.pt, exit 130 / 143
+        last = train(config, on_step=progress, plan=plan)
     print(_summary(out))
     if export is not None:
         print(f"exported EMA weights to {export_fn(last, export, overwrite=force)}")

@@ -88,7 +88,7 @@ class ProfileConfig:
     samples: int | None = None  # images per level; None: all of the inputs (64 synthetic)
     batch_size: int = 16  # images per minibatch (grad_rms scales with 1/B)
     seed: int = 0  # synthetic latents, drawn noise and labels, the probe's split
-    device: str = "cpu"
+    device: str = "auto"  # CUDA when present, else the CPU (dardiag.engine.devices)
     dtype: str = "float32"  # autocast dtype of the forward pass; statistics stay float64
     analyses: Analyses = field(default_factory=Analyses)
     generate_steps: int = 50  # inputs="generated": sampler steps (DDIM for dit, Euler for sit / repa)

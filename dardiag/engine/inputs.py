@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
 from dardiag.metrics.cka import row_blocks
 from dardiag.subject import Subject
@@ -63,8 +64,35 @@ class Inputs:
         return self._x0
 
     @property
+    def drawn(self) -> bool:
+        """False while generated x0 are still to be sampled."""
+        return self._x0 is not None
+
+    @property
     def count(self) -> int:
         return self.noise.shape[0]
+
+    def keep_drawn(self, path: Path) -> None:
+        """Generated x0 are sampled once per run: kept in ``path`` (the run's scratch) once drawn, and read
+        back from it by a run that continues (sampling is deterministic: the same tensor either way)."""
+        if self._x0 is not None or self._draw is None or getattr(self._draw, "kept_in", None) == path:
+            return
+        draw, shape = self._draw, tuple(self.noise.shape)
+
+        def drawn_once() -> torch.Tensor:
+            if path.is_file():
+                try:
+                    x0 = torch.load(path, weights_only=True)
+                    if isinstance(x0, torch.Tensor) and tuple(x0.shape) == shape:
+                        return x0
+                except Exception:  # a damaged scratch file: draw again
+                    pass
+            x0 = draw()
+            atomic_write(path, lambda f: torch.save(x0, f))
+            return x0
+
+        drawn_once.kept_in = path
+        self._draw = drawn_once
 
 
 def minibatches(n: int, batch_size: int) -> list[slice]:

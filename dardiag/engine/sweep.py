@@ -10,6 +10,10 @@ Memory does not grow with the number of levels or minibatches: a unit keeps only
 (and the P Gram matrices of the current minibatch for CKA). Work is resumable at unit granularity and
 each unit depends only on the fixed inputs, so a resumed run equals an uninterrupted one.
 
+Progress is counted in minibatches (``dardiag.engine.progress``); a first Ctrl-C or SIGTERM under a
+command (``dardiag.runs.stop``) lets the current minibatch finish, keeps a level stopped half-way in
+``OUT/_work`` (``dardiag.engine.partial``) and stops; the same command continues from the next minibatch.
+
 Under torchrun (env WORLD_SIZE > 1) every process runs this same sweep on its share of each level's
 minibatches and the collectors are merged after the level (``dardiag.engine.distributed``), so every
 process holds exactly the single-process statistics; only rank 0 holds OUT and writes.
@@ -26,18 +30,19 @@ import pandas as pd
 import torch
 
 from dardiag.atomic import atomic_write
-from dardiag.engine import distributed
+from dardiag.engine import cost, distributed, partial
 from dardiag.engine.ablation import ablation_rows
 from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
-from dardiag.engine.devices import resolve_device
+from dardiag.engine.devices import device_name
 from dardiag.engine.inputs import SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches, noisy_batch  # noqa: F401
 from dardiag.engine.plan import ModelPlan, plan_models, resolve_grid, run_metadata  # noqa: F401
+from dardiag.engine.progress import Progress, as_progress
 from dardiag.engine.timestep_probe import probe_rows
 from dardiag.engine.trajectory import trajectory_rows
 from dardiag.errors import DardiagError
 from dardiag.hooks.recorder import frozen_parameters, record
-from dardiag.runs import RunDir, claim, read_profile
+from dardiag.runs import RunDir, claim, read_profile, stop
 from dardiag.runs.layout import WORK_DIRNAME
 from dardiag.store import to_pandas, to_table
 from dardiag.subject import Subject
@@ -51,15 +56,23 @@ AUTOCAST = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": tor
 
 
 def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: int, analyses: Analyses,
-              device, dtype=torch.float32, batches: Sequence[slice] | None = None) -> LevelCollector:
-    """All minibatches of one noise level through one model; returns the filled collector."""
+              device, dtype=torch.float32, batches: Sequence[slice] | None = None,
+              resume: tuple[LevelCollector, int] | None = None,
+              on_batch: Callable[[LevelCollector, int, slice], None] | None = None) -> LevelCollector:
+    """All minibatches of one noise level through one model; returns the filled collector.
+
+    ``resume=(collector, k)`` continues a level whose first k minibatches that collector holds;
+    ``on_batch(collector, k, slice)`` is called after the k-th minibatch (progress, stopping).
+    """
     model, fam = subject.model, subject.family
-    col = LevelCollector(subject.spec, analyses, device)
+    col, skip = resume if resume is not None else (LevelCollector(subject.spec, analyses, device), 0)
     autocast = dtype != torch.float32
     _ = inputs.x0  # generated inputs are drawn here, before any hook is attached
     with frozen_parameters(model), record(model, list(subject.spec.taps), col):
-        for sl in batches if batches is not None else minibatches(inputs.count, batch_size):
-            x0, noise, y, t, x_t = noisy_batch(inputs, sl, t_native, fam, device)  # x_t (N, C, H, W)
+        for k, sl in enumerate(batches if batches is not None else minibatches(inputs.count, batch_size), 1):
+            if k <= skip:
+                continue
+            x0, noise, y, t, x_t = noisy_batch(inputs, sl, t_native, fam, device)  # x_t (N, C, [F,] H, W)
             x_t.requires_grad_(True)  # leaf: gradients flow to activations
             ids = torch.arange(sl.start, sl.stop)
             col.begin_batch(x_t, ids)
@@ -75,6 +88,8 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
                 )
             loss.backward()
             col.end_batch(losses)
+            if on_batch is not None:
+                on_batch(col, k, sl)
     return col
 
 
@@ -85,7 +100,7 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
 
 def profile(subjects: Sequence[Subject] | Subject, *, out: str | Path | None = None, inputs=None,
             config: ProfileConfig | None = None, names: Sequence[str] | None = None, force: bool = False,
-            resume: bool = False, progress: Callable[[str], None] | None = None,
+            resume: bool = False, progress: Progress | Callable[[str], None] | None = None,
             report: Callable[[str], None] | None = None, opened: dict | None = None,
             **settings) -> pd.DataFrame:
     """Profile one or more Subjects over a noise-level grid and return the long-form table.
@@ -101,14 +116,16 @@ def profile(subjects: Sequence[Subject] | Subject, *, out: str | Path | None = N
     process. Run again with the same arguments, an interrupted run continues to the same result (a
     complete one is read back); ``force`` replaces a run with other settings, keeping it in
     ``OUT/_replaced`` until the new run completes. ``report(line)`` gets what was decided (the inputs,
-    each model's family and where it was read from) before the work starts. Every user error raises
-    ``DardiagError`` before any work starts.
+    each model's family and where it was read from, the plan and its cost, what happens to OUT)
+    before the work starts. ``progress``: a :class:`dardiag.engine.progress.Progress` (minibatches),
+    or a callable that gets one line per finished unit. Every user error raises ``DardiagError``
+    before any work starts.
     """
     if config is None:
         config = ProfileConfig.from_kwargs(**settings)
     elif settings:
         raise DardiagError(f"pass config= or keyword settings, not both (got {', '.join(sorted(settings))})")
-    resolve_device(config.device)
+    config = config.replace(device=device_name(config.device))  # "auto" -> "cuda" / "cpu", checked
     subjects = [subjects] if isinstance(subjects, Subject) else list(subjects)
     if len(subjects) == 0:
         raise DardiagError("no model to profile; pass at least one checkpoint")
@@ -118,13 +135,14 @@ def profile(subjects: Sequence[Subject] | Subject, *, out: str | Path | None = N
         plans = plan_models(subjects, config, inputs, names, device)
         meta = run_metadata(plans, config, inputs, device, opened)
         if distributed.is_main():
-            _report(plans, report)
+            _report(plans, config, device, report)
+        watch = as_progress(progress if distributed.is_main() else None)
         if out is None:
-            df = _in_memory(plans, config, meta, progress if distributed.is_main() else None)
+            df = _in_memory(plans, config, meta, watch)
         else:
             with claim(out, enabled=distributed.is_main()) as hold:
-                df = _into(Path(out), plans, config, meta, hold, force=force, resume=resume,
-                           progress=progress if distributed.is_main() else None)
+                df = _into(Path(out), plans, config, meta, hold, force=force, resume=resume, progress=watch,
+                           report=report if distributed.is_main() else None)
         distributed.barrier()
         return df
     finally:
@@ -132,16 +150,25 @@ def profile(subjects: Sequence[Subject] | Subject, *, out: str | Path | None = N
             torch.distributed.destroy_process_group()
 
 
-def _report(plans: list[ModelPlan], report: Callable[[str], None] | None) -> None:
-    """What the run will measure, in words; synthetic inputs always get their notice (a warning in Python)."""
+def _report(plans: list[ModelPlan], config: ProfileConfig, device, report: Callable[[str], None] | None) -> None:
+    """What the run will measure, in words, and what it costs; synthetic inputs always get their notice
+    (a warning in Python), and so does a plan that exceeds the free memory."""
     inp = plans[0].inputs
+    costs = [cost.estimate(p, config, device) for p in plans]
     if report is not None:
         report(f"inputs: {inp.label}")
-        for p in plans:
+        for p, c in zip(plans, costs):
             s = p.subject
             src = s.info.get("sources") or {}
             why = src.get("family") or src.get("config") or s.info.get("adapter") or "the caller"
             report(f"{s.name}: family {s.family.name} (from {why}), {s.routing}, {s.spec.depth} blocks")
+            report(c.line())
+    for c in costs:
+        if c.warning() is not None:
+            if report is not None:
+                report(c.warning())
+            else:
+                warnings.warn(c.warning().removeprefix("warning: "), stacklevel=3)
     if inp.kind == "synthetic":
         if report is not None:
             report(f"notice: {SYNTHETIC_NOTICE}")
@@ -149,7 +176,7 @@ def _report(plans: list[ModelPlan], report: Callable[[str], None] | None) -> Non
             warnings.warn(SYNTHETIC_NOTICE, stacklevel=3)
 
 
-def _in_memory(plans: list[ModelPlan], config: ProfileConfig, meta: dict, progress) -> pd.DataFrame:
+def _in_memory(plans: list[ModelPlan], config: ProfileConfig, meta: dict, progress: Progress) -> pd.DataFrame:
     rows: list[dict] = []
     _run_units(plans, frozenset(), config, meta, write=lambda unit, unit_rows: rows.extend(unit_rows), work=None,
                progress=progress)
@@ -161,7 +188,7 @@ def _in_memory(plans: list[ModelPlan], config: ProfileConfig, meta: dict, progre
 
 
 def _into(out: Path, plans: list[ModelPlan], config: ProfileConfig, meta: dict, hold, *, force: bool,
-          resume: bool, progress) -> pd.DataFrame:
+          resume: bool, progress: Progress, report: Callable[[str], None] | None = None) -> pd.DataFrame:
     """The sweep into a run directory (rank 0 holds OUT); every process skips the same finished units."""
     run, failure = None, None
     if distributed.is_main():
@@ -169,6 +196,8 @@ def _into(out: Path, plans: list[ModelPlan], config: ProfileConfig, meta: dict, 
             run = RunDir.create(out, meta, force=force, resume=resume)
             hold.keep()
             _forget_levels_without_probe_cache(run, plans, config.analyses)
+            if report is not None:
+                report(f"OUT {out}: {_disposition(run, plans, config.analyses)}")
         except DardiagError as e:
             failure = e
     # every process must skip the same finished units, and stop together if rank 0 cannot start
@@ -182,15 +211,48 @@ def _into(out: Path, plans: list[ModelPlan], config: ProfileConfig, meta: dict, 
         _run_units(plans, frozenset(completed), config, run.metadata if run else meta,
                    write=run.mark_done if run else None, work=out / WORK_DIRNAME, progress=progress)
     except BaseException as e:
-        # an error: put back the run a --force replaced, drop a run with nothing in it; Ctrl-C keeps
-        # finished units for the same command to continue
+        # an error: put back the run a --force replaced, drop a run with nothing in it (and OUT itself,
+        # when this command created it); Ctrl-C keeps finished units for the same command to continue
         if run is not None and isinstance(e, Exception):
             run.abandon()
+            hold.kept = False  # OUT goes too if this command created it and nothing is left in it
         raise
     if not distributed.is_main():
         return distributed.broadcast_object(None)
     run.finish()
     return distributed.broadcast_object(read_profile(out))
+
+
+def _units(p: ModelPlan, analyses: Analyses) -> int:
+    return len(p.grid) + int(analyses.probe) + int(analyses.trajectory)
+
+
+def _units_words(plans: list[ModelPlan], analyses: Analyses) -> str:
+    """What the run's units are: "16 noise levels + the timestep probe" (per model)."""
+    levels = sorted({len(p.grid) for p in plans})
+    each = f"{'/'.join(map(str, levels))} noise level{'s' if levels != [1] else ''}"
+    each += " + the timestep probe" if analyses.probe else ""
+    each += " + the sampler trajectory" if analyses.trajectory else ""
+    return each if len(plans) == 1 else f"{len(plans)} models x ({each})"
+
+
+def _disposition(run: RunDir, plans: list[ModelPlan], analyses: Analyses) -> str:
+    """What this command does with OUT, in words: fresh, continuing (k of n), replacing, complete."""
+    n = sum(_units(p, analyses) for p in plans)
+    words = f"{n} units: {_units_words(plans, analyses)}"
+    k = len(run.completed)
+    started = run.started or {}
+    if started.get("action") == "complete" or (k == n and run.status == "complete"):
+        return f"complete ({words}); reading the table back"
+    if started.get("action") == "continue":
+        half = partial.saved_units(run.path / WORK_DIRNAME)
+        more = f", and {len(half)} noise level(s) stopped part-way" if half else ""
+        return f"continuing: {k} of {n} units done{more} ({words})"
+    if started.get("replaced"):
+        return f"replacing {started['replaced']}, kept in {run.path.name}/_replaced until this run completes ({words})"
+    if started.get("dropped_empty"):
+        return f"replacing an empty run there (it had finished nothing) ({words})"
+    return f"fresh run ({words})"
 
 
 def _forget_levels_without_probe_cache(run: RunDir, plans: list[ModelPlan], analyses: Analyses) -> None:
@@ -209,16 +271,25 @@ def _forget_levels_without_probe_cache(run: RunDir, plans: list[ModelPlan], anal
 
 
 def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConfig, meta: dict, *, write,
-               work: Path | None, progress) -> None:
+               work: Path | None, progress: Progress) -> None:
     """Every unit not yet completed: a level of one model, then that model's timestep probe.
 
     ``write(unit, rows)`` takes each finished unit's rows on rank 0; ``work`` (a run directory's scratch)
-    holds the per-level probe features a resumed run needs.
+    holds the per-level probe features a resumed run needs, and the levels a stop left half-done.
     """
     main = distributed.is_main()
     analyses = config.analyses
-    total = sum(len(p.grid) + int(analyses.probe) + int(analyses.trajectory) for p in plans)
+    total = sum(_units(p, analyses) for p in plans)
     done = 0
+    halt = stop.current()
+    keep_partial = work is not None and not distributed.is_distributed()  # a rank's share is its own
+    shards = [distributed.shard(minibatches(p.inputs.count, config.batch_size)) for p in plans]  # rank r: r, r + W, ...
+    units = [[f"m{si:02d}-l{li:03d}" for li in range(len(p.grid))] for si, p in enumerate(plans)]
+    progress.begin(
+        total=sum(len(p.grid) * len(b) for p, b in zip(plans, shards)),
+        done=sum(len(b) if u in completed else partial.done_in(work if keep_partial else None, u)
+                 for us, b in zip(units, shards) for u in us),
+        images_per_step=config.batch_size, units=_units_words(plans, analyses))
 
     for si, p in enumerate(plans):
         s, inp = p.subject, p.inputs
@@ -226,52 +297,76 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                     checkpoint=s.checkpoint, step=s.step, batch_size=config.batch_size, inputs=inp.label)
         feats: dict[str, list[torch.Tensor]] = {}
         levels, ids = [], []
-        batches = distributed.shard(minibatches(inp.count, config.batch_size))  # rank r: r, r + W, ...
+        batches = shards[si]
+        if keep_partial and main:
+            inp.keep_drawn(work / f"generated-m{si:02d}.pt")  # generated x0: drawn once per run
         for li, (level, t_native) in enumerate(p.grid):
-            unit = f"m{si:02d}-l{li:03d}"
+            unit = units[si][li]
             saved = None
             if unit in completed:
                 if analyses.probe and main and f"m{si:02d}-probe" not in completed:  # the probe still needs it
                     saved = torch.load(work / f"probe-{unit}.pt", weights_only=True)
             else:
+                progress.describe(f"{s.name}  noise level {level:.3f}  ({li + 1}/{len(p.grid)})")
                 device = distributed.rank_device(config.device)
-                col = run_level(s, inp, t_native, batch_size=config.batch_size, analyses=analyses,
-                                device=device, dtype=AUTOCAST[config.dtype], batches=batches)
-                stats = distributed.reduce_collector(col)  # merged over processes: the single-process statistics
-                rows = stats.rows()
-                if analyses.ablation:  # the same minibatches again, each block skipped in turn
-                    rows += ablation_rows(s, inp, t_native, batches=batches, analyses=analyses, device=device,
-                                          dtype=AUTOCAST[config.dtype])
-                if analyses.probe:
-                    saved = distributed.gather_probe({k: torch.cat(v) for k, v in col.probe_feats.items()},
-                                                     torch.cat(col.probe_ids))
-                    saved = None if saved is None else {"feats": saved[0], "ids": saved[1]}
-                if main:
-                    if saved is not None and work is not None:
-                        atomic_write(work / f"probe-{unit}.pt", lambda f, obj=saved: torch.save(obj, f))
-                    write(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in rows])
+                if not inp.drawn:  # generated inputs: drawn here, outside the deferred stop (nothing to keep half-way)
+                    progress.describe(f"{s.name}  drawing {inp.count} generated inputs ({inp.label})")
+                    inp.x0  # noqa: B018
+                    progress.describe(f"{s.name}  noise level {level:.3f}  ({li + 1}/{len(p.grid)})")
+
+                def after(col: LevelCollector, k: int, sl: slice, unit=unit, batches=batches) -> None:
+                    progress.step(sl.stop - sl.start)
+                    if halt.requested and k < len(batches):  # keep the level's finished minibatches
+                        if keep_partial:
+                            partial.save(work, unit, col, k, batches)
+                        halt.check()
+
+                with halt.deferred("this minibatch"):
+                    col = run_level(s, inp, t_native, batch_size=config.batch_size, analyses=analyses,
+                                    device=device, dtype=AUTOCAST[config.dtype], batches=batches,
+                                    resume=partial.load(work if keep_partial else None, unit, s.spec, analyses,
+                                                        device, batches),
+                                    on_batch=after)
+                    stats = distributed.reduce_collector(col)  # merged over processes: the single-process statistics
+                    rows = stats.rows()
+                    if analyses.ablation:  # the same minibatches again, each block skipped in turn
+                        progress.describe(f"{s.name}  noise level {level:.3f}: block ablation")
+                        rows += ablation_rows(s, inp, t_native, batches=batches, analyses=analyses, device=device,
+                                              dtype=AUTOCAST[config.dtype])
+                    if analyses.probe:
+                        saved = distributed.gather_probe({k: torch.cat(v) for k, v in col.probe_feats.items()},
+                                                         torch.cat(col.probe_ids))
+                        saved = None if saved is None else {"feats": saved[0], "ids": saved[1]}
+                    if main:
+                        if saved is not None and work is not None:
+                            atomic_write(work / f"probe-{unit}.pt", lambda f, obj=saved: torch.save(obj, f))
+                        write(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in rows])
+                        partial.drop(work, unit)
             if saved is not None:
                 for k, v in saved["feats"].items():
                     feats.setdefault(k, []).append(v)
                 ids.append(saved["ids"])
                 levels.append(torch.full((saved["ids"].numel(),), level, dtype=torch.float64))
             done += 1
-            if progress:
-                progress(f"{s.name}  noise level {level:.3f}  ({done}/{total})")
+            progress.unit(f"{s.name}  noise level {level:.3f}  ({done}/{total})")
+            halt.check()  # a stop asked for during the level's last minibatch: the level is written
         if analyses.probe:
             unit = f"m{si:02d}-probe"
             if main and unit not in completed:
-                write(unit, [{**base, **r} for r in probe_rows(feats, levels, ids, config.seed)])
+                progress.describe(f"{s.name}  timestep probe")
+                with halt.deferred("the timestep probe"):
+                    write(unit, [{**base, **r} for r in probe_rows(feats, levels, ids, config.seed)])
             done += 1
-            if progress:
-                progress(f"{s.name}  timestep probe  ({done}/{total})")
+            progress.unit(f"{s.name}  timestep probe  ({done}/{total})")
+            halt.check()
         if analyses.trajectory:  # the model's own sampler, observed (--trajectory)
             unit = f"m{si:02d}-trajectory"
             if unit not in completed:
-                rows = trajectory_rows(s, inp, config, distributed.rank_device(config.device))
-                if main:
-                    write(unit, [{**base, **r} for r in rows])
+                progress.describe(f"{s.name}  sampler trajectory")
+                with halt.deferred("the sampler trajectory"):
+                    rows = trajectory_rows(s, inp, config, distributed.rank_device(config.device))
+                    if main:
+                        write(unit, [{**base, **r} for r in rows])
             done += 1
-            if progress:
-                progress(f"{s.name}  sampler trajectory  ({done}/{total})")
-
+            progress.unit(f"{s.name}  sampler trajectory  ({done}/{total})")
+            halt.check()

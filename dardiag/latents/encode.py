@@ -5,6 +5,10 @@ Dimension letters: N images, C_lat latent channels, h = w = size / f (f the VAE'
 One pass, batch by batch: each batch of images is decoded, cropped and encoded, and only its latents
 are kept, so memory is flat in the number of images. Every flag and the destination are checked
 before the first image is read; the file is written once, atomically, at the end.
+
+Stopped by a first Ctrl-C or SIGTERM (``dardiag.runs.stop``), the current batch finishes and the
+latents so far go to a hidden ``.OUT.partial`` beside OUT; the same command continues after them
+(the same images, VAE and settings: anything else starts over) and deletes it when OUT is written.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dardiag.errors import DardiagError
 from dardiag.latents.images import MIN_SIDE, BadImage, ImageList, find_images, load_pixels
 from dardiag.latents.vae import (VAEConfig, encode, image_generators, open_vae, read_config,
                                  resolve_dtype)
+from dardiag.runs import stop
 
 MAX_EXAMPLES = 5  # skipped files named in the report and in meta
 
@@ -85,25 +90,43 @@ def _choose(images: ImageList, samples: int | None, seed: int) -> tuple[list[int
 
 
 def _decoded_batches(images: ImageList, chosen: list[int], size: int, batch_size: int,
-                     skipped: list[str], progress: Callable[[int, int], None] | None
-                     ) -> Iterator[tuple[torch.Tensor, list[int]]]:
-    """Batches of ``batch_size`` decodable images as (pixels (N, 3, size, size), indices into paths).
+                     skipped: list[str], progress: Callable[[int, int], None] | None, start: int = 0
+                     ) -> Iterator[tuple[torch.Tensor, list[int], int]]:
+    """Batches of ``batch_size`` decodable images as (pixels (N, 3, size, size), indices into paths,
+    how many of ``chosen`` are read so far), from ``chosen[start]`` on.
 
     A bad file is appended to ``skipped`` as "name: reason" and does not stop the run.
     """
     pixels, kept = [], []
-    for done, i in enumerate(chosen, 1):
+    for done, i in enumerate(chosen[start:], start + 1):
         path = images.paths[i]
         try:
             pixels.append(load_pixels(path, size))  # (3, size, size)
             kept.append(i)
         except BadImage as e:
             skipped.append(f"{path.relative_to(images.folder)}: {e}")
-        if len(pixels) == batch_size or (done == len(chosen) and pixels):
-            yield torch.stack(pixels), kept  # (N, 3, size, size)
-            pixels, kept = [], []
         if progress is not None:
             progress(done, len(chosen))
+        if len(pixels) == batch_size or (done == len(chosen) and pixels):
+            yield torch.stack(pixels), kept, done  # (N, 3, size, size)
+            pixels, kept = [], []
+
+
+def _partial_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial")
+
+
+def _resumed(out: Path, key: dict) -> tuple[list[torch.Tensor], list[int], list[str], int]:
+    """What a stopped run with the same ``key`` kept: (latents, rows, skipped, images read); else nothing."""
+    path = _partial_path(out)
+    if path.is_file():
+        try:
+            kept = torch.load(path, weights_only=True)
+            if kept["key"] == key:
+                return [kept["x0"]], list(kept["rows"]), list(kept["skipped"]), int(kept["read"])
+        except Exception:  # damaged, or another version's: start over
+            pass
+    return [], [], [], 0
 
 
 def encode_folder(images: str | os.PathLike, vae: str | os.PathLike, out: str | os.PathLike, *, size: int = 256,
@@ -128,11 +151,19 @@ def encode_folder(images: str | os.PathLike, vae: str | os.PathLike, out: str | 
     chosen, how = _choose(found, samples, seed)
     model = open_vae(vae_config, torch_device, torch_dtype)
 
-    latents, rows, skipped = [], [], []
-    for x, kept in _decoded_batches(found, chosen, size, batch_size, skipped, progress):
-        gens = image_generators(seed, list(range(len(rows), len(rows) + len(kept)))) if sample else None
-        latents.append(encode(model, vae_config, x, gens))  # (N, C_lat, h, w)
-        rows += kept
+    key = {"files": [str(found.paths[i]) for i in chosen], "vae": str(vae_config.path), "size": size,
+           "sample": sample, "seed": seed, "dtype": dtype, "batch_size": batch_size, "class_index": class_index}
+    latents, rows, skipped, read = _resumed(out, key)
+    halt = stop.current()
+    with halt.deferred("this batch"):  # reading and encoding; checked between batches
+        for x, kept, read in _decoded_batches(found, chosen, size, batch_size, skipped, progress, start=read):
+            gens = image_generators(seed, list(range(len(rows), len(rows) + len(kept)))) if sample else None
+            latents.append(encode(model, vae_config, x, gens))  # (N, C_lat, h, w)
+            rows += kept
+            if halt.requested and read < len(chosen):  # keep what is encoded for the same command
+                kept_so_far = {"key": key, "x0": torch.cat(latents), "rows": rows, "skipped": skipped, "read": read}
+                atomic_write(_partial_path(out), lambda f: torch.save(kept_so_far, f))
+                halt.check()
     if not rows:
         raise DardiagError(f"every one of the {len(chosen)} images was skipped, so nothing was written "
                            f"(e.g. {'; '.join(skipped[:MAX_EXAMPLES])})")
@@ -168,6 +199,7 @@ def encode_folder(images: str | os.PathLike, vae: str | os.PathLike, out: str | 
             meta["class_index"] = class_index
     data["meta"] = meta
     atomic_write(out, lambda f: torch.save(data, f), overwrite=force)
+    _partial_path(out).unlink(missing_ok=True)
     return {"path": str(out), "count": len(rows), "skipped": len(skipped), "skipped_examples": skipped[:MAX_EXAMPLES],
-            "selection": how, "shape": list(x0.shape), "labelled": "y" in data,
-            "classes": len(found.class_names) if found.class_names else None}
+            "selection": how, "seed": seed, "chosen": len(chosen), "found": len(found.paths), "shape": list(x0.shape),
+            "labelled": "y" in data, "classes": len(found.class_names) if found.class_names else None}

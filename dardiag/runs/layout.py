@@ -5,7 +5,9 @@ Profile runs (``dardiag profile``, ``demo``, ``train --profile-every``'s ``OUT/p
     OUT/_run.json            run metadata, status "running" | "complete", completed units
     OUT/part-<unit>.parquet  one shard per completed unit of work, all in dardiag.store.SCHEMA
     OUT/_figures/            rendered figures (the "_" keeps pyarrow from reading them as data)
-    OUT/_work/               the sweep's scratch files (kept on resume, set aside by --force)
+    OUT/_work/               the sweep's scratch files (kept on resume, set aside by --force):
+                             probe features per level, ``partial-<unit>.pt`` of a level stopped
+                             between two minibatches, generated inputs
 
 Training runs (``dardiag train``)::
 
@@ -47,6 +49,7 @@ STAGING = f".{REPLACED}.tmp"
 RUN_FILE = "_run.json"
 FIGURES_DIRNAME = "_figures"
 WORK_DIRNAME = "_work"
+PARTIAL_PREFIX = "partial-"  # OUT/_work/partial-<unit>.pt: a level stopped between minibatches
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 PROFILE_RESULTS = re.compile(r"^part-.+\.parquet$")

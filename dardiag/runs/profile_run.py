@@ -20,12 +20,14 @@ from dardiag.errors import DardiagError
 from dardiag.runs import lifecycle
 from dardiag.runs.layout import (
     FIGURES_DIRNAME,
+    PARTIAL_PREFIX,
     PART_PREFIX,
     PART_SUFFIX,
     PROFILE_OWN,
     PROFILE_RESULTS,
     PROFILE_TEMP,
     RUN_FILE,
+    WORK_DIRNAME,
 )
 from dardiag.store import METADATA_KEY, conform, dumps, read_parts, to_pandas, to_table, write_part
 from dardiag.store.parquet import check_name, metadata_of
@@ -45,8 +47,11 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def _read_run_json(path: Path) -> dict:
     try:
-        state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        state = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:  # binary garbage (a disk error, another program's file): not text at all
+        raise DardiagError(f"{path} is damaged (not text: it holds binary data); restore it from a copy, or "
+                           "start the run over with `dardiag profile ... --force`") from None
+    except (OSError, ValueError) as e:
         raise DardiagError(f"{path} is not a readable dardiag run file: {e}") from None
     if not isinstance(state, dict) or state.get("format") != _RUN_FORMAT:
         raise DardiagError(f"{path} is not a dardiag run file (format is not {_RUN_FORMAT!r})")
@@ -55,11 +60,17 @@ def _read_run_json(path: Path) -> dict:
     return state
 
 
+def _partial_levels(out: Path) -> int:
+    return len(list((out / WORK_DIRNAME).glob(f"{PARTIAL_PREFIX}*.pt")))
+
+
 def _record(path: Path) -> lifecycle.Record:
     state = _read_run_json(path)
     done, complete = len(state["completed"]), state.get("status") == "complete"
+    # a noise level stopped between two minibatches (OUT/_work/partial-*.pt) is progress too: continued, not dropped
+    half = _partial_levels(path.parent) if not complete else 0
     describe = "a complete profile run" if complete else f"an unfinished profile run ({done} units finished)"
-    return lifecycle.Record(state["metadata"].get("config"), done, complete, describe, data=state)
+    return lifecycle.Record(state["metadata"].get("config"), done + half, complete, describe, data=state)
 
 
 PROFILE = lifecycle.Kind(
@@ -88,6 +99,9 @@ class RunDir:
         self.path = Path(path)
         self._state = state
         self.resumed_from: int | None = None  # units already done when an existing run was resumed
+        # what create() did with OUT: {"action": fresh | continue | complete, "dropped_empty": bool,
+        # "replaced": the replaced run's description or None}
+        self.started: dict | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -139,14 +153,19 @@ class RunDir:
             run.resumed_from = len(run.completed)
             run._state["resumed"] = run._state.get("resumed", 0) + 1
             run._state["updated"] = _now()
+        replaced = p.found.record.describe if p.set_aside and p.found.record is not None else None
+        run.started = {"action": p.action, "dropped_empty": p.action == "fresh" and p.found.state == "stub",
+                       "replaced": replaced or ("a run" if p.set_aside else None)}
         run._save()
         return run
 
-    def abandon(self) -> None:
-        """Give up an unfinished run after a failure: put back the run a ``force`` replaced, if any;
+    def abandon(self) -> bool:
+        """Give up an unfinished run after a failure: put back the run a ``force`` replaced, if any (True);
         else drop the run if it holds nothing yet (so a corrected command needs no ``force``)."""
         if self.status != "complete":
-            lifecycle.abandon(self.path, PROFILE, progress=len(self._state["completed"]))
+            return lifecycle.abandon(self.path, PROFILE,
+                                     progress=len(self._state["completed"]) + _partial_levels(self.path))
+        return False
 
     def _clean_for_resume(self) -> None:
         """Forget units whose shard vanished; delete shards and temp files no unit claims (a crash

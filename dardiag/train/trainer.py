@@ -25,7 +25,7 @@ from dardiag.engine.devices import resolve_device
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.models.dit import DiT
-from dardiag.runs import claim
+from dardiag.runs import claim, stop
 from dardiag.runs.layout import LAST, PROFILE_DIR, REPLACED
 from dardiag.runs.lifecycle import Plan
 from dardiag.train import outdir
@@ -165,11 +165,14 @@ def _diverged(config: TrainConfig, what: str, step: int, saved: int | None, repl
                         "one completes)")
 
 
-def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: float, wall_s: float) -> None:
+def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: float, wall_s: float, *,
+          numbered: bool = True) -> None:
+    """``ckpt_<step>.pt`` and ``last.pt``; ``numbered=False`` (a stop between two saves): ``last.pt`` only,
+    which is all a continued run reads (every draw is a function of the step: it continues bit-identically)."""
     extra = {"opt": opt.state_dict(),
              "train": {"config": config.to_dict(), "rng": RNG_SCHEME, "loss": loss, "wall_s": wall_s}}
-    path = outdir.ckpt_path(out, step)
-    save_checkpoint(path, model, family=config.family, ema=ema, step=step, extra=extra)
+    if numbered:
+        save_checkpoint(outdir.ckpt_path(out, step), model, family=config.family, ema=ema, step=step, extra=extra)
     save_checkpoint(out / LAST, model, family=config.family, ema=ema, step=step, extra=extra)
 
 
@@ -241,37 +244,45 @@ def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_s
         t0 = time.perf_counter()
         loss_value = float("nan")
         model.train()  # train mode: the LabelEmbedder drops labels with p = class_dropout
+        halt = stop.current()  # a first Ctrl-C / SIGTERM under `dardiag train`: finish the step, keep it, stop
         try:
-            for step in range(start, c.steps):
-                x0, y, noise, t = _draw(c, family.name, step, x0_all, y_all, device)
-                torch.manual_seed(seed_for(c.seed, "dropout", step))  # the LabelEmbedder's torch.rand
-                lr = lr_at(c, step)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                pred = model(family.corrupt(x0, noise, t), t, y)  # (N, C, H, W)
-                loss = family.loss(pred, x0, noise, t)
-                done = step + 1
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
-                    raise _diverged(c, f"the loss is {loss_value}", done, saved, plan.replacing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
-                opt.step()
-                update_ema(ema, model, ema_decay(c.ema, done))
-                wall = time.perf_counter() - t0
-                if done % c.log_every == 0 or done == c.steps:
-                    log.write(done, loss_value, lr, wall)
-                if hook is not None and done % c.profile_every == 0:
-                    hook(ema, done)
-                if (c.save_every and done % c.save_every == 0) or done == c.steps:
-                    if not _all_finite(model, ema):  # a finite loss can still overflow the update
-                        raise _diverged(c, "the weights are no longer finite", done, saved, plan.replacing)
-                    _save(out, c, model, ema, opt, done, loss_value, wall_before + wall)
-                    saved = saved_step[0] = done
-                if on_step is not None:
-                    on_step(done, loss_value)
+            with halt.deferred("this step"):  # the loop checks between steps; a second signal stops at once
+                for step in range(start, c.steps):
+                    if halt.requested:
+                        if saved != step and _all_finite(model, ema):
+                            _save(out, c, model, ema, opt, step, loss_value, wall_before + time.perf_counter() - t0,
+                                  numbered=False)
+                            saved = saved_step[0] = step
+                        halt.check()
+                    x0, y, noise, t = _draw(c, family.name, step, x0_all, y_all, device)
+                    torch.manual_seed(seed_for(c.seed, "dropout", step))  # the LabelEmbedder's torch.rand
+                    lr = lr_at(c, step)
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                    pred = model(family.corrupt(x0, noise, t), t, y)  # (N, C, H, W)
+                    loss = family.loss(pred, x0, noise, t)
+                    done = step + 1
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
+                        raise _diverged(c, f"the loss is {loss_value}", done, saved, plan.replacing)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if c.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+                    opt.step()
+                    update_ema(ema, model, ema_decay(c.ema, done))
+                    wall = time.perf_counter() - t0
+                    if done % c.log_every == 0 or done == c.steps:
+                        log.write(done, loss_value, lr, wall)
+                    if hook is not None and done % c.profile_every == 0:
+                        hook(ema, done)
+                    if (c.save_every and done % c.save_every == 0) or done == c.steps:
+                        if not _all_finite(model, ema):  # a finite loss can still overflow the update
+                            raise _diverged(c, "the weights are no longer finite", done, saved, plan.replacing)
+                        _save(out, c, model, ema, opt, done, loss_value, wall_before + wall)
+                        saved = saved_step[0] = done
+                    if on_step is not None:
+                        on_step(done, loss_value)
         finally:
             log.close()
     if hook is not None:

@@ -1,0 +1,181 @@
+"""What a profile will cost, said before any work: its size in passes and the memory it expects.
+
+    memory ~ weights + one minibatch's backward + CKA buffers
+
+* weights: the bytes of the model's parameters and buffers (already loaded when this is said);
+* one minibatch's backward: what autograd keeps from the forward until the backward frees it, plus
+  the states the probe keeps alive (z_k, v_l) until the minibatch ends. For a transformer that is
+  about ``ACT_WORDS`` numbers per channel, token and block and image (LayerNorm input and output,
+  modulated input, q/k/v, attention output, both MLP activations, the gated branch outputs, ...);
+  the constant is checked against the measured peak of ``benchmarks/bench_xl_memory.py`` (DiT-XL/2)
+  and ``bench_profile_overhead.py`` (S/2, B/2): see benchmarks/README.md;
+* CKA buffers: the float64 Gram tiles the accumulator forms after the backward (its own bound).
+
+The width and the token count come from the model's config (dardiag DiT, diffusers transformers);
+a model without one gets both estimated from its parameter count (said with a "~").
+Pure arithmetic: nothing here allocates or runs the model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from dardiag.engine.config import CKA_MIN_ROWS, ProfileConfig
+from dardiag.engine.inputs import minibatches
+from dardiag.metrics.cka import ROWS_BYTES, CKAAccumulator
+
+ACT_WORDS = 20  # numbers kept per (channel, token, block, image) through one backward; see the docstring
+HEADROOM = 0.9  # plan against this share of the free memory: the allocator fragments, other programs grow
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Cost:
+    model: str
+    family: str
+    depth: int
+    width: int
+    tokens: int
+    estimated_shape: bool  # width and tokens from the parameter count, not a config
+    parameters: int
+    levels: int
+    images: int
+    batch_size: int
+    minibatches: int  # per noise level
+    weights_bytes: int
+    minibatch_bytes: int  # one minibatch's backward (activations and kept states)
+    cka_bytes: int
+    free_bytes: int | None  # memory free on the device now (weights already loaded), None: unknown
+    dtype_bytes: int
+
+    @property
+    def passes(self) -> int:
+        """Forward+backward passes of one image over the whole grid."""
+        return self.levels * self.images
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.minibatch_bytes + self.cka_bytes
+
+    @property
+    def work_bytes(self) -> int:
+        """What the work needs beyond the (already loaded) weights."""
+        return self.minibatch_bytes + self.cka_bytes
+
+    def fits(self) -> bool:
+        return self.free_bytes is None or self.work_bytes <= HEADROOM * self.free_bytes
+
+    def suggested_batch_size(self) -> int | None:
+        """The largest minibatch whose backward fits the free memory (None: not even the smallest)."""
+        if self.free_bytes is None:
+            return self.batch_size
+        per_image = self.minibatch_bytes / self.batch_size
+        b = int((HEADROOM * self.free_bytes - self.cka_bytes) // max(per_image, 1))
+        b = min(b, self.batch_size)
+        return b if b >= CKA_MIN_ROWS or b >= 1 and self.cka_bytes == 0 else None
+
+    def line(self) -> str:
+        """The one line said before any work (see the module docstring)."""
+        approx = "~" if self.estimated_shape else ""
+        mem = (f"memory ~{_gib(self.total_bytes)} GiB (weights {_gib(self.weights_bytes)} + one minibatch's "
+               f"backward {_gib(self.minibatch_bytes)} + CKA {_gib(self.cka_bytes)})")
+        free = f", {_gib(self.free_bytes)} GiB free besides the weights" if self.free_bytes is not None else ""
+        return (f"plan: {self.model} ({self.family}, {self.depth} blocks, width {approx}{self.width}, "
+                f"{approx}{self.tokens} tokens, {_count(self.parameters)} parameters): {self.levels} levels x "
+                f"{self.images} images = {self.levels * self.minibatches:,} minibatches of {self.batch_size} "
+                f"({self.passes:,} image forward+backward passes); {mem}{free}")
+
+    def warning(self) -> str | None:
+        """A warning and a ``--batch-size`` that fits, when the work exceeds the free memory."""
+        if self.fits():
+            return None
+        b = self.suggested_batch_size()
+        need, free = _gib(self.work_bytes), _gib(self.free_bytes)
+        if b is None:
+            return (f"warning: {self.model} needs ~{need} GiB for one minibatch besides its weights, but only "
+                    f"{free} GiB is free, and even --batch-size {CKA_MIN_ROWS} will not fit; free memory, use "
+                    "--dtype bfloat16, or --no-cka with a smaller --batch-size")
+        small = self.minibatch_bytes * b / self.batch_size + self.cka_bytes
+        return (f"warning: {self.model} needs ~{need} GiB for one minibatch of {self.batch_size} besides its weights, "
+                f"but only {free} GiB is free: pass --batch-size {b} (~{_gib(small)} GiB; the table is the same "
+                "but for grad_rms, which scales with 1/B)")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
+
+
+def _gib(n: float | None) -> str:
+    return "?" if n is None else f"{n / GiB:.1f}"
+
+
+def _geometry(model: torch.nn.Module, depth: int, input_shape, parameters: int,
+              known_tokens: int | None = None) -> tuple[int, int, bool]:
+    """(width, tokens, estimated) from the model's config, else from its parameter count; ``known_tokens``:
+    the image tokens its adapter counted (diffusers classes: packing, frames)."""
+    cfg = getattr(model, "config", None)
+    get = (lambda k: getattr(cfg, k, None) if not isinstance(cfg, dict) else cfg.get(k))  # noqa: E731
+    H, W = input_shape[-2:]  # (C, H, W), or (C, F, H, W) for video
+    width = get("hidden_size") if cfg is not None else None
+    if width is None and cfg is not None and get("num_attention_heads") and get("attention_head_dim"):
+        width = get("num_attention_heads") * get("attention_head_dim")  # diffusers transformers
+    patch = (get("patch_size") if cfg is not None else None) or None
+    if isinstance(patch, (list, tuple)):
+        patch = patch[-1]
+    estimated = width is None or patch is None
+    if width is None:  # a transformer block holds about 12 width^2 weights (attention 4, MLP 8)
+        width = max(1, int(math.sqrt(parameters / max(depth, 1) / 12)))
+    tokens = known_tokens or (H // (patch or 2)) * (W // (patch or 2))
+    return int(width), max(int(tokens), 1), estimated and not known_tokens
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` now: CUDA's own count, else the host's MemAvailable (Linux); None: unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def estimate(plan, config: ProfileConfig, device) -> Cost:
+    """The cost of profiling one model (a ``ModelPlan``: its subject, grid and inputs) with ``config``."""
+    s, inp = plan.subject, plan.inputs
+    model = s.model
+    parameters = sum(p.numel() for p in model.parameters())
+    weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    depth = s.spec.depth
+    width, tokens, estimated = _geometry(model, depth, s.input_shape, parameters, s.info.get("image_tokens"))
+    B = min(config.batch_size, inp.count)
+    word = 2 if config.dtype in ("bfloat16", "float16") else 4
+    minibatch = ACT_WORDS * word * width * tokens * depth * B
+    cka = 0
+    if config.analyses.cka:
+        P = depth + 1
+        rows = B * tokens if config.analyses.cka_rows == "tokens" else B
+        if config.analyses.cka_max_rows:
+            rows = min(rows, config.analyses.cka_max_rows)
+        acc = CKAAccumulator(P, max_rows=config.analyses.cka_max_rows)
+        b = acc._blocks(rows, P, torch.device(device))[0][1]
+        cka = P * b * b * 8 + min(ROWS_BYTES, P * b * width * 8)  # Gram tile + the stacked float64 rows
+    return Cost(model=s.name, family=s.family.name, depth=depth, width=width, tokens=tokens,
+                estimated_shape=estimated, parameters=parameters, levels=len(plan.grid), images=inp.count,
+                batch_size=B, minibatches=len(minibatches(inp.count, config.batch_size)),
+                weights_bytes=weights, minibatch_bytes=minibatch, cka_bytes=cka, free_bytes=free_memory(device),
+                dtype_bytes=word)

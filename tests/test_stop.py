@@ -1,0 +1,228 @@
+"""Stopping a profile: the first Ctrl-C or SIGTERM finishes the minibatch, keeps it and exits 130 / 143; a
+second one exits at once; either way the same command gives the uninterrupted table.
+
+In process (fast): a signal sent from inside a chosen minibatch, under ``stop_on_signals``. End to end:
+real ``python -m dardiag profile`` processes held still inside a minibatch (a gate file), then signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import dardiag
+import dardiag.api as api
+from dardiag.checkpoints import save_checkpoint
+from dardiag.engine.progress import Progress
+from dardiag.runs.layout import LOCK, WORK_DIRNAME
+from dardiag.runs.stop import Stopped, current, stop_on_signals
+from tests.helpers import randomised_dit
+
+TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+N, B, LEVELS = 16, 4, 3  # 4 minibatches per level
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("stop")
+    save_checkpoint(d / "res.pt", randomised_dit(TINY, 0, scale=0.05), family="sit", step=10)
+    g = torch.Generator().manual_seed(2)
+    torch.save({"x0": torch.randn(N, 4, 8, 8, generator=g), "y": torch.randint(0, 10, (N,), generator=g)},
+               d / "inputs.pt")
+    return d / "res.pt", d / "inputs.pt"
+
+
+def table(out: Path) -> pd.DataFrame:
+    df = dardiag.read_profile(out).drop(columns=["run_id"])
+    return df.sort_values(["metric", "noise_level", "site", "block", "other_block", "sublayer", "source"],
+                          na_position="first").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- the request itself
+
+
+def test_a_first_signal_waits_inside_deferred_work_and_a_second_one_stops_at_once():
+    said = []
+    with stop_on_signals("this step", notify=said.append) as req:
+        assert current() is req
+        with req.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert req.requested and "stopping after this step" in said[0]  # acknowledged at once
+            with pytest.raises(Stopped) as e:
+                os.kill(os.getpid(), signal.SIGINT)  # the second one: at once, even inside deferred work
+        assert e.value.exit_code == 143  # the first signal decides the exit status
+        with pytest.raises(Stopped):
+            req.check()
+    assert not current().requested  # outside a command nothing ever fires
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_outside_deferred_work_the_first_signal_stops_at_once():
+    with stop_on_signals(notify=lambda line: None):
+        with pytest.raises(Stopped) as e:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # never reached: loading a checkpoint has nothing to keep half-done
+    assert e.value.exit_code == 130
+
+
+class _SignalAt(Progress):
+    """Sends ``signum`` to this process when the ``at``-th minibatch of this run finishes."""
+
+    def __init__(self, at: int, signum=signal.SIGINT):
+        self.at, self.signum, self.n = at, signum, 0
+
+    def step(self, images: int) -> None:
+        self.n += 1
+        if self.n == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_a_level_stopped_between_minibatches_continues_from_the_next_one(files, tmp_path):
+    res, inputs = files
+    kw = dict(inputs=str(inputs), noise_levels=[0.2, 0.5, 0.9], samples=N, batch_size=B, device="cpu")
+    whole = api.profile(str(res), out=tmp_path / "whole", **kw)
+    out = tmp_path / "stopped"
+    with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped):
+        api.profile(str(res), out=out, progress=_SignalAt(6), **kw)  # level 2, its 2nd minibatch
+    state = json.loads((out / "_run.json").read_text())
+    assert state["completed"] == ["m00-l000"]
+    half = torch.load(out / WORK_DIRNAME / "partial-m00-l001.pt", weights_only=True)
+    assert half["done"] == 2 and not (out / LOCK).exists()
+
+    steps = _SignalAt(0)
+    again = api.profile(str(res), out=out, progress=steps, **kw)
+    assert steps.n == 2 * 4 - 2  # only the minibatches not kept were run
+    assert not (out / WORK_DIRNAME / "partial-m00-l001.pt").exists()
+    pd.testing.assert_frame_equal(table(out), table(tmp_path / "whole"), check_exact=True)
+    assert len(again) == len(whole)
+
+
+# ----------------------------------------------------------------------------- real processes
+
+# `dardiag profile` that holds still inside its HOLD-th minibatch (after the forward+backward, in the
+# collector) until the GATE file exists, first writing READY: a signal then lands mid-minibatch
+GATED = ("import os, sys, time\n"
+         "from dardiag.engine.collector import LevelCollector\n"
+         "real, calls = LevelCollector.end_batch, []\n"
+         "def gated(self, *a, **k):\n"
+         "    calls.append(1)\n"
+         "    if len(calls) == int(os.environ['HOLD']):\n"
+         "        open(os.environ['READY'], 'w').close()\n"
+         "        while not os.path.exists(os.environ['GATE']):\n"
+         "            time.sleep(0.02)\n"
+         "    return real(self, *a, **k)\n"
+         "LevelCollector.end_batch = gated\n"
+         "from dardiag.cli.app import app\n"
+         "app(sys.argv[1:])\n")
+
+
+def command(files, out: Path, *, gated: bool) -> list[str]:
+    res, inputs = files
+    head = [sys.executable, "-c", GATED] if gated else [sys.executable, "-m", "dardiag"]
+    return [*head, "profile", str(res), "--out", str(out), "--inputs", str(inputs), "--levels", str(LEVELS),
+            "--samples", str(N), "--batch-size", str(B), "--no-figures", "--no-progress", "--device", "cpu"]
+
+
+def _line(stream, timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else ""
+
+
+def stopped_run(files, out: Path, tmp: Path, hold: int, signals: list[int]) -> subprocess.CompletedProcess:
+    """Run until inside the ``hold``-th minibatch, send ``signals`` (each acknowledged before the next),
+    then open the gate; -> the finished process with its stderr."""
+    ready, gate = tmp / f"ready{hold}", tmp / f"gate{hold}"
+    proc = subprocess.Popen(command(files, out, gated=True), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**ENV, "HOLD": str(hold), "READY": str(ready), "GATE": str(gate)})
+    deadline = time.time() + 240
+    while not ready.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert ready.exists(), proc.communicate()
+    said = []
+    for s in signals:
+        proc.send_signal(s)
+        said.append(_line(proc.stderr, 60))  # acknowledged while the minibatch is still held
+    gate.touch()
+    _, err = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", "".join(said) + err)
+
+
+def test_sigint_sigterm_and_a_double_ctrl_c_then_the_same_command_gives_the_uninterrupted_table(files, tmp_path):
+    ref = tmp_path / "ref"
+    r = subprocess.run(command(files, ref, gated=False), capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+
+    # Ctrl-C inside level 2's 2nd minibatch: it finishes, both of level 2's finished minibatches are kept
+    first = stopped_run(files, out, tmp_path, 6, [signal.SIGINT])
+    assert first.returncode == 130, first.stderr
+    assert first.stderr.startswith("Ctrl-C: stopping after this minibatch; run the same command to continue")
+    assert "interrupted" in first.stderr and "Traceback" not in first.stderr
+    assert json.loads((out / "_run.json").read_text())["completed"] == ["m00-l000"]
+    assert torch.load(out / WORK_DIRNAME / "partial-m00-l001.pt", weights_only=True)["done"] == 2
+    assert not (out / LOCK).exists()
+
+    # SIGTERM (a job scheduler) inside the continued run's 3rd minibatch (level 3's first): exit 143
+    second = stopped_run(files, out, tmp_path, 3, [signal.SIGTERM])
+    assert second.returncode == 143, second.stderr
+    assert second.stderr.startswith("SIGTERM: stopping after this minibatch") and "Traceback" not in second.stderr
+    assert json.loads((out / "_run.json").read_text())["completed"] == ["m00-l000", "m00-l001"]
+    assert torch.load(out / WORK_DIRNAME / "partial-m00-l002.pt", weights_only=True)["done"] == 1
+
+    # Ctrl-C twice: the second one exits at once, mid-minibatch (the gate is never opened before it)
+    third = stopped_run(files, out, tmp_path, 1, [signal.SIGINT, signal.SIGINT])
+    assert third.returncode == 130 and "Ctrl-C again: stopping now" in third.stderr, third.stderr
+    assert "Traceback" not in third.stderr and not (out / LOCK).exists()
+
+    done = subprocess.run(command(files, out, gated=False), capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "continuing: 2 of 4 units done, and 1 noise level(s) stopped part-way" in done.stdout
+    pd.testing.assert_frame_equal(table(out), table(ref), check_exact=True)
+
+
+def test_generated_inputs_stop_at_once_while_sampling_and_are_drawn_once_per_run(files, tmp_path, monkeypatch):
+    """Sampling keeps nothing half-done, so a first signal there stops at once; once drawn, the inputs are
+    kept in OUT/_work and a continued run samples nothing."""
+    import dardiag.sampler as sampler
+
+    res, _ = files
+    kw = dict(inputs="generated", generate_steps=2, noise_levels=[0.2, 0.8], samples=8, batch_size=B, device="cpu")
+    out = tmp_path / "gen"
+    real, calls, armed = sampler._predict, [], [True]
+
+    def predict(*a, **k):
+        calls.append(1)
+        if armed:
+            armed.clear()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # never reached: the handler raises at once
+        return real(*a, **k)
+
+    monkeypatch.setattr(sampler, "_predict", predict)
+    with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped):
+        api.profile(str(res), out=out, **kw)
+    assert len(calls) == 1 and not (out / WORK_DIRNAME / "generated-m00.pt").exists() and not (out / LOCK).exists()
+
+    calls.clear()
+    with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped):
+        api.profile(str(res), out=out, progress=_SignalAt(1), **kw)  # drawn, then stopped in the first level
+    assert calls and (out / WORK_DIRNAME / "generated-m00.pt").exists()
+    calls.clear()
+    df = api.profile(str(res), out=out, **kw)
+    assert calls == []  # read back from the run's scratch, not sampled again
+    whole = api.profile(str(res), out=tmp_path / "gen_whole", **kw)
+    pd.testing.assert_frame_equal(table(out), table(tmp_path / "gen_whole"), check_exact=True)
+    assert len(df) == len(whole)
