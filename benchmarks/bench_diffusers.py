@@ -158,7 +158,8 @@ def _load_child(folder: str, dtype: str) -> None:
 def memory(args) -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         folder = Path(tmp) / "flux-shaped"
-        _write_model(folder, args.params)
+        # written by a child too: Linux keeps a parent's peak RSS in its children's ru_maxrss
+        subprocess.run([sys.executable, __file__, "_write", str(folder), str(args.params)], check=True)
         file_gib = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**30
         print(f"files: {file_gib:.2f} GiB (bfloat16)")
         print(f"{'load as':9} {'params':>8} {'setup GiB':>9} {'peak GiB':>9} {'peak-setup':>10} {'/ file':>6} {'s':>6}")
@@ -175,6 +176,8 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_load"]:
         return _load_child(argv[1], argv[2])
+    if argv[:1] == ["_write"]:
+        return _write_model(Path(argv[1]), float(argv[2]))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", nargs="?", default="overhead", choices=("overhead", "memory"))
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -182,9 +185,12 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--params", type=float, default=1.0, help="memory: parameters of the model, in billions")
     p.add_argument("--tmp", default=None, help="memory: where to write the model (default: the system's)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     overhead(args) if args.mode == "overhead" else memory(args)
 
 
