@@ -17,6 +17,7 @@ from dardiag.engine.devices import resolve_device
 from dardiag.engine.inputs import GENERATED
 from dardiag.engine.sweep import profile as profile_subjects
 from dardiag.errors import DardiagError
+from dardiag.sanity import attach_notices
 
 
 def _as_list(models) -> list:
@@ -64,5 +65,6 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
                              seed=config.seed) for i, m in enumerate(models)]
     if isinstance(inputs, (str, Path)) and str(inputs) != GENERATED:
         inputs = open_inputs(inputs)
-    return profile_subjects(subjects, out=out, inputs=inputs, config=config, names=names, force=force,
-                            resume=resume, progress=progress, report=report, opened=load.compared())
+    df = profile_subjects(subjects, out=out, inputs=inputs, config=config, names=names, force=force,
+                          resume=resume, progress=progress, report=report, opened=load.compared())
+    return attach_notices(df)  # df.attrs["dardiag_notices"], in memory too (read_profile attaches them)

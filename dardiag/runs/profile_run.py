@@ -27,6 +27,7 @@ from dardiag.runs.layout import (
     PROFILE_TEMP,
     RUN_FILE,
 )
+from dardiag.sanity import attach_notices
 from dardiag.store import METADATA_KEY, conform, dumps, read_parts, to_pandas, to_table, write_part
 from dardiag.store.parquet import check_name, metadata_of
 
@@ -211,8 +212,8 @@ def read_profile(path: str | os.PathLike) -> pd.DataFrame:
     """Read a run directory (or a single ``.parquet`` part) into one long-form DataFrame.
 
     ``df.attrs["dardiag"]`` holds the run metadata (from ``_run.json``, else the parquet schema
-    metadata); ``df.attrs["dardiag_status"]`` the run status when known. Integer id columns are
-    pandas ``Int64`` (nullable). Raises a one-line :class:`DardiagError` if ``path`` is missing, is
+    metadata); ``df.attrs["dardiag_status"]`` the run status when known; ``df.attrs["dardiag_notices"]``
+    the sanity notices (:mod:`dardiag.sanity`). Integer id columns are pandas ``Int64`` (nullable). Raises a one-line :class:`DardiagError` if ``path`` is missing, is
     not a run directory or holds no rows.
     """
     path = Path(path)
@@ -249,4 +250,4 @@ def read_profile(path: str | os.PathLike) -> pd.DataFrame:
     df.attrs["dardiag"] = metadata
     if status is not None:
         df.attrs["dardiag_status"] = status
-    return df
+    return attach_notices(df)  # df.attrs["dardiag_notices"]: what says the model is broken or untrained
