@@ -15,7 +15,7 @@ def latest_checkpoint(df: pd.DataFrame) -> pd.DataFrame:
     if "checkpoint" not in df.columns or df.empty:
         return df
     keep = []
-    for _, g in df.groupby("model", sort=True):
+    for _, g in df.groupby("model", sort=False):  # the table's order of models is kept (panels follow it)
         ckpts = g["checkpoint"].dropna().unique()
         if len(ckpts) <= 1:
             keep.append(g)
