@@ -58,10 +58,11 @@ def times_batch(sub: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def notes(df: pd.DataFrame) -> dict[str, str]:
-    """What a legend entry adds to a model's name: its depth and batch size, where they differ."""
+def notes(df: pd.DataFrame, batch: bool = True) -> dict[str, str]:
+    """What a legend entry adds to a model's name: its depth and (``batch``) batch size, where they
+    differ."""
     d, b = model_depths(df), batch_sizes(df)
-    show_d, show_b = len(set(d.values())) > 1, len(set(b.values())) > 1
+    show_d, show_b = len(set(d.values())) > 1, batch and len(set(b.values())) > 1
     out = {}
     for m in pd.unique(df["model"].dropna()):
         parts = ([f"D = {d[m]}"] if show_d and m in d else []) + ([f"B = {b[m]}"] if show_b and m in b else [])

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from dardiag.errors import DardiagError
 from dardiag.plots import _data, depth
 from dardiag.plots.cka import cka_matrix, plot_cka_matrix
-from dardiag.plots.depth import BATCH_SCALED
+from dardiag.plots.depth import BATCH_SCALED, depth_locator
 from dardiag.plots.heatmap import (
     auto_norm,
     flat_colorbar,
@@ -164,7 +164,7 @@ def fig_heatmaps(df: pd.DataFrame, metric: str, *, site: str | None = None, mode
     others = [m for m in models if m != baseline] if len(models) > 1 else []
     norm = auto_norm(np.concatenate([g.to_numpy().ravel() for g in grids.values()]), metric,
                      np.concatenate([e.to_numpy().ravel() for e in errors.values()]))
-    notes = depth.notes(sub[sub["model"].isin(models)])
+    notes = depth.notes(sub[sub["model"].isin(models)], batch=metric in BATCH_SCALED)
     label = ("B x " if scaled else "") + metric_label(metric)
     ratios = {}
     for m in others:
@@ -214,7 +214,7 @@ def fig_cka(df: pd.DataFrame, noise_levels: Sequence[float] | None = None,
     depth where the depths differ."""
     sub = _data.latest_checkpoint(_data.metric_rows(df, "cka"))
     models = _order(sub, models)
-    notes = depth.notes(sub)
+    notes = depth.notes(sub, batch=False)
     avail = _data.levels_of(sub)
     if not avail:
         levels: list[float | None] = [None]
@@ -423,7 +423,7 @@ def fig_channel_spectrum(
     shallow, a middle and the last block of each model (``blocks`` overrides) and one noise level
     (default the middle one); titles say each model's depth where the depths differ."""
     rows = _data.metric_rows(df, SPECTRUM_METRIC)
-    notes = depth.notes(_data.latest_checkpoint(rows))
+    notes = depth.notes(_data.latest_checkpoint(rows), batch=False)
     order, models, reasons = _order(rows, models), [], []
     for m in order:
         try:
@@ -497,7 +497,7 @@ def grid_by_block(
             label = "block k" if depth[metric] == "block" else "sublayer l"  # short: one per panel
             for ax in ax_row:  # the bottom row, and any row indexed unlike it, say what x is
                 ax.set_xlabel(label if last or depth[metric] != depth[present[-1]] else "")
-                ax.xaxis.set_major_locator(depth.depth_locator())
+                ax.xaxis.set_major_locator(depth_locator())
         g.figure.set_layout_engine(LegibleLayout())  # room for the legend, the colour bars and the footer
         g.figure.legend(handles=line_legend_handles(colors, models, band=any(bands)), loc="outside right upper")
         for m in models if len(levels) > 1 else []:  # each model's noise-level colour map

@@ -248,7 +248,11 @@ def ratio_colorbar(ax: Axes | list, mesh: QuadMesh, label: str, values=None):
     """A colour bar for ratio maps (beside ``ax``: one Axes or several); on a log scale its ticks are
     round (0.5, 1, 2, ... or 0.8, 1, 1.25); ratios that are all 1 say so (``values``: the ratios)."""
     fig = ax[0].figure if isinstance(ax, list) else ax.figure
-    cb = fig.colorbar(mesh, ax=ax, label=label)
+    norm = mesh.norm
+    bounds = None
+    if isinstance(norm, RatioNorm):  # the bar spans [vmin, vmax] only, evenly in the norm's own spacing
+        bounds = np.geomspace(norm.vmin, norm.vmax, 257) if norm.log else np.linspace(norm.vmin, norm.vmax, 257)
+    cb = fig.colorbar(mesh, ax=ax, label=label, boundaries=bounds)
     round_log_colorbar(cb, ratio=True)
     if values is not None:
         flat_colorbar(cb, values, label)

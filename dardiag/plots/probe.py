@@ -72,7 +72,7 @@ def plot_probe_r2(df: pd.DataFrame, *, ax: Axes | None = None, site: str = "z", 
     have = [str(m) for m in pd.unique(sub["model"])]
     models = [m for m in models if m in have] if models is not None else have
     sub = sub[sub["model"].isin(models)]
-    notes = depth.notes(sub)
+    notes = depth.notes(sub, batch=False)  # the probe has no gradient: B does not matter
     rel = depth.depths_differ(sub) if relative is None else relative
     if rel:
         sub = depth.to_relative(sub, x, depth.model_depths(sub))
@@ -118,7 +118,7 @@ def plot_probe_r2(df: pd.DataFrame, *, ax: Axes | None = None, site: str = "z", 
         ax.xaxis.set_major_locator(depth.depth_locator())
     ax.set_ylabel(metric_label("probe_r2") + "\non held-out pairs")
     if legend:
-        ax.legend(handles=handles, loc="lower right")
+        ax.legend(handles=handles, loc="best")
     return ax
 
 
