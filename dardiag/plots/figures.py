@@ -470,7 +470,7 @@ def grid_by_block(
     colors = model_colors(df["model"].dropna().unique())
     rows = _data.latest_checkpoint(df[df["metric"].isin(present)])
     levels = _levels_drawn(rows, noise_levels)
-    models = sorted(rows["model"].unique().tolist())
+    models = _order(rows)
     depth = {m: _data.depth_column(rows[rows["metric"] == m]) for m in present}
     bands = []
 
@@ -500,9 +500,9 @@ def grid_by_block(
                 ax.xaxis.set_major_locator(depth_locator())
         g.figure.set_layout_engine(LegibleLayout())  # room for the legend, the colour bars and the footer
         g.figure.legend(handles=line_legend_handles(colors, models, band=any(bands)), loc="outside right upper")
-        for m in models if len(levels) > 1 else []:  # each model's noise-level colour map
-            level_colorbar(g.figure, colors[m], levels, ax=list(g.axes.ravel()), title=m, orientation="vertical",
-                           label=None)
+        for m in reversed(models) if len(levels) > 1 else []:  # each model's noise-level colour map
+            level_colorbar(g.figure, colors[m], levels, ax=list(g.axes.ravel()), orientation="vertical",
+                           label=f"noise level: {m}")
         _finish(g.figure, rows)
     return g
 

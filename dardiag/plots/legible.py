@@ -124,7 +124,9 @@ class LegibleLayout(ConstrainedLayoutEngine):
 
     def execute(self, fig):
         out = super().execute(fig)
-        if thin_tick_labels(fig, fig._get_renderer()):
+        for _ in range(3):  # a new layout can shrink other panels: check again (labels only ever thin)
+            if not thin_tick_labels(fig, fig._get_renderer()):
+                break
             out = super().execute(fig)
         return out
 

@@ -225,7 +225,7 @@ def plot_metric_by_block(
     if legend:
         ax.legend(handles=line_legend_handles(colors, drawn_models, band=band, notes=notes), loc="best")
         if len(drawn_levels) > 1:
-            for m in drawn_models:
-                level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, title=m, orientation="vertical",
-                               label=None)
+            for m in reversed(drawn_models):  # the last made sits nearest the Axes: the first model's
+                level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, orientation="vertical",
+                               label=f"noise level: {m}")
     return ax

@@ -76,6 +76,7 @@ def plot_metric_vs_step(
         ax.set_title(", ".join(where))
     if legend:
         ax.legend(handles=line_legend_handles(colors, drawn_models, drawn_levels, band=band), loc="best")
-        for m in drawn_models if len(drawn_levels) > 1 else []:  # each model's noise-level colour map
-            level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, title=m, orientation="vertical", label=None)
+        for m in reversed(drawn_models) if len(drawn_levels) > 1 else []:  # each model's noise-level colour map
+            level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, orientation="vertical",
+                           label=f"noise level: {m}")
     return ax
