@@ -120,7 +120,7 @@ def differences(facts: dict[str, ModelFacts], baseline: str, *, nearest: bool = 
                 far = max((abs(x - y) for x, y in pairs), default=0.0)
                 say("grid", f"different noise grids ({levels_text(m.levels)} vs {levels_text(base.levels)}): "
                     f"{len(pairs)} levels paired with the nearest one (at most {far:.3g} apart)")
-            else:
+            elif pairs:  # none shared: compare_runs says the pair is not compared
                 say("grid", f"different noise grids ({levels_text(m.levels)} vs {levels_text(base.levels)}): "
                     f"compared at the {len(pairs)} shared level(s) only (--nearest pairs the nearest levels)")
         if m.family != base.family:

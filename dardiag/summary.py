@@ -284,7 +284,8 @@ def compare_runs(runs, *, baseline: str | None = None, models: Sequence[str] | N
     value[_baseline], ratio = value / value_baseline, z, significant), and the first of them flat as
     ``largest_noise_level, largest_block, largest_ratio, largest_z``. ``df.attrs``: ``warnings`` (how
     the models were measured unlike the baseline), ``notices`` (:mod:`dardiag.sanity`), ``baseline``,
-    ``models``. Raises :class:`DardiagError` when a model shares no noise level with the baseline.
+    ``models``. A model that shares no noise level with the baseline is not compared (a warning says
+    so); :class:`DardiagError` when no model shares one.
     """
     if isinstance(runs, pd.DataFrame):
         df = runs
@@ -301,15 +302,16 @@ def compare_runs(runs, *, baseline: str | None = None, models: Sequence[str] | N
     d = latest_checkpoint(df[df["model"].isin(order)])
     facts = model_facts(d)
     diffs = differences(facts, baseline, nearest=nearest)
-    out = []
+    out, unmatched = [], []
     for m in order:
         if m == baseline:
             continue
         fm, fb = facts[m], facts[baseline]
         levels = dict(match_levels(fm.levels, fb.levels, nearest))
         if not levels:
-            raise DardiagError(f"{m} and {baseline} share no noise level ({levels_text(fm.levels)} vs "
-                               f"{levels_text(fb.levels)}); pass --nearest (nearest=True) to pair the nearest levels")
+            unmatched.append(f"{m} vs {baseline}: no noise level in common ({levels_text(fm.levels)} vs "
+                             f"{levels_text(fb.levels)}): not compared; --nearest (nearest=True) pairs the nearest levels")
+            continue
         blocks = None
         if fm.depth is not None and fb.depth is not None:
             blocks = dict(match_depth(fm.depth, fb.depth))
@@ -320,9 +322,11 @@ def compare_runs(runs, *, baseline: str | None = None, models: Sequence[str] | N
             row = _compare_pair(d, m, baseline, metric, levels, blocks, scale, top)
             if row is not None:
                 out.append(row)
+    if len(unmatched) == len(order) - 1:  # nothing at all to compare: refuse
+        raise DardiagError(unmatched[0] if len(unmatched) == 1 else "; ".join(unmatched))
     res = pd.DataFrame(out, columns=["model", "baseline", "metric", "cells", "cells_with_se", "beyond", "median_abs_z",
                                      "scaled_by_batch", "largest", "largest_noise_level", "largest_block",
                                      "largest_ratio", "largest_z"])
-    res.attrs.update(warnings=[x.message for x in diffs], notices=[n.message for n in sanity_notices(d)],
+    res.attrs.update(warnings=[x.message for x in diffs] + unmatched, notices=[n.message for n in sanity_notices(d)],
                      baseline=baseline, models=order)
     return res

@@ -36,8 +36,12 @@ def plot_cmd(
 ):
     """Render every figure the run's metrics allow (others are skipped with a note)."""
     from dardiag.cli.figures import write_figures
+    from dardiag.cli.report import console
+    from dardiag.cli.tables import print_first_lines
+    from dardiag.sanity import NOTICES_ATTR
 
     df = _read(run)
+    print_first_lines(console, notices=df.attrs.get(NOTICES_ATTR, ()))  # what says the model is broken
     if out is None:  # the run's own figure folder, as profile writes it: re-rendering it loses nothing
         out, force = run / "_figures", True
     _check_out(out, force)
@@ -100,13 +104,21 @@ def compare_cmd(
     if out is not None:
         _check_out(out, force)
     order = [m for m in (model or pd.unique(df["model"])) if m in set(df["model"])]
-    if len(order) > 1:
-        res = compare_runs(df, baseline=baseline, models=order, nearest=nearest)
-        order, baseline = res.attrs["models"], res.attrs["baseline"]
-    else:  # the filters left one model: its figures, nothing to compare
+    if baseline is not None and baseline not in order:
+        raise DardiagError(f"no model named {baseline!r} to use as the baseline; models: {', '.join(order)}")
+    why = f"one model after the filters ({order[0]}): nothing to compare" if len(order) < 2 else None
+    if why is None:
+        try:
+            res = compare_runs(df, baseline=baseline, models=order, nearest=nearest)
+        except DardiagError as e:
+            if out is None:  # the table was all that was asked for
+                raise
+            why = f"{e}; figures only"  # each model's figures still show its own levels
+    if why is not None:
         res = pd.DataFrame(columns=["model", "baseline", "metric"])
-        res.attrs.update(warnings=[f"one model after the filters ({order[0]}): nothing to compare"],
-                         notices=[n.message for n in sanity_notices(df)], baseline=order[0], models=order)
+        res.attrs.update(warnings=[why], notices=[n.message for n in sanity_notices(df)],
+                         baseline=baseline or order[0], models=order)
+    order, baseline = res.attrs["models"], res.attrs["baseline"]
     if json_out:
         print(comparison_json(res))
     else:

@@ -225,8 +225,7 @@ def print_comparison_table(console: Console, res: pd.DataFrame, *, first_lines: 
     """The rows of :func:`dardiag.summary.compare_runs`: one table per model against the baseline."""
     if first_lines:
         print_first_lines(console, res.attrs.get("warnings", ()), res.attrs.get("notices", ()))
-    if res.empty:
-        console.print("no metric to compare: the models share no cells")
+    if res.empty:  # the first lines said why
         return
     for model, g in res.groupby("model", sort=False):
         rows = []
