@@ -18,6 +18,7 @@ from dardiag.engine.inputs import GENERATED
 from dardiag.engine.progress import Progress, as_progress
 from dardiag.engine.sweep import profile as profile_subjects
 from dardiag.errors import DardiagError
+from dardiag.sanity import attach_notices
 
 
 def _as_list(models) -> list:
@@ -79,6 +80,7 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
         inputs = open_inputs(inputs, conditioning=conditioning)
     elif isinstance(inputs, (str, Path)) and str(inputs) != GENERATED:
         inputs = open_inputs(inputs)
-    return profile_subjects(subjects, out=out, inputs=inputs, config=config, names=names, force=force,
-                            resume=resume, progress=watch if progress is not None else None, report=report,
-                            opened=load.compared())
+    df = profile_subjects(subjects, out=out, inputs=inputs, config=config, names=names, force=force,
+                          resume=resume, progress=watch if progress is not None else None, report=report,
+                          opened=load.compared())
+    return attach_notices(df)  # df.attrs["dardiag_notices"], in memory too (read_profile attaches them)

@@ -19,37 +19,19 @@ How the errors combine (documented choices, all from the per-cell ``stderr``):
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
+from dardiag.comparability import levels_text, differences, match_depth, match_levels, merge_runs, model_facts
+from dardiag.errors import DardiagError
+from dardiag.rows import latest_checkpoint
+from dardiag.runs import read_profile
+from dardiag.sanity import sanity_notices
+from dardiag.rows import stderr_of as _stderr
+
 SIGNIFICANT = 2.0  # differences beyond this many combined standard errors are marked
-
-
-def latest_checkpoint(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model, keep only the rows of its latest checkpoint (largest ``step``).
-
-    Per-checkpoint figures must not average over a series of checkpoints; the series itself is
-    what :func:`dardiag.plots.training.plot_metric_vs_step` shows.
-    """
-    if "checkpoint" not in df.columns or df.empty:
-        return df
-    keep = []
-    for _, g in df.groupby("model", sort=True):
-        ckpts = g["checkpoint"].dropna().unique()
-        if len(ckpts) <= 1:
-            keep.append(g)
-            continue
-        if "step" in g.columns and g["step"].notna().any():
-            last = g.loc[g["step"].astype("Float64").idxmax(), "checkpoint"]
-        else:
-            last = sorted(ckpts)[-1]
-        keep.append(g[g["checkpoint"] == last])
-    return pd.concat(keep) if keep else df
-
-
-def _stderr(d: pd.DataFrame) -> pd.Series:
-    """The rows' ``stderr`` as floats (NaN for tables written before the column existed)."""
-    return (d["stderr"] if "stderr" in d.columns else pd.Series(np.nan, index=d.index)).astype(float)
 
 
 def _ratio_se(ratio, num, num_se, den, den_se):
@@ -181,3 +163,172 @@ def compare_models(df: pd.DataFrame, metric: str, a: str | None = None, b: str |
     m.insert(0, "model_a", a)
     m.insert(0, "metric", metric)
     return m.reset_index(drop=True)
+
+
+# ============================================================================ compare_runs
+
+COMPARED_METRICS = ("act_rms", "grad_rms", "cos_prev", "cka", "loss")
+GRADIENT_METRICS = ("grad_rms", "loss")  # objectives of the family: not compared across families
+TOP_CELLS = 3  # the largest differences listed per metric
+
+
+def _state_rows(d: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric``'s rows at the block states (adjacent blocks for cka), latest checkpoint."""
+    r = d[d["metric"] == metric]
+    if "site" in r.columns:
+        r = r[r["site"].isna() | (r["site"] == "z")]
+    if metric == "cka":
+        r = r[r["other_block"].astype(float) == r["block"].astype(float) - 1]
+    return r[r["noise_level"].notna()]
+
+
+def _side(rows: pd.DataFrame, levels: dict[float, float], blocks: dict[int, int] | None, scale: bool) -> pd.DataFrame:
+    """One model's cells keyed by the baseline's (level, block); ``scale``: B x value."""
+    r = rows.assign(value=rows["value"].astype(float), stderr=_stderr(rows))
+    if scale:  # grad_rms scales with 1/B: B x grad_rms is independent of B
+        b = r["batch_size"].astype(float)
+        r = r.assign(value=r["value"] * b, stderr=r["stderr"] * b)
+    lv = r["noise_level"].astype(float).map(lambda v: next((y for x, y in levels.items() if abs(x - v) <= 1e-9), np.nan))
+    out = pd.DataFrame({"noise_level": r["noise_level"].astype(float).to_numpy(), "key_level": lv.to_numpy(),
+                        "value": r["value"].to_numpy(), "stderr": r["stderr"].to_numpy()})
+    if blocks is not None:
+        k = r["block"].astype(int).to_numpy()
+        out["block"] = k
+        out["key_block"] = [blocks.get(int(x), -1) for x in k]
+        out = out[out["key_block"] >= 0]
+    return out[out["key_level"].notna()]
+
+
+def _largest(m: pd.DataFrame, top: int) -> list[dict]:
+    """The ``top`` cells of largest |z| (|log ratio| where no error is known)."""
+    rank = m["z"].abs().where(np.isfinite(m["z"]), np.nan)
+    if not rank.notna().any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rank = np.log(m["ratio"].abs()).abs()
+    order = rank.fillna(-1).sort_values(ascending=False).index[:top]
+    cells = []
+    for i in order:
+        c = m.loc[i]
+        cell = {"noise_level": float(c["noise_level"]), "noise_level_baseline": float(c["key_level"]),
+                "value": float(c["value"]), "value_baseline": float(c["value_base"]),
+                "ratio": float(c["ratio"]), "z": float(c["z"]), "significant": bool(c["significant"])}
+        if "block" in m.columns:
+            cell.update(block=int(c["block"]), block_baseline=int(c["key_block"]))
+        cells.append(cell)
+    return cells
+
+
+def _compare_pair(d: pd.DataFrame, model: str, baseline: str, metric: str, levels: dict[float, float],
+                  blocks: dict[int, int] | None, scale: bool, top: int) -> dict | None:
+    rows = _state_rows(d, metric)
+    a, b = rows[rows["model"] == model], rows[rows["model"] == baseline]
+    if a.empty or b.empty:
+        return None
+    per_block = metric != "loss"
+    ident = {int(x): int(x) for x in b["block"].dropna()} if per_block else None
+    sa = _side(a, levels, blocks if per_block else None, scale)
+    sb = _side(b, {y: y for y in levels.values()}, ident, scale)
+    keys = ["key_level"] + (["key_block"] if per_block else [])
+    m = sa.merge(sb.rename(columns={"value": "value_base", "stderr": "stderr_base"})[keys + ["value_base", "stderr_base"]],
+                 on=keys, how="inner")
+    if m.empty:
+        return None
+    m["diff"] = m["value"] - m["value_base"]
+    m["diff_se"] = np.sqrt(m["stderr"] ** 2 + m["stderr_base"] ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m["ratio"] = np.where(m["value_base"] != 0, m["value"] / m["value_base"], np.nan)
+        m["z"] = np.where(m["diff_se"] > 0, m["diff"] / m["diff_se"], np.nan)
+    m["significant"] = (m["diff"].abs() > SIGNIFICANT * m["diff_se"]).fillna(False)
+    known = np.isfinite(m["z"])
+    cells = _largest(m, top)
+    row = {"model": model, "baseline": baseline, "metric": metric, "cells": int(len(m)),
+           "cells_with_se": int(known.sum()), "beyond": int(m.loc[known, "significant"].sum()),
+           "median_abs_z": float(m.loc[known, "z"].abs().median()) if known.any() else np.nan,
+           "scaled_by_batch": bool(scale), "largest": cells}
+    first = cells[0] if cells else {}
+    for k in ("noise_level", "block", "ratio", "z"):
+        row[f"largest_{k}"] = first.get(k, np.nan)
+    return row
+
+
+def _order(df: pd.DataFrame, models: Sequence[str] | None) -> list[str]:
+    have = [str(m) for m in pd.unique(df["model"].dropna())]
+    if models is None:
+        return have
+    unknown = [m for m in models if m not in have]
+    if unknown:
+        raise DardiagError(f"no model named {', '.join(unknown)}; the runs hold: {', '.join(have)}")
+    return list(dict.fromkeys(models))
+
+
+def default_baseline(df: pd.DataFrame, models: Sequence[str]) -> str:
+    """The baseline when none is named: the one residual model among others, else the first model."""
+    routing = df.groupby("model")["routing"].first() if "routing" in df.columns else pd.Series(dtype=object)
+    residual = [m for m in models if routing.get(m) == "residual"]
+    return residual[0] if len(residual) == 1 and len(models) > 1 else models[0]
+
+
+def compare_runs(runs, *, baseline: str | None = None, models: Sequence[str] | None = None,
+                 metrics: Sequence[str] = COMPARED_METRICS, nearest: bool = False, top: int = TOP_CELLS) -> pd.DataFrame:
+    """Every model against ``baseline``, per metric: in how many (noise level, block) cells the two
+    differ beyond 2 combined standard errors, the median |z| and the ``top`` largest differences
+    (by |z|) with their levels and blocks; what ``dardiag compare`` and ``dardiag demo`` print.
+
+    ``runs``: one table (e.g. a run, or :func:`dardiag.comparability.merge_runs` of several), or a
+    sequence of run directories / tables (merged in that order). ``models``: which and in what order
+    (default: the table's order); ``baseline`` default: the one residual model, else the first.
+    Only the noise levels both models have are compared (``nearest``: mutual nearest levels), models
+    of different depth at equal relative depth, batch sizes apart as B x grad_rms, families apart
+    without loss and grad_rms (:mod:`dardiag.comparability`). Adjacent CKA: CKA(z_{k-1}, z_k).
+
+    One row per (model, metric): ``model, baseline, metric, cells, cells_with_se, beyond,
+    median_abs_z, scaled_by_batch, largest`` (a list of dicts: noise_level[_baseline], block[_baseline],
+    value[_baseline], ratio = value / value_baseline, z, significant), and the first of them flat as
+    ``largest_noise_level, largest_block, largest_ratio, largest_z``. ``df.attrs``: ``warnings`` (how
+    the models were measured unlike the baseline), ``notices`` (:mod:`dardiag.sanity`), ``baseline``,
+    ``models``. A model that shares no noise level with the baseline is not compared (a warning says
+    so); :class:`DardiagError` when no model shares one.
+    """
+    if isinstance(runs, pd.DataFrame):
+        df = runs
+    else:
+        frames = [r if isinstance(r, pd.DataFrame) else read_profile(r) for r in runs]
+        df = merge_runs(frames, [str(r) if not isinstance(r, pd.DataFrame) else None for r in runs]
+                        if all(not isinstance(r, pd.DataFrame) for r in runs) else None)
+    order = _order(df, models)
+    if len(order) < 2:
+        raise DardiagError(f"compare needs at least two models; the table holds {', '.join(order) or 'none'}")
+    baseline = default_baseline(df, order) if baseline is None else baseline
+    if baseline not in order:
+        raise DardiagError(f"no model named {baseline!r} to use as the baseline; models: {', '.join(order)}")
+    d = latest_checkpoint(df[df["model"].isin(order)])
+    facts = model_facts(d)
+    diffs = differences(facts, baseline, nearest=nearest)
+    out, unmatched = [], []
+    for m in order:
+        if m == baseline:
+            continue
+        fm, fb = facts[m], facts[baseline]
+        levels = dict(match_levels(fm.levels, fb.levels, nearest))
+        if not levels:
+            unmatched.append(f"{m} vs {baseline}: no noise level in common ({levels_text(fm.levels)} vs "
+                             f"{levels_text(fb.levels)}): not compared; --nearest (nearest=True) pairs the nearest levels")
+            continue
+        blocks = None
+        if fm.depth is not None and fb.depth is not None:
+            blocks = dict(match_depth(fm.depth, fb.depth))
+        for metric in metrics:
+            if metric in GRADIENT_METRICS and fm.family != fb.family:
+                continue
+            scale = metric == "grad_rms" and fm.batch_sizes != fb.batch_sizes
+            row = _compare_pair(d, m, baseline, metric, levels, blocks, scale, top)
+            if row is not None:
+                out.append(row)
+    if len(unmatched) == len(order) - 1:  # nothing at all to compare: refuse
+        raise DardiagError(unmatched[0] if len(unmatched) == 1 else "; ".join(unmatched))
+    res = pd.DataFrame(out, columns=["model", "baseline", "metric", "cells", "cells_with_se", "beyond", "median_abs_z",
+                                     "scaled_by_batch", "largest", "largest_noise_level", "largest_block",
+                                     "largest_ratio", "largest_z"])
+    res.attrs.update(warnings=[x.message for x in diffs] + unmatched, notices=[n.message for n in sanity_notices(d)],
+                     baseline=baseline, models=order)
+    return res

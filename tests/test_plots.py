@@ -35,6 +35,7 @@ from dardiag.plots import (  # noqa: E402
     render_all,
     save,
 )
+from dardiag.plots.heatmap import RatioNorm  # noqa: E402
 from dardiag.plots.theme import OKABE_ITO  # noqa: E402
 
 DEPTH = 4  # D: blocks 0..D, sublayers 1..2D+1, sources 0..2D
@@ -200,16 +201,21 @@ def test_ratio_heatmap_is_diverging_and_centred_at_one(df, ax):
     mesh = mesh_of(ax)
     assert mesh.get_array().size == (DEPTH + 1) * len(LEVELS)
     norm = mesh.norm
-    assert isinstance(norm, LogNorm)
-    assert np.isclose(norm.vmin * norm.vmax, 1.0)  # symmetric about 1 in log space
-    np.testing.assert_allclose(mesh.get_array().reshape(len(LEVELS), DEPTH + 1)[0], [3.0**-k for k in range(DEPTH + 1)])
+    assert isinstance(norm, RatioNorm) and norm.log
+    ratios = mesh.get_array().reshape(len(LEVELS), DEPTH + 1)
+    np.testing.assert_allclose(ratios[0], [3.0**-k for k in range(DEPTH + 1)])
+    # centred on 1 (the colour map's middle), fitted to the ratios drawn: 3^-4 .. 1, not 3^-4 .. 3^4
+    assert np.isclose(float(norm(1.0)), 0.5) and np.isclose(norm.vmin, ratios.min()) and norm.vmax == 1.0
+    assert np.isclose(float(norm(3.0**-4)), 0.0) and np.isclose(float(norm(3.0**4)), 1.0)  # r and 1/r: one intensity
 
 
 def test_ratio_heatmap_signed_values_use_two_slope(ax):
     d = make_profile()
     d.loc[d["metric"] == "cos_prev", "value"] *= np.where(d.loc[d["metric"] == "cos_prev", "model"] == "DiT-S DAR", -1, 1)
     plot_ratio_heatmap(d, "cos_prev", numerator="DiT-S DAR", denominator="DiT-S residual", ax=ax)
-    assert isinstance(mesh_of(ax).norm, TwoSlopeNorm)
+    norm = mesh_of(ax).norm
+    assert isinstance(norm, RatioNorm) and not norm.log  # linear about 1: the ratios are negative
+    assert np.isclose(float(norm(1.0)), 0.5) and norm.vmax == 1.0 and norm.vmin < 0
 
 
 def test_cka_matrix_symmetric_full(df, ax):
@@ -300,8 +306,10 @@ def test_figure_builders_return_figures(df):
     assert figs["heatmaps"].axes[2].get_title() == "DiT-S DAR / DiT-S residual"
     assert len(figs["cka"].axes) == 2 * 2 + 1  # models x levels + one colorbar
     titles = {a.get_title() for a in figs["routing"].axes}
-    for model in MODELS:  # a shallow (about a quarter deep) and the deepest sublayer per model
-        assert {f"{model}, sublayer l = 3", f"{model}, sublayer l = 9"} <= titles
+    for model in MODELS:  # a shallow (about a quarter deep) and the last sublayer l = 2D per model
+        assert {f"{model}, sublayer l = 3 of 8", f"{model}, sublayer l = 8 of 8"} <= titles
+    assert "DiT-S DAR, final aggregator (l = 9)" in titles  # its own row, labelled so
+    assert "DiT-S residual, final aggregator (l = 9)" not in titles
     assert len([a for a in figs["training"].axes if a.lines]) == 3
 
 

@@ -64,14 +64,34 @@ def test_level_labels_fewest_digits_that_keep_levels_apart():
     assert level_labels([0.001, 0.002]) == ["0.001", "0.002"]
 
 
-def test_legend_and_ticks_show_rounded_levels(ax):
+def level_bars(fig):
+    """The noise-level colour bars of a figure: {model: (major tick labels, minor tick locations)}."""
+    out = {}
+    for a in fig.axes:
+        label = a.get_ylabel() or a.get_title(loc="left")
+        if a.get_label() == "<colorbar>" and label:
+            model = label.removeprefix("noise level: ")
+            out[model] = ([t.get_text() for t in a.get_yticklabels()], list(a.yaxis.get_minorticklocs()))
+    return out
+
+
+def test_legend_names_models_and_a_colour_bar_per_model_keys_the_levels(ax):
     d = grid_table()
     plot_metric_by_block(d, "act_rms", ax=ax, noise_levels=SEVENTHS[::2])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert [x for x in labels if x.startswith("noise")] == ["noise 0", "noise 0.29", "noise 0.57", "noise 0.86"]
-    for text in labels:  # nothing like 0.285714
-        for token in text.split():
-            assert len(token.split(".")[-1]) <= 2 if token[0].isdigit() else True
+    assert labels == ["A", "B"]  # no grey level entries: each model's colour map has its colour bar
+    bars = level_bars(ax.figure)
+    assert set(bars) == {"A", "B"}
+    for ticks, marks in bars.values():
+        assert ticks == ["0", "0.5", "1"]
+        # a mark at every level drawn (matplotlib drops a minor tick where a major one is: 0 and 1)
+        np.testing.assert_allclose(sorted(marks), [v for v in SEVENTHS[::2] if v not in (0, 1)])
+    # the lines take the colour map at their level: darker = noisier
+    from dardiag.plots.theme import level_cmap, model_colors
+
+    cmap = level_cmap(model_colors(["A", "B"])["A"])
+    got = {tuple(np.round(l.get_color(), 6)) for l in ax.lines}
+    assert tuple(np.round(cmap(SEVENTHS[6]), 6)) in got
 
 
 def test_heatmap_level_ticks_and_cka_title_rounded(ax):
@@ -88,10 +108,15 @@ def test_heatmap_level_ticks_and_cka_title_rounded(ax):
         plt.close(fig)
 
 
-def test_fig_symptoms_legend_rounded():
+def test_fig_symptoms_keys_levels_with_colour_bars():
     fig = fig_symptoms(grid_table())
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "noise 0.29" in labels and not any("0.2857" in x for x in labels)
+    assert labels == ["A", "B"]
+    bars = level_bars(fig)
+    assert set(bars) == {"A", "B"}
+    drawn = [SEVENTHS[i] for i in (0, 2, 4, 5, 7)]  # 5 of the 8 levels spread evenly, each marked
+    for _, marks in bars.values():
+        np.testing.assert_allclose(sorted(marks), drawn[1:-1])  # (0 and 1 carry the major ticks)
 
 
 # ============================================================================ round ticks
@@ -112,12 +137,14 @@ def test_ratio_ticks_are_round_and_around_one(m):
 
 
 def test_ratio_colorbar_has_round_ticks(ax):
-    d = grid_table(levels=(0.2, 0.8), grow=2.0)  # B / A = 2^k, k = 0..3: up to 8
+    d = grid_table(levels=(0.2, 0.8), grow=2.0)  # A / B = 2^-k, k = 0..3: down to 1/8
     plot_ratio_heatmap(d, "act_rms", numerator="A", denominator="B", ax=ax)
     cb_ax = ax.figure.axes[-1]
-    ticks = [t for t in cb_ax.get_yticks() if cb_ax.get_ylim()[0] <= t <= cb_ax.get_ylim()[1]]
-    assert np.allclose(ticks, [0.25, 0.5, 1, 2, 4])
-    assert [t.get_text() for t in cb_ax.get_yticklabels()] == ["0.25", "0.5", "1", "2", "4"]
+    lo, hi = cb_ax.get_ylim()
+    assert np.isclose(lo, 1 / 8) and np.isclose(hi, 1)  # fitted to the ratios, not 1/8 .. 8
+    ticks = [t for t in cb_ax.get_yticks() if lo <= t <= hi]
+    assert np.allclose(ticks, [0.25, 0.5, 1])
+    assert [t.get_text() for t in cb_ax.get_yticklabels()] == ["0.25", "0.5", "1"]
     assert not cb_ax.yaxis.get_minorticklocs().size  # no 2x10^-1-style minor labels
 
 
@@ -125,7 +152,7 @@ def test_narrow_ratio_gets_finer_round_ticks(ax):
     d = grid_table(levels=(0.2, 0.8), grow=1.08)  # ratios 1 .. 1.26
     plot_ratio_heatmap(d, "act_rms", numerator="B", denominator="A", ax=ax)
     labels = [t.get_text() for t in ax.figure.axes[-1].get_yticklabels()]
-    assert labels == ["0.8", "1", "1.25"]
+    assert labels == ["1", "1.1", "1.25"]  # fitted to the ratios: nothing below 1 is drawn
 
 
 def test_log_colorbar_ticks_round():

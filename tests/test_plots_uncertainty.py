@@ -180,7 +180,7 @@ def ratio_table(with_stderr: bool = True, all_nan: bool = False) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-MARKED = {(0.0, 0.25), (2.0, 0.25), (1.0, 0.75)}
+MARKED = {(0.0, 0.0), (2.0, 0.0), (1.0, 1.0)}  # (block, row): level 0.25 is row 0, level 0.75 row 1
 
 
 def marks(ax) -> set[tuple[float, float]]:

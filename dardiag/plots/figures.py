@@ -17,28 +17,43 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.colors import Normalize
-from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure
 
 from dardiag.errors import DardiagError
-from dardiag.plots import _data
+from dardiag.plots import _data, depth
 from dardiag.plots.ablation import ABLATION_METRICS, fig_ablation
 from dardiag.plots.cache_map import CACHE_MAP_METRICS, fig_cache_map
 from dardiag.plots.cka import cka_matrix, plot_cka_matrix
-from dardiag.plots.heatmap import auto_norm, heatmap_grid, plot_heatmap, plot_ratio_heatmap, round_log_colorbar
+from dardiag.plots.depth import BATCH_SCALED, depth_locator
+from dardiag.plots.heatmap import (
+    auto_norm,
+    flat_colorbar,
+    heatmap_grid,
+    plot_heatmap,
+    plot_ratio_heatmap,
+    ratio_colorbar,
+    ratio_grid,
+    ratio_grids,
+    ratio_norm,
+    round_log_colorbar,
+)
 from dardiag.plots.labels import (
     add_inputs_footer,
     is_log,
+    level_colorbar,
+    level_key,
     level_label,
     line_legend_handles,
     metric_label,
 )
+from dardiag.plots.legible import LegibleLayout
 from dardiag.plots.outliers import OUTLIER_METRICS, SPECTRUM_METRIC, plot_channel_spectrum, spectrum_rows
 from dardiag.plots.probe import plot_probe_r2
 from dardiag.plots.routing import ROUTING_METRICS, plot_routing_map, routing_metric
 from dardiag.plots.symptoms import BAND_GID, MAX_LEVELS, draw_lines, log_axis, plot_metric_by_block
 from dardiag.plots.theme import ONE_COLUMN, TWO_COLUMN, model_colors, new_figure, no_ligatures, paper_style, save
 from dardiag.plots.training import plot_metric_vs_step
+from dardiag.summary import default_baseline
 
 SYMPTOM_METRICS = ("act_rms", "grad_rms", "cos_prev")
 HEATMAP_METRICS = ("act_rms", "grad_rms", "cos_prev", "h_rms", "v_rms", "route_entropy") + OUTLIER_METRICS
@@ -55,12 +70,6 @@ def _note(ax, text: str) -> None:
 
 def _metrics(df: pd.DataFrame) -> set[str]:
     return set(df["metric"].dropna().unique()) if "metric" in df.columns else set()
-
-
-def _legend(
-    fig: Figure, models: Sequence[str], colors: dict[str, str], levels: Sequence[float], band: bool = False
-) -> None:
-    fig.legend(handles=line_legend_handles(colors, models, levels, band=band), loc="outside right upper")
 
 
 def _finish(fig: Figure, rows: pd.DataFrame) -> None:
@@ -80,38 +89,41 @@ def _levels_drawn(rows: pd.DataFrame, noise_levels: Sequence[float] | None) -> l
     return _data.spread(avail, MAX_LEVELS) if noise_levels is None else _data.nearest(avail, noise_levels)
 
 
-def _dar_over_residual(df: pd.DataFrame, models: Sequence[str]) -> tuple[str, str]:
-    """(numerator, denominator) for a two-model ratio: DAR / residual when the routing says so."""
-    a, b = models
-    if "routing" in df.columns:
-        routing = df.groupby("model")["routing"].first()
-        if routing.get(a) == "residual" and routing.get(b) != "residual":
-            return b, a
-        if routing.get(b) == "residual" and routing.get(a) != "residual":
-            return a, b
-    return b, a
+def _order(df: pd.DataFrame, models: Sequence[str] | None = None) -> list[str]:
+    """The models to draw, in order: ``models`` (those the rows have), else the table's order (first
+    appearance: a run's models as profiled, merged runs as given)."""
+    have = [str(m) for m in pd.unique(df["model"].dropna())]
+    return have if models is None else [m for m in models if m in set(have)]
 
 
 # ============================================================================ §7.1 symptoms
 
-
-def fig_symptoms(df: pd.DataFrame, noise_levels: Sequence[float] | None = None) -> Figure:
-    """act_rms and grad_rms (log y) and cos_prev over block index, one line per model and noise level."""
+def fig_symptoms(df: pd.DataFrame, noise_levels: Sequence[float] | None = None,
+                 models: Sequence[str] | None = None) -> Figure:
+    """act_rms and grad_rms (log y) and cos_prev over block index, one line per model and noise level
+    (each model its colour map, keyed by a colour bar per model); models of different depth over
+    relative depth k / D. ``models``: which, in the legend's order (default: the table's)."""
     _data.check_frame(df)
     present = [m for m in SYMPTOM_METRICS if m in _metrics(df)]
     if not present:
         raise ValueError(f"none of {list(SYMPTOM_METRICS)} in the table")
     colors = model_colors(df["model"].dropna().unique())
-    rows = df[df["metric"].isin(present)]
+    order = _order(df, models)
+    rows = df[df["metric"].isin(present) & df["model"].isin(order)]
+    latest = _data.latest_checkpoint(rows)
+    rel = depth.depths_differ(latest[latest["block"].notna()]) if _data.has(latest, "block") else False
     with paper_style():
-        fig = new_figure(TWO_COLUMN, 2.4)
-        axes = fig.subplots(1, len(SYMPTOM_METRICS))
+        fig = new_figure(TWO_COLUMN, 2.6)
+        axes = list(fig.subplots(1, len(SYMPTOM_METRICS)))
         for ax, metric in zip(axes, SYMPTOM_METRICS):
             if metric in present:
-                plot_metric_by_block(df, metric, ax=ax, noise_levels=noise_levels, legend=False)
+                have = set(rows.loc[rows["metric"] == metric, "model"])
+                plot_metric_by_block(df, metric, ax=ax, noise_levels=noise_levels, legend=False, relative=rel,
+                                     models=[m for m in order if m in have])
             else:
                 _note(ax, f"{metric} not recorded")
-        _legend(fig, sorted(rows["model"].unique()), colors, _levels_drawn(rows, noise_levels), _has_band(fig))
+        level_key(fig, axes, order, colors, _levels_drawn(rows, noise_levels), band=_has_band(fig),
+                  notes=depth.notes(latest))
         _finish(fig, rows)
     return fig
 
@@ -119,40 +131,77 @@ def fig_symptoms(df: pd.DataFrame, noise_levels: Sequence[float] | None = None) 
 # ============================================================================ §7.2 heatmaps
 
 
-def fig_heatmaps(df: pd.DataFrame, metric: str, *, site: str | None = None) -> Figure:
-    """Depth x noise-level maps of ``metric``, models side by side on ONE colour scale (log when the
-    values span more than a decade), plus the DAR / residual ratio when there are two models, whose
-    dots mark the cells where the models differ by more than 2 combined standard errors.
+def _row_height(n_levels: int) -> float:
+    """Inches per row of heatmap panels: every level's row tall enough for its 7 pt label."""
+    return max(2.3, 0.95 + 0.14 * n_levels)
 
-    Metrics recorded at several sites (the outlier metrics: z, h and v) are shown at site z unless
-    ``site`` says otherwise."""
+
+def fig_heatmaps(df: pd.DataFrame, metric: str, *, site: str | None = None, models: Sequence[str] | None = None,
+                 baseline: str | None = None) -> Figure:
+    """Depth x noise-level maps of ``metric``, models side by side on ONE colour scale (log when the
+    values span more than a decade), plus one ratio panel per model against ``baseline`` (default:
+    the one residual model, else the first), on one diverging scale centred on 1 and fitted to the
+    ratios; dots mark the cells where the two differ by more than 2 combined standard errors.
+
+    ``models``: which, in the panels' order (default: the table's). Two models: one row (values,
+    values, ratio); more: the values in one row and the ratios under them. Models of different
+    depth: each value panel its own blocks (the title says D), the ratios at equal relative depth.
+    Batch sizes that differ: B x grad_rms. Metrics recorded at several sites (the outlier metrics:
+    z, h and v) are shown at site z unless ``site`` says otherwise."""
     sub = _data.latest_checkpoint(_data.metric_rows(df, metric))
-    models = sorted(sub["model"].unique().tolist())
-    grids = {}
-    for m in models:
+    order = _order(sub, models)
+    scaled = metric in BATCH_SCALED and depth.batches_differ(sub[sub["model"].isin(order)])
+    shown = depth.times_batch(sub) if scaled else sub
+    grids, errors = {}, {}
+    for m in order:
         try:
-            grids[m] = heatmap_grid(sub, metric, m, site)
+            grids[m] = heatmap_grid(shown, metric, m, site)
+            errors[m] = heatmap_grid(shown, metric, m, site, values="stderr")
         except ValueError:
             continue  # e.g. this model has the metric only without a noise level
     if not grids:
         raise ValueError(f"{metric!r} has no rows with both a depth index and a noise level")
     models = list(grids)
-    norm = auto_norm(np.concatenate([g.to_numpy().ravel() for g in grids.values()]))
-    ratio = len(models) == 2
-    n = len(models) + ratio
+    baseline = baseline if baseline in grids else default_baseline(sub, models)
+    others = [m for m in models if m != baseline] if len(models) > 1 else []
+    norm = auto_norm(np.concatenate([g.to_numpy().ravel() for g in grids.values()]), metric,
+                     np.concatenate([e.to_numpy().ravel() for e in errors.values()]))
+    notes = depth.notes(sub[sub["model"].isin(models)], batch=metric in BATCH_SCALED)
+    label = ("B x " if scaled else "") + metric_label(metric)
+    ratios = {}
+    for m in others:
+        try:
+            ratios[m] = ratio_grid(*ratio_grids(sub, metric, m, baseline, site)[:2])
+        except ValueError:
+            continue
+    n, n_levels = len(models), max(len(g.index) for g in grids.values())
     with paper_style():
-        fig = new_figure(TWO_COLUMN if n > 1 else ONE_COLUMN, 2.3)
-        axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)[0])
-        for i, (ax, m) in enumerate(zip(axes, models)):
-            plot_heatmap(sub, metric, model=m, ax=ax, norm=norm, colorbar=False, site=site)
+        if n <= 2:
+            fig = new_figure(TWO_COLUMN if n > 1 else ONE_COLUMN, _row_height(n_levels))
+            axes = list(np.atleast_1d(fig.subplots(1, n + len(ratios), squeeze=False)[0]))
+            value_axes, ratio_axes = axes[:n], axes[n:]
+        else:
+            fig = new_figure(TWO_COLUMN, 2 * _row_height(n_levels))
+            grid = fig.add_gridspec(2, n)
+            value_axes = [fig.add_subplot(grid[0, i]) for i in range(n)]
+            ratio_axes = [fig.add_subplot(grid[1, i]) for i in range(len(ratios))]
+        for i, (ax, m) in enumerate(zip(value_axes, models)):
+            plot_heatmap(shown, metric, model=m, ax=ax, norm=norm, colorbar=False, site=site)
+            ax.set_title(f"{m} ({notes[m]})" if notes.get(m) else m)
             if i:
                 ax.set_ylabel("")
-        mesh = axes[0].collections[0]
-        round_log_colorbar(fig.colorbar(mesh, ax=list(axes[: len(models)]), label=metric_label(metric), shrink=0.95))
-        if ratio:
-            num, den = _dar_over_residual(sub, models)
-            plot_ratio_heatmap(sub, metric, numerator=num, denominator=den, ax=axes[-1], site=site)
-            axes[-1].set_ylabel("")
+        cb = fig.colorbar(value_axes[0].collections[0], ax=value_axes, label=label, shrink=0.95)
+        round_log_colorbar(cb)
+        flat_colorbar(cb, np.concatenate([g.to_numpy().ravel() for g in grids.values()]), label)
+        if ratios:
+            all_ratios = np.concatenate([r.to_numpy().ravel() for r in ratios.values()])
+            rnorm = ratio_norm(all_ratios)
+            for i, (ax, m) in enumerate(zip(ratio_axes, ratios)):
+                plot_ratio_heatmap(sub, metric, numerator=m, denominator=baseline, ax=ax, site=site, norm=rnorm,
+                                   colorbar=False)
+                if i or n <= 2:
+                    ax.set_ylabel("")
+            ratio_colorbar(ratio_axes, ratio_axes[0].collections[0], f"ratio of {metric}", all_ratios)
         _finish(fig, sub[sub["model"].isin(models)])
     return fig
 
@@ -160,11 +209,14 @@ def fig_heatmaps(df: pd.DataFrame, metric: str, *, site: str | None = None) -> F
 # ============================================================================ §7.3 CKA
 
 
-def fig_cka(df: pd.DataFrame, noise_levels: Sequence[float] | None = None) -> Figure:
-    """CKA matrices: one row per model, one column per noise level (default: 3 spread levels), one
-    shared colour scale."""
+def fig_cka(df: pd.DataFrame, noise_levels: Sequence[float] | None = None,
+            models: Sequence[str] | None = None) -> Figure:
+    """CKA matrices: one row per model (``models``: which, in order; default the table's), one column
+    per noise level (default: 3 spread levels), one shared colour scale; titles give each model's
+    depth where the depths differ."""
     sub = _data.latest_checkpoint(_data.metric_rows(df, "cka"))
-    models = sorted(sub["model"].unique().tolist())
+    models = _order(sub, models)
+    notes = depth.notes(sub, batch=False)
     avail = _data.levels_of(sub)
     if not avail:
         levels: list[float | None] = [None]
@@ -195,6 +247,8 @@ def fig_cka(df: pd.DataFrame, noise_levels: Sequence[float] | None = None) -> Fi
                 ax = axes[r, c]
                 if (m, lvl) in mats:
                     plot_cka_matrix(sub, model=m, noise_level=lvl, ax=ax, norm=norm, colorbar=False)
+                    if notes.get(m):
+                        ax.set_title(ax.get_title().replace(m, f"{m} ({notes[m]})", 1))
                 else:
                     _note(ax, f"{m}: no cka at noise {level_label(lvl)}")
                 if c:
@@ -219,36 +273,64 @@ def _shallow_deep(sublayers: Sequence[int]) -> list[int]:
     return [shallow] if shallow == deep else [shallow, deep]
 
 
-def fig_routing(df: pd.DataFrame, sublayers: Sequence[int] | None = None) -> Figure:
-    """Routing maps at a shallow and a deep sublayer (rows), one column per model: residual models
-    show the counterfactual importance, DAR models alpha. ``sublayers`` overrides the choice."""
+FINAL_ROW = "final"
+NO_FINAL = "no final aggregator:\nz_D enters the final layer as it is"
+
+
+def _routing_plan(sub: pd.DataFrame, models: Sequence[str], sublayers: Sequence[int] | None):
+    """Per model: (metric, D, [sublayer or None per row]) at matching rows: a shallow sublayer at the
+    same relative depth, the last sublayer l = 2D, and DAR's final aggregator (l = 2D + 1) in a row
+    of its own (None where a model has none)."""
+    info = {}
+    for m in models:
+        metric = routing_metric(sub, m)
+        have = sorted(sub.loc[(sub["model"] == m) & (sub["metric"] == metric), "sublayer"].dropna().astype(int).unique())
+        if have:
+            d = max(have) // 2  # residual: l <= 2D; DAR: up to its final aggregator 2D + 1
+            info[m] = (metric, d, have)
+    if not info:
+        raise ValueError("routing rows carry no sublayer index")
+    if sublayers is not None:
+        return {m: (metric, d, list(sublayers)) for m, (metric, d, _) in info.items()}, [f"l = {s}" for s in sublayers]
+    first_metric, first_d, first_have = next(iter(info.values()))
+    frac = _shallow_deep([h for h in first_have if h <= 2 * first_d])[0] / (2 * first_d)
+    final = any(2 * d + 1 in have for _, d, have in info.values())
+    plan = {}
+    for m, (metric, d, have) in info.items():
+        inner = [h for h in have if h <= 2 * d] or have
+        shallow = min(inner, key=lambda h: (abs(h - frac * 2 * d), h))
+        rows = [shallow, max(inner)] + ([2 * d + 1 if 2 * d + 1 in have else None] if final else [])
+        plan[m] = (metric, d, rows)
+    return plan, ["shallow", "last"] + ([FINAL_ROW] if final else [])
+
+
+def fig_routing(df: pd.DataFrame, sublayers: Sequence[int] | None = None, models: Sequence[str] | None = None) -> Figure:
+    """Routing maps, one column per model (residual models: the counterfactual importance; DAR
+    models: alpha) at matching rows: a shallow sublayer (the same relative depth for every model),
+    the last sublayer l = 2D, and, when a DAR model is there, its final aggregator l = 2D + 1 in a
+    row of its own (labelled so; a residual model has none). ``sublayers`` overrides the rows."""
     _data.check_frame(df)
     sub = _data.latest_checkpoint(df[df["metric"].isin(ROUTING_METRICS)])
     if sub.empty:
         raise ValueError(f"none of {list(ROUTING_METRICS)} in the table")
-    models = sorted(sub["model"].unique().tolist())
-    plan = {}
-    for m in models:
-        metric = routing_metric(sub, m)
-        have = sub.loc[(sub["model"] == m) & (sub["metric"] == metric), "sublayer"].dropna().astype(int)
-        if have.empty:
-            continue
-        plan[m] = (metric, list(sublayers) if sublayers is not None else _shallow_deep(have.tolist()))
-    if not plan:
-        raise ValueError("routing rows carry no sublayer index")
-    nrow = max(len(s) for _, s in plan.values())
+    plan, _ = _routing_plan(sub, _order(sub, models), sublayers)
+    nrow = max(len(r) for _, _, r in plan.values())
     ncol = len(plan)
+    n_levels = len(_data.levels_of(sub))
     with paper_style():
-        fig = new_figure(TWO_COLUMN if ncol > 1 else ONE_COLUMN, 0.3 + 2.0 * nrow)
+        fig = new_figure(TWO_COLUMN if ncol > 1 else ONE_COLUMN, 0.3 + nrow * max(2.0, 0.8 + 0.11 * n_levels))
         axes = fig.subplots(nrow, ncol, squeeze=False)
-        for c, (m, (metric, sls)) in enumerate(plan.items()):
+        for c, (m, (metric, d, sls)) in enumerate(plan.items()):
             for r in range(nrow):
                 ax = axes[r, c]
                 if r >= len(sls):
                     ax.set_axis_off()
                     continue
+                if sls[r] is None:
+                    _note(ax, f"{m}: {NO_FINAL}")
+                    continue
                 try:
-                    plot_routing_map(sub, model=m, sublayer=sls[r], metric=metric, ax=ax)
+                    plot_routing_map(sub, model=m, sublayer=sls[r], metric=metric, ax=ax, depth=d)
                 except ValueError:
                     _note(ax, f"{m}: sublayer {sls[r]} not recorded")
                     continue
@@ -261,19 +343,40 @@ def fig_routing(df: pd.DataFrame, sublayers: Sequence[int] | None = None) -> Fig
 # ============================================================================ §7.5 probe
 
 
-def fig_probe(df: pd.DataFrame) -> Figure:
-    """Probe R^2 per block (site z; per sublayer when only site h was probed), one column wide."""
+def fig_probe(df: pd.DataFrame, models: Sequence[str] | None = None) -> Figure:
+    """Probe R^2 per block (site z; per sublayer when only site h was probed), one column wide; y
+    fitted to the data and x_t (spaced by 1 - R^2 near 1), models of different depth over k / D."""
     rows = _data.metric_rows(df, "probe_r2")
     site = "z" if (rows.get("site") == "z").any() else "h"
     with paper_style():
-        fig = new_figure(ONE_COLUMN, 2.4)
+        fig = new_figure(ONE_COLUMN, 2.6)
         ax = fig.subplots()
-        plot_probe_r2(df, ax=ax, site=site)
+        plot_probe_r2(df, ax=ax, site=site, models=_order(rows, models))
         _finish(fig, rows)
     return fig
 
 
 # ============================================================================ §7.6 training
+
+
+def _training_panels(sub: pd.DataFrame, where: str, blocks: Sequence[int] | None) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per panel: a shallow, a middle and a deep place. Models of one depth share the
+    blocks; of different depths each model is taken at the same relative depth (its own block)."""
+    depths = depth.model_depths(sub.assign(**{"block": sub[where]}) if where == "sublayer" else sub)
+    if blocks is not None or len(set(depths.values())) <= 1:
+        have = sorted(int(v) for v in sub[where].dropna().unique())
+        picks = list(blocks) if blocks is not None else _data.spread(have, 3)
+        return [(f"{where} {int(p)}", sub[sub[where] == p]) for p in picks]
+    panels = []
+    for frac in (0.0, 0.5, 1.0) if len(set(depths.values())) > 1 else ():
+        parts, names = [], []
+        for m, g in sub.groupby("model", sort=False):
+            have = sorted(int(v) for v in g[where].dropna().unique())
+            pick = min(have, key=lambda k: (abs(k - frac * max(have)), k))
+            parts.append(g[g[where] == pick].assign(**{where: 0}))  # one common place: the panel's
+            names.append(str(pick))
+        panels.append((f"k/D = {frac:g}: {where} {' / '.join(names)}", pd.concat(parts)))
+    return panels
 
 
 def fig_training(
@@ -282,30 +385,31 @@ def fig_training(
     *,
     blocks: Sequence[int] | None = None,
     noise_level: float | None = None,
+    models: Sequence[str] | None = None,
 ) -> Figure:
     """``metric`` against training step at a shallow, a middle and a deep block (or sublayer; one
-    panel for metrics without depth, like loss), one line per model (and noise level)."""
+    panel for metrics without depth, like loss), one line per model (and noise level: each model's
+    colour map, keyed by its colour bar). Models of different depth: the same relative depth."""
     sub = _data.metric_rows(df, metric)
     sub = sub[sub["step"].notna()] if "step" in sub.columns else sub.iloc[:0]
     if sub["step"].nunique() < 2:
         raise ValueError(f"{metric!r} has fewer than two training steps; a series of checkpoints is needed")
     colors = model_colors(df["model"].dropna().unique())
-    depth = "block" if _data.has(sub, "block") else "sublayer" if _data.has(sub, "sublayer") else None
-    if depth is None:
-        where: list[dict] = [{}]
-    else:
-        have = sorted(int(v) for v in sub[depth].dropna().unique())
-        picks = list(blocks) if blocks is not None else _data.spread(have, 3)
-        where = [{depth: int(p)} for p in picks]
+    order = _order(sub, models)
+    sub = sub[sub["model"].isin(order)]
+    where = "block" if _data.has(sub, "block") else "sublayer" if _data.has(sub, "sublayer") else None
+    panels = [("", sub)] if where is None else _training_panels(sub, where, blocks)
     levels = [] if noise_level is not None else _levels_drawn(sub, None)
     with paper_style():
-        fig = new_figure(TWO_COLUMN if len(where) > 1 else ONE_COLUMN, 2.2)
-        axes = np.atleast_1d(fig.subplots(1, len(where), squeeze=False)[0])
-        for i, (ax, sel) in enumerate(zip(axes, where)):
-            plot_metric_vs_step(sub, metric, noise_level=noise_level, ax=ax, legend=False, **sel)
+        fig = new_figure(TWO_COLUMN if len(panels) > 1 else ONE_COLUMN, 2.5)
+        axes = list(np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0]))
+        for i, (ax, (title, rows)) in enumerate(zip(axes, panels)):
+            plot_metric_vs_step(rows, metric, noise_level=noise_level, ax=ax, legend=False)
+            if title:
+                ax.set_title(title + (f", {ax.get_title()}" if "noise" in ax.get_title() else ""))
             if i:
                 ax.set_ylabel("")
-        _legend(fig, sorted(sub["model"].unique()), colors, levels, _has_band(fig))
+        level_key(fig, axes, order, colors, levels, band=_has_band(fig), notes=depth.notes(sub))
         _finish(fig, sub)
     return fig
 
@@ -314,14 +418,16 @@ def fig_training(
 
 
 def fig_channel_spectrum(
-    df: pd.DataFrame, *, blocks: Sequence[int] | None = None, noise_level: float | None = None
+    df: pd.DataFrame, *, blocks: Sequence[int] | None = None, noise_level: float | None = None,
+    models: Sequence[str] | None = None,
 ) -> Figure:
     """Per-channel RMS spectra (sorted, log y), one panel per model on a shared y axis, at a
-    shallow, a middle and the last block (``blocks`` overrides) and one noise level (default the
-    middle one)."""
+    shallow, a middle and the last block of each model (``blocks`` overrides) and one noise level
+    (default the middle one); titles say each model's depth where the depths differ."""
     rows = _data.metric_rows(df, SPECTRUM_METRIC)
-    models, reasons = [], []
-    for m in sorted(rows["model"].unique().tolist()):
+    notes = depth.notes(_data.latest_checkpoint(rows), batch=False)
+    order, models, reasons = _order(rows, models), [], []
+    for m in order:
         try:
             spectrum_rows(rows, model=m, noise_level=noise_level)
             models.append(m)
@@ -335,6 +441,8 @@ def fig_channel_spectrum(
         axes = np.atleast_1d(fig.subplots(1, n, squeeze=False, sharey=True)[0])
         for i, (ax, m) in enumerate(zip(axes, models)):
             plot_channel_spectrum(df, model=m, blocks=blocks, noise_level=noise_level, ax=ax)
+            if notes.get(m):
+                ax.set_title(ax.get_title().replace(m, f"{m} ({notes[m]})", 1))
             if i:
                 ax.set_ylabel("")
         log_axis(axes[0], "y", np.concatenate([line.get_ydata() for ax in axes for line in ax.lines]))  # shared
@@ -354,8 +462,8 @@ def grid_by_block(
     aspect: float = 1.3,
 ) -> sns.FacetGrid:
     """A ``seaborn.FacetGrid`` of metrics over depth: one row per metric (its own y scale, log where
-    the metric is), one column per model, one line per noise level (the model's colour, darker =
-    noisier) with +-2 s.e. bands. Returns the grid (its figure is pyplot's, as with any seaborn
+    the metric is), one column per model, one line per noise level (the model's colour map, darker =
+    noisier, keyed by a colour bar per model) with +-2 s.e. bands. Returns the grid (its figure is pyplot's, as with any seaborn
     grid: ``plt.close(g.figure)`` when done); save it with :func:`save`."""
     _data.check_frame(df)
     present = [m for m in metrics if m in _metrics(df)]
@@ -364,7 +472,7 @@ def grid_by_block(
     colors = model_colors(df["model"].dropna().unique())
     rows = _data.latest_checkpoint(df[df["metric"].isin(present)])
     levels = _levels_drawn(rows, noise_levels)
-    models = sorted(rows["model"].unique().tolist())
+    models = _order(rows)
     depth = {m: _data.depth_column(rows[rows["metric"] == m]) for m in present}
     bands = []
 
@@ -391,9 +499,12 @@ def grid_by_block(
             label = "block k" if depth[metric] == "block" else "sublayer l"  # short: one per panel
             for ax in ax_row:  # the bottom row, and any row indexed unlike it, say what x is
                 ax.set_xlabel(label if last or depth[metric] != depth[present[-1]] else "")
-                ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
-        g.figure.set_layout_engine("constrained")  # room for the legend and the footer
-        g.figure.legend(handles=line_legend_handles(colors, models, levels, band=any(bands)), loc="outside right upper")
+                ax.xaxis.set_major_locator(depth_locator())
+        g.figure.set_layout_engine(LegibleLayout())  # room for the legend, the colour bars and the footer
+        g.figure.legend(handles=line_legend_handles(colors, models, band=any(bands)), loc="outside right upper")
+        for m in reversed(models) if len(levels) > 1 else []:  # each model's noise-level colour map
+            level_colorbar(g.figure, colors[m], levels, ax=list(g.axes.ravel()), orientation="vertical",
+                           label=f"noise level: {m}")
         _finish(g.figure, rows)
     return g
 
@@ -401,8 +512,11 @@ def grid_by_block(
 # ============================================================================ everything
 
 
-def render_all(df: pd.DataFrame, out_dir: str | Path) -> list[tuple[str, Path | str]]:
+def render_all(df: pd.DataFrame, out_dir: str | Path, *, models: Sequence[str] | None = None,
+               baseline: str | None = None) -> list[tuple[str, Path | str]]:
     """Render every figure the table's metrics allow to ``out_dir/{name}.pdf`` and ``.png``.
+    ``models``: which models, in the panels' order (default: the table's order); ``baseline``: the
+    denominator of the heatmaps' ratio panels (default: the one residual model, else the first).
 
     Returns ``[(name, pdf_path | skip_reason)]``: a :class:`~pathlib.Path` (PNG beside it) for each
     rendered figure, a string starting with ``"skipped: "`` otherwise. A missing metric never
@@ -427,23 +541,27 @@ def render_all(df: pd.DataFrame, out_dir: str | Path) -> list[tuple[str, Path | 
         else:
             plan.append((name, f"skipped: no {' / '.join(metrics)} rows"))
 
-    need("symptoms", SYMPTOM_METRICS, lambda: fig_symptoms(df))
+    if models is not None:
+        df = df[df["model"].isin(list(models))]
+    order = _order(df, models)
+    need("symptoms", SYMPTOM_METRICS, lambda: fig_symptoms(df, models=order))
     for metric in HEATMAP_METRICS:
         if metric in have and len(_data.levels_of(df[df["metric"] == metric])) < 2:
             plan.append((f"heatmap_{metric}", "skipped: fewer than two noise levels"))
         else:
-            need(f"heatmap_{metric}", [metric], lambda metric=metric: fig_heatmaps(df, metric))
-    need("cka", ["cka"], lambda: fig_cka(df))
-    need("routing", ROUTING_METRICS, lambda: fig_routing(df))
-    need("probe", ["probe_r2"], lambda: fig_probe(df))
-    need("channel_spectrum", [SPECTRUM_METRIC], lambda: fig_channel_spectrum(df))
+            need(f"heatmap_{metric}", [metric],
+                 lambda metric=metric: fig_heatmaps(df, metric, models=order, baseline=baseline))
+    need("cka", ["cka"], lambda: fig_cka(df, models=order))
+    need("routing", ROUTING_METRICS, lambda: fig_routing(df, models=order))
+    need("probe", ["probe_r2"], lambda: fig_probe(df, models=order))
+    need("channel_spectrum", [SPECTRUM_METRIC], lambda: fig_channel_spectrum(df, models=order))
     need("cache_map", CACHE_MAP_METRICS, lambda: fig_cache_map(df))
     need("ablation", ABLATION_METRICS, lambda: fig_ablation(df))
     for metric in TRAINING_METRICS:
         if metric in have and not multi_step:
             plan.append((f"training_{metric}", "skipped: one checkpoint step only; needs a series"))
         else:
-            need(f"training_{metric}", [metric], lambda metric=metric: fig_training(df, metric))
+            need(f"training_{metric}", [metric], lambda metric=metric: fig_training(df, metric, models=order))
 
     results: list[tuple[str, Path | str]] = []
     for name, job in plan:

@@ -10,10 +10,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FixedLocator
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from dardiag.plots.theme import BAND_ALPHA, FOOTER_COLOR, model_markers, ramp
+from dardiag.plots.theme import BAND_ALPHA, FOOTER_COLOR, level_cmap, model_markers
 from dardiag.store.registry import is_log, metric_label  # noqa: F401 (the plots' labels and scales)
 
 BLOCK_LABEL = "block k (0 = embedding)"
@@ -147,19 +150,14 @@ def tick_text(v: float) -> str:
 # ============================================================================ legends
 
 
-def model_handles(colors: dict[str, str], markers: dict[str, str] | None = None) -> list[Line2D]:
-    """Legend proxies: one full-colour line (with the model's marker) per model."""
+def model_handles(colors: dict[str, str], markers: dict[str, str] | None = None,
+                  notes: dict[str, str] | None = None) -> list[Line2D]:
+    """Legend proxies: one full-colour line (with the model's marker) per model; ``notes`` adds e.g.
+    its depth: ``residual (D = 8)``."""
     markers = markers if markers is not None else model_markers(colors)
-    return [Line2D([], [], color=c, marker=markers.get(m, "o"), label=m) for m, c in colors.items()]
-
-
-def level_handles(levels: Iterable[float], lightest: float = 0.35) -> list[Line2D]:
-    """Legend proxies: the grey ramp that stands for noise levels (darker = noisier), rounded."""
-    levels = list(levels)
-    return [
-        Line2D([], [], color=c, label=f"noise {lab}")
-        for lab, c in zip(level_labels(levels), ramp("#000000", len(levels), lightest))
-    ]
+    notes = notes or {}
+    return [Line2D([], [], color=c, marker=markers.get(m, "o"), label=f"{m} ({notes[m]})" if notes.get(m) else m)
+            for m, c in colors.items()]
 
 
 def band_handle() -> Patch:
@@ -167,17 +165,51 @@ def band_handle() -> Patch:
 
 
 def line_legend_handles(
-    colors: dict[str, str], models: Iterable[str], levels: Sequence[float], *, band: bool = False
+    colors: dict[str, str], models: Iterable[str], levels: Sequence[float] = (), *, band: bool = False,
+    notes: dict[str, str] | None = None,
 ) -> list:
-    """Handles for line plots: a colour per model, the grey ramp when several levels are drawn, and
-    the band's meaning when error bands are drawn."""
+    """Handles for line plots: a colour per model (with ``notes``) and the band's meaning when error
+    bands are drawn. The noise levels are not legend entries: each model's colour map has its own
+    colour bar (:func:`level_colorbar`)."""
     markers = model_markers(colors)
-    handles: list = model_handles({m: colors[m] for m in models}, markers)
-    if len(levels) > 1:
-        handles += level_handles(levels)
+    handles: list = model_handles({m: colors[m] for m in models}, markers, notes)
     if band:
         handles.append(band_handle())
     return handles
+
+
+LEVEL_BAR_LABEL = "noise level (1 = noise)"
+
+
+def level_colorbar(fig, color: str, levels: Sequence[float], *, cax=None, ax=None, title: str | None = None,
+                   label: str | None = LEVEL_BAR_LABEL, orientation: str = "horizontal"):
+    """A colour bar of one model's noise-level colour map (:func:`~dardiag.plots.theme.level_cmap`),
+    ticked at 0, 0.5 and 1 with a short mark at every level drawn. In ``cax``, or beside ``ax``."""
+    sm = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=level_cmap(color))
+    kw = dict(cax=cax) if cax is not None else dict(ax=ax, fraction=0.025, pad=0.015, aspect=30)
+    cb = fig.colorbar(sm, orientation=orientation, **kw)
+    cb.set_ticks([0.0, 0.5, 1.0], labels=["0", "0.5", "1"])
+    cb.ax.minorticks_on()
+    long = cb.ax.xaxis if orientation == "horizontal" else cb.ax.yaxis
+    long.set_minor_locator(FixedLocator([float(v) for v in levels]))
+    cb.outline.set_linewidth(0.4)
+    if title:
+        cb.ax.set_title(title, fontsize=7, pad=2, loc="left")
+    if label:
+        cb.set_label(label, fontsize=7)
+    return cb
+
+
+def level_key(fig, axes, models: Sequence[str], colors: dict[str, str], levels: Sequence[float], *,
+              band: bool = False, notes: dict[str, str] | None = None) -> None:
+    """The key of line panels ``axes``: a legend above them (the models, with ``notes``, and the
+    band), and one colour bar per model to their right for its noise levels (darker = noisier, a
+    mark at each level drawn); with one level or none, only the legend."""
+    handles = line_legend_handles(colors, models, band=band, notes=notes)
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 4))
+    for m in reversed(models) if len(levels) > 1 else []:  # the last made sits nearest: the first model's
+        level_colorbar(fig, colors[m], levels, ax=list(axes), orientation="vertical",
+                       label=f"noise level: {m}", title=None)
 
 
 # ============================================================================ the inputs footer

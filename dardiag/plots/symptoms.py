@@ -1,7 +1,10 @@
 """The paper's three symptoms over depth: one line per (model, noise level), with +-2 s.e. bands.
 
-Lines are ``seaborn.lineplot`` on the tidy rows with ``hue`` = noise level inside each model (a
-light-to-dark ramp of the model's colour: darker = noisier) and a marker per model. Every point is
+Lines are ``seaborn.lineplot`` on the tidy rows with ``hue`` = noise level inside each model (the
+model's own colour map, light = clean to dark = noise, keyed by one colour bar per model) and a
+marker per model. Models of different depth are drawn over relative depth k / D, batch sizes that
+differ as B x grad_rms (:mod:`dardiag.plots.depth`); a flat curve is drawn flat and labelled
+(:mod:`dardiag.plots.legible`). Every point is
 one number of the table already, so seaborn never estimates or bootstraps (``estimator=None``); the
 band is the row's own ``stderr`` (design §8), drawn with ``fill_between`` where it is finite.
 """
@@ -17,18 +20,22 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
-from dardiag.plots import _data
+from dardiag.plots import _data, depth
 from dardiag.plots.labels import (
     BLOCK_LABEL,
     SUBLAYER_LABEL,
     is_log,
+    level_colorbar,
     level_labels,
     line_legend_handles,
     log_ticks,
     metric_label,
     tick_texts,
 )
-from dardiag.plots.theme import BAND_ALPHA, model_colors, model_markers, ramp
+from dardiag.plots.legible import flat_data, flat_limits, flat_text
+from dardiag.plots.theme import BAND_ALPHA, level_cmap, model_colors, model_markers
+
+FLAT_GID = "flat-note"  # the gid of the text saying a panel's data are constant / all zero
 
 MAX_LEVELS = 5  # default cap on lines per model; pass noise_levels= for others
 BAND_GID = "stderr-band"  # the gid of every +-2 s.e. band (tests and users find them by it)
@@ -71,8 +78,9 @@ def draw_lines(
     any_band = False
     for m in models:
         g = sub[sub["model"] == m]
-        if levels:  # hue = noise level: a ramp of the model's colour, darker = noisier
-            shades = dict(zip(level_labels(levels), ramp(colors[m], len(levels))))
+        if levels:  # hue = noise level: the model's colour map at the level (darker = noisier)
+            cmap = level_cmap(colors[m])
+            shades = {name: cmap(float(lvl)) for name, lvl in zip(level_labels(levels), levels)}
             at = g["noise_level"].to_numpy(dtype=float, na_value=np.nan)
             parts = []
             for lvl, name in zip(levels, shades):
@@ -124,6 +132,22 @@ def log_axis(ax: Axes, axis: str = "y", values: np.ndarray | None = None) -> Non
         target.set_minor_formatter(NullFormatter())
 
 
+def mark_flat(ax: Axes, values, stderr=None) -> str | None:
+    """When ``values`` are all zero or constant (:func:`~dardiag.plots.legible.flat_data`): y limits
+    around the value, plain ticks, and the panel says so. Returns the kind (or None)."""
+    kind = flat_data(values, stderr)
+    if kind is None:
+        return None
+    if ax.get_yscale() != "linear":
+        ax.set_yscale("linear")
+    ax.set_ylim(*flat_limits(values))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=3))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.4g}"))
+    ax.text(0.03, 0.95, flat_text(values, kind), transform=ax.transAxes, ha="left", va="top", fontsize=7,
+            color="0.35", gid=FLAT_GID)
+    return kind
+
+
 def plot_metric_by_block(
     df: pd.DataFrame,
     metric: str,
@@ -133,15 +157,21 @@ def plot_metric_by_block(
     models: Sequence[str] | None = None,
     legend: bool = True,
     log: bool | None = None,
+    relative: bool | None = None,
 ) -> Axes:
     """Lines of ``metric`` over depth, one per model and noise level, with +-2 s.e. bands.
 
-    - x: block k (0 = embedding); metrics stored per sublayer (h_rms, v_rms) use sublayer l.
+    - x: block k (0 = embedding); metrics stored per sublayer (h_rms, v_rms) use sublayer l. Models
+      of different depth: relative depth k / D (``relative=`` forces either).
     - ``noise_levels``: the levels to draw (nearest available); default all, at most 5 spread evenly.
+      Each model's lines take its colour map by noise level (darker = noisier).
     - ``models``: subset of model names; colours stay those of the whole table.
-    - y is logarithmic for metrics registered as log (``log=`` overrides). With a series of
-      checkpoints, each model's latest step is shown.
+    - y is logarithmic for metrics registered as log (``log=`` overrides), over the positive values
+      (others are not drawn). grad_rms carries its batch size B; models of different B are drawn as
+      B x grad_rms. With a series of checkpoints, each model's latest step is shown. Values that
+      are all zero or constant are drawn flat, and the panel says so.
     - bands: value +- 2 ``stderr`` wherever the table has a finite one (none without the column).
+    - ``legend``: the models in a legend and one noise-level colour bar per model beside the Axes.
     """
     ax = ax if ax is not None else plt.gca()
     colors = model_colors(df["model"].dropna().unique()) if "model" in df.columns else {}
@@ -155,6 +185,13 @@ def plot_metric_by_block(
     x = _data.depth_column(sub)
     sub = sub[sub[x].notna()]
     _data.single_valued(sub, f"plot_metric_by_block({metric!r})", ignore=(x,))
+    notes = depth.notes(sub)
+    rel = depth.depths_differ(sub) if relative is None else relative
+    if rel:
+        sub = depth.to_relative(sub, x, depth.model_depths(sub))
+    scaled = metric in depth.BATCH_SCALED and depth.batches_differ(sub)
+    if scaled:
+        sub = depth.times_batch(sub)
 
     available = _data.levels_of(sub)
     if not available:
@@ -164,17 +201,31 @@ def plot_metric_by_block(
     else:
         levels = _data.nearest(available, noise_levels)
 
-    use_log = (log if log is not None else is_log(metric)) and bool((sub["value"] > 0).all())
+    values = sub["value"].to_numpy(dtype=float, na_value=np.nan)
+    use_log = (log if log is not None else is_log(metric)) and bool((values > 0).any())
+    if use_log:  # a log axis shows the positive values; a zero or negative one has no place on it
+        sub = sub[values > 0]
     drawn_models, drawn_levels, band = draw_lines(ax, sub, x, colors, levels, log=use_log)
 
     if use_log:
         log_axis(ax)
-    ax.set_xlabel(BLOCK_LABEL if x == "block" else SUBLAYER_LABEL)
+    mark_flat(ax, sub["value"].to_numpy(dtype=float), _data.stderr_of(sub).to_numpy())
+    if rel:
+        ax.set_xlabel(depth.RELATIVE_LABEL if x == "block" else depth.RELATIVE_SUBLAYER_LABEL)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    else:
+        ax.set_xlabel(BLOCK_LABEL if x == "block" else SUBLAYER_LABEL)
+        ax.xaxis.set_major_locator(depth.depth_locator())
     ylabel = metric_label(metric)
-    if metric in ("grad_rms", "token_grad_rms") and "batch_size" in sub and sub["batch_size"].nunique() == 1:
+    if scaled:
+        ylabel = "B x " + ylabel  # grad_rms scales with 1/B: B x grad_rms does not
+    elif metric in depth.BATCH_SCALED and "batch_size" in sub and sub["batch_size"].nunique() == 1:
         ylabel += f" (B={int(sub['batch_size'].iloc[0])})"  # grad_rms scales with 1/B
     ax.set_ylabel(ylabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if legend:
-        ax.legend(handles=line_legend_handles(colors, drawn_models, drawn_levels, band=band), loc="best")
+        ax.legend(handles=line_legend_handles(colors, drawn_models, band=band, notes=notes), loc="best")
+        if len(drawn_levels) > 1:
+            for m in reversed(drawn_models):  # the last made sits nearest the Axes: the first model's
+                level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, orientation="vertical",
+                               label=f"noise level: {m}")
     return ax

@@ -20,12 +20,13 @@ import matplotlib as mpl
 import numpy as np
 import seaborn as sns
 from cycler import cycler
-from matplotlib.colors import to_rgb
+from matplotlib.colors import Colormap, LinearSegmentedColormap, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import PlaceHolderLayoutEngine
 from matplotlib.text import Text
 
 from dardiag.atomic import atomic_write
+from dardiag.plots.legible import LegibleLayout
 
 ONE_COLUMN = 3.5  # inches, single-column width
 TWO_COLUMN = 7.1  # inches, full text width
@@ -84,6 +85,7 @@ _OVERRIDES = {
     "pdf.fonttype": 42,  # embed TrueType: editable text, accepted by publishers
     "ps.fonttype": 42,
     "image.cmap": SEQUENTIAL_CMAP,
+    "axes.formatter.useoffset": False,  # 0.9995, 0.9996 rather than "+9.995e-1" and 0, 1e-4
 }
 
 
@@ -113,8 +115,9 @@ def figsize(columns: int = 1, height: float | None = None, aspect: float = 0.7) 
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A figure with constrained layout that pyplot does not track (never shown, freed when dropped)."""
-    return Figure(figsize=(width, height), layout="constrained")
+    """A figure with constrained layout that thins colliding tick labels (``LegibleLayout``), which
+    pyplot does not track (never shown, freed when dropped)."""
+    return Figure(figsize=(width, height), layout=LegibleLayout())
 
 
 def colormap(cmap) -> "mpl.colors.Colormap":
@@ -148,6 +151,13 @@ def ramp(color: str, n: int, lightest: float = 0.35) -> list[tuple[float, float,
     if n <= 1:
         return [shade(color, 1.0)]
     return [shade(color, f) for f in np.linspace(lightest, 1.0, n)]
+
+
+def level_cmap(color: str) -> Colormap:
+    """The noise-level colour map of a model drawn in ``color``: light (clean, 0) to dark (noise, 1),
+    through the model's own colour at 0.5."""
+    dark = tuple(0.55 * c for c in to_rgb(color))
+    return LinearSegmentedColormap.from_list(f"levels {color}", [shade(color, 0.22), to_rgb(color), dark])
 
 
 def no_ligatures(fig: Figure) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 from dardiag.plots import _data
-from dardiag.plots.labels import STEP_LABEL, is_log, level_label, line_legend_handles, metric_label
+from dardiag.plots.labels import STEP_LABEL, is_log, level_colorbar, level_label, line_legend_handles, metric_label
 from dardiag.plots.symptoms import MAX_LEVELS, draw_lines, log_axis
 from dardiag.plots.theme import model_colors
 
@@ -76,4 +76,7 @@ def plot_metric_vs_step(
         ax.set_title(", ".join(where))
     if legend:
         ax.legend(handles=line_legend_handles(colors, drawn_models, drawn_levels, band=band), loc="best")
+        for m in reversed(drawn_models) if len(drawn_levels) > 1 else []:  # each model's noise-level colour map
+            level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, orientation="vertical",
+                           label=f"noise level: {m}")
     return ax
