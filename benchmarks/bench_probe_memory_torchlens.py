@@ -87,7 +87,7 @@ def child(case: str, batch: int) -> None:
         elif case == "dardiag":
             from dardiag.checkpoints import ModelInfo
             from dardiag.engine.collector import LevelCollector
-from dardiag.engine.config import Analyses
+            from dardiag.engine.config import Analyses
             from dardiag.hooks.recorder import record
             from dardiag.adapters.dit import dit_subject
 
