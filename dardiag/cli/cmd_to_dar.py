@@ -20,7 +20,7 @@ def to_dar_cmd(
     family: Optional[str] = typer.Option(None, help="dit | sit | repa, when the file cannot say"),
     input_size: Optional[int] = typer.Option(None, help="latent side, for files without pos_embed"),
     weights: Optional[str] = typer.Option(None, help="ema | model in training checkpoints (default: ema)"),
-    check_samples: int = typer.Option(4, help="inputs in the start-gap check (noise levels spread over [0, 1])"),
+    check_samples: int = typer.Option(4, help="inputs in the start-gap check (noise levels spread over [0, 1]); 0 = skip it"),
     seed: int = typer.Option(0, help="seed of the start-gap batch"),
     device: str = typer.Option("cpu", help="where the start gap is measured"),
     force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
@@ -38,4 +38,4 @@ def to_dar_cmd(
           f"-> {out} ({cfg.routing_name}; {exact})")
     if r.source.ignored_keys:
         print(f"dropped {len(r.source.ignored_keys)} keys that are not part of the model, e.g. {r.source.ignored_keys[0]}")
-    print(r.gap.line())
+    print(r.gap.line() if r.gap else "start gap: not measured (--check-samples 0)")
