@@ -10,7 +10,8 @@ import typer
 
 from dardiag.errors import DardiagError
 
-_COMMANDS = ("inspect", "profile", "demo", "train", "sample", "plot", "latents", "prompts", "cache_plan")
+_COMMANDS = ("inspect", "profile", "demo", "train", "sample", "plot", "latents", "prompts", "cache_plan",
+             "to-dar")
 
 _typer_app = typer.Typer(
     name="dardiag",
@@ -29,10 +30,11 @@ def _root() -> None:
 
 def _register() -> None:
     for name in _COMMANDS:
+        module = f"dardiag.cli.cmd_{name.replace('-', '_')}"  # to-dar -> cmd_to_dar
         try:
-            importlib.import_module(f"dardiag.cli.cmd_{name}")
+            importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != f"dardiag.cli.cmd_{name}":
+            if e.name != module:
                 raise
 
 

@@ -1,4 +1,4 @@
-"""``dardiag train``: train a small residual or DAR DiT (digits by default), resumably."""
+"""``dardiag train``: train a small residual or DAR DiT (digits by default), or fine-tune a checkpoint, resumably."""
 
 from __future__ import annotations
 
@@ -31,11 +31,15 @@ def train_cmd(
     heads: Optional[int] = typer.Option(None, help="attention heads (default 4)"),
     patch: Optional[int] = typer.Option(None, help="patch size (default 2)"),
     input_size: Optional[int] = typer.Option(None, help="latent side; must match the data (default: the data's)"),
-    routing: str = typer.Option("residual", help="residual | dar"),
-    query: str = typer.Option("static_t", help="DAR query: static | static_t | dynamic"),
-    chunk_size: int = typer.Option(4, help="DAR chunk size S (must divide 2 x depth)"),
-    class_dropout: float = typer.Option(0.1, help="label dropout probability (CFG null class)"),
-    family: str = typer.Option("sit", help="sit (velocity objective) | dit (epsilon objective)"),
+    routing: Optional[str] = typer.Option(None, help="residual | dar (default residual)"),
+    query: Optional[str] = typer.Option(None, help="DAR query: static | static_t | dynamic (default static_t)"),
+    chunk_size: Optional[int] = typer.Option(None, help="DAR chunk size S, must divide 2 x depth (default 4)"),
+    class_dropout: Optional[float] = typer.Option(None, help="label dropout probability (CFG null class; default 0.1)"),
+    family: Optional[str] = typer.Option(None, help="sit (velocity objective, default) | dit (epsilon) | repa (flow)"),
+    init: Optional[Path] = typer.Option(None, help="fine-tune this checkpoint (residual or DAR, e.g. from "
+                                        "dardiag to-dar); the model flags then come from the file"),
+    lora: int = typer.Option(0, help="with --init: LoRA rank on the attention/MLP linears, base frozen, routing "
+                             "trained in full (needs dardiag[lora]); 0 = full fine-tune"),
     data: str = typer.Option("digits", help="digits, or a latents file (.pt/.npz with x0 [N,C,H,W], y)"),
     steps: int = typer.Option(3000, help="optimizer steps in total (a resumed run continues to this)"),
     batch_size: int = typer.Option(64),
@@ -64,21 +68,27 @@ def train_cmd(
     from dardiag.train import TrainConfig, train
     from dardiag.train import export as export_fn
     from dardiag.train.export import check_target
+    from dardiag.train.init import init_config
     from dardiag.train.trainer import prepare
 
     sizes = {"depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": patch}
     given = {k: v for k, v in sizes.items() if v is not None}
     if preset is not None and given:
         raise DardiagError(f"pass either --preset or explicit sizes, not both (got --preset and {', '.join(given)})")
-    config = TrainConfig(
-        out=str(out), preset=preset, **given, input_size=input_size, routing=routing, query=query,
-        chunk_size=chunk_size, class_dropout=class_dropout, family=family, data=data, steps=steps,
-        batch_size=batch_size, lr=lr, warmup=warmup, grad_clip=grad_clip, ema=ema, seed=seed,
-        save_every=save_every, log_every=log_every, profile_every=profile_every,
+    model_flags = {"input_size": input_size, "routing": routing, "query": query, "chunk_size": chunk_size,
+                   "class_dropout": class_dropout, "family": family}
+    given.update({k: v for k, v in model_flags.items() if v is not None})
+    settings = dict(
+        out=str(out), data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, grad_clip=grad_clip,
+        ema=ema, seed=seed, save_every=save_every, log_every=log_every, profile_every=profile_every,
         profile_samples=profile_samples, profile_batch_size=profile_batch_size,
         profile_noise_levels=_levels(profile_noise_levels), profile_cka=profile_cka, device=device,
-        resume=resume, force=force,
+        resume=resume, force=force, lora=lora,
     )
+    if init is not None:
+        config = init_config(init, given=given, preset=preset, **settings)
+    else:
+        config = TrainConfig(preset=preset, **given, **settings)
     if threads is not None:
         if threads < 1:
             raise DardiagError(f"--threads must be at least 1, got {threads}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 from rich.table import Table
 
-from dardiag.cli.report import _pm, console
+from dardiag.cli.report import console
+from dardiag.cli.tables import pm as _pm
 from dardiag.savings import ablation_summary, trajectory_summary
 
 

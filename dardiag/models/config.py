@@ -40,6 +40,9 @@ class DiTConfig:
     routing: str = "residual"  # "residual" | "dar"
     query: str = "static_t"  # DAR only: "static" | "static_t" | "dynamic"
     chunk_size: int = 4  # DAR only: S consecutive sublayers per chunk; 1 = dense
+    # DAR models converted from residual ones (dardiag.convert) start as the residual function:
+    own_t_query: bool = False  # static_t: e(t) = routing.t_query(t_embedder(t)), a zero-init linear
+    reader_eps_per_source: bool = False  # a LayerNorm reading n routed sources uses eps / n^2
 
     def __post_init__(self):
         if self.routing not in ROUTINGS:
@@ -62,6 +65,10 @@ class DiTConfig:
                     f"chunk size {self.chunk_size} does not divide the {subs} sublayers of a "
                     f"depth-{self.depth} model; use one of {divisors}"
                 )
+        if self.own_t_query and (self.routing, self.query) != ("dar", "static_t"):
+            raise ValueError("own_t_query is for DAR static_t models only")
+        if self.reader_eps_per_source and self.routing != "dar":
+            raise ValueError("reader_eps_per_source is for DAR models only")
 
     @property
     def out_channels(self) -> int:

@@ -183,7 +183,9 @@ class DiT(nn.Module):
         if cfg.routing == "residual":
             self.routing = ResidualRouting(cfg.depth)
         else:
-            self.routing = DARRouting(cfg.depth, D, cfg.query, cfg.chunk_size)
+            self.routing = DARRouting(cfg.depth, D, cfg.query, cfg.chunk_size, cfg.own_t_query)
+            if cfg.reader_eps_per_source:
+                self._scale_reader_eps()
         names = site_names(cfg.depth) + [f"alpha_{l}" for l in self.routing.route_sources() if l > 1]
         self.sites = nn.ModuleDict({name: Site() for name in names})
         self._edits: dict[int, BlockEdit] = {}  # set only inside ``edited``
@@ -216,13 +218,22 @@ class DiT(nn.Module):
         nn.init.constant_(self.final_layer.linear.weight, 0)
         nn.init.constant_(self.final_layer.linear.bias, 0)
         if self.config.routing == "dar":
-            for agg in self.routing.aggregators.values():  # xavier above touched W_q: re-zero it
-                if isinstance(agg.query, nn.Linear):
-                    nn.init.zeros_(agg.query.weight)
-            if self.config.query == "static_t":
+            self.routing.reset_parameters()  # xavier above touched W_q and t_query: uniform start again
+            if self.config.query == "static_t" and not self.config.own_t_query:
                 # paper: e(t) = 0 at init, so static_t starts as pure static
                 nn.init.zeros_(self.t_embedder.mlp[2].weight)
                 nn.init.zeros_(self.t_embedder.mlp[2].bias)
+
+    def _scale_reader_eps(self):
+        """LN(x / n; eps / n^2) = LN(x; eps) exactly: each LayerNorm that reads a mixture of n routed
+        sources gets eps / n^2, so a uniform mixture (the sum / n) normalises exactly as the sum did
+        (dardiag.convert: a dense DAR model then starts as the residual function, eps included)."""
+        counts = {l: len(srcs) for l, srcs in self.routing.route_sources().items()}
+        for k, block in enumerate(self.blocks):
+            block.norm1.eps = block.norm1.eps / counts[2 * k + 1] ** 2
+            block.norm2.eps = block.norm2.eps / counts[2 * k + 2] ** 2
+        norm = self.final_layer.norm_final
+        norm.eps = norm.eps / counts[2 * self.config.depth + 1] ** 2
 
     # ------------------------------------------------------------------ probe interface
     def site_layout(self) -> SiteLayout:

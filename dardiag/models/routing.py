@@ -218,9 +218,14 @@ class DARRouting(nn.Module):
     (its parameters could never learn); ``h_1 = v_0`` as in dar.md §1.
     """
 
-    def __init__(self, depth: int, dim: int, query: str = "static_t", chunk_size: int = 4):
+    def __init__(self, depth: int, dim: int, query: str = "static_t", chunk_size: int = 4,
+                 own_t_query: bool = False):
         super().__init__()
         self.depth = depth
+        # A model converted from a residual one keeps its t_embedder for conditioning, so static_t
+        # cannot zero that layer to start as static (dar.md §2): its e(t) passes through a linear of
+        # its own instead, zero-initialised, so that e(t) = 0 at the start all the same.
+        self.t_query = nn.Linear(dim, dim) if own_t_query else None
         self.num_sublayers = 2 * depth
         self.chunk_size = chunk_size
         self.sources = {
@@ -236,6 +241,17 @@ class DARRouting(nn.Module):
     def route_sources(self) -> dict[int, tuple[int, ...]]:
         return {1: (0,), **self.sources}
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The uniform start: every query 0 (w_l, W_q and the own t_query), every key norm weight 1."""
+        for agg in self.aggregators.values():
+            agg.norm_weight.fill_(1.0)
+            q = agg.query.weight if isinstance(agg.query, nn.Linear) else agg.query
+            q.zero_()
+        if self.t_query is not None:
+            self.t_query.weight.zero_()
+            self.t_query.bias.zero_()
+
     def _add_source(self, stream: _Stream, i: int, v: torch.Tensor) -> None:
         stream.values[i] = v
         stream.last = v
@@ -243,7 +259,7 @@ class DARRouting(nn.Module):
         stream.inv_rms[i] = torch.rsqrt(ms + self.aggregators[str(2)].eps)
 
     def begin(self, v0, t_emb, tap: Tap) -> _Stream:
-        stream = _Stream(tap, t_emb)
+        stream = _Stream(tap, t_emb if self.t_query is None else self.t_query(t_emb))  # (N, D)
         self._add_source(stream, 0, tap("z_0", v0))
         return stream
 

@@ -30,7 +30,7 @@ from dardiag.plots.probe import plot_probe_r2
 from dardiag.plots.routing import plot_routing_map
 from dardiag.plots.symptoms import plot_metric_by_block
 from dardiag.plots.theme import ONE_COLUMN, TWO_COLUMN, model_colors, paper_style, save
-from dardiag.plots.training import plot_metric_vs_step
+from dardiag.plots.training import fig_training_runs, plot_metric_vs_step, plot_symptom_vs_step, symptoms_by_step
 
 __all__ = [
     "plot_metric_by_block",
@@ -40,6 +40,9 @@ __all__ = [
     "plot_routing_map",
     "plot_probe_r2",
     "plot_metric_vs_step",
+    "plot_symptom_vs_step",
+    "symptoms_by_step",
+    "fig_training_runs",
     "plot_channel_spectrum",
     "plot_cache_map",
     "fig_symptoms",

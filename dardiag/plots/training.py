@@ -80,3 +80,70 @@ def plot_metric_vs_step(
             level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, orientation="vertical",
                            label=f"noise level: {m}")
     return ax
+
+
+# ============================================================================ several runs, one figure
+
+# the symptom summaries (dardiag.summary.symptom_summary) drawn over training: column -> axis label
+RUN_SYMPTOMS = {
+    "act_growth": r"growth act_rms$(z_D)$ / act_rms$(z_1)$",
+    "grad_decay": r"grad decay grad_rms$(z_1)$ / grad_rms$(z_D)$",
+    "mean_adjacent_cka": r"mean CKA$(z_{k-1}, z_k)$",
+    "loss": "denoising loss (MSE)",
+}
+
+
+def symptoms_by_step(df: pd.DataFrame) -> pd.DataFrame:
+    """``symptom_summary`` at every noise level of every profiled step, per model (= training run):
+    columns model, step, noise_level, act_growth(_se), grad_decay(_se), mean_adjacent_cka(_se), loss(_se)."""
+    from dardiag.summary import symptom_summary
+
+    sub = df[df["step"].notna()] if "step" in df.columns else df.iloc[:0]
+    if sub.empty:
+        raise ValueError("the table has no rows with a training step (profile with --profile-every)")
+    parts = [symptom_summary(g, levels="all").assign(step=int(step)) for step, g in sub.groupby("step")]
+    return pd.concat(parts, ignore_index=True)
+
+
+def plot_symptom_vs_step(summary: pd.DataFrame, symptom: str, *, noise_level: float | None = None,
+                         ax: Axes | None = None, legend: bool = True) -> Axes:
+    """One symptom summary (a ``RUN_SYMPTOMS`` column of :func:`symptoms_by_step`) over training step,
+    one line per run with a +-2 s.e. band; at ``noise_level`` (default: the one nearest 0.5)."""
+    ax = ax if ax is not None else plt.gca()
+    if symptom not in summary.columns:
+        raise ValueError(f"no {symptom!r} in the summary; have {', '.join(c for c in RUN_SYMPTOMS if c in summary.columns)}")
+    levels = sorted(summary["noise_level"].unique())
+    want = 0.5 if noise_level is None else noise_level
+    level = _data.nearest(levels, [want])[0]
+    rows = summary[summary["noise_level"] == level]
+    colors = model_colors(summary["model"].unique())
+    for model, g in rows.groupby("model", sort=True):
+        g = g.sort_values("step")
+        x, y = g["step"].to_numpy(float), g[symptom].to_numpy(float)
+        ax.plot(x, y, color=colors[model], marker="o", markersize=3, label=model)
+        se = g.get(f"{symptom}_se")
+        if se is not None and se.notna().any():
+            se = se.to_numpy(float)
+            ax.fill_between(x, y - 2 * se, y + 2 * se, color=colors[model], alpha=0.2, linewidth=0)
+    ax.set_xlabel(STEP_LABEL)
+    ax.set_ylabel(RUN_SYMPTOMS.get(symptom, symptom))
+    ax.set_title(f"noise {level_label(level)}")
+    if legend:
+        ax.legend(loc="best")
+    return ax
+
+
+def fig_training_runs(df: pd.DataFrame, *, noise_level: float | None = None,
+                      symptoms=tuple(RUN_SYMPTOMS)):
+    """Several training runs side by side (concatenate their ``OUT/profile`` tables; each run is a
+    model): one panel per symptom over training step, +-2 s.e. bands."""
+    from dardiag.plots.theme import TWO_COLUMN, new_figure, paper_style
+
+    summary = symptoms_by_step(df)
+    symptoms = [s for s in symptoms if s in summary.columns and summary[s].notna().any()]
+    with paper_style():
+        fig = new_figure(TWO_COLUMN, 2.0)
+        axes = fig.subplots(1, len(symptoms), squeeze=False)[0]
+        for i, (ax, s) in enumerate(zip(axes, symptoms)):
+            plot_symptom_vs_step(summary, s, noise_level=noise_level, ax=ax, legend=i == 0)
+    return fig

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from dardiag.errors import DardiagError
 from dardiag.models.config import DiTConfig, preset
 
-TRAIN_FAMILIES = ("sit", "dit")  # sit: velocity objective (default); dit: epsilon objective
+TRAIN_FAMILIES = ("sit", "dit", "repa")  # sit: velocity objective (default); dit: epsilon; repa: flow (t = 1 noise)
 # Fields that may change when a run is resumed: they decide how long and how often, not what is learned.
 RESUMABLE = frozenset({"out", "steps", "save_every", "log_every", "profile_every", "device", "resume", "force"})
 LR_MAX = 1e37  # AdamW's first step is lr / (1 - beta1) = 10 lr, and torch needs it as a float32
 # TrainConfig field -> the ``dardiag train`` flag that sets it, where the two names differ
-FLAGS = {"hidden_size": "--hidden", "num_heads": "--heads", "patch_size": "--patch"}
+FLAGS = {"hidden_size": "--hidden", "num_heads": "--heads", "patch_size": "--patch", "init_sha256": "--init (its content)"}
 
 
 def flag(field: str) -> str:
@@ -39,6 +39,10 @@ class TrainConfig:
     query: str = "static_t"  # DAR only
     chunk_size: int = 4  # DAR only
     class_dropout: float = 0.1  # the model's class_dropout_prob (CFG null class), applied in train mode
+    # ---- fine-tuning (dardiag.train.init): the model fields above then come from this checkpoint
+    init: str | None = None
+    init_sha256: str | None = None  # what the --init file held when the run started
+    lora: int = 0  # LoRA rank on the attention and MLP linears (dardiag.train.lora); 0 = full fine-tune
     # ---- objective and data
     family: str = "sit"
     data: str = "digits"  # "digits" (train split) or a latents file (see data.load_latents)
@@ -109,9 +113,11 @@ class TrainConfig:
     def resume_diff(self, stored: dict) -> list[str]:
         """Settings that differ from a stored run and may not change on resume."""
         mine = self.to_dict()
+        # a field added after the run started (init, lora) has its default there
+        default = {f.name: f.default for f in dataclasses.fields(self)}
         return [
-            f"{flag(k)}: stored {stored.get(k)!r}, now {mine[k]!r}"
-            for k in mine if k not in RESUMABLE and stored.get(k) != mine[k]
+            f"{flag(k)}: stored {stored.get(k, default[k])!r}, now {mine[k]!r}"
+            for k in mine if k not in RESUMABLE and stored.get(k, default[k]) != mine[k]
         ]
 
 
@@ -147,6 +153,8 @@ def _check(c: TrainConfig) -> None:
          f"--profile-noise-levels must be numbers in [0, 1] (1 = pure noise), got {list(levels or [])}")
     need(not (c.resume and c.force), "pass either --resume or --force, not both")
     need(c.input_size is None or c.input_size >= 1, f"--input-size must be positive, got {c.input_size}")
+    need(c.lora >= 0, f"--lora must be a rank >= 1 (0 = off), got {c.lora}")
+    need(c.lora == 0 or c.init is not None, "--lora fine-tunes a checkpoint: pass --init CKPT")
     need(c.chunk_size >= 1, f"--chunk-size must be at least 1, got {c.chunk_size}")
     depth, hidden, heads, patch = c.size()
     for name, value in (("--depth", depth), ("--hidden", hidden), ("--heads", heads), ("--patch", patch)):

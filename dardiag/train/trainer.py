@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from dardiag.checkpoints import save_checkpoint
+from dardiag.checkpoints import atomic_save, checkpoint_dict, save_checkpoint
 from dardiag.data import check_matches_model, digits_latents, load_latents
 from dardiag.engine.devices import resolve_device
 from dardiag.errors import DardiagError
@@ -29,7 +29,9 @@ from dardiag.runs import claim, stop
 from dardiag.runs.layout import LAST, PROFILE_DIR, REPLACED
 from dardiag.runs.lifecycle import Plan
 from dardiag.train import outdir
+from dardiag.train import lora
 from dardiag.train.config import TrainConfig
+from dardiag.train.init import load_init
 from dardiag.train.profiling import ProfileHook, probe_inputs
 from dardiag.train.rng import batch_indices, generator, seed_for
 
@@ -71,9 +73,11 @@ def ema_decay(cap: float, updates: int) -> float:
 
 
 @torch.no_grad()
-def update_ema(ema: DiT, model: DiT, decay: float) -> None:
+def update_ema(ema: DiT, model: DiT, decay: float, *, trainable_only: bool = False) -> None:
+    """``trainable_only``: frozen tensors (LoRA's base weights) stay bit-identical to the model's."""
     for e, p in zip(ema.parameters(), model.parameters()):
-        e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+        if p.requires_grad or not trainable_only:
+            e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
@@ -88,10 +92,10 @@ def _draw(config: TrainConfig, family_name: str, step: int, x0_all, y_all, devic
     idx = batch_indices(config.seed, step, config.batch_size, n)  # (N,)
     g = generator(config.seed, "batch", step)
     x0 = x0_all[idx]  # (N, C, H, W)
-    if family_name == "sit":
-        t = torch.rand(config.batch_size, generator=g)  # (N,) in [0, 1), 1 = data
-    else:
+    if family_name == "dit":
         t = torch.randint(0, 1000, (config.batch_size,), generator=g)  # (N,) 0..999, 999 = noise
+    else:  # sit: 1 = data; repa: 1 = noise; both uniform on [0, 1)
+        t = torch.rand(config.batch_size, generator=g)  # (N,) in [0, 1)
     noise = torch.randn(x0.shape, generator=g)  # (N, C, H, W)
     return x0.to(device), y_all[idx].to(device), noise.to(device), t.to(device)
 
@@ -137,8 +141,13 @@ def prepare(config: TrainConfig) -> Plan:
 def _restore(obj: dict, path: Path, model, ema, opt) -> tuple[int, float]:
     """Load a checked ``read_last`` dict into model/EMA/optimizer; -> (step, wall seconds so far)."""
     try:
-        model.load_state_dict(obj["model"])
-        ema.load_state_dict(obj["ema"])
+        if lora.is_lora(model):  # the frozen base came from --init; the factors and routing from the run
+            state = obj["train"]["lora"]
+            lora.load_trainable(model, state["model"], str(path))
+            lora.load_trainable(ema, state["ema"], str(path), like=model)
+        else:
+            model.load_state_dict(obj["model"])
+            ema.load_state_dict(obj["ema"])
         opt.load_state_dict(obj["opt"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise DardiagError(f"cannot resume from {path}: not a complete training checkpoint ({_one_line(e)})") from None
@@ -171,6 +180,13 @@ def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: floa
     which is all a continued run reads (every draw is a function of the step: it continues bit-identically)."""
     extra = {"opt": opt.state_dict(),
              "train": {"config": config.to_dict(), "rng": RNG_SCHEME, "loss": loss, "wall_s": wall_s}}
+    if config.lora:  # plain DiT weights for every reader; the factors to continue on top of --init
+        extra["train"]["lora"] = {"model": lora.trainable_state(model), "ema": lora.trainable_state(ema, like=model)}
+        obj = checkpoint_dict(model, family=config.family, ema=ema, step=step, extra=extra)
+        obj["model"], obj["ema"] = lora.merged_state_dict(model), lora.merged_state_dict(ema)
+        for path in ([outdir.ckpt_path(out, step)] if numbered else []) + [out / LAST]:
+            atomic_save(obj, path)
+        return
     if numbered:
         save_checkpoint(outdir.ckpt_path(out, step), model, family=config.family, ema=ema, step=step, extra=extra)
     save_checkpoint(out / LAST, model, family=config.family, ema=ema, step=step, extra=extra)
@@ -200,12 +216,15 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None) -> Pat
             return out / LAST
         family = get_family(c.family)
         data, held_out = load_data(c)
-        mcfg = build_model_config(c, data)
+        init = load_init(c, device)[0] if c.init else None
+        mcfg = init.config if init is not None else build_model_config(c, data)
+        if init is not None:
+            check_matches_model(data, mcfg, what=f"the latents in {c.data}")
         outdir.apply(plan)
         hold.keep()
         saved = [plan.found.record.progress if plan.action == "continue" else 0]
         try:
-            _loop(c, plan, device, family, data, held_out, mcfg, on_step, saved)
+            _loop(c, plan, device, family, data, held_out, mcfg, on_step, saved, init)
         except Exception:  # an error (divergence included), not Ctrl-C: that keeps both runs to continue
             outdir.put_back(plan, step=saved[0])
             raise
@@ -213,7 +232,8 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None) -> Pat
     return out / LAST
 
 
-def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_step, saved_step: list) -> None:
+def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_step, saved_step: list,
+          init: DiT | None = None) -> None:
     out = Path(c.out)
     resume_from = out / LAST if plan.action == "continue" else None
     stored = plan.found.record.data if resume_from else None
@@ -229,10 +249,12 @@ def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_s
     cuda = [device.index or 0] if device.type == "cuda" else []
     # fork_rng: seeding for dropout must not leak into the caller's global RNG
     with torch.random.fork_rng(devices=cuda), _deterministic(device):
-        torch.manual_seed(seed_for(c.seed, "init", 0))
-        model = DiT(mcfg).to(device)
+        torch.manual_seed(seed_for(c.seed, "init", 0))  # also LoRA's A factors
+        model = DiT(mcfg).to(device) if init is None else init
+        if c.lora:
+            model = lora.add_lora(model, c.lora)
         ema = copy.deepcopy(model).requires_grad_(False).eval()
-        params = [p for p in model.parameters() if p.requires_grad]  # pos_embed is fixed
+        params = [p for p in model.parameters() if p.requires_grad]  # pos_embed is fixed; LoRA: factors, routing
         opt = torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.999), weight_decay=0.0)
         start, wall_before = 0, 0.0
         if resume_from is not None:
@@ -270,7 +292,10 @@ def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_s
                     if c.grad_clip:
                         torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
                     opt.step()
-                    update_ema(ema, model, ema_decay(c.ema, done))
+                    if c.lora:
+                        update_ema(ema, model, ema_decay(c.ema, done), trainable_only=True)
+                    else:
+                        update_ema(ema, model, ema_decay(c.ema, done))
                     wall = time.perf_counter() - t0
                     if done % c.log_every == 0 or done == c.steps:
                         log.write(done, loss_value, lr, wall)

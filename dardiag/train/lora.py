@@ -1,0 +1,82 @@
+"""``--lora R``: low-rank adapters on the attention and MLP linears, through peft (the optional extra
+``dardiag[lora]``); the base weights stay frozen, the DAR routing parameters train in full.
+
+peft's ``lora.Linear`` computes ``base(x) + B(A(x)) * alpha / r`` with B = 0 at the start, so the
+model starts exactly as it was. We set alpha = r (scale 1). What a checkpoint holds: the merged weights
+under the usual keys (``W + B A``: every dardiag command reads them as a plain DiT), and the trainable
+tensors alone (``trainable_state``) to continue a run on top of the ``--init`` weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dardiag.errors import DardiagError
+
+# the linears of every block's attention and MLP (not the adaLN or embedding ones: the paper's LoRA
+# fine-tune adapts the transformer's attention and feed-forward weights)
+TARGETS = r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
+ADAPTER = "default"
+
+
+def _peft():
+    try:
+        import peft
+    except ImportError:
+        raise DardiagError("--lora needs peft; install the extra: pip install 'dardiag[lora]'") from None
+    return peft
+
+
+def add_lora(model: nn.Module, rank: int) -> nn.Module:
+    """Wrap ``model``'s targets in place; only LoRA factors and ``routing.*`` keep requires_grad."""
+    if rank < 1:
+        raise DardiagError(f"--lora must be a rank >= 1, got {rank}")
+    peft = _peft()
+    config = peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=TARGETS, bias="none")
+    model.requires_grad_(False)
+    model = peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    for name, p in model.named_parameters():
+        p.requires_grad_(".lora_" in name or name.startswith("routing."))
+    return model
+
+
+def is_lora(model: nn.Module) -> bool:
+    return any(".lora_" in name for name, _ in model.named_parameters())
+
+
+@torch.no_grad()
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of the plain model: each wrapped linear as ``W + B A * scale`` under its own keys."""
+    from peft.tuners.lora import LoraLayer
+
+    sd = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if ".lora_" not in k}
+    for name, m in model.named_modules():
+        if isinstance(m, LoraLayer):
+            sd[f"{name}.weight"] = m.base_layer.weight + m.get_delta_weight(ADAPTER).to(m.base_layer.weight.dtype)
+    return sd
+
+
+def _trainable(model: nn.Module, like: nn.Module | None) -> dict[str, torch.Tensor]:
+    """``model``'s parameters that ``like`` (default: ``model``) trains; an EMA copy trains none itself."""
+    names = {name for name, p in (like or model).named_parameters() if p.requires_grad}
+    return {name: p for name, p in model.named_parameters() if name in names}
+
+
+def trainable_state(model: nn.Module, like: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """What a LoRA run changes: the factors and the routing, by parameter name."""
+    return {name: p.detach().clone() for name, p in _trainable(model, like).items()}
+
+
+def load_trainable(model: nn.Module, state: dict, where: str, like: nn.Module | None = None) -> None:
+    """Put ``trainable_state`` back; every trainable tensor must be there with its shape."""
+    params = _trainable(model, like)
+    if set(state) != set(params):
+        raise DardiagError(f"cannot resume from {where}: its LoRA state does not match this model "
+                           f"({len(set(params) - set(state))} tensors missing, {len(set(state) - set(params))} unexpected)")
+    with torch.no_grad():
+        for name, p in params.items():
+            if tuple(state[name].shape) != tuple(p.shape):
+                raise DardiagError(f"cannot resume from {where}: {name} has shape {list(state[name].shape)}, "
+                                   f"the model {list(p.shape)}")
+            p.copy_(state[name])
