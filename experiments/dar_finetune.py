@@ -82,11 +82,15 @@ def run_start(name: str, out: Path, a) -> pd.DataFrame:
                 {"metric": "sample_fd", "value": s["fd"], "stderr": float("nan"), "step": step, "model": run, "start": name},
             ])], ignore_index=True)
     df = pd.concat(tables, ignore_index=True)
+    df.to_parquet(out / "runs.parquet")  # --replot draws from it
+    figure(df, name, out.parent)
+    return df
+
+
+def figure(df: pd.DataFrame, name: str, where: Path) -> None:
     symptoms = df[~df["metric"].isin(["sample_accuracy", "sample_fd"])]
     fig = fig_training_runs(symptoms, noise_level=0.5)
-    fig.suptitle(f"fine-tuning from the {name} residual model: residual vs DAR full vs DAR LoRA", fontsize=8)
-    save(fig, out.parent / f"training_runs_{name}")
-    return df
+    save(fig, where / f"training_runs_{name}")
 
 
 def summarise(df: pd.DataFrame, steps: int) -> pd.DataFrame:
@@ -138,7 +142,12 @@ def main(argv=None) -> None:
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--replot", action="store_true", help="only redraw the figures from OUT/<start>/runs.parquet")
     a = p.parse_args(argv)
+    if a.replot:
+        for s in a.starts.split(","):
+            figure(pd.read_parquet(a.out / s / "runs.parquet"), s, a.out)
+        return
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     df = pd.concat([run_start(s, a.out / s, a) for s in a.starts.split(",")], ignore_index=True)

@@ -199,3 +199,12 @@ def test_profile_of_converted_file_has_the_source_loss(capsys, official_ckpt, tm
     assert ((loss["dar"] - loss["residual"]).abs() <= 1e-5 * loss["residual"]).all(), loss
     alpha = df[(df["model"] == "dar") & (df["metric"] == "route_alpha") & (df["sublayer"] == 13)]
     assert len(alpha) and (alpha["value"] - 1 / 13).abs().max() < 1e-6  # uniform over the 13 sources
+
+
+def test_check_can_be_skipped(capsys, official_ckpt, tmp_path):
+    code, stdout, _ = run_cli(capsys, "to-dar", official_ckpt, tmp_path / "d.pt", "--family", "dit", "--num-heads", "4",
+                              "--check-samples", "0")
+    assert code == 0 and stdout.strip().splitlines()[-1] == "start gap: not measured (--check-samples 0)"
+    assert torch.load(tmp_path / "d.pt", weights_only=True)["converted"]["start_gap"] is None
+    assert "--check-samples must be >= 0" in one_line_error(capsys, "to-dar", official_ckpt, tmp_path / "e.pt",
+                                                           "--family", "dit", "--num-heads", "4", "--check-samples", "-1")

@@ -86,11 +86,12 @@ def plot_metric_vs_step(
 
 # the symptom summaries (dardiag.summary.symptom_summary) drawn over training: column -> axis label
 RUN_SYMPTOMS = {
-    "act_growth": r"growth act_rms$(z_D)$ / act_rms$(z_1)$",
-    "grad_decay": r"grad decay grad_rms$(z_1)$ / grad_rms$(z_D)$",
-    "mean_adjacent_cka": r"mean CKA$(z_{k-1}, z_k)$",
-    "loss": "denoising loss (MSE)",
+    "act_growth": r"growth $z_D$ / $z_1$ (act RMS)",
+    "grad_decay": r"decay $z_1$ / $z_D$ (grad RMS)",
+    "mean_adjacent_cka": r"CKA$(z_{k-1}, z_k)$, mean",
+    "loss": "loss (MSE)",
 }
+LOG_SYMPTOMS = ("act_growth", "grad_decay")  # ratios: DAR's and the residual model's differ by ~10x
 
 
 def symptoms_by_step(df: pd.DataFrame) -> pd.DataFrame:
@@ -125,6 +126,8 @@ def plot_symptom_vs_step(summary: pd.DataFrame, symptom: str, *, noise_level: fl
         if se is not None and se.notna().any():
             se = se.to_numpy(float)
             ax.fill_between(x, y - 2 * se, y + 2 * se, color=colors[model], alpha=0.2, linewidth=0)
+    if symptom in LOG_SYMPTOMS and (rows[symptom] > 0).all():
+        ax.set_yscale("log")
     ax.set_xlabel(STEP_LABEL)
     ax.set_ylabel(RUN_SYMPTOMS.get(symptom, symptom))
     ax.set_title(f"noise {level_label(level)}")
@@ -142,7 +145,7 @@ def fig_training_runs(df: pd.DataFrame, *, noise_level: float | None = None,
     summary = symptoms_by_step(df)
     symptoms = [s for s in symptoms if s in summary.columns and summary[s].notna().any()]
     with paper_style():
-        fig = new_figure(TWO_COLUMN, 2.0)
+        fig = new_figure(TWO_COLUMN, 2.3)
         axes = fig.subplots(1, len(symptoms), squeeze=False)[0]
         for i, (ax, s) in enumerate(zip(axes, symptoms)):
             plot_symptom_vs_step(summary, s, noise_level=noise_level, ax=ax, legend=i == 0)
