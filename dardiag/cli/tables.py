@@ -209,7 +209,7 @@ def _cell_text(c: dict) -> str:
         k, j = c["block"], c["block_baseline"]
         where += f", block {k}" if k == j else f", block {k}~{j}"
     ratio = f"x{c['ratio']:.3g}" if np.isfinite(c["ratio"]) else "x-"
-    z = f"z {c['z']:+.2g}" if np.isfinite(c["z"]) else "z -"
+    z = (f"z {c['z']:+.0f}" if abs(c["z"]) >= 10 else f"z {c['z']:+.2g}") if np.isfinite(c["z"]) else "z -"
     return f"{ratio}, {z}: {where}"
 
 

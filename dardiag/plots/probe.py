@@ -118,7 +118,7 @@ def plot_probe_r2(df: pd.DataFrame, *, ax: Axes | None = None, site: str = "z", 
         ax.xaxis.set_major_locator(depth.depth_locator())
     ax.set_ylabel(metric_label("probe_r2") + "\non held-out pairs")
     if legend:
-        ax.legend(handles=handles, loc="best")
+        ax.legend(handles=handles, loc="best", frameon=True, framealpha=0.85, edgecolor="none")  # over x_t
     return ax
 
 
