@@ -1,4 +1,5 @@
-"""Any metric against training step, from a series of checkpoints, with +-2 s.e. bands."""
+"""Any metric against training step, from a series of checkpoints, with +-2 s.e. bands; and several
+training runs side by side (their symptom summaries over step, one line per run)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from matplotlib.axes import Axes
 from dardiag.plots import _data
 from dardiag.plots.labels import STEP_LABEL, is_log, level_colorbar, level_label, line_legend_handles, metric_label
 from dardiag.plots.symptoms import MAX_LEVELS, draw_lines, log_axis
-from dardiag.plots.theme import model_colors
+from dardiag.plots.theme import TWO_COLUMN, model_colors, new_figure, paper_style
+from dardiag.summary import symptom_summary
 
 
 def plot_metric_vs_step(
@@ -97,8 +99,6 @@ LOG_SYMPTOMS = ("act_growth", "grad_decay")  # ratios: DAR's and the residual mo
 def symptoms_by_step(df: pd.DataFrame) -> pd.DataFrame:
     """``symptom_summary`` at every noise level of every profiled step, per model (= training run):
     columns model, step, noise_level, act_growth(_se), grad_decay(_se), mean_adjacent_cka(_se), loss(_se)."""
-    from dardiag.summary import symptom_summary
-
     sub = df[df["step"].notna()] if "step" in df.columns else df.iloc[:0]
     if sub.empty:
         raise ValueError("the table has no rows with a training step (profile with --profile-every)")
@@ -140,8 +140,6 @@ def fig_training_runs(df: pd.DataFrame, *, noise_level: float | None = None,
                       symptoms=tuple(RUN_SYMPTOMS)):
     """Several training runs side by side (concatenate their ``OUT/profile`` tables; each run is a
     model): one panel per symptom over training step, +-2 s.e. bands."""
-    from dardiag.plots.theme import TWO_COLUMN, new_figure, paper_style
-
     summary = symptoms_by_step(df)
     symptoms = [s for s in symptoms if s in summary.columns and summary[s].notna().any()]
     with paper_style():
