@@ -85,7 +85,8 @@ def match_levels(model: Sequence[float], baseline: Sequence[float], nearest: boo
     if not a.size or not b.size:
         return []
     if not nearest:
-        return [(float(x), float(b[np.argmin(np.abs(b - x))])) for x in a if np.isclose(b, x, rtol=0, atol=LEVEL_ATOL).any()]
+        return [(float(x), float(b[np.argmin(np.abs(b - x))])) for x in a
+                if np.isclose(b, x, rtol=0, atol=LEVEL_ATOL).any()]
     pairs = []
     for y in b:
         x = a[np.argmin(np.abs(a - y))]

@@ -5,6 +5,9 @@
   mean adjacent CKA over blocks 1..D; the last block's top-1% channel share; the loss.
 * :func:`compare_models`: two models cell by cell (noise level x block): difference and ratio with
   their standard errors, and whether the two differ by more than 2 combined standard errors.
+* :func:`compare_runs`: every model of one or several runs against a baseline, per metric: the cells
+  beyond 2 combined standard errors, the median |z| and the largest differences, over the cells the
+  two can be compared at (:mod:`dardiag.comparability`), with the sanity notices (:mod:`dardiag.sanity`).
 
 How the errors combine (documented choices, all from the per-cell ``stderr``):
 
@@ -188,7 +191,8 @@ def _side(rows: pd.DataFrame, levels: dict[float, float], blocks: dict[int, int]
     if scale:  # grad_rms scales with 1/B: B x grad_rms is independent of B
         b = r["batch_size"].astype(float)
         r = r.assign(value=r["value"] * b, stderr=r["stderr"] * b)
-    lv = r["noise_level"].astype(float).map(lambda v: next((y for x, y in levels.items() if abs(x - v) <= 1e-9), np.nan))
+    lv = r["noise_level"].astype(float).map(
+        lambda v: next((y for x, y in levels.items() if abs(x - v) <= 1e-9), np.nan))
     out = pd.DataFrame({"noise_level": r["noise_level"].astype(float).to_numpy(), "key_level": lv.to_numpy(),
                         "value": r["value"].to_numpy(), "stderr": r["stderr"].to_numpy()})
     if blocks is not None:
@@ -229,8 +233,8 @@ def _compare_pair(d: pd.DataFrame, model: str, baseline: str, metric: str, level
     sa = _side(a, levels, blocks if per_block else None, scale)
     sb = _side(b, {y: y for y in levels.values()}, ident, scale)
     keys = ["key_level"] + (["key_block"] if per_block else [])
-    m = sa.merge(sb.rename(columns={"value": "value_base", "stderr": "stderr_base"})[keys + ["value_base", "stderr_base"]],
-                 on=keys, how="inner")
+    base = sb.rename(columns={"value": "value_base", "stderr": "stderr_base"})[keys + ["value_base", "stderr_base"]]
+    m = sa.merge(base, on=keys, how="inner")
     if m.empty:
         return None
     m["diff"] = m["value"] - m["value_base"]
@@ -269,7 +273,8 @@ def default_baseline(df: pd.DataFrame, models: Sequence[str]) -> str:
 
 
 def compare_runs(runs, *, baseline: str | None = None, models: Sequence[str] | None = None,
-                 metrics: Sequence[str] = COMPARED_METRICS, nearest: bool = False, top: int = TOP_CELLS) -> pd.DataFrame:
+                 metrics: Sequence[str] = COMPARED_METRICS, nearest: bool = False,
+                 top: int = TOP_CELLS) -> pd.DataFrame:
     """Every model against ``baseline``, per metric: in how many (noise level, block) cells the two
     differ beyond 2 combined standard errors, the median |z| and the ``top`` largest differences
     (by |z|) with their levels and blocks; what ``dardiag compare`` and ``dardiag demo`` print.
@@ -312,7 +317,8 @@ def compare_runs(runs, *, baseline: str | None = None, models: Sequence[str] | N
         levels = dict(match_levels(fm.levels, fb.levels, nearest))
         if not levels:
             unmatched.append(f"{m} vs {baseline}: no noise level in common ({levels_text(fm.levels)} vs "
-                             f"{levels_text(fb.levels)}): not compared; --nearest (nearest=True) pairs the nearest levels")
+                             f"{levels_text(fb.levels)}): not compared; --nearest (nearest=True) pairs the "
+                             "nearest levels")
             continue
         blocks = None
         if fm.depth is not None and fb.depth is not None:

@@ -284,7 +284,8 @@ def _routing_plan(sub: pd.DataFrame, models: Sequence[str], sublayers: Sequence[
     info = {}
     for m in models:
         metric = routing_metric(sub, m)
-        have = sorted(sub.loc[(sub["model"] == m) & (sub["metric"] == metric), "sublayer"].dropna().astype(int).unique())
+        at = sub.loc[(sub["model"] == m) & (sub["metric"] == metric), "sublayer"]
+        have = sorted(at.dropna().astype(int).unique())
         if have:
             d = max(have) // 2  # residual: l <= 2D; DAR: up to its final aggregator 2D + 1
             info[m] = (metric, d, have)
@@ -304,7 +305,8 @@ def _routing_plan(sub: pd.DataFrame, models: Sequence[str], sublayers: Sequence[
     return plan, ["shallow", "last"] + ([FINAL_ROW] if final else [])
 
 
-def fig_routing(df: pd.DataFrame, sublayers: Sequence[int] | None = None, models: Sequence[str] | None = None) -> Figure:
+def fig_routing(df: pd.DataFrame, sublayers: Sequence[int] | None = None,
+                models: Sequence[str] | None = None) -> Figure:
     """Routing maps, one column per model (residual models: the counterfactual importance; DAR
     models: alpha) at matching rows: a shallow sublayer (the same relative depth for every model),
     the last sublayer l = 2D, and, when a DAR model is there, its final aggregator l = 2D + 1 in a
@@ -463,8 +465,8 @@ def grid_by_block(
 ) -> sns.FacetGrid:
     """A ``seaborn.FacetGrid`` of metrics over depth: one row per metric (its own y scale, log where
     the metric is), one column per model, one line per noise level (the model's colour map, darker =
-    noisier, keyed by a colour bar per model) with +-2 s.e. bands. Returns the grid (its figure is pyplot's, as with any seaborn
-    grid: ``plt.close(g.figure)`` when done); save it with :func:`save`."""
+    noisier, keyed by a colour bar per model) with +-2 s.e. bands. Returns the grid (its figure is
+    pyplot's, as with any seaborn grid: ``plt.close(g.figure)`` when done); save it with :func:`save`."""
     _data.check_frame(df)
     present = [m for m in metrics if m in _metrics(df)]
     if not present:

@@ -232,8 +232,9 @@ def read_profile(path: str | os.PathLike) -> pd.DataFrame:
 
     ``df.attrs["dardiag"]`` holds the run metadata (from ``_run.json``, else the parquet schema
     metadata); ``df.attrs["dardiag_status"]`` the run status when known; ``df.attrs["dardiag_notices"]``
-    the sanity notices (:mod:`dardiag.sanity`). Integer id columns are pandas ``Int64`` (nullable). Raises a one-line :class:`DardiagError` if ``path`` is missing, is
-    not a run directory or holds no rows.
+    the sanity notices (:mod:`dardiag.sanity`). Integer id columns are pandas ``Int64`` (nullable).
+    Raises a one-line :class:`DardiagError` if ``path`` is missing, is not a run directory or holds no
+    rows.
     """
     path = Path(path)
     status = None
