@@ -267,19 +267,6 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
     options = (options or LoadOptions()).replace(**option_fields) if option_fields else (options or LoadOptions())
     path = Path(path)
     dtype = dtype or torch.float32
-    if not weights and path.is_dir():
-        folder, pipeline = denoiser_folder(path)
-        raw, class_name = read_config(folder)
-        check_supported(class_name, folder)
-        files = weight_files(folder)
-        model = build_on_meta(folder, class_name, raw)
-        check_weights(folder, class_name, model, files)
-        info = {"path": str(folder), "file_class_name": raw.get("_class_name"), "sha256": None,
-                "files": {f.name: f"{f.stat().st_size / 2**20:.1f} MiB" for f in files}}
-        if pipeline:
-            info["pipeline"] = str(path)
-        return diffusers_model_subject(model, name=name or _display_name(folder), options=options, seed=seed,
-                                       class_name=class_name, raw_config=raw, checkpoint=str(folder), info=info)
     if path.is_file():
         model, raw, class_name, files = single_file_model(path, config=options.config, dtype=dtype, device=device)
         folder, pipeline = path, False
@@ -288,11 +275,20 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
         raw, class_name = read_config(folder)
         check_supported(class_name, folder)
         files = weight_files(folder)
-        model = load_diffusers_model(folder, class_name, raw, files, dtype=dtype, device=device)
-    hashes = {f.name: sha256_file(f) for f in files}
-    sha = next(iter(hashes.values())) if len(hashes) == 1 else hashlib.sha256(
-        "".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
-    info = {"path": str(folder), "file_class_name": raw.get("_class_name"), "sha256": sha, "files": hashes}
+        if weights:
+            model = load_diffusers_model(folder, class_name, raw, files, dtype=dtype, device=device)
+        else:  # the plan only: headers checked against a meta-device model, no weight read or hashed
+            model = build_on_meta(folder, class_name, raw)
+            check_weights(folder, class_name, model, files)
+    sha = None
+    if weights or path.is_file():
+        hashes = {f.name: sha256_file(f) for f in files}
+        sha = next(iter(hashes.values())) if len(hashes) == 1 else hashlib.sha256(
+            "".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
+        listed = hashes
+    else:
+        listed = {f.name: f"{f.stat().st_size / 2**20:.1f} MiB" for f in files}
+    info = {"path": str(folder), "file_class_name": raw.get("_class_name"), "sha256": sha, "files": listed}
     if pipeline:
         info["pipeline"] = str(path)
     subject = diffusers_model_subject(

@@ -141,6 +141,14 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps
     return inputs
 
 
+def _standard_normal(n: int, shape: tuple[int, ...], num_classes: int, g: torch.Generator):
+    """-> x0 [N, *shape], y [N] uniform classes, noise [N, *shape]; drawn in this order (seeds reproduce)."""
+    x0 = torch.randn(n, *shape, generator=g)
+    y = torch.randint(0, max(num_classes, 1), (n,), generator=g)
+    noise = torch.randn(n, *shape, generator=g)
+    return x0, y, noise
+
+
 def _make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps: int, cfg: float) -> Inputs:
     shape = tuple(subject.input_shape)  # (C, H, W), or (C, F, H, W) for video models
     g = torch.Generator().manual_seed(seed)
@@ -153,9 +161,7 @@ def _make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, step
         if n > rows:
             raise DardiagError(f"--samples {n} but the conditioning holds only {rows} rows (prompts); "
                                f"pass --samples {rows} or more prompts")
-        x0 = torch.randn(n, *shape, generator=g)
-        y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)
-        noise = torch.randn(n, *shape, generator=g)
+        x0, y, noise = _standard_normal(n, shape, subject.num_classes, g)
         cond = {k: v[:n] for k, v in cond.items()}
         _conditioning(subject, cond, seed)
         meta = spec.get("meta") if isinstance(spec.get("meta"), dict) else {}
@@ -166,9 +172,7 @@ def _make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, step
     if spec is None:
         n = samples or SYNTHETIC_SAMPLES
         _check_fits_in_memory(n, shape)
-        x0 = torch.randn(n, *shape, generator=g)
-        y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)
-        noise = torch.randn(n, *shape, generator=g)
+        x0, y, noise = _standard_normal(n, shape, subject.num_classes, g)
         _conditioning(subject, {}, seed)
         return Inputs(x0, y, noise, f"synthetic: standard normal latents, uniform classes, seed {seed}",
                       kind="synthetic", label=f"synthetic N(0, 1) latents (seed {seed})")

@@ -9,7 +9,10 @@ drawn as B x grad_rms, which does not depend on B (diagnostics.md section 3).
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
+
+from dardiag.plots.labels import BLOCK_LABEL, SUBLAYER_LABEL
 
 BATCH_SCALED = ("grad_rms", "token_grad_rms")  # metrics that scale with 1/B
 RELATIVE_LABEL = "relative depth k/D"
@@ -68,6 +71,16 @@ def notes(df: pd.DataFrame, batch: bool = True) -> dict[str, str]:
         parts = ([f"D = {d[m]}"] if show_d and m in d else []) + ([f"B = {b[m]}"] if show_b and m in b else [])
         out[str(m)] = ", ".join(parts)
     return out
+
+
+def label_depth_axis(ax: Axes, x: str, relative: bool) -> None:
+    """The x axis of a curve over blocks (``x="block"``) or sublayers: relative depth where models differ."""
+    if relative:
+        ax.set_xlabel(RELATIVE_LABEL if x == "block" else RELATIVE_SUBLAYER_LABEL)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    else:
+        ax.set_xlabel(BLOCK_LABEL if x == "block" else SUBLAYER_LABEL)
+        ax.xaxis.set_major_locator(depth_locator())
 
 
 def depth_locator() -> MaxNLocator:

@@ -13,10 +13,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from dardiag.plots import _data, depth
-from dardiag.plots.labels import BLOCK_LABEL, SUBLAYER_LABEL, metric_label, model_handles
+from dardiag.plots.labels import metric_label, model_handles
 from dardiag.plots.theme import model_colors, model_markers
 
 SITE_INDEX = {"z": "block", "h": "sublayer"}
@@ -110,12 +110,7 @@ def plot_probe_r2(df: pd.DataFrame, *, ax: Axes | None = None, site: str = "z", 
         handles.append(Line2D([], [], color="0.4", marker="|", linestyle="none", markersize=6, label=r"$\pm$2 s.e."))
 
     _fit_y(ax, cells, ref.to_numpy(dtype=float))
-    if rel:
-        ax.set_xlabel(depth.RELATIVE_LABEL if x == "block" else depth.RELATIVE_SUBLAYER_LABEL)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
-    else:
-        ax.set_xlabel(BLOCK_LABEL if x == "block" else SUBLAYER_LABEL)
-        ax.xaxis.set_major_locator(depth.depth_locator())
+    depth.label_depth_axis(ax, x, rel)
     ax.set_ylabel(metric_label("probe_r2") + "\non held-out pairs")
     if legend:
         ax.legend(handles=handles, loc="best", frameon=True, framealpha=0.85, edgecolor="none")  # over x_t

@@ -22,8 +22,6 @@ from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter, MaxNL
 
 from dardiag.plots import _data, depth
 from dardiag.plots.labels import (
-    BLOCK_LABEL,
-    SUBLAYER_LABEL,
     is_log,
     level_colorbar,
     level_labels,
@@ -210,12 +208,7 @@ def plot_metric_by_block(
     if use_log:
         log_axis(ax)
     mark_flat(ax, sub["value"].to_numpy(dtype=float), _data.stderr_of(sub).to_numpy())
-    if rel:
-        ax.set_xlabel(depth.RELATIVE_LABEL if x == "block" else depth.RELATIVE_SUBLAYER_LABEL)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
-    else:
-        ax.set_xlabel(BLOCK_LABEL if x == "block" else SUBLAYER_LABEL)
-        ax.xaxis.set_major_locator(depth.depth_locator())
+    depth.label_depth_axis(ax, x, rel)
     ylabel = metric_label(metric)
     if scaled:
         ylabel = "B x " + ylabel  # grad_rms scales with 1/B: B x grad_rms does not
