@@ -14,9 +14,14 @@ and prints profile / bare, the ratio the DiT path holds (benchmarks/README.md, s
 ``memory``: writes a Flux-shaped model of about ``--params`` parameters in bfloat16 as a diffusers
 folder, then, each in a fresh process, loads it with dardiag in bfloat16 and in float32 and reports
 the peak resident set size against the file size: a load without a float32 copy peaks near the file.
+``--profile-batch B`` adds a whole ``dardiag profile --dtype bfloat16`` (every default analysis, 2
+levels x B images, one minibatch per level) in a fresh process: its peak against the file and the
+memory its cost line expected (weights + one minibatch's backward + CKA buffers), i.e. what a user
+of a model this size needs. ``--skip-float32`` for models whose float32 copy would not fit.
 
     python benchmarks/bench_diffusers.py                      # overhead, a few minutes on 2 cores
     python benchmarks/bench_diffusers.py memory --params 1.0  # 1.0e9 parameters (2 GB in bfloat16)
+    python benchmarks/bench_diffusers.py memory --params 6 --skip-float32 --profile-batch 1
 """
 
 from __future__ import annotations
@@ -155,6 +160,19 @@ def _load_child(folder: str, dtype: str) -> None:
                       "seconds": seconds}))
 
 
+def _profile_child(folder: str, batch: str, out: str) -> None:
+    """``dardiag profile`` in this process, as a user runs it, then its peak RSS (the plan line is in the log)."""
+    from dardiag.cli import app
+
+    t0 = time.perf_counter()
+    try:
+        app(["profile", folder, "--dtype", "bfloat16", "--levels", "2", "--samples", batch, "--batch-size", batch,
+             "--input-size", "32", "--text-tokens", "32", "--out", out, "--no-figures", "--no-progress"])
+    finally:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"peak_gib": peak / 2**20, "seconds": time.perf_counter() - t0}))
+
+
 def memory(args) -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         folder = Path(tmp) / "flux-shaped"
@@ -163,19 +181,31 @@ def memory(args) -> None:
         file_gib = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**30
         print(f"files: {file_gib:.2f} GiB (bfloat16)")
         print(f"{'load as':9} {'params':>8} {'setup GiB':>9} {'peak GiB':>9} {'peak-setup':>10} {'/ file':>6} {'s':>6}")
-        for dtype in ("bfloat16", "float32"):
+        for dtype in ("bfloat16",) + (() if args.skip_float32 else ("float32",)):
             res = subprocess.run([sys.executable, __file__, "_load", str(folder), dtype], capture_output=True,
                                  text=True, check=True)
             d = json.loads(res.stdout.strip().splitlines()[-1])
             grown = d["peak_gib"] - d["setup_gib"]
             print(f"{dtype:9} {d['params'] / 1e9:7.2f}B {d['setup_gib']:9.2f} {d['peak_gib']:9.2f} {grown:10.2f} "
                   f"{grown / file_gib:6.2f} {d['seconds']:6.1f}")
+        if args.profile_batch:
+            res = subprocess.run([sys.executable, __file__, "_profile", str(folder), str(args.profile_batch),
+                                  str(Path(tmp) / "run")], capture_output=True, text=True)
+            lines = res.stdout.strip().splitlines()
+            print("\n".join(f"  | {line}" for line in lines[:-1] if line.strip()))
+            if res.returncode:
+                sys.exit(f"profile failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
+            d = json.loads(lines[-1])
+            print(f"profile (bfloat16, 2 levels x {args.profile_batch} images, every default analysis): peak "
+                  f"{d['peak_gib']:.2f} GiB = {d['peak_gib'] / file_gib:.2f} x the file, {d['seconds']:.0f} s")
 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_load"]:
         return _load_child(argv[1], argv[2])
+    if argv[:1] == ["_profile"]:
+        return _profile_child(*argv[1:4])
     if argv[:1] == ["_write"]:
         return _write_model(Path(argv[1]), float(argv[2]))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -187,6 +217,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--params", type=float, default=1.0, help="memory: parameters of the model, in billions")
+    p.add_argument("--skip-float32", action="store_true", help="memory: do not load a float32 copy")
+    p.add_argument("--profile-batch", type=int, default=0, help="memory: also profile in bfloat16 at this batch")
     p.add_argument("--tmp", default=None, help="memory: where to write the model (default: the system's)")
     args = p.parse_args(argv)
     if args.threads:

@@ -94,6 +94,31 @@ def test_a_plan_over_the_free_memory_warns_and_names_a_batch_size_that_fits(ckpt
     assert tight.minibatch_bytes * b / 16 + tight.cka_bytes <= cost.HEADROOM * tight.free_bytes
 
 
+def test_a_model_that_fits_one_image_at_a_time_takes_batch_1_when_cka_is_over_tokens(ckpt, monkeypatch):
+    from dardiag.engine.config import Analyses, ProfileConfig
+    from dardiag.engine.plan import plan_models
+
+    subject = api.open_subject(str(ckpt))
+    config = ProfileConfig(samples=8, batch_size=16, noise_levels=[0.5], device="cpu")
+    plan = plan_models([subject], config, None, None, "cpu")[0]
+    images = ProfileConfig(samples=8, batch_size=16, noise_levels=[0.5], device="cpu",
+                           analyses=Analyses(cka_rows="images"))
+    for cfg, fits in ((config, 1), (images, None)):  # over tokens, B x T >= 4 rows already; over images B >= 4
+        c = cost.estimate(plan, cfg, "cpu")
+        room = int((c.cka_bytes + 1.5 * c.minibatch_bytes / c.batch_size) / cost.HEADROOM)  # 1.5 images fit
+        monkeypatch.setattr(cost, "free_memory", lambda device: room)
+        assert cost.estimate(plan, cfg, "cpu").suggested_batch_size() == fits
+    with pytest.raises(DardiagError, match="too small for CKA"):
+        ProfileConfig(batch_size=2, analyses=Analyses(cka_rows="images"))
+    one = dardiag.profile(str(ckpt), samples=3, batch_size=1, noise_levels=[0.5], analyses={"probe": False})
+    two = dardiag.profile(str(ckpt), samples=3, batch_size=3, noise_levels=[0.5], analyses={"probe": False})
+    key = ["metric", "block", "noise_level"]
+    cka = [d[d.metric == "cka"].set_index(key + ["other_block"]).value for d in (one, two)]
+    assert len(cka[0]) > 0 and cka[0].notna().all()  # three minibatches of one image, T rows each
+    act = [d[d.metric == "act_rms"].set_index(key).value for d in (one, two)]
+    pd.testing.assert_series_equal(act[0], act[1], rtol=1e-5)  # per-image statistics: B does not matter
+
+
 def test_device_auto_is_cuda_when_present_else_cpu(monkeypatch):
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

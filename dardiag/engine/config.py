@@ -115,7 +115,8 @@ class ProfileConfig:
                 raise DardiagError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise DardiagError(f"--seed must be a non-negative integer, got {self.seed!r}")
-        if self.analyses.cka and self.batch_size < CKA_MIN_ROWS:
+        # over tokens a minibatch of one image already gives T rows; over images it gives B
+        if self.analyses.cka and self.analyses.cka_rows == "images" and self.batch_size < CKA_MIN_ROWS:
             raise DardiagError(
                 f"--batch-size {self.batch_size} is too small for CKA: the unbiased estimator needs at least 4 "
                 "rows per minibatch; use --batch-size 4 or more, or --no-cka"
@@ -138,7 +139,7 @@ class ProfileConfig:
 
     @property
     def min_samples(self) -> int:
-        return CKA_MIN_ROWS if self.analyses.cka else 1
+        return CKA_MIN_ROWS if self.analyses.cka and self.analyses.cka_rows == "images" else 1
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class Cost:
     cka_bytes: int
     free_bytes: int | None  # memory free on the device now (weights already loaded), None: unknown
     dtype_bytes: int
+    min_batch: int = CKA_MIN_ROWS  # the smallest --batch-size the run takes (CKA over images needs 4)
 
     @property
     def passes(self) -> int:
@@ -76,7 +77,7 @@ class Cost:
         per_image = self.minibatch_bytes / self.batch_size
         b = int((HEADROOM * self.free_bytes - self.cka_bytes) // max(per_image, 1))
         b = min(b, self.batch_size)
-        return b if b >= CKA_MIN_ROWS or b >= 1 and self.cka_bytes == 0 else None
+        return b if b >= self.min_batch else None
 
     def line(self) -> str:
         """The one line said before any work (see the module docstring)."""
@@ -97,7 +98,7 @@ class Cost:
         need, free = _gib(self.work_bytes), _gib(self.free_bytes)
         if b is None:
             return (f"warning: {self.model} needs ~{need} GiB for one minibatch besides its weights, but only "
-                    f"{free} GiB is free, and even --batch-size {CKA_MIN_ROWS} will not fit; free memory, use "
+                    f"{free} GiB is free, and even --batch-size {self.min_batch} will not fit; free memory, use "
                     "--dtype bfloat16, or --no-cka with a smaller --batch-size")
         small = self.minibatch_bytes * b / self.batch_size + self.cka_bytes
         return (f"warning: {self.model} needs ~{need} GiB for one minibatch of {self.batch_size} besides its weights, "
@@ -178,4 +179,5 @@ def estimate(plan, config: ProfileConfig, device) -> Cost:
                 estimated_shape=estimated, parameters=parameters, levels=len(plan.grid), images=inp.count,
                 batch_size=B, minibatches=len(minibatches(inp.count, config.batch_size)),
                 weights_bytes=weights, minibatch_bytes=minibatch, cka_bytes=cka, free_bytes=free_memory(device),
-                dtype_bytes=word)
+                dtype_bytes=word, min_batch=CKA_MIN_ROWS if config.analyses.cka and config.analyses.cka_rows
+                == "images" else 1)

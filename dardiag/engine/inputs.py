@@ -96,8 +96,9 @@ class Inputs:
 
 
 def minibatches(n: int, batch_size: int) -> list[slice]:
-    """Consecutive minibatches of ``batch_size`` images; a tail too small for CKA joins the previous one."""
-    return [slice(a, b) for a, b in row_blocks(n, batch_size)]
+    """Consecutive minibatches of ``batch_size`` images; a tail too small for CKA over images (under 4,
+    and under the batch size: a batch of 1 or 2 images is CKA over tokens) joins the previous one."""
+    return [slice(a, b) for a, b in row_blocks(n, batch_size, min_rows=min(4, batch_size))]
 
 
 def noisy_batch(inputs: Inputs, sl: slice, t_native: float, family, device):

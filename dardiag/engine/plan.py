@@ -81,7 +81,8 @@ def plan_models(subjects: Sequence[Subject], config: ProfileConfig, inputs, name
         inp = make_inputs(inputs, s, config.samples, config.seed, steps=config.generate_steps,
                           cfg=config.generate_cfg)
         if inp.count < config.min_samples:
-            raise DardiagError(f"{inp.count} samples are too few; CKA needs at least 4")
+            raise DardiagError(f"{inp.count} samples are too few for CKA over images (it needs at least 4); "
+                               "pass more --samples, or --cka-rows tokens")
         if len(minibatches(inp.count, config.batch_size)) < W:
             raise DardiagError(
                 f"{inp.count} samples in minibatches of {config.batch_size} give fewer minibatches than the "
