@@ -209,7 +209,7 @@ def bad_cases(f: Path) -> dict[str, list]:
         "SiT timestep 1.5": [dar, "--timesteps", "1.5"],
         "empty grid": [res, "--noise-levels", ""],
         "noise level 1.5": [res, "--noise-levels", "0.5,1.5"],
-        "batch 2 with CKA": [res, "--batch-size", "2"],
+        "batch 2 with CKA over images": [res, "--batch-size", "2", "--cka-rows", "images"],
         "unknown dtype": [res, "--dtype", "float8"],
         "cuda without CUDA": [res, "--device", "cuda"],
         "levels and timesteps": [res, "--noise-levels", "0.5", "--timesteps", "10"],
@@ -223,7 +223,7 @@ def bad_cases(f: Path) -> dict[str, list]:
 EXPECT = {
     "unreadable inputs": "garbage.pt", "missing inputs": "nowhere.pt", "shape mismatch": "shape",
     "DiT timestep 1000": "range", "SiT timestep 1.5": "range", "empty grid": "empty",
-    "noise level 1.5": "[0, 1]", "batch 2 with CKA": "CKA", "unknown dtype": "float8",
+    "noise level 1.5": "[0, 1]", "batch 2 with CKA over images": "CKA", "unknown dtype": "float8",
     "cuda without CUDA": "CUDA", "levels and timesteps": "either", "missing checkpoint": "nothing.pt",
     "cka max rows 3": "--cka-max-rows", "device mps": "mps", "levels 1e12": "--levels",
 }
