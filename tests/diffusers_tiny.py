@@ -21,6 +21,9 @@ class Tiny:
     config: dict
     options: dict = field(default_factory=dict)
     sample_size: int | None = None  # written into config.json when the class's config has none
+    # layers the class initialises to zero (gates, output projection), re-drawn with their default init:
+    # zero gates make every block the identity and a zero output layer sends no gradient back
+    redraw: tuple[str, ...] = ()
 
 
 # image, one token stream (dardiag/adapters/classes/image.py)
@@ -62,6 +65,11 @@ IMAGE: dict[str, Tiny] = {
         time_step_dim=32, rope_scaling={"short_factor": [1.0] * 8, "long_factor": [1.0] * 8, "type": "su"}),
         sample_size=8),
     # 16 image tokens, padded to 32 by the model (the pad tokens are part of the probed image stream)
+    # sequence-first blocks; zero-initialised modulation and output layers re-drawn
+    "ErnieImageTransformer2DModel": Tiny(dict(
+        hidden_size=32, num_attention_heads=2, num_layers=2, ffn_hidden_size=64, in_channels=4, out_channels=4,
+        patch_size=1, text_in_dim=12, rope_axes_dim=(4, 6, 6)), sample_size=8,
+        redraw=("adaLN_modulation.1", "final_linear")),
     "ZImageTransformer2DModel": Tiny(dict(
         all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32, n_layers=2, n_refiner_layers=1,
         n_heads=2, n_kv_heads=2, cap_feat_dim=12, axes_dims=[4, 6, 6], axes_lens=[64, 16, 16]), sample_size=8),
@@ -242,6 +250,12 @@ VIDEO_MORE: dict[str, Tiny] = {
     "JoyImageEditPlusTransformer3DModel": Tiny(dict(
         patch_size=[1, 2, 2], in_channels=4, hidden_size=16, num_attention_heads=2, text_dim=12, num_layers=2,
         rope_dim_list=[2, 2, 4]), sample_size=8),
+    # spatial and temporal blocks alternate; video_length = the frames (the temporal embedding has that many rows)
+    "LatteTransformer3DModel": Tiny(dict(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+        cross_attention_dim=16, sample_size=8, patch_size=2, caption_channels=12, video_length=3,
+        norm_type="ada_norm_single", num_embeds_ada_norm=1000, norm_elementwise_affine=False, norm_eps=1e-6,
+        activation_fn="gelu-approximate", attention_bias=True)),
 }
 
 TINY: dict[str, Tiny] = {**IMAGE, **JOINT, **VIDEO, **VIDEO_MORE}
@@ -251,7 +265,10 @@ def build(cls: str, **overrides) -> torch.nn.Module:
     import diffusers
 
     torch.manual_seed(0)
-    return getattr(diffusers, cls)(**{**TINY[cls].config, **overrides}).eval()
+    model = getattr(diffusers, cls)(**{**TINY[cls].config, **overrides}).eval()
+    for name in TINY[cls].redraw:
+        model.get_submodule(name).reset_parameters()
+    return model
 
 
 def save(model, path, **kw):

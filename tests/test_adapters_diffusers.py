@@ -24,7 +24,7 @@ from dardiag.adapters.convert import (  # noqa: E402
     match_original,
     port_differences,
 )
-from dardiag.adapters.classes.spec import TAIL, pack2x2, unpack2x2  # noqa: E402
+from dardiag.adapters.classes.spec import TAIL, from_tokens, pack2x2, to_tokens, unpack2x2  # noqa: E402
 from dardiag.adapters.diffusers import ImagePart, diffusers_subject, supply_conditioning  # noqa: E402
 from dardiag.errors import DardiagError  # noqa: E402
 from dardiag.hooks.recorder import Tap, record  # noqa: E402
@@ -302,6 +302,18 @@ def test_flux_pack_roundtrip():
     assert packed.shape == (2, 12, 16)
     torch.testing.assert_close(packed[0, 1], x[0, :, 0:2, 2:4].reshape(-1))  # token (row 0, col 1)
     torch.testing.assert_close(unpack2x2(packed, 6, 8), x, rtol=0, atol=0)
+
+
+def test_stream_layouts_unfold_to_one_token_order():
+    """A video folded as Latte folds it for its spatial (N F, H W, D) and temporal (N H W, F, D) blocks
+    unfolds to the same frame-major (N, F H W, D) tokens; every layout folds back exactly."""
+    N, F, P, D = 2, 3, 4, 5  # P: H W patches of a frame
+    z = torch.randn(N, F * P, D)  # token f * P + p
+    spatial = z.reshape(N * F, P, D)
+    temporal = spatial.reshape(N, F, P, D).permute(0, 2, 1, 3).reshape(N * P, F, D)  # as Latte's forward
+    for layout, x in (("frames", spatial), ("patches", temporal), ("seq", z.transpose(0, 1)), ("batch", z)):
+        assert torch.equal(to_tokens(x, layout, F * P), z), layout
+        assert torch.equal(from_tokens(z, layout, x.shape), x), layout
 
 
 def test_old_flux_single_block_wrapper():

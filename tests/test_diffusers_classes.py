@@ -86,6 +86,24 @@ def test_prediction_has_the_latents_layout(saved, cls):
     assert out.shape[0] == n and out.shape[1] >= x.shape[1] and out.shape[2:] == x.shape[2:]
 
 
+WRAPPED = sorted(c for c in TINY if any(st.stream.wrapped for st in TABLE[c].stacks))
+
+
+@pytest.mark.parametrize("cls", WRAPPED)
+def test_wrapped_blocks_change_no_output(saved, cls):
+    """Blocks wrapped so that the taps see their image tokens as (N, T, D) (a text part, a sequence-first
+    or folded layout) return what they did: the wrapped model predicts what the plain one does."""
+    s = subject_of(saved(cls), cls)
+    plain = getattr(diffusers, cls).from_pretrained(saved(cls)).eval()
+    n = 2
+    x = torch.randn(n, *s.input_shape, generator=torch.Generator().manual_seed(2))
+    t = torch.full((n,), 500) if s.family.integer_time else torch.full((n,), 0.5 * s.family.t_max)
+    cond = s.make_cond(n, torch.arange(n)) if s.make_cond else None
+    y = torch.zeros(n, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(s.call(s.model, x, t, y, cond), s.call(plain, x, t, y, cond), rtol=0, atol=0)
+
+
 def test_a_class_that_is_not_a_dit_is_refused_by_name():
     for name, words in (("UNet2DConditionModel", "a UNet"), ("AutoencoderKL", "an autoencoder"),
                         ("FluxControlNetModel", "ControlNet"), ("StableAudioDiTModel", "audio")):

@@ -8,7 +8,8 @@ Conditioning the user does not supply (text embeddings, pooled projections) is s
 from a seed and the sample id, and the Subject's ``info["conditioning"]`` says so.
 
 Probed states (diagnostics.md §2): ``z_0`` is the image hidden state entering the first block, ``z_k``
-the image stream after block k of all stacks in call order (double-stream blocks, then single ones).
+the image stream after block k of all stacks in call order (double-stream blocks, then single ones;
+Latte's spatial and temporal blocks alternately), always as (N, T, D) with one token order.
 
 Legend: N batch, C latent channels, F frames, H/W latent side, T image tokens, L text tokens, D width.
 """
@@ -26,9 +27,9 @@ from torch import nn
 
 from dardiag.adapters.classes import TABLE, ClassEntry, Stream, refusal
 from dardiag.adapters.classes.guess import guess_entry
-from dardiag.adapters.classes.spec import patch2d
+from dardiag.adapters.classes.spec import LAYOUTS, from_tokens, patch2d, to_tokens
 from dardiag.adapters.conditioning import Conditioning
-from dardiag.adapters.generic import first_input, resolve_blocks
+from dardiag.adapters.generic import first_input, resolve_blocks, with_first_input
 from dardiag.adapters.options import LoadOptions
 from dardiag.checkpoints.diffusers_dir import (
     build_on_meta, check_weights, load_diffusers_model, pipeline_components, read_config, weight_files,
@@ -48,26 +49,39 @@ from dardiag.subject import SiteSpec, Subject
 
 
 class ImagePart(nn.Module):
-    """A block whose output holds text and image tokens in one sequence: the image part is sent
-    through an identity child ``image``, so that a tap on it sees the image tokens and a gradient hook
-    on them is reached by backward; the returned values are unchanged."""
+    """A block whose output is not the image stream as (N, T, D): text tokens in the same sequence, a
+    sequence-first or a folded layout. The image tokens are sent, as (N, T, D), through an identity
+    child ``image``, so that a tap on it sees them and a gradient hook on them is reached by backward;
+    the returned values are unchanged. The first block (``entry``) sends the image tokens of its input
+    through ``image_in`` as well: that is z_0."""
 
-    def __init__(self, block: nn.Module, stream: Stream, adapter: "TableAdapter"):
+    def __init__(self, block: nn.Module, stream: Stream, adapter: "TableAdapter", *, entry: bool = False):
         super().__init__()
         self.block, self.stream = block, stream
         self.image = nn.Identity()
+        self.image_in = nn.Identity() if entry else None
         self._adapter = [adapter]  # in a list: not registered as a submodule
 
     def forward(self, *args, **kwargs):
+        if self.image_in is not None:
+            args, kwargs = with_first_input(args, kwargs, lambda x: self._through(x, self.image_in))
         out = self.block(*args, **kwargs)
         parts = list(out) if isinstance(out, tuple) else [out]
         i = self.stream.index or 0
-        x, T = parts[i], self._adapter[0].image_tokens  # x: (N, L + T, D)
-        if self.stream.part == "head":
-            parts[i] = torch.cat([self.image(x[:, :T]), x[:, T:]], dim=1)
-        else:
-            parts[i] = torch.cat([x[:, :-T], self.image(x[:, -T:])], dim=1)
+        parts[i] = self._through(parts[i], self.image)
         return tuple(parts) if isinstance(out, tuple) else parts[0]
+
+    def _through(self, x: torch.Tensor, identity: nn.Module) -> torch.Tensor:
+        """``x`` in the stream's layout, its image tokens sent through ``identity`` as (N, T, D)."""
+        s, T = self.stream, self._adapter[0].image_tokens
+        if s.part is None:  # image tokens only, in a folded or sequence-first layout
+            return from_tokens(identity(to_tokens(x, s.layout, T)), s.layout, x.shape)
+        dim, S = s.token_dim, x.shape[s.token_dim]  # S: image + text tokens of a sample
+        head = s.part == "head"
+        image = x.narrow(dim, 0 if head else S - T, T)
+        rest = x.narrow(dim, T, S - T) if head else x.narrow(dim, 0, S - T)
+        image = from_tokens(identity(to_tokens(image, s.layout, T)), s.layout, image.shape)  # seen as (N, T, D)
+        return torch.cat([image, rest] if head else [rest, image], dim=dim)
 
 
 class TableAdapter:
@@ -121,21 +135,27 @@ class TableAdapter:
         return int(count(self.cfg, tuple(shape)))
 
     # --- blocks -----------------------------------------------------------------
+    def _blocks(self) -> list[tuple[str, Stream]]:
+        """(block path, its stream) in call order: stack after stack, or alternating (``interleaved``,
+        as the model zips its stacks)."""
+        stacks = [[(p, self.streams[s.path]) for p in resolve_blocks(self.model, s.path)] for s in self.entry.stacks]
+        if self.entry.interleaved:
+            return [b for turn in zip(*stacks) for b in turn]
+        return [b for blocks in stacks for b in blocks]
+
     def _wrap_blocks(self) -> tuple[list[str], dict[str, object]]:
         paths, picks = [], {}
-        for stack in self.entry.stacks:
-            stream = self.streams[stack.path]
-            for path in resolve_blocks(self.model, stack.path):
-                if stream.part is None:
-                    paths.append(path)
-                    picks[path] = self._pick(stream)
-                    continue
-                parent, _, index = path.rpartition(".")
-                holder = self.model.get_submodule(parent)
-                if not isinstance(holder[int(index)], ImagePart):
-                    holder[int(index)] = ImagePart(holder[int(index)], stream, self)
-                paths.append(f"{path}.image")
-                picks[f"{path}.image"] = self._pick(Stream())  # the identity child returns a tensor
+        for k, (path, stream) in enumerate(self._blocks()):
+            if not stream.wrapped:
+                paths.append(path)
+                picks[path] = self._pick(stream)
+                continue
+            parent, _, index = path.rpartition(".")
+            holder = self.model.get_submodule(parent)
+            if not isinstance(holder[int(index)], ImagePart):
+                holder[int(index)] = ImagePart(holder[int(index)], stream, self, entry=k == 0)
+            paths.append(f"{path}.image")
+            picks[f"{path}.image"] = self._pick(Stream())  # the identity child returns a tensor
         return paths, picks
 
     def _pick(self, stream: Stream):
@@ -156,19 +176,12 @@ class TableAdapter:
         return pick
 
     def taps(self) -> tuple[Tap, ...]:
-        taps = [Tap("z_0", self.paths[0], pick=self._pick_input, pre=True)]
-        taps += [Tap(f"z_{k}", p, pick=self.picks[p]) for k, p in enumerate(self.paths, start=1)]
-        return tuple(taps)
-
-    def _pick_input(self, args, kwargs) -> torch.Tensor:
-        x = first_input(args, kwargs)  # (N, T, D), or (N, L + T, D) for a first single-stream block
-        stream = self.streams[self.entry.stacks[0].path]
-        T = self.image_tokens
-        if stream.part == "head" and x.shape[1] != T:
-            return x[:, :T]
-        if stream.part == "tail" and x.shape[1] != T:
-            return x[:, -T:]
-        return x
+        first = self.paths[0]
+        if first.endswith(".image"):  # a wrapped first block: the image tokens of its input, (N, T, D)
+            z0 = Tap("z_0", f"{first.rpartition('.')[0]}.image_in")
+        else:  # the first block's input is the image stream itself (N, T, D)
+            z0 = Tap("z_0", first, pick=first_input, pre=True)
+        return (z0, *(Tap(f"z_{k}", p, pick=self.picks[p]) for k, p in enumerate(self.paths, start=1)))
 
     # --- conditioning and the call ----------------------------------------------
     def cond_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -192,11 +205,14 @@ class TableAdapter:
             stream = self.streams[s.path]
             where = ("tensor" if stream.index is None else "by token count" if stream.index == -1
                      else f"output[{stream.index}]")
+            if stream.layout != "batch":
+                where += f", {LAYOUTS[stream.layout]} read as (N, T, D)"
             if stream.part:
                 where += f", image {stream.part} of [image; text]" if stream.part == "head" else \
                     f", image {stream.part} of [text; image]"
             stacks.append({"path": s.path, "blocks": len(self.model.get_submodule(s.path)), "stream": where})
-        return {"stacks": stacks, "left_out": dict(self.entry.left_out), "note": self.entry.note}
+        order = "alternating, one block of each stack in turn" if self.entry.interleaved else "stack after stack"
+        return {"stacks": stacks, "order": order, "left_out": dict(self.entry.left_out), "note": self.entry.note}
 
 
 def _by_tokens(output, T: int) -> torch.Tensor:

@@ -44,6 +44,17 @@ def first_input(args: tuple, kwargs: dict) -> torch.Tensor:
     )
 
 
+def with_first_input(args: tuple, kwargs: dict, change: Callable) -> tuple[tuple, dict]:
+    """(args, kwargs) with the hidden state :func:`first_input` finds replaced by ``change(it)``."""
+    if args and torch.is_tensor(args[0]):
+        return (change(args[0]), *args[1:]), kwargs
+    for key in INPUT_KEYWORDS:
+        if torch.is_tensor(kwargs.get(key)):
+            return args, {**kwargs, key: change(kwargs[key])}
+    first_input(args, kwargs)  # raises: no hidden state found
+    return args, kwargs
+
+
 def tensor_output(output) -> torch.Tensor:
     if torch.is_tensor(output):
         return output

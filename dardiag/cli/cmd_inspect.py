@@ -88,6 +88,7 @@ def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
         "depth": subject.spec.depth,
         "block_lists": info.get("block_lists"),
         "stacks": plan.get("stacks"),
+        "order": plan.get("order"),
         "left_out": plan.get("left_out"),
         "note": plan.get("note"),
         "guess": info.get("guess"),
@@ -106,6 +107,7 @@ def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
         print(json.dumps(d, indent=2, default=str))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=str(path), show_header=False)
@@ -118,5 +120,5 @@ def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
             value = "\n".join(f"{s['path']} x {s['blocks']}: image stream {s['stream']}" for s in value)
         elif key == "left_out":
             value = "; ".join(f"{k} ({why})" for k, why in value.items())
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))  # "[image; text]" is text, not rich markup
     Console().print(table)

@@ -28,7 +28,8 @@ def rows() -> list[tuple[str, str, str]]:
     for name in candidate_classes():
         if name in TABLE:
             e = TABLE[name]
-            stacks = " + ".join(f"`{s.path}`" for s in e.stacks)
+            stacks = (" / " if e.interleaved else " + ").join(f"`{s.path}`" for s in e.stacks)
+            stacks += " (alternating)" if e.interleaved else ""
             kind = "video" if e.video else "image"
             left = "; left out: " + ", ".join(f"`{p}` ({why})" for p, why in e.left_out) if e.left_out else ""
             out.append((name, "supported", f"{kind}, {stacks}, `{e.family}`{left}"))

@@ -1,6 +1,7 @@
 """Image transformers with one image token stream: text enters by cross-attention, or the image and
-text tokens share one sequence (``HEAD``/``TAIL``), or not at all; refiner stacks that run on the image
-tokens alone before the main stack are profiled as their own stack (text-only refiners are left out).
+text tokens share one sequence (``HEAD``/``TAIL``, sequence-first in Ernie-Image), or not at all; refiner
+stacks that run on the image tokens alone before the main stack are profiled as their own stack
+(text-only refiners are left out).
 
 DiT/PixArt follow DDPM (epsilon, learned sigma), HunyuanDiT DDPM with v prediction (``ddpm-v``); the
 flow models take sigma x 1000 (``flow1000``), sigma (``flow``) or, as the Lumina/Z-Image/OmniGen
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from dardiag.adapters.classes.spec import HEAD, TAIL, ClassEntry, Stack, cfg_get, mask, patch2d, text
+from dardiag.adapters.classes.spec import HEAD, TAIL, ClassEntry, Stack, Stream, cfg_get, mask, patch2d, text
 from dardiag.errors import DardiagError
 
 VAE_FACTOR = 8  # pixels per latent side in the SD / PixArt / Sana-free VAEs
@@ -183,6 +184,12 @@ def _zimage(m, x, t, y, cond):
     return torch.stack(out).squeeze(2)  # (N, C, H, W)
 
 
+def _ernie(m, x, t, y, cond):
+    text_bth = cond["text_bth"]  # (N, L, D_text)
+    lens = torch.full((x.shape[0],), text_bth.shape[1], dtype=torch.long, device=x.device)  # nothing padded
+    return m(x, timestep=t.to(x.dtype), text_bth=text_bth, text_lens=lens).sample  # (N, C, H, W)
+
+
 ENTRIES = (
     ClassEntry(
         "DiTTransformer2DModel", (Stack("transformer_blocks"),), "dit", _dit,
@@ -239,4 +246,11 @@ ENTRIES = (
         fixed=lambda cfg, shape: "basic (text to image) mode, one frame",
         note="image and caption tokens are each padded to a multiple of 32: image token counts include the "
         "learned pad tokens when (H/p)(W/p) is not a multiple of 32"),
+    ClassEntry(
+        "ErnieImageTransformer2DModel", (Stack("layers", Stream(part="head", layout="seq")),), "flow1000", _ernie,
+        cond=text("text_bth", ("text_in_dim",)), tokens=patch2d, latent=_latent(1024, 16), text_tokens=256,
+        fixed=lambda cfg, shape: "all text tokens valid (text_lens = L)",
+        note="the blocks run sequence-first on [image; text]: the image part is read as (N, T, D); latents are "
+        "the pipeline's 2x2-patchified VAE latents (128 channels at 1/16); prompts are not padded (and the "
+        "prompt enhancer rewrites them): 256 tokens by default, set --text-tokens"),
 )

@@ -27,15 +27,9 @@ REFUSED = (
             "clean first-frame anchor and a mandatory text mask, predicting x0 - noise at sigma x 1000 (no family yet)"),
     Refused("SanaWMLTX2RefinerTransformer3DModel", "not yet in the table: SanaWM's refiner stage (its KV-cache "
             "protocol and SanaWM's per-frame timesteps are not modelled)"),
-    Refused("LatteTransformer3DModel", "a video DiT whose spatial and temporal blocks alternate, each with frames "
-            "or patches folded into the batch ((N F, H W, D) and (N H W, F, D)); not yet profiled: the class "
-            "table has no stream that unfolds a block output to (N, T, D), nor stacks interleaved in call order"),
     Refused("UniDiffuserModel", "a joint image-text diffusion model (U-ViT over both), not an image denoiser"),
     Refused("DreamLiteTransformer2DModel", "a transformer layer inside DreamLite's UNet (DreamLiteUNetModel is the "
             "denoiser, a UNet), not a denoiser"),
-    # a gap of the table, not of the model: a flow1000 denoiser whose blocks run sequence-first
-    Refused("ErnieImageTransformer2DModel", "not profiled yet: its blocks take and return sequence-first (S, N, D) "
-            "[image; text] tensors, and dardiag's block streams read batch-first (N, T, D) outputs"),
 )
 
 # (pattern on the class name, what the class is): refused without an entry each

@@ -1,10 +1,11 @@
 """One row of the diffusers class table: what dardiag must know to drive and probe a transformer class.
 
-An entry is data plus one short ``forward``: where the block stacks are (profiled in call order),
-which part of a block's output is the image stream, the noise process (a ``Family`` name), the
-conditioning the model takes besides latents (per-sample shapes, read from its config) and how to
-call it. The helpers below (token counts, 2x2 packing, rotary ids, timestep conventions) are shared
-by the entries, so that adding a class is a few lines plus its tiny config in the tests.
+An entry is data plus one short ``forward``: where the block stacks are (profiled in call order:
+stack after stack, or alternating block by block), which part of a block's output is the image stream
+and how its tensor is laid out, the noise process (a ``Family`` name), the conditioning the model
+takes besides latents (per-sample shapes, read from its config) and how to call it. The helpers
+below (token counts, 2x2 packing, rotary ids, timestep conventions, stream layouts) are shared by the
+entries, so that adding a class is a few lines plus its tiny config in the tests.
 
 Legend: N batch, C latent channels, F latent frames, H/W latent side, T image tokens, L text tokens,
 D hidden size.
@@ -17,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from dardiag.errors import DardiagError
+
 Shape = tuple[int, ...]
 
 
@@ -25,11 +28,69 @@ class Stream:
     """Where the image stream is in a block's output.
 
     ``index``: the element of a tuple output (None: the output is a tensor). ``part``: the output
-    holds image and text tokens in one sequence, the image first ("head") or last ("tail"); the
-    block is then wrapped so that the image part passes through an identity child the taps see."""
+    holds image and text tokens in one sequence, the image first ("head") or last ("tail").
+    ``layout``: how the tensor holds samples and tokens (``LAYOUTS``): batch-first (N, T, D), or
+    sequence-first, or with frames or patches folded into the batch. A block with a part or a layout
+    other than "batch" is wrapped so that the image tokens, as (N, T, D), pass through an identity
+    child the taps see."""
 
     index: int | None = None  # -1: the element with the image token count (guessed entries)
     part: str | None = None  # None, "head" or "tail"
+    layout: str = "batch"  # a key of LAYOUTS
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown stream layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
+        if self.part and self.layout in ("frames", "patches"):
+            raise ValueError("a folded layout holds image tokens only: no text part")
+
+    @property
+    def wrapped(self) -> bool:
+        """The taps need the block wrapped: the image tokens are not the (N, T, D) output itself."""
+        return self.part is not None or self.layout != "batch"
+
+    @property
+    def token_dim(self) -> int:
+        """The axis of a sample's tokens, along which a text part is cut off."""
+        return 0 if self.layout == "seq" else 1
+
+
+LAYOUTS = {
+    "batch": "(N, T, D)",
+    "seq": "sequence-first (S, N, D)",  # Ernie-Image
+    "frames": "frames folded into the batch (N F, H W, D)",  # Latte's spatial blocks
+    "patches": "patches folded into the batch (N H W, F, D)",  # Latte's temporal blocks
+}
+
+
+def to_tokens(x: torch.Tensor, layout: str, T: int) -> torch.Tensor:
+    """The image tokens ``x`` in ``layout`` as (N, T, D), video tokens frame-major (f, h, w) as
+    :func:`patch3d` counts them, so that every layout of one stream lists the same tokens in one order."""
+    if layout == "batch":
+        return x
+    if layout == "seq":
+        return x.transpose(0, 1)  # (T, N, D) -> (N, T, D)
+    per = x.shape[1]  # H W tokens of a frame, or F frames of a patch
+    if T % per or x.shape[0] % (T // per):
+        raise DardiagError(f"a block output of shape {list(x.shape)} does not fold {T} image tokens as "
+                           f"{LAYOUTS[layout]}; the class table's stream for this class is wrong")
+    N = x.shape[0] // (T // per)
+    if layout == "frames":
+        return x.reshape(N, T, x.shape[2])  # (N F, H W, D) -> (N, F H W, D)
+    x = x.reshape(N, T // per, per, x.shape[2])  # (N, H W, F, D)
+    return x.transpose(1, 2).reshape(N, T, x.shape[3])  # (N, F H W, D)
+
+
+def from_tokens(z: torch.Tensor, layout: str, shape: torch.Size) -> torch.Tensor:
+    """The inverse of :func:`to_tokens`: (N, T, D) back to ``layout``, as a tensor of ``shape``."""
+    if layout == "seq":
+        return z.transpose(0, 1)  # (N, T, D) -> (T, N, D)
+    if layout in ("batch", "frames"):
+        return z.reshape(shape)  # (N, F H W, D) -> (N F, H W, D)
+    N, T, D = z.shape
+    F = shape[1]
+    z = z.reshape(N, F, T // F, D).transpose(1, 2)  # (N, H W, F, D)
+    return z.reshape(shape)  # (N H W, F, D)
 
 
 TENSOR = Stream()
@@ -70,6 +131,7 @@ class ClassEntry:
     left_out: tuple[tuple[str, str], ...] = ()  # stacks not profiled, and why
     fixed: Callable[[dict, Shape], str] = lambda cfg, shape: ""  # non-random conditioning, in words
     adapt: Callable | None = None  # adapt(model) -> {stack path: Stream}: streams that vary by version
+    interleaved: bool = False  # the stacks' blocks alternate in call order (Latte: spatial 0, temporal 0, ...)
     note: str = ""  # anything a user should know about this class's profile
 
     def stack_paths(self) -> tuple[str, ...]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from dardiag.adapters.classes.spec import FIRST, TAIL, ClassEntry, Stack, mask, patch3d, text, text_pooled
+from dardiag.adapters.classes.spec import (
+    FIRST, TAIL, ClassEntry, Stack, Stream, mask, patch3d, text, text_pooled,
+)
 from dardiag.adapters.classes.video import _latent
 from dardiag.errors import DardiagError
 
@@ -303,6 +305,21 @@ def _sana_video(m, x, t, y, cond):
 
 WAN = dict(cond=_wan_cond, tokens=patch3d, video=True, text_tokens=WAN_TEXT, fixed=_wan_fixed)
 
+def _latte(m, x, t, y, cond):
+    F, frames = x.shape[2], m.config.video_length
+    if F > 1 and F != frames:  # the temporal position embedding is added as is: exactly video_length rows
+        raise DardiagError(f"LatteTransformer3DModel: {F} latent frames; its temporal position embedding is "
+                           f"for video_length = {frames} frames (pass --frames {frames}, or 1 for an image)")
+    # no text mask: with mask_feature LattePipeline cuts the embeddings to the prompt's own tokens
+    return m(x, timestep=t, encoder_hidden_states=cond["encoder_hidden_states"],
+             enable_temporal_attentions=True).sample  # (N, 2C, F, H, W): eps, then the learned variance
+
+
+LATTE_NOTE = ("spatial and temporal blocks alternate (spatial 0, temporal 0, spatial 1, ...), each output read "
+              "as (N, F H W, D) in one token order; the temporal position embedding is added after the first "
+              "spatial block (z_1 is the stream before it); DDPM epsilon with learned sigma (linear betas "
+              "1e-4..0.02) as released; prompts are cut to their own length: 120 tokens (the T5 maximum) here")
+
 ENTRIES = (
     ClassEntry("SkyReelsV2Transformer3DModel", (Stack("blocks"),), "flow1000", _skyreels,
                **{**WAN, "fixed": _skyreels_fixed},
@@ -377,4 +394,11 @@ ENTRIES = (
                # 81 frames at 480x832; the config's sample_size is not the pipeline's latent size
                latent=lambda cfg: (cfg["in_channels"], 21, *WAN_SIDE),
                fixed=lambda cfg, shape: "all-valid text mask"),
+    ClassEntry("LatteTransformer3DModel",
+               (Stack("transformer_blocks", Stream(layout="frames")),
+                Stack("temporal_transformer_blocks", Stream(layout="patches"))), "dit", _latte,
+               cond=text("encoder_hidden_states", ("caption_channels",)), tokens=patch3d, video=True,
+               text_tokens=120, interleaved=True,
+               latent=lambda cfg: (cfg["in_channels"], cfg["video_length"], cfg["sample_size"], cfg["sample_size"]),
+               fixed=lambda cfg, shape: "temporal attentions on, no text mask", note=LATTE_NOTE),
 )
