@@ -28,7 +28,7 @@ from dardiag.adapters.classes import TABLE, ClassEntry, Stream, refusal
 from dardiag.adapters.classes.guess import guess_entry
 from dardiag.adapters.classes.spec import patch2d
 from dardiag.adapters.conditioning import Conditioning
-from dardiag.adapters.generic import first_input, resolve_blocks
+from dardiag.adapters.generic import INPUT_KEYWORDS, first_input, resolve_blocks
 from dardiag.adapters.options import LoadOptions
 from dardiag.checkpoints.diffusers_dir import (
     build_on_meta, check_weights, load_diffusers_model, pipeline_components, read_config, weight_files,
@@ -50,23 +50,33 @@ from dardiag.subject import SiteSpec, Subject
 class ImagePart(nn.Module):
     """A block whose output holds text and image tokens in one sequence: the image part is sent
     through an identity child ``image``, so that a tap on it sees the image tokens and a gradient hook
-    on them is reached by backward; the returned values are unchanged."""
+    on them is reached by backward; the returned values are unchanged. The first block's input goes
+    the same way through ``enter`` (z_0's tap), when ``first``."""
 
-    def __init__(self, block: nn.Module, stream: Stream, adapter: "TableAdapter"):
+    def __init__(self, block: nn.Module, stream: Stream, adapter: "TableAdapter", *, first: bool = False):
         super().__init__()
         self.block, self.stream = block, stream
         self.image = nn.Identity()
+        self.enter = nn.Identity() if first else None
         self._adapter = [adapter]  # in a list: not registered as a submodule
 
+    def _through(self, x: torch.Tensor, child: nn.Module) -> torch.Tensor:
+        T = self._adapter[0].image_tokens  # x: (N, L + T, D)
+        if self.stream.part == "head":
+            return torch.cat([child(x[:, :T]), x[:, T:]], dim=1)
+        return torch.cat([x[:, :-T], child(x[:, -T:])], dim=1)
+
     def forward(self, *args, **kwargs):
+        if self.enter is not None:
+            if args and torch.is_tensor(args[0]):
+                args = (self._through(args[0], self.enter), *args[1:])
+            else:
+                key = next(k for k in INPUT_KEYWORDS if torch.is_tensor(kwargs.get(k)))
+                kwargs = {**kwargs, key: self._through(kwargs[key], self.enter)}
         out = self.block(*args, **kwargs)
         parts = list(out) if isinstance(out, tuple) else [out]
         i = self.stream.index or 0
-        x, T = parts[i], self._adapter[0].image_tokens  # x: (N, L + T, D)
-        if self.stream.part == "head":
-            parts[i] = torch.cat([self.image(x[:, :T]), x[:, T:]], dim=1)
-        else:
-            parts[i] = torch.cat([x[:, :-T], self.image(x[:, -T:])], dim=1)
+        parts[i] = self._through(parts[i], self.image)
         return tuple(parts) if isinstance(out, tuple) else parts[0]
 
 
@@ -133,7 +143,7 @@ class TableAdapter:
                 parent, _, index = path.rpartition(".")
                 holder = self.model.get_submodule(parent)
                 if not isinstance(holder[int(index)], ImagePart):
-                    holder[int(index)] = ImagePart(holder[int(index)], stream, self)
+                    holder[int(index)] = ImagePart(holder[int(index)], stream, self, first=not paths)
                 paths.append(f"{path}.image")
                 picks[f"{path}.image"] = self._pick(Stream())  # the identity child returns a tensor
         return paths, picks
@@ -156,19 +166,12 @@ class TableAdapter:
         return pick
 
     def taps(self) -> tuple[Tap, ...]:
-        taps = [Tap("z_0", self.paths[0], pick=self._pick_input, pre=True)]
-        taps += [Tap(f"z_{k}", p, pick=self.picks[p]) for k, p in enumerate(self.paths, start=1)]
+        if self.streams[self.entry.stacks[0].path].part:  # z_0: the image part of the first block's input
+            z0 = Tap("z_0", self.paths[0].removesuffix(".image") + ".enter", pick=self._pick(Stream()))
+        else:
+            z0 = Tap("z_0", self.paths[0], pick=first_input, pre=True)  # (N, T, D)
+        taps = [z0] + [Tap(f"z_{k}", p, pick=self.picks[p]) for k, p in enumerate(self.paths, start=1)]
         return tuple(taps)
-
-    def _pick_input(self, args, kwargs) -> torch.Tensor:
-        x = first_input(args, kwargs)  # (N, T, D), or (N, L + T, D) for a first single-stream block
-        stream = self.streams[self.entry.stacks[0].path]
-        T = self.image_tokens
-        if stream.part == "head" and x.shape[1] != T:
-            return x[:, :T]
-        if stream.part == "tail" and x.shape[1] != T:
-            return x[:, -T:]
-        return x
 
     # --- conditioning and the call ----------------------------------------------
     def cond_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -192,9 +195,9 @@ class TableAdapter:
             stream = self.streams[s.path]
             where = ("tensor" if stream.index is None else "by token count" if stream.index == -1
                      else f"output[{stream.index}]")
-            if stream.part:
-                where += f", image {stream.part} of [image; text]" if stream.part == "head" else \
-                    f", image {stream.part} of [text; image]"
+            if stream.part:  # one sequence of image and other tokens (text, history, an anchor frame)
+                which = "first" if stream.part == "head" else "last"
+                where += f", image = its {which} {self.tokens(self.shape)} tokens"
             stacks.append({"path": s.path, "blocks": len(self.model.get_submodule(s.path)), "stream": where})
         return {"stacks": stacks, "left_out": dict(self.entry.left_out), "note": self.entry.note}
 

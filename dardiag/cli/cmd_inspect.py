@@ -106,6 +106,7 @@ def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
         print(json.dumps(d, indent=2, default=str))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=str(path), show_header=False)
@@ -118,5 +119,5 @@ def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
             value = "\n".join(f"{s['path']} x {s['blocks']}: image stream {s['stream']}" for s in value)
         elif key == "left_out":
             value = "; ".join(f"{k} ({why})" for k, why in value.items())
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))  # "[text; image]" is text, not rich markup
     Console().print(table)
