@@ -242,6 +242,15 @@ VIDEO_MORE: dict[str, Tiny] = {
     "JoyImageEditPlusTransformer3DModel": Tiny(dict(
         patch_size=[1, 2, 2], in_channels=4, hidden_size=16, num_attention_heads=2, text_dim=12, num_layers=2,
         rope_dim_list=[2, 2, 4]), sample_size=8),
+    # block 2 is a softmax block (softmax_every_n); the anchor frame + 2 noisy frames
+    "SanaWMTransformer3DModel": Tiny(dict(
+        in_channels=4, num_layers=2, hidden_size=32, num_attention_heads=2, linear_head_dim=16, softmax_every_n=2,
+        caption_channels=12, mlp_ratio=2.0, chunk_plucker_post_attn_blocks=2), {"frames": 3}, sample_size=8),
+    # the sink frame + a chunk of 2 frames
+    "SanaWMLTX2RefinerTransformer3DModel": Tiny(dict(
+        in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+        audio_in_channels=8, audio_out_channels=8, audio_num_attention_heads=2, audio_attention_head_dim=4,
+        audio_cross_attention_dim=8, num_layers=2, caption_channels=12), {"frames": 3}, sample_size=8),
 }
 
 TINY: dict[str, Tiny] = {**IMAGE, **JOINT, **VIDEO, **VIDEO_MORE}

@@ -1,7 +1,8 @@
 """act_rms and grad_rms of the image stream, profiled through the class table, equal a computation with
 plain hooks written here from the definitions (diagnostics.md §3), for a single-stream (Sana), a
-double-stream (Flux: double then single blocks) and a video (Wan) class, and for one whose blocks carry
-other tokens before the image's (Helios: its history): 1e-6 relative."""
+double-stream (Flux: double then single blocks) and a video (Wan) class, and for SANA-WM and its refiner
+(first latent frame a clean anchor, out of the loss; SANA-WM's blocks carry the anchor's tokens first,
+Helios' its history's): 1e-6 relative."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ PLAIN = {
     "WanTransformer3DModel": Plain(("blocks",)),
     # the history tokens precede the chunk's F frames (2x2 patches)
     "HeliosTransformer3DModel": Plain(("blocks",), tail=lambda C, F, H, W: F * (H // 2) * (W // 2)),
+    # [anchor frame; noisy frames] tokens, patch 1
+    "SanaWMTransformer3DModel": Plain(("blocks",), tail=lambda C, F, H, W: (F - 1) * H * W, anchor=True),
+    # the sink lives in the K/V cache: the blocks see the chunk's tokens only
+    "SanaWMLTX2RefinerTransformer3DModel": Plain(("transformer_blocks",), anchor=True),
 }
 N = 4
 
