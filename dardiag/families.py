@@ -5,7 +5,7 @@ Every family converts between its native timestep ``t_native`` and dardiag's can
 denoising loss L = mean over all elements of (prediction - target)^2 that grad_rms differentiates.
 The learned-sigma channels are never part of L. Conversion happens only here.
 
-Legend: N batch, C latent channels, H/W latent side.
+Legend: N batch, C latent channels, F latent frames, H/W latent side.
 """
 
 from __future__ import annotations
@@ -151,6 +151,33 @@ class FlowFamily(Family):
 
 
 @dataclass(frozen=True)
+class AnchoredFlowFamily(FlowFamily):
+    """Image-to-video flow matching on video latents (N, C, F, H, W) whose first ``anchor`` latent frames are
+    the given image: x_t keeps them clean (the pipelines pin their timestep to 0), and L is the mean over the
+    later frames only (the pipelines discard the anchor's prediction). Velocity noise - x0, as FlowFamily."""
+
+    anchor: int = 1
+
+    def _check(self, x0) -> None:
+        if x0.dim() != 5 or x0.shape[2] <= self.anchor:
+            raise DardiagError(f"{self.name}: latents (N, C, F, H, W) with more than {self.anchor} frame(s), the "
+                               f"first {self.anchor} the clean anchor; got {tuple(x0.shape)}")
+
+    def corrupt(self, x0, noise, t_native):
+        self._check(x0)
+        x_t = super().corrupt(x0, noise, t_native)  # (N, C, F, H, W)
+        return torch.cat([x0[:, :, : self.anchor], x_t[:, :, self.anchor :]], dim=2)
+
+    def loss(self, out, x0, noise, t_native) -> torch.Tensor:
+        a = self.anchor  # the frames after the anchor: (N, C, F - a, H, W)
+        return super().loss(out[:, :, a:], x0[:, :, a:], noise[:, :, a:], t_native)
+
+    def loss_per_image(self, out, x0, noise, t_native) -> torch.Tensor:
+        a = self.anchor
+        return super().loss_per_image(out[:, :, a:], x0[:, :, a:], noise[:, :, a:], t_native)  # (N,)
+
+
+@dataclass(frozen=True)
 class VPredFamily(DiTFamily):
     """DDPM with v-prediction on the scaled-linear schedule (HunyuanDiT's scheduler: betas 0.00085..0.03),
     target v = sqrt(abar) eps - sqrt(1 - abar) x0."""
@@ -196,6 +223,12 @@ FAMILIES: dict[str, Family] = {
     "flow": FlowFamily(name="flow", description="flow matching, t = sigma in [0, 1] (1 = noise), predicts noise - x0"),
     # Lumina2 / Z-Image: their pipelines pass 1 - sigma and negate the output, i.e. the SiT convention
     "flow-rev": SiTFamily(name="flow-rev", description="flow matching, t = 1 - sigma (1 = data), predicts x0 - noise"),
+    # SANA-WM (first latent frame the clean image at timestep 0) and its LTX-2 refiner (the same frame as the
+    # attention sink). SanaWMPipeline steps with -prediction only because the scheduler's per-token step does
+    # x + (sigma - sigma_next) * output: the prediction is noise - x0, as for LTX's condition pipeline
+    "flow1000-anchor": AnchoredFlowFamily(
+        name="flow1000-anchor", t_max=1000.0,
+        description="flow matching, t = sigma * 1000, first latent frame clean (out of the loss), predicts noise - x0"),
     "ddpm-v": VPredFamily(),
     # CogVideoX-5B, CogVideoX1.5, ConsisID: snr_shift_scale 1.0; CogVideoX-2B trained with 3.0
     "cogvideox": ZeroSNRVPredFamily(),

@@ -30,7 +30,7 @@ NOTICES_ATTR = "dardiag_notices"
 COS_ONE = 1e-6  # cos(z_{k-1}, z_k) within this of 1: the block did not turn the state (float32 rounding)
 RMS_SAME = 1e-6  # act_rms(z_k) within this relative distance of act_rms(z_0): the same state
 # the loss of predicting zero, per family (prediction target): eps -> E[eps^2] = 1; velocity -> E[x0^2] + 1
-ZERO_PREDICTION_LOSS = {"dit": 1.0, "sit": 2.0, "repa": 2.0, "flow1000": 2.0}
+ZERO_PREDICTION_LOSS = {"dit": 1.0, "sit": 2.0, "repa": 2.0, "flow1000": 2.0, "flow1000-anchor": 2.0}
 LOSS_FAR = 3.0  # "far above": this many times the zero-prediction loss
 FINITE_METRICS = ("act_rms", "grad_rms", "act_absmax", "loss")
 

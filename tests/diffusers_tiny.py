@@ -256,6 +256,15 @@ VIDEO_MORE: dict[str, Tiny] = {
         cross_attention_dim=16, sample_size=8, patch_size=2, caption_channels=12, video_length=3,
         norm_type="ada_norm_single", num_embeds_ada_norm=1000, norm_elementwise_affine=False, norm_eps=1e-6,
         activation_fn="gelu-approximate", attention_bias=True)),
+    # block 2 is a softmax block (softmax_every_n); the anchor frame + 2 noisy frames
+    "SanaWMTransformer3DModel": Tiny(dict(
+        in_channels=4, num_layers=2, hidden_size=32, num_attention_heads=2, linear_head_dim=16, softmax_every_n=2,
+        caption_channels=12, mlp_ratio=2.0, chunk_plucker_post_attn_blocks=2), {"frames": 3}, sample_size=8),
+    # the sink frame + a chunk of 2 frames
+    "SanaWMLTX2RefinerTransformer3DModel": Tiny(dict(
+        in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+        audio_in_channels=8, audio_out_channels=8, audio_num_attention_heads=2, audio_attention_head_dim=4,
+        audio_cross_attention_dim=8, num_layers=2, caption_channels=12), {"frames": 3}, sample_size=8),
 }
 
 TINY: dict[str, Tiny] = {**IMAGE, **JOINT, **VIDEO, **VIDEO_MORE}

@@ -62,6 +62,12 @@ class ImagePart(nn.Module):
         self.image_in = nn.Identity() if entry else None
         self._adapter = [adapter]  # in a list: not registered as a submodule
 
+    def _through(self, x: torch.Tensor, child: nn.Module) -> torch.Tensor:
+        T = self._adapter[0].image_tokens  # x: (N, L + T, D)
+        if self.stream.part == "head":
+            return torch.cat([child(x[:, :T]), x[:, T:]], dim=1)
+        return torch.cat([x[:, :-T], child(x[:, -T:])], dim=1)
+
     def forward(self, *args, **kwargs):
         if self.image_in is not None:
             args, kwargs = with_first_input(args, kwargs, lambda x: self._through(x, self.image_in))
@@ -207,9 +213,9 @@ class TableAdapter:
                      else f"output[{stream.index}]")
             if stream.layout != "batch":
                 where += f", {LAYOUTS[stream.layout]} read as (N, T, D)"
-            if stream.part:
-                where += f", image {stream.part} of [image; text]" if stream.part == "head" else \
-                    f", image {stream.part} of [text; image]"
+            if stream.part:  # one sequence of image and other tokens (text, history, an anchor frame)
+                which = "first" if stream.part == "head" else "last"
+                where += f", image = its {which} {self.tokens(self.shape)} tokens"
             stacks.append({"path": s.path, "blocks": len(self.model.get_submodule(s.path)), "stream": where})
         order = "alternating, one block of each stack in turn" if self.entry.interleaved else "stack after stack"
         return {"stacks": stacks, "order": order, "left_out": dict(self.entry.left_out), "note": self.entry.note}

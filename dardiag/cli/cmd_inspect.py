@@ -120,5 +120,5 @@ def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
             value = "\n".join(f"{s['path']} x {s['blocks']}: image stream {s['stream']}" for s in value)
         elif key == "left_out":
             value = "; ".join(f"{k} ({why})" for k, why in value.items())
-        table.add_row(key, escape(str(value)))  # "[image; text]" is text, not rich markup
+        table.add_row(key, escape(str(value)))  # "[text; image]" is text, not rich markup
     Console().print(table)

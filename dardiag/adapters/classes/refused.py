@@ -23,10 +23,6 @@ REFUSED = (
     Refused("MiniMaxH3Transformer3DModel", "a packed audio-video-text sequence whose layout (row order, rotary "
             "positions, modality tags, timestep direction) only its caller defines; diffusers ships no pipeline for "
             "it to follow"),
-    Refused("SanaWMTransformer3DModel", "not yet in the table: a world model with per-frame timesteps (N, 1, F), a "
-            "clean first-frame anchor and a mandatory text mask, predicting x0 - noise at sigma x 1000 (no family yet)"),
-    Refused("SanaWMLTX2RefinerTransformer3DModel", "not yet in the table: SanaWM's refiner stage (its KV-cache "
-            "protocol and SanaWM's per-frame timesteps are not modelled)"),
     Refused("UniDiffuserModel", "a joint image-text diffusion model (U-ViT over both), not an image denoiser"),
     Refused("DreamLiteTransformer2DModel", "a transformer layer inside DreamLite's UNet (DreamLiteUNetModel is the "
             "denoiser, a UNet), not a denoiser"),

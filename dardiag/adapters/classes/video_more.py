@@ -14,7 +14,7 @@ import torch
 from dardiag.adapters.classes.spec import (
     FIRST, TAIL, ClassEntry, Stack, Stream, mask, patch3d, text, text_pooled,
 )
-from dardiag.adapters.classes.video import _latent
+from dardiag.adapters.classes.video import _latent, _pack, _unpack
 from dardiag.errors import DardiagError
 
 CLIP_TOKENS = 257  # CLIP ViT-H/14 image tokens of the Wan I2V pipelines (encoder_hidden_states_image)
@@ -401,4 +401,134 @@ ENTRIES = (
                text_tokens=120, interleaved=True,
                latent=lambda cfg: (cfg["in_channels"], cfg["video_length"], cfg["sample_size"], cfg["sample_size"]),
                fixed=lambda cfg, shape: "temporal attentions on, no text mask", note=LATTE_NOTE),
+)
+
+
+#################################################################################
+#            SANA-WM: a world model with a clean first frame, and its refiner    #
+#################################################################################
+# Both pipelines start from an image: the first latent frame is its clean latent (the anchor), held at
+# timestep 0 (SanaWMPipeline's condition mask) or fed as the attention sink (the refiner). The family
+# flow1000-anchor keeps that frame clean in x_t and out of the loss; the entries measure the tokens of
+# the later frames (the anchor sits at timestep 0 at every noise level, and its prediction is discarded),
+# and return zeros as the anchor's prediction.
+
+SANA_WM_VAE = 32  # LTX-2 VAE: pixels per latent side (its time stride is chunk_plucker_channels / 6)
+SANA_WM_FOCAL = 800 / 1690  # fx = fy over the image width: SanaWMPipeline's example, (800, 800, 845, 464) px
+SANA_WM_TEXT = 300  # SanaWMPipeline's max_sequence_length
+REFINER_FPS = 16  # SanaWMPipeline's default fps, which the refiner's temporal RoPE takes too
+REFINER_TEXT = 1024  # SanaWMLTX2Refiner's text_max_sequence_length
+REFINER_BLOCK = 3  # SanaWMLTX2Refiner's block_size: latent frames denoised per chunk
+
+
+def _after_anchor(cfg, shape):
+    """Tokens of the frames after the anchor: the measured stream. A one-frame shape (the adapter's
+    patch-side probe) counts its frame."""
+    C, F, H, W = shape[-4:]
+    return patch3d(cfg, (C, max(F - 1, 1), H, W))
+
+
+def _anchor_zeros(out: torch.Tensor) -> torch.Tensor:
+    """(N, C, F, H, W) with the anchor frame's prediction (discarded by the pipelines) set to zeros."""
+    return torch.cat([torch.zeros_like(out[:, :, :1]), out[:, :, 1:]], dim=2)
+
+
+def _static_camera(m, x):
+    """SanaWMPipeline's camera tensors, by its own ``prepare_camera``, for a camera that does not move:
+    identity poses at every pixel frame, the example's focal length, principal point at the centre.
+    -> raymap (N, F, 20), chunk_plucker (N, 6 x time stride, F, H, W)."""
+    import numpy as np
+    from diffusers.pipelines.sana_wm.cam_utils import prepare_camera
+
+    N, C, F, H, W = x.shape
+    stride = m.config.chunk_plucker_channels // 6  # Plücker (6 channels) of each pixel frame of a latent frame
+    frames, Hp, Wp = (F - 1) * stride + 1, H * SANA_WM_VAE, W * SANA_WM_VAE  # the pixel video
+    poses = np.tile(np.eye(4, dtype=np.float32), (frames, 1, 1))  # (frames, 4, 4) camera-to-world
+    f = SANA_WM_FOCAL * Wp
+    intrinsics = np.tile(np.array([f, f, Wp / 2, Hp / 2], dtype=np.float32), (frames, 1))  # (frames, 4)
+    cam = prepare_camera(poses, intrinsics, target_size=(Hp, Wp), vae_stride=(stride, SANA_WM_VAE, SANA_WM_VAE))
+    raymap = cam["raymap"].to(x)[None].expand(N, -1, -1)  # (N, F, 20)
+    plucker = cam["chunk_plucker"].to(x)[None].expand(N, -1, -1, -1, -1)  # (N, 6 stride, F, H, W)
+    return raymap, plucker
+
+
+def _sana_wm(m, x, t, y, cond):
+    # SanaWMPipeline's stage-1 call: per-frame timesteps (N, 1, F), 0 on the anchor; float32 (the model
+    # floors them to integers, as for the pipeline's); text (N, 1, L, D_text) with its mask
+    N, F = x.shape[0], x.shape[2]
+    noisy = t.float()[:, None].expand(N, F - 1)  # (N, F - 1)
+    tf = torch.cat([torch.zeros(N, 1, device=t.device), noisy], dim=1)[:, None]  # (N, 1, F)
+    ehs = cond["encoder_hidden_states"]
+    raymap, plucker = _static_camera(m, x)
+    out = m(x, tf, ehs[:, None], mask=mask(ehs, torch.long), camera_conditions=raymap,
+            chunk_plucker=plucker).sample  # (N, C, F, H, W)
+    return _anchor_zeros(out)
+
+
+class _Bare(torch.nn.Module):
+    """A block called through its ``forward``: its hooks (dardiag's taps and edits) do not run."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, *args, **kwargs):
+        return self.block.forward(*args, **kwargs)
+
+
+def _refiner(m, x, t, y, cond):
+    """SanaWMLTX2Refiner's first chunk: the anchor frame's pre-RoPE K/V captured at sigma 0 as the attention
+    sink (a pass outside the taps: not the profiled call), then one denoising call of the frames after it,
+    which attend to [sink; themselves] (no history yet)."""
+    from diffusers.models.transformers.transformer_sana_wm_refiner import SanaWMRefinerKVCache
+
+    N, C, F, H, W = x.shape
+    p, pt = m.config.patch_size, m.config.patch_size_t
+    ehs = cond["encoder_hidden_states"]
+    keep = mask(ehs, torch.long)
+
+    def rope(frames):  # RoPE of absolute latent frames
+        return m.build_rotary_emb_for_absolute_positions(N, frames, H, W, x.device, REFINER_FPS)
+
+    cache = SanaWMRefinerKVCache(len(m.transformer_blocks))
+    sink = _pack(x[:, :, :1], p, pt)  # (N, S, C pt p p): the anchor's tokens
+    clean = torch.zeros(sink.shape[:2], device=x.device)  # (N, S): sigma 0
+    blocks = m.transformer_blocks
+    try:
+        m.transformer_blocks = torch.nn.ModuleList(_Bare(b) for b in blocks)
+        with torch.no_grad():
+            m(hidden_states=sink, encoder_hidden_states=ehs, timestep=clean, video_rotary_emb=rope([0]),
+              encoder_attention_mask=keep, kv_cache=cache, kv_cache_mode="capture_pre_rope")
+    finally:
+        m.transformer_blocks = blocks
+    for layer in cache.layer_caches:
+        layer.store_sink(*layer.get_captured_pre_rope())
+    cache.sink_pe = rope([0])  # the first chunk: the sink sits just before it
+    active = _pack(x[:, :, 1:], p, pt)  # (N, T, C pt p p)
+    ts = (t.float() * m.config.timestep_scale_multiplier / 1000.0)[:, None].expand(N, active.shape[1])  # (N, T)
+    out = m(hidden_states=active, encoder_hidden_states=ehs, timestep=ts, video_rotary_emb=rope(list(range(1, F))),
+            encoder_attention_mask=keep, kv_cache=cache, kv_cache_mode="inject").sample  # (N, T, C pt p p)
+    out = _unpack(out, F - 1, H, W, p, pt)  # (N, C, F - 1, H, W)
+    return torch.cat([torch.zeros_like(out[:, :, :1]), out], dim=2)  # (N, C, F, H, W), the anchor's zeros
+
+
+ENTRIES += (  # appended here: this section stands alone
+    ClassEntry("SanaWMTransformer3DModel", (Stack("blocks", TAIL),), "flow1000-anchor", _sana_wm,
+               cond=text("encoder_hidden_states", ("caption_channels",)), tokens=_after_anchor, video=True,
+               text_tokens=SANA_WM_TEXT,
+               latent=lambda cfg: _latent(cfg, frames=21, side=(22, 40)),  # 161 frames at 704x1280
+               fixed=lambda cfg, shape: "first latent frame the clean anchor (timestep 0, out of the loss and of the "
+                     "measured tokens), static camera (identity poses, the pipeline example's focal length), "
+                     "all-valid text mask",
+               note="SanaWMPipeline's stage-1 call; z_k are the tokens of the frames after the anchor (the tail of "
+                    "each block's output); the model floors timesteps to integers, as in the pipeline"),
+    ClassEntry("SanaWMLTX2RefinerTransformer3DModel", (Stack("transformer_blocks"),), "flow1000-anchor", _refiner,
+               cond=text("encoder_hidden_states", ("caption_channels",)), tokens=_after_anchor, video=True,
+               text_tokens=REFINER_TEXT,
+               latent=lambda cfg: _latent(cfg, frames=1 + REFINER_BLOCK, side=(22, 40)),  # the anchor + one chunk
+               fixed=lambda cfg, shape: f"first latent frame the clean attention sink (K/V captured at sigma 0), "
+                     f"frames 1..{shape[1] - 1} one chunk, fps {REFINER_FPS}, all-valid text mask",
+               note="the first chunk of SanaWMLTX2Refiner's chunk-causal refinement (sink and chunk, no refined "
+                    "history: later chunks also attend to the K/V of earlier refined chunks); the sink pass runs "
+                    "without the taps and edits"),
 )
