@@ -10,8 +10,9 @@ line. The sequences are padded as the pipeline pads them, and the padding masks 
 bool (N, L), 1 = a real token: PixArt, Sana, LTX, HunyuanVideo, Lumina2, ...) are kept as
 ``<sequence name>_mask``, so that ``profile --cond`` masks the padding tokens as the pipeline's call
 does. A mask is assigned only when that is unambiguous: one matched sequence of its length L and one
-mask of that length; otherwise none is kept and ``meta["mask_notes"]`` says why (the padding is then
-attended). Flux and SD3 pipelines return no mask (their models attend the padding in sampling too).
+mask of that length, and only for a class whose call in dardiag passes a text mask; otherwise none is
+kept and ``meta["mask_notes"]`` says why (the padding is then attended). Flux and SD3 pipelines return
+no mask (their models attend the padding in sampling too).
 
 Legend: N prompts, L tokens, D width.
 """
@@ -28,14 +29,17 @@ from dardiag.checkpoints.diffusers_dir import build_on_meta, pipeline_components
 from dardiag.errors import DardiagError
 
 
-def wanted_shapes(pipeline: Path, text_tokens: int | None) -> tuple[str, dict[str, tuple[int, ...]]]:
-    """-> (the denoiser's class, the conditioning its table entry names: {name: per-sample shape})."""
+def wanted_shapes(pipeline: Path, text_tokens: int | None) -> tuple[str, dict[str, tuple[int, ...]], bool]:
+    """-> (the denoiser's class, the conditioning its table entry names: {name: per-sample shape},
+    whether the entry's call passes text masks)."""
     folder, _ = denoiser_folder(pipeline)
     raw, class_name = read_config(folder)
     model = build_on_meta(folder, class_name, raw)
     entry, _ = entry_for(class_name, model, where=str(folder))
     adapter = TableAdapter(model, entry, raw, text_tokens=text_tokens)
-    return class_name, adapter.cond_shapes()
+    # the entries that pass a text mask build it with spec.mask in their forward; the others (Flux, and
+    # guessed entries) would ignore a stored mask, and profile would refuse it
+    return class_name, adapter.cond_shapes(), "mask" in entry.forward.__code__.co_names
 
 
 def _load_pipeline(path: Path, device: str, dtype: torch.dtype):
@@ -58,12 +62,8 @@ def _call_encode(pipe, prompts: list[str], device: str, max_length: int | None):
 
 
 def match(outputs, wanted: dict[str, tuple[int, ...]], n: int) -> dict[str, torch.Tensor]:
-    """Assign the float tensors ``encode_prompt`` returned (N rows) to the wanted names by shape."""
-    return {k: v.float().cpu().contiguous() for k, v in _pick(outputs, wanted, n).items()}
-
-
-def _pick(outputs, wanted: dict[str, tuple[int, ...]], n: int) -> dict[str, torch.Tensor]:
-    """{wanted name: the ``encode_prompt`` output it is} (the tensors themselves: masks match by identity)."""
+    """Assign the float tensors ``encode_prompt`` returned (N rows) to the wanted names by shape:
+    {name: the output itself} (not a copy: :func:`match_masks` tells sequences apart by identity)."""
     found = [o for o in outputs if torch.is_tensor(o) and o.is_floating_point() and o.dim() >= 2 and o.shape[0] == n]
     out = {}
     for name, shape in wanted.items():
@@ -122,17 +122,20 @@ def encode_prompts(prompts: list[str], pipeline: Path, *, device: str = "cpu", d
     pipeline = Path(pipeline)
     if not (pipeline / "model_index.json").is_file():
         raise DardiagError(f"--pipeline {pipeline}: not a diffusers pipeline folder (no model_index.json)")
-    class_name, wanted = wanted_shapes(pipeline, max_length)
+    class_name, wanted, masked = wanted_shapes(pipeline, max_length)
     if not wanted:
         raise DardiagError(f"{pipeline}: its denoiser {class_name} takes no text conditioning")
     pipe = _load_pipeline(pipeline, device, dtype)
     outputs = _call_encode(pipe, prompts, device, max_length)
-    picked = _pick(outputs, wanted, len(prompts))
+    picked = match(outputs, wanted, len(prompts))
     cond = {k: v.float().cpu().contiguous() for k, v in picked.items()}
     for name, value in cond.items():
         if not torch.isfinite(value).all():
             raise DardiagError(f"{pipeline}: the text encoder returned NaN or inf for {name}; check its weights")
     masks, notes = match_masks(outputs, picked, len(prompts))
+    if masks and not masked:  # the pipeline masks, dardiag's call of this class does not
+        notes.append(f"{', '.join(sorted(masks))} left out: dardiag calls {class_name} without a text mask")
+        masks = {}
     encoders = [n for n in pipeline_components(pipeline) if n.startswith("text_encoder")]
     meta = {"source": f"prompts encoded by {pipeline.name} ({', '.join(encoders)})", "pipeline": str(pipeline),
             "denoiser": class_name, "prompts": prompts, "count": len(prompts),
