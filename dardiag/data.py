@@ -169,7 +169,9 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
 
 def load_conditioning(path: str | os.PathLike) -> dict:
     """Read a conditioning file (``dardiag prompts`` output, or ``torch.save({name: (N, ...)})``) strictly:
-    finite floating tensors, one row per prompt each; ``meta`` passed through."""
+    finite floating tensors, one row per prompt each, and a sequence's padding mask ``<name>_mask`` (N, L)
+    as stored (integer or bool; the model's ``Conditioning`` checks it against the sequence); ``meta``
+    passed through."""
     path = Path(path)
     if not path.is_file():
         raise DardiagError(f"{path}: no such conditioning file; make one with `dardiag prompts`")
@@ -177,6 +179,10 @@ def load_conditioning(path: str | os.PathLike) -> dict:
     meta = obj.pop("meta") if isinstance(obj.get("meta"), dict) else None
     out, rows = {}, set()
     for key, value in obj.items():
+        if str(key).endswith("_mask") and torch.is_tensor(value) and value.dim() == 2:
+            rows.add(value.shape[0])
+            out[key] = value.contiguous()  # (N, L): 1 = a real token
+            continue
         if not torch.is_tensor(value) or not value.is_floating_point() or value.dim() < 2:
             raise DardiagError(f"{path}: '{key}' must be a floating tensor [N, ...], one row per prompt")
         if not torch.isfinite(value).all():

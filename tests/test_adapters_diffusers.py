@@ -374,6 +374,34 @@ def test_supplied_conditioning(model_dirs):
         supply_conditioning(s, {"class_labels": torch.zeros(8)})
 
 
+def test_supplied_padding_masks(model_dirs):
+    s = diffusers_subject(model_dirs["PixArtTransformer2DModel"], text_tokens=TEXT_TOKENS)
+    ehs = torch.randn(4, 5, 12)
+    assert "encoder_hidden_states_mask" not in s.make_cond(4, torch.arange(4))  # synthetic: no padding, no mask
+    supply_conditioning(s, {"encoder_hidden_states": ehs})
+    unmasked = _outputs(s)
+    ones = torch.ones(4, 5, dtype=torch.long)
+    supply_conditioning(s, {"encoder_hidden_states": ehs, "encoder_hidden_states_mask": ones})
+    torch.testing.assert_close(_outputs(s), unmasked, rtol=0, atol=0)  # all-valid = what was passed before
+    padded = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]])  # 9 of 20 padding
+    supply_conditioning(s, {"encoder_hidden_states": ehs, "encoder_hidden_states_mask": padded})
+    got = s.make_cond(2, torch.tensor([3, 0]))["encoder_hidden_states_mask"]
+    assert got.dtype == torch.bool and torch.equal(got, padded[[3, 0]].bool())  # rows by sample id
+    assert "with its padding mask (45% padding)" in s.info["conditioning"]
+    assert not torch.allclose(_outputs(s), unmasked)
+    for bad, words in ((ones[:, :4], r"shape \[4, 4\]; it must be \[4, 5\]"), (ones * 2, "holds 2"),
+                       (padded * 0, "masks every token")):
+        with pytest.raises(DardiagError, match=words):
+            supply_conditioning(s, {"encoder_hidden_states": ehs, "encoder_hidden_states_mask": bad})
+    with pytest.raises(DardiagError, match="a padding mask goes with the text sequence"):
+        supply_conditioning(diffusers_subject(model_dirs["PixArtTransformer2DModel"]),
+                            {"encoder_hidden_states_mask": ones})
+    flux = diffusers_subject(model_dirs["FluxTransformer2DModel"], text_tokens=TEXT_TOKENS)
+    supply_conditioning(flux, {"encoder_hidden_states": torch.randn(4, 5, 12), "encoder_hidden_states_mask": ones})
+    with pytest.raises(DardiagError, match="without a text mask"):  # the call would ignore it
+        _outputs(flux)
+
+
 def test_pixart_additional_conditions(tmp_path):
     model = build("PixArtTransformer2DModel", use_additional_conditions=True, num_attention_heads=3,
                   cross_attention_dim=24)  # the size embeddings take a third of the width each

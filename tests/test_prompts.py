@@ -1,5 +1,6 @@
 """`dardiag prompts`: prompts encoded by a pipeline's own text encoders (tiny random CLIP + T5 here, in a
-Flux pipeline folder), stored for `profile --cond`; synthetic conditioning is said in the table."""
+Flux pipeline folder; T5 alone in a PixArt one, whose padding mask is kept), stored for `profile --cond`;
+synthetic conditioning is said in the table."""
 
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def test_prompts_are_the_pipelines_own_encoding(pipeline, tmp_path):
                                                   return_tensors="pt").input_ids).pooler_output  # (N, 10)
     torch.testing.assert_close(cond["encoder_hidden_states"], t5)
     torch.testing.assert_close(cond["pooled_projections"], pooled)
+    assert cond["meta"]["masks"] == [] and not any(k.endswith("_mask") for k in cond)  # Flux passes no mask
     again = run("prompts", tmp_path / "p.txt", "--pipeline", root, "--out", tmp_path / "cond.pt")
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
@@ -107,3 +109,93 @@ def test_bad_prompt_files_are_one_line(pipeline, tmp_path):
     (tmp_path / "ok.txt").write_text("a cat")
     res = run("prompts", tmp_path / "ok.txt", "--pipeline", tmp_path, "--out", tmp_path / "o.pt")
     assert res.returncode == 2 and "not a diffusers pipeline folder" in res.stderr
+
+
+#################################################################################
+#                  PixArt: the pipeline's padding mask goes along               #
+#################################################################################
+
+
+@pytest.fixture(scope="module")
+def pixart(tmp_path_factory):
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
+
+    torch.manual_seed(0)
+    t5 = transformers.T5EncoderModel(transformers.T5Config(
+        vocab_size=len(WORDS) + 3, d_model=12, d_ff=16, d_kv=6, num_layers=1, num_heads=2, pad_token_id=0)).eval()
+    pipe = PixArtSigmaPipeline(tokenizer=tokenizer(512), text_encoder=t5, vae=None,
+                               transformer=build("PixArtTransformer2DModel"), scheduler=DPMSolverMultistepScheduler())
+    root = tmp_path_factory.mktemp("pipe") / "tiny-pixart"
+    pipe.save_pretrained(root)
+    return root, pipe
+
+
+def test_prompts_keep_the_pipelines_padding_mask(pixart, tmp_path):
+    root, pipe = pixart
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS))
+    res = run("prompts", tmp_path / "p.txt", "--pipeline", root, "--out", tmp_path / "c.pt", "--max-length", 8)
+    assert res.returncode == 0, res.stderr
+    assert "encoder_hidden_states_mask [4, 8]" in res.stdout.splitlines()[-1]
+    cond = torch.load(tmp_path / "c.pt", weights_only=True)
+    want = pipe.tokenizer(PROMPTS, padding="max_length", max_length=8, truncation=True,
+                          return_tensors="pt").attention_mask  # (N, 8): 5, 6, 2, 2 real tokens
+    assert torch.equal(cond["encoder_hidden_states_mask"], want) and 0 < want.sum() < want.numel()
+    assert cond["meta"]["masks"] == ["encoder_hidden_states_mask"] and cond["meta"]["mask_notes"] == []
+
+
+def test_profile_passes_the_mask_to_the_model(pixart, tmp_path, monkeypatch):
+    from diffusers import PixArtTransformer2DModel
+
+    root, _ = pixart
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS))
+    assert run("prompts", tmp_path / "p.txt", "--pipeline", root, "--out", tmp_path / "c.pt",
+               "--max-length", 8).returncode == 0
+    cond = torch.load(tmp_path / "c.pt", weights_only=True)
+    torch.save({k: v for k, v in cond.items() if k != "encoder_hidden_states_mask"}, tmp_path / "nomask.pt")
+    seen, forward = [], PixArtTransformer2DModel.forward
+
+    def spy(self, *args, **kwargs):  # what the model receives, as its pipeline would pass it
+        seen.append(kwargs.get("encoder_attention_mask"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(PixArtTransformer2DModel, "forward", spy)
+    kw = dict(noise_levels=[0.5], batch_size=4, analyses=Analyses(probe=False, outliers=False))
+    masked = dardiag.profile(str(root), conditioning=tmp_path / "c.pt", **kw)
+    assert seen and all(torch.equal(m.cpu(), cond["encoder_hidden_states_mask"]) for m in seen)
+    assert set(masked.inputs) == {"synthetic N(0, 1) latents (seed 0), conditioning c.pt; "
+                                  "encoder_hidden_states with its padding mask (53% padding)"}
+    seen.clear()
+    attended = dardiag.profile(str(root), conditioning=tmp_path / "nomask.pt", **kw)
+    assert all(torch.equal(m.cpu(), torch.ones(4, 8, dtype=torch.long)) for m in seen)  # all-valid, as before
+    rms = [df[df.metric == "act_rms"].value.reset_index(drop=True) for df in (masked, attended)]
+    assert not rms[0].equals(rms[1])
+
+
+def test_masks_are_kept_only_when_unambiguous():
+    from dardiag.adapters.prompts import match_masks
+
+    a, b, c = torch.randn(2, 8, 4), torch.randn(2, 8, 6), torch.randn(2, 5, 4)  # (N, L, D)
+    m8, m5 = torch.ones(2, 8, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool)
+    masks, notes = match_masks((a, m8, c, m5), {"x": a, "y": c}, 2)
+    assert set(masks) == {"x_mask", "y_mask"} and masks["y_mask"].dtype == torch.long and notes == []
+    masks, notes = match_masks((a, b, m8), {"x": a, "y": b}, 2)  # two sequences of 8 tokens, one mask
+    assert masks == {} and "ambiguous" in notes[0]
+    masks, notes = match_masks((a, a, m8), {"x": a, "y": a}, 2)  # one output matched to two names: both get it
+    assert set(masks) == {"x_mask", "y_mask"}
+    masks, notes = match_masks((a, m5), {"x": a}, 2)
+    assert masks == {} and "no matched text sequence has 5 tokens" in notes[0]
+
+
+def test_a_bad_mask_is_one_line(pixart, tmp_path):
+    root, _ = pixart
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS))
+    assert run("prompts", tmp_path / "p.txt", "--pipeline", root, "--out", tmp_path / "c.pt",
+               "--max-length", 8).returncode == 0
+    cond = torch.load(tmp_path / "c.pt", weights_only=True)
+    mask = cond["encoder_hidden_states_mask"]
+    for bad, words in ((mask[:, :5], "it must be [4, 8]"), (mask * 2, "holds 2")):
+        torch.save({**cond, "encoder_hidden_states_mask": bad}, tmp_path / "bad.pt")
+        res = run("profile", root, "--cond", tmp_path / "bad.pt", "--out", tmp_path / "out", "--noise-levels", "0.5",
+                  "--batch-size", "4", "--no-figures", "--no-progress")
+        assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1

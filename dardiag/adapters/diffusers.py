@@ -199,9 +199,14 @@ class TableAdapter:
     def call(self, model, x_t, t_native, y, cond):
         """The Subject's call: conditioning to the model's device and dtype, then the class's forward."""
         dtype = next(model.parameters()).dtype
-        cond = {k: v.to(x_t.device, dtype if v.is_floating_point() else v.dtype) for k, v in (cond or {}).items()}
+        cond = _Reads({k: v.to(x_t.device, dtype if v.is_floating_point() else v.dtype)  # masks keep bool
+                       for k, v in (cond or {}).items()})
         self.image_tokens = self.tokens(x_t.shape[1:])
         out = self.entry.forward(model, x_t.to(dtype), t_native, y, cond)
+        unread = [k for k in cond if k.endswith("_mask") and k not in cond.read]
+        if unread:  # a mask the call ignores would be reported as used while the padding is attended
+            raise DardiagError(f"inputs hold {unread[0]}, but dardiag calls {self.entry.name} without a text mask "
+                               f"(its pipeline passes none); drop {unread[0]} from the inputs")
         return out.sample if hasattr(out, "sample") else out  # (N, C_out, [F,] H, W)
 
     def plan(self) -> dict:
@@ -219,6 +224,18 @@ class TableAdapter:
             stacks.append({"path": s.path, "blocks": len(self.model.get_submodule(s.path)), "stream": where})
         order = "alternating, one block of each stack in turn" if self.entry.interleaved else "stack after stack"
         return {"stacks": stacks, "order": order, "left_out": dict(self.entry.left_out), "note": self.entry.note}
+
+
+class _Reads(dict):
+    """The conditioning an entry's forward sees, noting which keys it reads with ``get`` (``spec.mask`` does)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
 
 
 def _by_tokens(output, T: int) -> torch.Tensor:

@@ -39,5 +39,7 @@ def prompts_cmd(
     texts = read_prompts(prompts)
     cond = encode_prompts(texts, pipeline, device=device, dtype=getattr(torch, dtype), max_length=max_length)
     atomic_save(cond, out)
-    shapes = ", ".join(f"{k} {v}" for k, v in cond["meta"]["shapes"].items())
-    print(f"encoded {len(texts)} prompts with {pipeline.name} for {cond['meta']['denoiser']}: {shapes} -> {out}")
+    meta = cond["meta"]
+    shapes = ", ".join(f"{k} {v}" for k, v in meta["shapes"].items())
+    notes = "".join(f"; {n}" for n in meta["mask_notes"])  # masks not kept, and why
+    print(f"encoded {len(texts)} prompts with {pipeline.name} for {meta['denoiser']}: {shapes}{notes} -> {out}")

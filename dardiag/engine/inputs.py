@@ -139,6 +139,11 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps
     if describe is not None and describe().startswith("synthetic"):
         inputs.label += "; synthetic N(0, 1) text conditioning"
         inputs.source += f"; {describe()}"
+    padding = getattr(subject.make_cond, "padding", lambda: {})()  # {sequence: padding fraction}
+    if padding:  # the pipeline's own masks came with the text: say so where the inputs are named
+        masked = ", ".join(f"{k} with its padding mask ({p:.0%} padding)" for k, p in padding.items())
+        inputs.label += f"; {masked}"
+        inputs.source += f"; {masked}"
     return inputs
 
 

@@ -40,15 +40,16 @@ def _pixart(m, x, t, y, cond):
                                        device=x.device).expand(N, 2),  # (N, 2) pixels
             "aspect_ratio": torch.full((N, 1), H / W, dtype=x.dtype, device=x.device),
         }
-    return m(x, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t,
-             added_cond_kwargs=added).sample  # (N, C_out, H, W)
+    return m(x, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t, added_cond_kwargs=added,
+             encoder_attention_mask=mask(cond, dtype=torch.long)).sample  # (N, C_out, H, W)
 
 
 def _sana(m, x, t, y, cond):
     guidance = None
     if m.config.guidance_embeds:  # Sana-Sprint: guidance scale 4.5 as its pipeline's default
         guidance = torch.full((x.shape[0],), 4.5, device=x.device, dtype=x.dtype)
-    return m(x, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t, guidance=guidance).sample
+    return m(x, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t, guidance=guidance,
+             encoder_attention_mask=mask(cond, dtype=torch.long)).sample  # (N, C_out, H, W)
 
 
 def _latent(pixels: int, factor: int = VAE_FACTOR):
@@ -83,8 +84,9 @@ def _hunyuan(m, x, t, y, cond):
     meta = torch.tensor([[1024, 1024, H * VAE_FACTOR, W * VAE_FACTOR, 0, 0]], dtype=x.dtype,
                         device=x.device).repeat(N, 1)  # (N, 6); the model views it flat
     clip, t5 = cond["encoder_hidden_states"], cond["encoder_hidden_states_t5"]  # (N, 77, D), (N, 256, D_t5)
-    out = m(x, t.to(x.dtype), encoder_hidden_states=clip, text_embedding_mask=mask(clip, torch.long),
-            encoder_hidden_states_t5=t5, text_embedding_mask_t5=mask(t5, torch.long), image_meta_size=meta,
+    out = m(x, t.to(x.dtype), encoder_hidden_states=clip,
+            text_embedding_mask=mask(cond, "encoder_hidden_states", torch.long), encoder_hidden_states_t5=t5,
+            text_embedding_mask_t5=mask(cond, "encoder_hidden_states_t5", torch.long), image_meta_size=meta,
             style=torch.zeros(N, dtype=torch.long, device=x.device), image_rotary_emb=rope)
     return out.sample  # (N, 2C, H, W): eps, then the learned variance
 
@@ -98,7 +100,7 @@ def _hunyuan_cond(cfg, L):
 
 def _lumina2(m, x, t, y, cond):
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
-    return m(x, timestep=t.to(x.dtype), encoder_hidden_states=ehs, encoder_attention_mask=mask(ehs)).sample
+    return m(x, timestep=t.to(x.dtype), encoder_hidden_states=ehs, encoder_attention_mask=mask(cond)).sample
 
 
 def _lumina_next(m, x, t, y, cond):
@@ -111,7 +113,7 @@ def _lumina_next(m, x, t, y, cond):
     linear, ntk = (scale, 1.0) if float(t[0]) < 1.0 else (1.0, scale)
     rope = get_2d_rotary_pos_embed_lumina(m.head_dim, 384, 384, linear_factor=linear, ntk_factor=ntk)
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
-    return m(x, timestep=t.to(x.dtype), encoder_hidden_states=ehs, encoder_mask=mask(ehs, torch.long),
+    return m(x, timestep=t.to(x.dtype), encoder_hidden_states=ehs, encoder_mask=mask(cond, dtype=torch.long),
              image_rotary_emb=rope,
              cross_attention_kwargs={"base_sequence_length": (side * VAE_FACTOR // 16) ** 2}).sample  # (N, 2C, H, W)
 
@@ -127,7 +129,7 @@ def _prx_latent(cfg):
 
 def _prx(m, x, t, y, cond):
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
-    return m(x, timestep=t.to(x.dtype), encoder_hidden_states=ehs, attention_mask=mask(ehs)).sample
+    return m(x, timestep=t.to(x.dtype), encoder_hidden_states=ehs, attention_mask=mask(cond)).sample
 
 
 def _fibo2_cond(cfg, L):
@@ -205,8 +207,8 @@ ENTRIES = (
     ClassEntry(
         "HunyuanDiT2DModel", (Stack("blocks"),), "ddpm-v", _hunyuan, cond=_hunyuan_cond, tokens=patch2d,
         text_tokens=77,
-        fixed=lambda cfg, shape: "all-valid text masks, image_meta_size (1024, 1024, target px, 0, 0), style 0, "
-        "2-D rotary over the 512 px base grid",
+        fixed=lambda cfg, shape: "supplied or all-valid text masks, image_meta_size (1024, 1024, target px, 0, 0), "
+        "style 0, 2-D rotary over the 512 px base grid",
         note="DDPM v prediction on scaled-linear betas 0.00085..0.03 (HunyuanDiT's DDPMScheduler); text lengths "
         "are the config's text_len and text_len_t5 (--text-tokens does not apply); the second half of the blocks "
         "takes long skips from the first"),
@@ -214,16 +216,16 @@ ENTRIES = (
         "Lumina2Transformer2DModel", (Stack("noise_refiner"), Stack("layers", TAIL)), "flow-rev", _lumina2,
         cond=text("encoder_hidden_states", ("cap_feat_dim",)), tokens=patch2d, text_tokens=256,
         left_out=(("context_refiner", "text tokens only"),),
-        fixed=lambda cfg, shape: "all-valid text mask"),
+        fixed=lambda cfg, shape: "supplied or all-valid text mask"),
     ClassEntry(
         "LuminaNextDiT2DModel", (Stack("layers"),), "flow-rev", _lumina_next,
         cond=text("encoder_hidden_states", ("cross_attention_dim",)), tokens=patch2d, text_tokens=256,
-        fixed=lambda cfg, shape: "all-valid text mask, LuminaPipeline's time-aware 2-D rotary (384 x 384), "
+        fixed=lambda cfg, shape: "supplied or all-valid text mask, LuminaPipeline's time-aware 2-D rotary (384 x 384), "
         "proportional attention"),
     ClassEntry(
         "PRXTransformer2DModel", (Stack("blocks"),), "flow", _prx,
         cond=text("encoder_hidden_states", ("context_in_dim",)), tokens=patch2d, latent=_prx_latent,
-        text_tokens=256, fixed=lambda cfg, shape: "all-valid text mask",
+        text_tokens=256, fixed=lambda cfg, shape: "supplied or all-valid text mask",
         note="timestep = sigma in [0, 1] as PRXPipeline passes it; 256 text tokens assumed for the tokenizer's "
         "max length (set --text-tokens); PRXPixel configs are refused"),
     ClassEntry(

@@ -13,8 +13,8 @@ import inspect
 import torch
 
 from dardiag.adapters.classes.spec import (
-    FIRST, HEAD, SECOND, TAIL, ClassEntry, Stack, cfg_get, full, grid_ids, pack2x2, patch2d, sigma, text, text_pooled,
-    unpack2x2,
+    FIRST, HEAD, SECOND, TAIL, ClassEntry, Stack, cfg_get, full, grid_ids, mask, pack2x2, patch2d, sigma, text,
+    text_pooled, unpack2x2,
 )
 
 FLUX_GUIDANCE = 3.5  # FluxPipeline's default guidance scale for guidance-distilled (dev) configs
@@ -141,7 +141,7 @@ def _qwen(m, x, t, y, cond):
     out = m(
         pack2x2(x),  # (N, T, 4C)
         encoder_hidden_states=ehs,
-        encoder_hidden_states_mask=torch.ones(ehs.shape[:2], device=x.device, dtype=torch.long),
+        encoder_hidden_states_mask=mask(cond, dtype=torch.long),
         timestep=sigma(t, x),
         img_shapes=[[(1, H // 2, W // 2)]] * N,
         guidance=full(N, 1.0, x) if m.config.guidance_embeds else None,
@@ -254,14 +254,14 @@ def _hunyuan_image(m, x, t, y, cond):
         extra = dict(encoder_hidden_states_2=x.new_zeros(N, HUNYUAN_GLYPH_TOKENS, m.config.text_embed_2_dim),
                      encoder_attention_mask_2=torch.zeros(N, HUNYUAN_GLYPH_TOKENS, dtype=torch.long, device=x.device))
     return m(x, timestep=t, encoder_hidden_states=ehs,
-             encoder_attention_mask=torch.ones(ehs.shape[:2], dtype=torch.long, device=x.device),
+             encoder_attention_mask=mask(cond, dtype=torch.long),
              timestep_r=t if m.config.use_meanflow else None,
              guidance=full(N, HUNYUAN_GUIDANCE * 1000, x) if m.config.guidance_embeds else None,
              **extra).sample  # (N, C, H, W)
 
 
 def _hunyuan_fixed(cfg, shape):
-    words = ["all-valid text mask"]
+    words = ["supplied or all-valid text mask"]
     if cfg.get("text_embed_2_dim"):
         words.append(f"no glyph text ({HUNYUAN_GLYPH_TOKENS} zero ByT5 tokens, masked)")
     if cfg.get("guidance_embeds"):
@@ -294,7 +294,7 @@ def _nucleus(m, x, t, y, cond):
     p = m.config.patch_size
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
     out = m(_pack(x, p), encoder_hidden_states=ehs, timestep=sigma(t, x), img_shapes=[(1, H // p, W // p)] * N,
-            encoder_hidden_states_mask=torch.ones(ehs.shape[:2], dtype=torch.long, device=x.device)).sample
+            encoder_hidden_states_mask=mask(cond, dtype=torch.long)).sample
     return -_unpack(out, H, W, p)  # the pipeline negates the output: the model predicts x0 - noise
 
 
@@ -338,7 +338,7 @@ def _qwen21(m, x, t, y, cond):
     slots = torch.cat([torch.zeros(N, L, dtype=torch.bool, device=x.device),
                        torch.ones(N, T // 4, dtype=torch.bool, device=x.device)], dim=1)
     out = m(_tokens(x), encoder_hidden_states=ehs, timestep=sigma(t, x), img_shapes=[[(1, H, W)]] * N,
-            img_mask=slots, encoder_hidden_states_mask=torch.ones(N, L, dtype=torch.long, device=x.device),
+            img_mask=slots, encoder_hidden_states_mask=mask(cond, dtype=torch.long),
             ).sample  # (N, L + T, C): the joint sequence, the target image last
     return _untokens(out[:, -T:], H, W)
 
@@ -380,7 +380,7 @@ ENTRIES = (
         "QwenImageTransformer2DModel", (Stack("transformer_blocks", SECOND),), "flow1000", _qwen,
         cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=_packed_tokens,
         latent=_packed_latent, text_tokens=512,
-        fixed=lambda cfg, shape: "img_shapes (1, H/2, W/2), all-valid text mask"),
+        fixed=lambda cfg, shape: "img_shapes (1, H/2, W/2), supplied or all-valid text mask"),
     ClassEntry(
         "AuraFlowTransformer2DModel",
         (Stack("joint_transformer_blocks", SECOND), Stack("single_transformer_blocks", TAIL)), "flow1000", _auraflow,
@@ -471,7 +471,7 @@ ENTRIES = (
     ClassEntry(
         "NucleusMoEImageTransformer2DModel", (Stack("transformer_blocks"),), "flow1000", _nucleus,
         cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=patch2d, latent=_nucleus_latent,
-        text_tokens=1024, fixed=lambda cfg, shape: "img_shapes (1, H/p, W/p), all-valid text mask",
+        text_tokens=1024, fixed=lambda cfg, shape: "img_shapes (1, H/p, W/p), supplied or all-valid text mask",
         note="text enters as keys/values of every block (the blocks return the image stream only); output negated "
              "as in its pipeline (the model predicts x0 - noise)"),
     ClassEntry(
@@ -484,7 +484,7 @@ ENTRIES = (
         cond=text("encoder_hidden_states", ("context_in_dim",)), tokens=patch2d, latent=_latent(64),
         text_tokens=512,
         fixed=lambda cfg, shape: "text-to-image layout (prompt, then one slot per 2x2 target tokens), "
-        "img_shapes (1, H, W), all-valid text mask, no condition image",
+        "img_shapes (1, H, W), supplied or all-valid text mask, no condition image",
         note="the pipeline has no text maximum (prompts are padded to the longest): 512 as QwenImage's; "
              "latents are unpatched at 1/16 of the pixels"),
     ClassEntry(

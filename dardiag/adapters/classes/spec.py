@@ -235,6 +235,12 @@ def text_pooled(dim_keys: tuple[str, ...], pooled_keys: tuple[str, ...] = ("pool
     return shapes
 
 
-def mask(ehs: torch.Tensor, dtype=torch.bool) -> torch.Tensor:
-    """An all-valid text mask (N, L): synthetic and supplied embeddings have no padding."""
-    return torch.ones(ehs.shape[:2], device=ehs.device, dtype=dtype)
+def mask(cond: dict, key: str = "encoder_hidden_states", dtype=torch.bool) -> torch.Tensor:
+    """The text mask (N, L) of sequence ``cond[key]`` in the class's own ``dtype`` (1/True = a real token):
+    the padding mask supplied with it (``<key>_mask``, from ``dardiag prompts``), else all-valid
+    (synthetic embeddings have no padding)."""
+    ehs = cond[key]  # (N, L, D_text)
+    given = cond.get(f"{key}_mask")  # (N, L) bool, or None
+    if given is None:
+        return torch.ones(ehs.shape[:2], device=ehs.device, dtype=dtype)
+    return given.to(ehs.device, dtype)

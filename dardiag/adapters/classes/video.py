@@ -126,7 +126,7 @@ def _allegro_rope(m, F, H, W, device):
 
 def _allegro(m, x, t, y, cond):
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
-    return m(x, encoder_hidden_states=ehs, timestep=t, encoder_attention_mask=mask(ehs, x.dtype),
+    return m(x, encoder_hidden_states=ehs, timestep=t, encoder_attention_mask=mask(cond, dtype=x.dtype),
              image_rotary_emb=_allegro_rope(m, *x.shape[2:], x.device)).sample  # (N, C, F, H, W)
 
 
@@ -200,7 +200,7 @@ def _ltx(m, x, t, y, cond):
     N, C, F, H, W = x.shape
     p, pt = m.config.patch_size, m.config.patch_size_t
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
-    out = m(_pack(x, p, pt), encoder_hidden_states=ehs, timestep=t, encoder_attention_mask=mask(ehs, torch.long),
+    out = m(_pack(x, p, pt), encoder_hidden_states=ehs, timestep=t, encoder_attention_mask=mask(cond, dtype=torch.long),
             num_frames=F // pt, height=H // p, width=W // p,
             rope_interpolation_scale=(LTX_VAE[0] / LTX_FPS, LTX_VAE[1], LTX_VAE[2])).sample  # (N, T, C pt p p)
     return _unpack(out, F, H, W, p, pt)  # (N, C, F, H, W)
@@ -233,7 +233,8 @@ def _ltx2(m, x, t, y, cond):
     audio = cond["audio_noise"] * sigma(t, x).view(-1, 1, 1)  # (N, L_a, C_a): x0 = 0 at the video's sigma
     out, _ = m(_pack(x, p, pt), audio_hidden_states=audio, encoder_hidden_states=ehs,
                audio_encoder_hidden_states=cond["audio_encoder_hidden_states"], timestep=t, sigma=t,
-               encoder_attention_mask=mask(ehs, torch.long), audio_encoder_attention_mask=mask(ehs, torch.long),
+               encoder_attention_mask=mask(cond, dtype=torch.long),
+               audio_encoder_attention_mask=mask(cond, "audio_encoder_hidden_states", torch.long),
                num_frames=F // pt, height=H // p, width=W // p, fps=LTX2_FPS, audio_num_frames=audio.shape[1],
                use_cross_timestep=True, return_dict=False)  # (N, T, C pt p p)
     return _unpack(out, F, H, W, p, pt)
@@ -249,20 +250,21 @@ def _mochi(m, x, t, y, cond):
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
     # MochiPipeline (inverted sigmas) passes (1 - sigma) x 1000 and steps with x0 - noise: flow-rev x 1000
     return m(x, encoder_hidden_states=ehs, timestep=t.to(x.dtype) * 1000.0,
-             encoder_attention_mask=mask(ehs)).sample  # (N, C, F, H, W)
+             encoder_attention_mask=mask(cond)).sample  # (N, C, F, H, W)
 
 
 def _hunyuan(m, x, t, y, cond):
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
     guidance = full(x.shape[0], HUNYUAN_GUIDANCE * 1000.0, x) if m.config.guidance_embeds else None
-    return m(_condition(m, x), timestep=t, encoder_hidden_states=ehs, encoder_attention_mask=mask(ehs, torch.long),
+    return m(_condition(m, x), timestep=t, encoder_hidden_states=ehs,
+             encoder_attention_mask=mask(cond, dtype=torch.long),
              pooled_projections=cond["pooled_projections"], guidance=guidance).sample  # (N, C, F, H, W)
 
 
 def _hunyuan_fixed(cfg, shape):
     replace = ("first latent frame modulated as clean (token_replace)"
                if cfg.get("image_condition_type") == "token_replace" else "")
-    return _words(_condition_words(cfg, shape), "all-valid text mask",
+    return _words(_condition_words(cfg, shape), "supplied or all-valid text mask",
                   f"guidance {HUNYUAN_GUIDANCE:g} (x1000)" if cfg.get("guidance_embeds") else "", replace)
 
 
@@ -276,7 +278,8 @@ def _hunyuan15(m, x, t, y, cond):
     N, c = x.shape[0], m.config
     ehs = cond["encoder_hidden_states"]  # (N, L, D_mllm)
     glyph = x.new_zeros(N, HV15_GLYPH_TOKENS, c.text_embed_2_dim)  # (N, 256, D_byt5), all masked out
-    return m(_condition(m, x), timestep=t, encoder_hidden_states=ehs, encoder_attention_mask=mask(ehs, torch.long),
+    return m(_condition(m, x), timestep=t, encoder_hidden_states=ehs,
+             encoder_attention_mask=mask(cond, dtype=torch.long),
              encoder_hidden_states_2=glyph, encoder_attention_mask_2=glyph.new_zeros(glyph.shape[:2], dtype=torch.long),
              image_embeds=x.new_zeros(N, HV15_IMAGE_TOKENS, c.image_embed_dim)).sample  # (N, C, F, H, W)
 
@@ -305,7 +308,7 @@ def _framepack(m, x, t, y, cond):
     def zeros(frames):
         return x.new_zeros(N, C, frames, H, W)  # (N, C, frames, H, W)
     guidance = full(N, HUNYUAN_GUIDANCE * 1000.0, x) if m.config.guidance_embeds else None
-    return m(x, timestep=t, encoder_hidden_states=ehs, encoder_attention_mask=mask(ehs, torch.long),
+    return m(x, timestep=t, encoder_hidden_states=ehs, encoder_attention_mask=mask(cond, dtype=torch.long),
              pooled_projections=cond["pooled_projections"],
              image_embeds=x.new_zeros(N, FRAMEPACK_IMAGE_TOKENS, m.config.image_proj_dim),
              indices_latents=window, guidance=guidance, latents_clean=zeros(1 + h1),
@@ -350,7 +353,7 @@ ENTRIES = (
         "AllegroTransformer3DModel", (Stack("transformer_blocks"),), "dit", _allegro,
         cond=text("encoder_hidden_states", ("caption_channels",)), tokens=patch3d, video=True, text_tokens=512,
         latent=lambda cfg: (_channels(cfg), cfg["sample_frames"], cfg["sample_height"], cfg["sample_width"]),
-        fixed=lambda cfg, shape: "rotary ids as in AllegroPipeline, all-valid text mask",
+        fixed=lambda cfg, shape: "rotary ids as in AllegroPipeline, supplied or all-valid text mask",
         note="DDPM epsilon (EulerAncestralDiscreteScheduler, linear betas 1e-4..0.02) as released"),
     ClassEntry(
         "CogVideoXTransformer3DModel", (Stack("transformer_blocks", FIRST),), "cogvideox", _cog,
@@ -368,19 +371,19 @@ ENTRIES = (
         "LTXVideoTransformer3DModel", (Stack("transformer_blocks"),), "flow1000", _ltx,
         cond=text("encoder_hidden_states", ("caption_channels",)), tokens=patch3d, video=True, text_tokens=128,
         latent=lambda cfg: _latent(cfg, frames=_frames(161, 8), side=(512 // 32, 704 // 32)),
-        fixed=lambda cfg, shape: f"rope interpolation scale (8/{LTX_FPS}, 32, 32), all-valid text mask"),
+        fixed=lambda cfg, shape: f"rope interpolation scale (8/{LTX_FPS}, 32, 32), supplied or all-valid text mask"),
     ClassEntry(
         "LTX2VideoTransformer3DModel", (Stack("transformer_blocks", FIRST),), "flow1000", _ltx2,
         cond=_ltx2_cond, tokens=patch3d, video=True, text_tokens=1024, latent=_ltx2_latent,
-        fixed=lambda cfg, shape: f"fps {LTX2_FPS:g}, all-valid text masks, cross timestep on, audio latents "
-                                 "x0 = 0 noised to the video's sigma with audio_noise",
+        fixed=lambda cfg, shape: f"fps {LTX2_FPS:g}, supplied or all-valid text masks, cross timestep on, "
+                                 "audio latents x0 = 0 noised to the video's sigma with audio_noise",
         note="audio+video model: the video stream is profiled; the audio stream is a zero latent at the "
              "video's noise level (its noise drawn per sample), its text embeddings synthetic"),
     ClassEntry(
         "MochiTransformer3DModel", (Stack("transformer_blocks", FIRST),), "flow-rev", _mochi,
         cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch3d, video=True, text_tokens=256,
         latent=lambda cfg: _latent(cfg, frames=_frames(19, 6), side=(480 // 8, 848 // 8)),
-        fixed=lambda cfg, shape: "timestep (1 - sigma) x 1000, all-valid text mask"),
+        fixed=lambda cfg, shape: "timestep (1 - sigma) x 1000, supplied or all-valid text mask"),
     ClassEntry(
         "HunyuanVideoTransformer3DModel",
         (Stack("transformer_blocks", FIRST), Stack("single_transformer_blocks", FIRST)), "flow1000", _hunyuan,
@@ -392,7 +395,7 @@ ENTRIES = (
         cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch3d, video=True, text_tokens=1000,
         latent=_hunyuan15_latent, left_out=HUNYUAN_REFINER,
         fixed=lambda cfg, shape: _words(_condition_words(cfg, shape), "SigLIP image tokens zeros (text-to-video)",
-                                        "no ByT5 glyph tokens (masked out)", "all-valid text mask")),
+                                        "no ByT5 glyph tokens (masked out)", "supplied or all-valid text mask")),
     ClassEntry(
         "HunyuanVideoFramepackTransformer3DModel",
         (Stack("transformer_blocks", Stream(index=0, part="tail")),
@@ -400,7 +403,7 @@ ENTRIES = (
         cond=text_pooled(("text_embed_dim",)), tokens=patch3d, video=True, text_tokens=256,
         latent=lambda cfg: _latent(cfg, frames=9, side=(720 // 8, 1280 // 8)),  # one 9-frame window
         fixed=lambda cfg, shape: _words("first section: start frame and 1x/2x/4x history latents zeros",
-                                        "SigLIP image tokens zeros", "all-valid text mask",
+                                        "SigLIP image tokens zeros", "supplied or all-valid text mask",
                                         f"guidance {HUNYUAN_GUIDANCE:g} (x1000)" if cfg.get("guidance_embeds") else ""),
         left_out=HUNYUAN_REFINER,
         note="the blocks see [history; window] tokens: the window (the latents) is profiled"),

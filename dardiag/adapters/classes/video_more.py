@@ -194,7 +194,7 @@ def _joyimage_plus(m, x, t, y, cond):
     patches = x.reshape(N, C, grid[0], pt, grid[1], ph, grid[2], pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
     patches = patches.reshape(N, -1, C, pt, ph, pw)  # (N, T, C, pt, ph, pw)
     ehs = cond["encoder_hidden_states"]
-    out = m(patches, timestep=t, encoder_hidden_states=ehs, encoder_hidden_states_mask=mask(ehs, torch.long),
+    out = m(patches, timestep=t, encoder_hidden_states=ehs, encoder_hidden_states_mask=mask(cond, dtype=torch.long),
             shape_list=[[grid]] * N).sample  # (N, T, C_out, pt, ph, pw)
     out = out.reshape(N, *grid, -1, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)  # (N, C_out, F/pt, pt, H/ph, ...)
     return out.reshape(N, -1, F, H, W)  # (N, C_out, F, H, W)
@@ -294,12 +294,12 @@ def _motif(m, x, t, y, cond):
     # MotifVideoPipeline's text-to-video call: [latents | condition latents zeros | mask zeros] on channels
     ehs = cond["encoder_hidden_states"]
     return m(_pad_channels(x, m.config.in_channels), timestep=t, encoder_hidden_states=ehs,
-             encoder_attention_mask=mask(ehs, torch.long)).sample  # (N, C, F, H, W)
+             encoder_attention_mask=mask(cond, dtype=torch.long)).sample  # (N, C, F, H, W)
 
 
 def _sana_video(m, x, t, y, cond):
     ehs = cond["encoder_hidden_states"]
-    return m(x, encoder_hidden_states=ehs, encoder_attention_mask=mask(ehs, torch.long),
+    return m(x, encoder_hidden_states=ehs, encoder_attention_mask=mask(cond, dtype=torch.long),
              timestep=t).sample  # (N, C, F, H, W)
 
 
@@ -359,7 +359,8 @@ ENTRIES = (
     ClassEntry("JoyImageEditPlusTransformer3DModel", (Stack("double_blocks", FIRST),), "flow1000", _joyimage_plus,
                cond=text("encoder_hidden_states", ("text_dim",)), tokens=patch3d, video=True, text_tokens=512,
                latent=lambda cfg: _latent(cfg, frames=1, side=(128, 128)),  # one 1024x1024 image
-               fixed=lambda cfg, shape: "no reference images (the target's patches only), all-valid text mask",
+               fixed=lambda cfg, shape: "no reference images (the target's patches only), "
+                                        "supplied or all-valid text mask",
                note="an image model with video latents of one frame; prompts are not padded (512 tokens here)"),
     ClassEntry("Kandinsky5Transformer3DModel", (Stack("visual_transformer_blocks"),), "flow1000", _kandinsky5,
                cond=text_pooled(("in_text_dim",), ("in_text_dim2",)), tokens=patch3d, video=True, text_tokens=512,
@@ -385,7 +386,8 @@ ENTRIES = (
                (Stack("transformer_blocks", FIRST), Stack("single_transformer_blocks", FIRST)), "flow1000", _motif,
                cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch3d,
                video=True, text_tokens=512,
-               fixed=lambda cfg, shape: ", ".join(w for w in (_wan_fixed(cfg, shape), "all-valid text mask") if w),
+               fixed=lambda cfg, shape: ", ".join(
+                   w for w in (_wan_fixed(cfg, shape), "supplied or all-valid text mask") if w),
                latent=lambda cfg: _wan_latent(cfg, frames=31, side=(92, 160)),  # 121 frames at 736x1280
                note="decoder single blocks (num_decoder_layers) restart from the patch embedding, with the encoder "
                     "output as their context; no image embeddings (text-to-video)"),
@@ -393,7 +395,7 @@ ENTRIES = (
                cond=text("encoder_hidden_states", ("caption_channels",)), tokens=patch3d, video=True, text_tokens=300,
                # 81 frames at 480x832; the config's sample_size is not the pipeline's latent size
                latent=lambda cfg: (cfg["in_channels"], 21, *WAN_SIDE),
-               fixed=lambda cfg, shape: "all-valid text mask"),
+               fixed=lambda cfg, shape: "supplied or all-valid text mask"),
     ClassEntry("LatteTransformer3DModel",
                (Stack("transformer_blocks", Stream(layout="frames")),
                 Stack("temporal_transformer_blocks", Stream(layout="patches"))), "dit", _latte,
@@ -460,7 +462,7 @@ def _sana_wm(m, x, t, y, cond):
     tf = torch.cat([torch.zeros(N, 1, device=t.device), noisy], dim=1)[:, None]  # (N, 1, F)
     ehs = cond["encoder_hidden_states"]
     raymap, plucker = _static_camera(m, x)
-    out = m(x, tf, ehs[:, None], mask=mask(ehs, torch.long), camera_conditions=raymap,
+    out = m(x, tf, ehs[:, None], mask=mask(cond, dtype=torch.long), camera_conditions=raymap,
             chunk_plucker=plucker).sample  # (N, C, F, H, W)
     return _anchor_zeros(out)
 
@@ -485,7 +487,7 @@ def _refiner(m, x, t, y, cond):
     N, C, F, H, W = x.shape
     p, pt = m.config.patch_size, m.config.patch_size_t
     ehs = cond["encoder_hidden_states"]
-    keep = mask(ehs, torch.long)
+    keep = mask(cond, dtype=torch.long)
 
     def rope(frames):  # RoPE of absolute latent frames
         return m.build_rotary_emb_for_absolute_positions(N, frames, H, W, x.device, REFINER_FPS)
@@ -519,7 +521,7 @@ ENTRIES += (  # appended here: this section stands alone
                latent=lambda cfg: _latent(cfg, frames=21, side=(22, 40)),  # 161 frames at 704x1280
                fixed=lambda cfg, shape: "first latent frame the clean anchor (timestep 0, out of the loss and of the "
                      "measured tokens), static camera (identity poses, the pipeline example's focal length), "
-                     "all-valid text mask",
+                     "supplied or all-valid text mask",
                note="SanaWMPipeline's stage-1 call; z_k are the tokens of the frames after the anchor (the tail of "
                     "each block's output); the model floors timesteps to integers, as in the pipeline"),
     ClassEntry("SanaWMLTX2RefinerTransformer3DModel", (Stack("transformer_blocks"),), "flow1000-anchor", _refiner,
@@ -527,7 +529,7 @@ ENTRIES += (  # appended here: this section stands alone
                text_tokens=REFINER_TEXT,
                latent=lambda cfg: _latent(cfg, frames=1 + REFINER_BLOCK, side=(22, 40)),  # the anchor + one chunk
                fixed=lambda cfg, shape: f"first latent frame the clean attention sink (K/V captured at sigma 0), "
-                     f"frames 1..{shape[1] - 1} one chunk, fps {REFINER_FPS}, all-valid text mask",
+                     f"frames 1..{shape[1] - 1} one chunk, fps {REFINER_FPS}, supplied or all-valid text mask",
                note="the first chunk of SanaWMLTX2Refiner's chunk-causal refinement (sink and chunk, no refined "
                     "history: later chunks also attend to the K/V of earlier refined chunks); the sink pass runs "
                     "without the taps and edits"),
