@@ -222,6 +222,10 @@ VIDEO_MORE: dict[str, Tiny] = {
         WAN_TINY, in_channels=12, latent_channels=4, image_dim=10, added_kv_proj_dim=16, motion_encoder_size=8,
         motion_style_dim=16, motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
         inject_face_latents_blocks=1, motion_encoder_channel_sizes={"8": 8, "4": 8}), {"frames": 3}, sample_size=8),
+    # 4 + 4 + 4 input channels (latents, mask, reference latents); CLIP tokens through MLPProj (width 1280)
+    "WanAnimate2Transformer3DModel": Tiny(dict(
+        patch_size=(1, 2, 2), text_len=8, in_dim=12, dim=16, ffn_dim=32, freq_dim=16, text_dim=12, out_dim=4,
+        num_heads=2, num_layers=2), {"frames": 3}, sample_size=8),
     "AnyFlowTransformer3DModel": Tiny(dict(WAN_TINY), {"frames": 3}, sample_size=8),
     "AnyFlowFARTransformer3DModel": Tiny(dict(WAN_TINY, chunk_partition=(1, 2)), {"frames": 3}, sample_size=8),
     "Kandinsky5Transformer3DModel": Tiny(dict(

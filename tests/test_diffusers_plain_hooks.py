@@ -3,7 +3,8 @@ plain hooks written here from the definitions (diagnostics.md §3), for a single
 double-stream (Flux: double then single blocks), a video (Wan), a [text; image] sequence (OmniGen), a
 [history; chunk] video sequence (Helios), a sequence-first [image; text] sequence (Ernie-Image), an
 alternating spatial/temporal video class (Latte), and SANA-WM and its refiner (the first latent frame a
-clean anchor, out of the loss; SANA-WM's blocks carry the anchor's tokens first): 1e-6 relative.
+clean anchor, out of the loss; SANA-WM's blocks carry the anchor's tokens first), and Wan-Animate-2 (its
+driving video's pass fills a K/V cache before the profiled call): 1e-6 relative.
 
 The hooks keep each block's input or output tensor as the model uses it and read the image tokens
 from it (and from its gradient) with the reshapes below, not with dardiag's stream code; the image
@@ -69,6 +70,8 @@ PLAIN = {
     "SanaWMTransformer3DModel": ((("blocks", last(lambda C, F, H, W: (F - 1) * H * W)),), False, None),
     # the sink lives in the K/V cache: the blocks see the chunk's tokens only
     "SanaWMLTX2RefinerTransformer3DModel": ((("transformer_blocks", whole),), False, None),
+    # the driving video lives in the K/V cache (its extract pass outside the hooks): the blocks see x's tokens only
+    "WanAnimate2Transformer3DModel": ((("blocks", whole),), False, None),
     "OmniGenTransformer2DModel": ((("layers", tail),), False, None),  # z_0: the first block's input, not its output
     "ErnieImageTransformer2DModel": ((("layers", seq_head),), False, None),
     "LatteTransformer3DModel": ((("transformer_blocks", spatial), ("temporal_transformer_blocks", temporal)),

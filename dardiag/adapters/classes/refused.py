@@ -17,9 +17,6 @@ REFUSED = (
     Refused("StableAudioDiTModel", "an audio (1-D sequence) model, not image or video latents"),
     Refused("StableAudio3DiTModel", "an audio (1-D sequence) model, not image or video latents"),
     Refused("UVit2DModel", "aMUSEd's masked-token transformer: no noise process over latents"),
-    Refused("WanAnimate2Transformer3DModel", "driven only by a two-pass KV-cache protocol (a reference pass fills a "
-            "per-layer cache that every denoising step attends to through a flex-attention BlockMask built for the "
-            "whole video), not a single denoiser call"),
     Refused("MiniMaxH3Transformer3DModel", "a packed audio-video-text sequence whose layout (row order, rotary "
             "positions, modality tags, timestep direction) only its caller defines; diffusers ships no pipeline for "
             "it to follow"),

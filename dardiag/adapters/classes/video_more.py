@@ -534,3 +534,135 @@ ENTRIES += (  # appended here: this section stands alone
                     "history: later chunks also attend to the K/V of earlier refined chunks); the sink pass runs "
                     "without the taps and edits"),
 )
+
+
+#################################################################################
+#        Wan-Animate-2: a reference pass fills a K/V cache, then the denoiser     #
+#################################################################################
+# Each segment of WanAnimate2's pipeline runs the transformer twice: kv_cache_mode="extract" over the
+# driving video (its pre-RoPE K/V stored per layer, at a fixed timestep), then every denoising step
+# (kv_cache_mode="cached") over the noisy latents: [reference-image slot; the segment's frames], which
+# attend to all of themselves and, frame j + 1, to the driving video's frame j. The extract pass runs
+# outside the taps (as the SANA-WM refiner's sink pass); the profiled call is one denoising step of the
+# first segment, all its latent frames measured (the pipeline noises and steps the reference slot too,
+# then decodes the frames after it).
+
+ANIMATE2_FRAMES = 81  # WanAnimate2's segment_frame_length: pixel frames of a segment (21 latent frames)
+
+
+def _animate2_cond(cfg, L):
+    """T5 text (L, text_dim) and, with ``use_img_emb``, CLIP ViT-H/14 tokens (257, 1280) (MLPProj's fixed width)."""
+    shapes = {"encoder_hidden_states": (L, int(cfg["text_dim"]))}
+    if cfg.get("use_img_emb", True):
+        shapes["encoder_hidden_states_image"] = (CLIP_TOKENS, 1280)
+    return shapes
+
+
+def _in_context(block_mask, T: int, R: int, device) -> torch.Tensor:
+    """The model's own mask (its BlockMask's mask_mod) over [generation; reference] tokens, dense: (T, T + R) bool.
+    The mask is written over a buffer padded to 128-token blocks, where the reference tokens start at the padded
+    generation length; with the segment at the mask's own geometry every generation token keeps its index."""
+    q = torch.arange(T, device=device)
+    kv = torch.cat([q, -(-T // 128) * 128 + torch.arange(R, device=device)])  # buffer indices of the keys
+    zero = torch.zeros((), dtype=torch.long, device=device)
+    return block_mask.mask_mod(zero, zero, q[:, None], kv[None, :])
+
+
+def _dense_in_context():
+    """WanAnimate2's self-attention with the cached pass through SDPA and the same mask made dense: its own
+    path runs on the flex backend only, which has no backward on CPU."""
+    from diffusers.models.transformers import transformer_wan_animate_2 as wa2
+
+    class DenseInContext(wa2.WanAnimate2AttnProcessor):
+        def __call__(self, attn, hidden_states, rotary_emb, grid_sizes, kv_cache, kv_cache_mode, rope_stride=1,
+                     reference_rotary_emb=None, reference_grid_sizes=None, reference_rope_stride=1,
+                     attention_mask=None, origin_latent_frames=None, origin_latent_hw=None):
+            if kv_cache_mode != "cached":
+                return super().__call__(attn, hidden_states, rotary_emb, grid_sizes, kv_cache, kv_cache_mode,
+                                        rope_stride)
+            frames, h, w = grid_sizes[0].tolist()
+            if (frames, h * w) != (origin_latent_frames + 1, origin_latent_hw):
+                raise DardiagError(f"WanAnimate2: a {frames}-frame {h}x{w} segment is not at its block mask's "
+                                   f"geometry ({origin_latent_frames + 1} frames of {origin_latent_hw} tokens)")
+            q, k, v = wa2._get_qkv_projections(attn, hidden_states, None)  # (N, T, D) each
+            q, k = attn.norm_q(q), attn.norm_k(k)
+            q, k, v = (u.unflatten(2, (attn.heads, -1)) for u in (q, k, v))  # (N, T, heads, d)
+            q = wa2.rope_apply(q, grid_sizes, rotary_emb, rope_stride).type_as(v)
+            k = wa2.rope_apply(k, grid_sizes, rotary_emb, rope_stride).type_as(v)
+            k_ref, v_ref = kv_cache.get()  # (N, R, heads, d), pre-RoPE
+            k_ref = wa2.rope_apply(k_ref, reference_grid_sizes, reference_rotary_emb,
+                                   reference_rope_stride).type_as(v)
+            T, R = q.shape[1], k_ref.shape[1]
+            allowed = _in_context(attention_mask, T, R, q.device)  # (T, T + R)
+            keys = torch.cat([k, k_ref], 1).transpose(1, 2)  # (N, heads, T + R, d)
+            values = torch.cat([v, v_ref], 1).transpose(1, 2)  # (N, heads, T + R, d)
+            out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), keys, values,
+                                                                   attn_mask=allowed)  # (N, heads, T, d)
+            out = out.transpose(1, 2).flatten(2, 3).type_as(q)  # (N, T, D)
+            return attn.to_out[1](attn.to_out[0](out))
+
+    return DenseInContext()
+
+
+def _i2v_mask(frames: int, H: int, W: int, known: int, x: torch.Tensor) -> torch.Tensor:
+    """The pipeline's mask channels (4, frames, H, W) of a latent video whose first ``known`` pixel frames are given."""
+    from diffusers.modular_pipelines.wan_animate_2.encoders import get_i2v_mask
+
+    return get_i2v_mask(frames, H, W, known, device=x.device).to(x.dtype)
+
+
+def _animate2(m, x, t, y, cond):
+    """WanAnimate2's first segment: the extract pass over a driving video of zero latents (outside the taps), then
+    one cached denoising call of x: (N, C, F, H, W), frame 0 the reference-image slot, frames 1.. the segment."""
+    from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2KVCache
+
+    N, C, F, H, W = x.shape
+    if F < 2:
+        raise DardiagError("WanAnimate2Transformer3DModel: the latents hold the reference-image slot and at "
+                           "least one segment frame (pass --frames 2 or more)")
+    pt, ph, pw = m.config.patch_size
+    grid = torch.tensor([[F - 1, H // ph, W // pw]] * N)  # (N, 3): the driving segment's patch grid
+    pixel_frames = 4 * (F - 2) + 1  # segment_frame_length: origin_len // 4 + 1 = F - 1 latent frames
+    ehs, image = list(cond["encoder_hidden_states"]), _image(cond)  # N x (L, D_text); (N, 257, 1280) or None
+    cache = WanAnimate2KVCache(len(m.blocks))
+    drive = x.new_zeros(N, C, F - 1, H, W)  # (N, C, F - 1, H, W)
+    drive_cond = torch.cat([_i2v_mask(F - 1, H, W, pixel_frames, x).expand(N, -1, -1, -1, -1), drive], 1)
+    # the first segment: the reference image's slot known, no previous frames; reference latents zeros
+    gen_mask = torch.cat([_i2v_mask(1, H, W, 1, x), _i2v_mask(F - 1, H, W, 0, x)], 1)  # (4, F, H, W)
+    gen_cond = torch.cat([gen_mask.expand(N, -1, -1, -1, -1), x.new_zeros(N, m.config.in_dim - C - 4, F, H, W)], 1)
+    blocks, attns = m.blocks, [b.self_attn for b in m.blocks]
+    saved = [a.processor for a in attns]
+    try:
+        for a in attns:
+            a.processor = _dense_in_context()
+        m.blocks = torch.nn.ModuleList(_Bare(b) for b in blocks)
+        with torch.no_grad():  # timestep ignored: the extract pass is modulated at timestep 1
+            m(list(drive), timestep=t, encoder_hidden_states=ehs, condition_latents=list(drive_cond),
+              kv_cache=cache, kv_cache_mode="extract", seq_len=(F - 1) * (H // ph) * (W // pw),
+              encoder_hidden_states_image=image, offset_grid_sizes=grid)
+        m.blocks = blocks
+        out = m(list(x), timestep=t, encoder_hidden_states=ehs, condition_latents=list(gen_cond),
+                kv_cache=cache, kv_cache_mode="cached", seq_len=F * (H // ph) * (W // pw),
+                encoder_hidden_states_image=image, reference_grid_sizes=grid, origin_len=pixel_frames,
+                origin_area=[H * 8, W * 8]).sample  # N x (C, F, H, W), float32
+    finally:
+        m.blocks = blocks
+        for a, p in zip(attns, saved):
+            a.processor = p
+    return torch.stack(out).to(x.dtype)  # (N, C, F, H, W)
+
+
+ENTRIES += (  # appended here: this section stands alone
+    ClassEntry("WanAnimate2Transformer3DModel", (Stack("blocks"),), "flow1000", _animate2,
+               cond=_animate2_cond, tokens=patch3d, video=True, text_tokens=WAN_TEXT,
+               latent=lambda cfg: _latent(cfg, frames=1 + (ANIMATE2_FRAMES - 1) // 4 + 1, side=WAN_SIDE,
+                                          channels="out_dim"),  # reference slot + an 81-frame segment at 480x832
+               fixed=lambda cfg, shape: "first segment: reference-image slot known (mask 1), no previous frames, "
+                     "reference-image and segment condition latents zeros; driving video zero latents (mask 1), its "
+                     "extract pass with the same text and CLIP tokens (the pipeline: a fixed reference prompt and "
+                     "the driving video's first frame)",
+               note="one denoising step of WanAnimate2's first segment (conditional branch), after its extract pass "
+                    "over the driving video, which runs without the taps and edits; z_k holds every latent frame, "
+                    "the reference-image slot first; the in-context attention runs through SDPA with the model's "
+                    "block mask made dense (flex attention has no backward on CPU)"),
+)
