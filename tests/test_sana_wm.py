@@ -1,4 +1,4 @@
-"""SANA-WM and its refiner (dardiag/adapters/classes/video_more.py) follow their pipelines: the
+"""SANA-WM and its refiner (dardiag/adapters/classes/video_cache.py) follow their pipelines: the
 flow1000-anchor family is what SanaWMPipeline's per-token Euler step and the refiner's x0 formula invert,
 and each entry's call is the pipeline's denoiser call (SanaWMPipeline's stage 1; the refiner's first chunk,
 its attention sink captured outside dardiag's hooks)."""
@@ -12,7 +12,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from dardiag.adapters.classes.video_more import REFINER_FPS, SANA_WM_FOCAL, SANA_WM_VAE  # noqa: E402
+from dardiag.adapters.classes.video_cache import REFINER_FPS, SANA_WM_FOCAL, SANA_WM_VAE  # noqa: E402
 from dardiag.adapters.diffusers import diffusers_model_subject  # noqa: E402
 from dardiag.errors import DardiagError  # noqa: E402
 from dardiag.families import get_family  # noqa: E402

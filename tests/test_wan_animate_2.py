@@ -1,4 +1,4 @@
-"""WanAnimate2 (dardiag/adapters/classes/video_more.py) follows its pipeline's first segment: the extract
+"""WanAnimate2 (dardiag/adapters/classes/video_cache.py) follows its pipeline's first segment: the extract
 pass over the driving video runs outside dardiag's hooks, and the profiled call, whose in-context attention
 runs through SDPA with the model's block mask made dense, equals the pipeline's denoising call through the
 model's own flex attention (forward only: flex has no backward on CPU)."""
