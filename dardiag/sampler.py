@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -114,12 +115,13 @@ def _predict(model, x, t_native, y, cfg_scale: float, forward=None, i: int = 0):
 
 @torch.no_grad()
 def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float = 1.0, seed: int = 0,
-           forward=None) -> torch.Tensor:
+           forward=None, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
     """Draw one sample per label in ``y`` -> ``(N, C, H, W)`` float32 on the model's device.
 
     Deterministic: the starting noise comes from a CPU generator seeded with ``seed``. ``forward(i, x,
     t_native, y) -> output``, when given, replaces ``model(x, t_native, y)`` at step ``i`` (0 = the
     noisiest): a cached sampler (``dardiag.caching``) or an observer (``dardiag.engine.trajectory``).
+    ``on_step(i)`` is called after step ``i`` (``dardiag sample`` stops there at a first Ctrl-C).
     """
     fam = get_family(family) if isinstance(family, str) else family
     if fam.name not in SAMPLE_FAMILIES:
@@ -138,25 +140,27 @@ def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float 
     model.eval()
     try:
         if fam.name == "dit":
-            x = _ddim(model, x, y, steps, cfg_scale, forward)
+            x = _ddim(model, x, y, steps, cfg_scale, forward, on_step)
         else:
-            x = _euler_velocity(model, fam, x, y, steps, cfg_scale, forward)
+            x = _euler_velocity(model, fam, x, y, steps, cfg_scale, forward, on_step)
     finally:
         model.train(was_training)
     return x.float()
 
 
-def _euler_velocity(model, fam: Family, x, y, steps, cfg_scale, forward=None):
+def _euler_velocity(model, fam: Family, x, y, steps, cfg_scale, forward=None, on_step=None):
     # native times from pure noise (noise level 1) to data (0): SiT 0 -> 1, REPA 1 -> 0; the velocity is
     # d x_t / d t in native time for both (SiT: x0 - eps, REPA: eps - x0), so one Euler rule serves
     ts = fam.to_native(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)).float().to(x.device)
     for i in range(steps):
         v = _predict(model, x, ts[i : i + 1], y, cfg_scale, forward, i)  # (N, C, H, W)
         x = x + (ts[i + 1] - ts[i]) * v
+        if on_step is not None:
+            on_step(i)
     return x
 
 
-def _ddim(model, x, y, steps, cfg_scale, forward=None):
+def _ddim(model, x, y, steps, cfg_scale, forward=None, on_step=None):
     abar = DiTFamily().alphas_cumprod(x.device)  # (1000,) float64
     # evenly spaced integer timesteps from 999 (noise) down to 0; duplicates appear only if steps > 1000
     ts = torch.unique(torch.linspace(999, 0, min(steps, 1000), device=x.device).round().long()).flip(0)
@@ -166,6 +170,8 @@ def _ddim(model, x, y, steps, cfg_scale, forward=None):
         a_prev = abar[ts[i + 1]].float() if i + 1 < len(ts) else torch.ones((), device=x.device)
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()  # (N, C, H, W)
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        if on_step is not None:
+            on_step(i)
     return x
 
 

@@ -28,3 +28,31 @@ def brute_hsic1(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     L.fill_diagonal_(0)
     KL = K @ L
     return (torch.trace(KL) + K.sum() * L.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * KL.sum()) / (n * (n - 3))
+
+
+def gated_cli(target: str) -> str:
+    """Python source that runs the dardiag CLI on ``sys.argv[1:]``, holding still in the HOLD-th call of
+    ``target`` ("module:attribute.path") until the file GATE exists, after writing its pid to READY
+    (READY + RANK under torchrun): a signal sent then lands in the middle of that call's work. Under
+    torchrun HOLD may give one count per rank ("5,4": the ranks' shares of a level can differ)."""
+    module, _, path = target.partition(":")
+    *owner, name = path.split(".")
+    return ("import importlib, os, sys, time\n"
+            f"owner = importlib.import_module({module!r})\n"
+            f"for part in {owner!r}:\n"
+            "    owner = getattr(owner, part)\n"
+            f"real, calls = getattr(owner, {name!r}), []\n"
+            "def gated(*a, **k):\n"
+            "    calls.append(1)\n"
+            "    holds = os.environ['HOLD'].split(',')\n"
+            "    if len(calls) == int(holds[min(int(os.environ.get('RANK', 0)), len(holds) - 1)]):\n"
+            "        ready = os.environ['READY'] + os.environ.get('RANK', '')\n"
+            "        with open(ready + '.tmp', 'w') as f:\n"
+            "            f.write(str(os.getpid()))\n"
+            "        os.replace(ready + '.tmp', ready)\n"
+            "        while not os.path.exists(os.environ['GATE']):\n"
+            "            time.sleep(0.02)\n"
+            "    return real(*a, **k)\n"
+            f"setattr(owner, {name!r}, gated)\n"
+            "from dardiag.cli.app import app\n"
+            "app(sys.argv[1:])\n")

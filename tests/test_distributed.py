@@ -1,12 +1,18 @@
 """Multi-process sweeps (dardiag.engine.distributed): a 2-process gloo run under torchrun writes the same table
-as one process, up to the order of float additions."""
+as one process, up to the order of float additions; a stop is agreed by every process."""
 
 from __future__ import annotations
 
 import os
+import re
+import select
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +24,8 @@ from dardiag.checkpoints import save_checkpoint
 from dardiag.models import DiT
 from dardiag.models.config import DiTConfig
 from dardiag.api import profile
+from dardiag.runs.layout import LOCK, WORK_DIRNAME
+from tests.helpers import gated_cli
 
 KEYS = ["model", "metric", "site", "block", "other_block", "sublayer", "source", "noise_level"]
 ARGS = ["--samples", "12", "--batch-size", "4", "--noise-levels", "0.1,0.6,1.0", "--seed", "3"]
@@ -45,12 +53,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(nproc: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _torchrun_command(nproc: int, *args: str, script: Path | None = None) -> tuple[list[str], dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # a script elsewhere imports this tree
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
-           "--master-port", str(_free_port()), "-m", "dardiag", *args]
+           "--master-port", str(_free_port()), *([str(script)] if script else ["-m", "dardiag"]), *args]
+    return cmd, env
+
+
+def _torchrun(nproc: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd, env = _torchrun_command(nproc, *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -109,3 +125,106 @@ def test_shard_takes_every_world_th(monkeypatch):
     assert distributed.rank_device("cpu") == torch.device("cpu")
     monkeypatch.setenv("LOCAL_RANK", "2")
     assert distributed.rank_device("cuda") == torch.device("cuda", 2)
+
+
+# ----------------------------------------------------------------------------- stopping under torchrun
+
+# 20 images in minibatches of 4: 5 per level, so rank 0 holds 3 and rank 1 holds 2 (unequal shares)
+STOP_ARGS = ["--samples", "20", "--batch-size", "4", "--noise-levels", "0.1,0.6,1.0", "--seed", "3",
+             "--no-figures", "--no-progress", "--device", "cpu"]
+
+
+def _stopped(script: Path, ckpt: Path, out: Path, tmp: Path, hold: str, signals: list[int], to: str = "torchrun"):
+    """torchrun held inside each rank's ``hold``-th minibatch ("rank 0's,rank 1's"), ``signals`` sent to
+    torchrun (which forwards them to every worker) or to one worker (``to="rank 1"``), each acknowledged by
+    the processes it reaches before the next is sent; then the gate opens. -> (torchrun's status, stderr)."""
+    here = Path(tempfile.mkdtemp(dir=tmp))
+    cmd, env = _torchrun_command(2, "profile", str(ckpt), "--out", str(out), *STOP_ARGS, script=script)
+    env.update(HOLD=hold, READY=str(here / "ready"), GATE=str(here / "gate"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    ready = [here / f"ready{r}" for r in (0, 1)]
+    deadline = time.time() + 120
+    while not all(r.exists() for r in ready) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert all(r.exists() for r in ready), proc.communicate()
+    said, acks = "", 0
+    for s in signals:
+        if to == "torchrun":
+            proc.send_signal(s)
+        else:
+            os.kill(int(ready[int(to.split()[-1])].read_text()), s)
+        acks += 2 if to == "torchrun" else 1
+        # each worker's own line; raw reads, as two workers' lines may come in one chunk
+        while said.count("stopping") < acks and time.time() < deadline:
+            if select.select([proc.stderr], [], [], 1)[0]:
+                said += os.read(proc.stderr.fileno(), 1 << 16).decode()
+    (here / "gate").touch()
+    rest = proc.communicate(timeout=120)[1]
+    return proc.returncode, said + rest
+
+
+def _table(out: Path) -> pd.DataFrame:
+    import dardiag
+
+    df = dardiag.read_profile(out).drop(columns=["run_id"])
+    return df.sort_values(["metric", "noise_level", "site", "block", "other_block", "sublayer", "source"],
+                          na_position="first").reset_index(drop=True)
+
+
+def _done(out: Path, unit: str) -> list[int]:
+    """How many of its minibatches each rank kept of a level stopped half-way."""
+    return [r["done"] for r in torch.load(out / WORK_DIRNAME / f"partial-{unit}.pt", weights_only=True)["ranks"]]
+
+
+def _completed(out: Path) -> list[str]:
+    import json
+
+    return json.loads((out / "_run.json").read_text())["completed"]
+
+
+def _no_traceback_in_dardiag(err: str) -> bool:
+    return re.search(r'File ".*/dardiag/', err) is None  # torchrun prints its own when a worker exits non-zero
+
+
+def test_a_stop_under_torchrun_is_agreed_kept_and_continued_to_the_uninterrupted_table(tiny_ckpt, tmp_path):
+    script = tmp_path / "gated.py"
+    script.write_text(gated_cli("dardiag.engine.collector:LevelCollector.end_batch"))
+    ref = tmp_path / "ref"
+    res = _torchrun(2, "profile", str(tiny_ckpt), "--out", str(ref), *STOP_ARGS)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "out"
+
+    # Ctrl-C on torchrun inside level 2's 2nd round (rank 1's last minibatch there): torchrun forwards it,
+    # each worker says so at once, both finish the minibatch, keep their share and exit 130
+    rc, err = _stopped(script, tiny_ckpt, out, tmp_path, "5,4", [signal.SIGINT])
+    assert "\nCtrl-C: stopping after this minibatch; run the same command to continue" in err, err
+    assert rc != 0 and "rank 1: Ctrl-C: stopping after this minibatch" in err and _no_traceback_in_dardiag(err), err
+    assert err.count("interrupted: finished work is kept") == 2, err
+    assert _completed(out) == ["m00-l000"] and _done(out, "m00-l001") == [2, 2] and not (out / LOCK).exists()
+
+    # SIGTERM to rank 1 alone (a scheduler) in level 3's first round: rank 0 learns of it after that minibatch,
+    # and both stop there with exit 143
+    rc, err = _stopped(script, tiny_ckpt, out, tmp_path, "2,1", [signal.SIGTERM], to="rank 1")
+    assert rc != 0 and "rank 1: SIGTERM: stopping after this minibatch" in err and _no_traceback_in_dardiag(err), err
+    assert "SIGTERM on another process: every process stops after this minibatch" in err, err
+    assert sorted(re.findall(r"exitcode +: (-?\d+)", err)) == ["143", "143"], err  # torchrun's summary
+    assert _completed(out) == ["m00-l000", "m00-l001"] and _done(out, "m00-l002") == [1, 1]
+    assert not (out / LOCK).exists()
+
+    # Ctrl-C twice to rank 1 alone: it stops at once; torchrun then sends rank 0 SIGTERM, and rank 0's next
+    # collective, which finds rank 1 gone, is that stop (no error, no hang; the level's saved share stays)
+    rc, err = _stopped(script, tiny_ckpt, out, tmp_path, "1,1", [signal.SIGINT, signal.SIGINT], to="rank 1")
+    assert "rank 1: Ctrl-C again: stopping now" in err and "\nSIGTERM: stopping after this minibatch" in err, err
+    assert sorted(re.findall(r"exitcode +: (-?\d+)", err)) == ["130", "143"] and _no_traceback_in_dardiag(err), err
+    assert _done(out, "m00-l002") == [1, 1] and not (out / LOCK).exists()
+
+    # Ctrl-C twice on torchrun: its second one sends SIGTERM to every worker, which stops at once, mid-minibatch
+    rc, err = _stopped(script, tiny_ckpt, out, tmp_path, "1,1", [signal.SIGINT, signal.SIGINT])
+    assert rc != 0 and err.count("SIGTERM again: stopping now") == 2 and _no_traceback_in_dardiag(err), err
+    assert _done(out, "m00-l002") == [1, 1] and not (out / LOCK).exists()
+
+    res = _torchrun(2, "profile", str(tiny_ckpt), "--out", str(out), *STOP_ARGS)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "continuing: 2 of 4 units done, and 1 noise level(s) stopped part-way" in res.stdout
+    assert not (out / WORK_DIRNAME / "partial-m00-l002.pt").exists()
+    pd.testing.assert_frame_equal(_table(out), _table(ref), check_exact=True)

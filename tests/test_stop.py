@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,10 +24,11 @@ import torch
 import dardiag
 import dardiag.api as api
 from dardiag.checkpoints import save_checkpoint
+from dardiag.engine import partial
 from dardiag.engine.progress import Progress
 from dardiag.runs.layout import LOCK, WORK_DIRNAME
 from dardiag.runs.stop import Stopped, current, stop_on_signals
-from tests.helpers import randomised_dit
+from tests.helpers import gated_cli, randomised_dit
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -99,8 +101,7 @@ def test_a_level_stopped_between_minibatches_continues_from_the_next_one(files, 
         api.profile(str(res), out=out, progress=_SignalAt(6), **kw)  # level 2, its 2nd minibatch
     state = json.loads((out / "_run.json").read_text())
     assert state["completed"] == ["m00-l000"]
-    half = torch.load(out / WORK_DIRNAME / "partial-m00-l001.pt", weights_only=True)
-    assert half["done"] == 2 and not (out / LOCK).exists()
+    assert partial.done_in(out / WORK_DIRNAME, "m00-l001") == 2 and not (out / LOCK).exists()
 
     steps = _SignalAt(0)
     again = api.profile(str(res), out=out, progress=steps, **kw)
@@ -114,19 +115,7 @@ def test_a_level_stopped_between_minibatches_continues_from_the_next_one(files, 
 
 # `dardiag profile` that holds still inside its HOLD-th minibatch (after the forward+backward, in the
 # collector) until the GATE file exists, first writing READY: a signal then lands mid-minibatch
-GATED = ("import os, sys, time\n"
-         "from dardiag.engine.collector import LevelCollector\n"
-         "real, calls = LevelCollector.end_batch, []\n"
-         "def gated(self, *a, **k):\n"
-         "    calls.append(1)\n"
-         "    if len(calls) == int(os.environ['HOLD']):\n"
-         "        open(os.environ['READY'], 'w').close()\n"
-         "        while not os.path.exists(os.environ['GATE']):\n"
-         "            time.sleep(0.02)\n"
-         "    return real(self, *a, **k)\n"
-         "LevelCollector.end_batch = gated\n"
-         "from dardiag.cli.app import app\n"
-         "app(sys.argv[1:])\n")
+GATED = gated_cli("dardiag.engine.collector:LevelCollector.end_batch")
 
 
 def command(files, out: Path, *, gated: bool) -> list[str]:
@@ -141,11 +130,12 @@ def _line(stream, timeout: float) -> str:
     return stream.readline() if ready else ""
 
 
-def stopped_run(files, out: Path, tmp: Path, hold: int, signals: list[int]) -> subprocess.CompletedProcess:
-    """Run until inside the ``hold``-th minibatch, send ``signals`` (each acknowledged before the next),
-    then open the gate; -> the finished process with its stderr."""
-    ready, gate = tmp / f"ready{hold}", tmp / f"gate{hold}"
-    proc = subprocess.Popen(command(files, out, gated=True), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+def stopped_run(cmd: list[str], tmp: Path, hold: int, signals: list[int]) -> subprocess.CompletedProcess:
+    """Run the gated ``cmd`` until inside the ``hold``-th call, send ``signals`` (each acknowledged before
+    the next), then open the gate; -> the finished process with its stderr."""
+    here = Path(tempfile.mkdtemp(dir=tmp))
+    ready, gate = here / "ready", here / "gate"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env={**ENV, "HOLD": str(hold), "READY": str(ready), "GATE": str(gate)})
     deadline = time.time() + 240
     while not ready.exists() and proc.poll() is None and time.time() < deadline:
@@ -167,23 +157,23 @@ def test_sigint_sigterm_and_a_double_ctrl_c_then_the_same_command_gives_the_unin
     out = tmp_path / "out"
 
     # Ctrl-C inside level 2's 2nd minibatch: it finishes, both of level 2's finished minibatches are kept
-    first = stopped_run(files, out, tmp_path, 6, [signal.SIGINT])
+    first = stopped_run(command(files, out, gated=True), tmp_path, 6, [signal.SIGINT])
     assert first.returncode == 130, first.stderr
     assert first.stderr.startswith("Ctrl-C: stopping after this minibatch; run the same command to continue")
     assert "interrupted" in first.stderr and "Traceback" not in first.stderr
     assert json.loads((out / "_run.json").read_text())["completed"] == ["m00-l000"]
-    assert torch.load(out / WORK_DIRNAME / "partial-m00-l001.pt", weights_only=True)["done"] == 2
+    assert partial.done_in(out / WORK_DIRNAME, "m00-l001") == 2
     assert not (out / LOCK).exists()
 
     # SIGTERM (a job scheduler) inside the continued run's 3rd minibatch (level 3's first): exit 143
-    second = stopped_run(files, out, tmp_path, 3, [signal.SIGTERM])
+    second = stopped_run(command(files, out, gated=True), tmp_path, 3, [signal.SIGTERM])
     assert second.returncode == 143, second.stderr
     assert second.stderr.startswith("SIGTERM: stopping after this minibatch") and "Traceback" not in second.stderr
     assert json.loads((out / "_run.json").read_text())["completed"] == ["m00-l000", "m00-l001"]
-    assert torch.load(out / WORK_DIRNAME / "partial-m00-l002.pt", weights_only=True)["done"] == 1
+    assert partial.done_in(out / WORK_DIRNAME, "m00-l002") == 1
 
     # Ctrl-C twice: the second one exits at once, mid-minibatch (the gate is never opened before it)
-    third = stopped_run(files, out, tmp_path, 1, [signal.SIGINT, signal.SIGINT])
+    third = stopped_run(command(files, out, gated=True), tmp_path, 1, [signal.SIGINT, signal.SIGINT])
     assert third.returncode == 130 and "Ctrl-C again: stopping now" in third.stderr, third.stderr
     assert "Traceback" not in third.stderr and not (out / LOCK).exists()
 
@@ -226,3 +216,50 @@ def test_generated_inputs_stop_at_once_while_sampling_and_are_drawn_once_per_run
     whole = api.profile(str(res), out=tmp_path / "gen_whole", **kw)
     pd.testing.assert_frame_equal(table(out), table(tmp_path / "gen_whole"), check_exact=True)
     assert len(df) == len(whole)
+
+
+# ----------------------------------------------------------------------------- dardiag sample
+
+
+def sample_command(files, out: Path, gate_at: str | None = None, *more: str) -> list[str]:
+    """``dardiag sample`` (4 sampler steps), held in a call of ``gate_at`` when given (see ``gated_cli``)."""
+    head = [sys.executable, "-c", gated_cli(gate_at)] if gate_at else [sys.executable, "-m", "dardiag"]
+    return [*head, "sample", str(files[0]), "--out", str(out), "--n-per-class", "2", "--steps", "4",
+            "--device", "cpu", *more]
+
+
+def test_sample_stops_after_the_sampler_step_or_the_grids_write_and_writes_the_whole_grid_or_nothing(
+        files, tmp_path, capsys):
+    """A grid needs every step, so a stop keeps nothing and says so; a stop asked for while the grid is
+    written lets the write finish; the file is never half-written and a --force'd old one stays as it was."""
+    from dardiag.cli.app import app
+
+    ref = tmp_path / "ref.png"
+    app(["sample", str(files[0]), "--out", str(ref), "--n-per-class", "2", "--steps", "4", "--device", "cpu"])
+    capsys.readouterr()
+    out = tmp_path / "grid" / "g.png"
+    out.parent.mkdir()
+    out.write_bytes(b"the old grid")
+
+    # Ctrl-C inside step 2 of 4: the step finishes, then the command stops; the old file is untouched
+    first = stopped_run(sample_command(files, out, "dardiag.sampler:_predict", "--force"), tmp_path, 2,
+                        [signal.SIGINT])
+    assert first.returncode == 130, first.stderr
+    assert first.stderr.startswith(f"Ctrl-C: stopping after this sampler step; nothing is written to {out}")
+    assert f"interrupted: nothing was written to {out} (a stopped sample does not resume" in first.stderr
+    assert "Traceback" not in first.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["g.png"] and out.read_bytes() == b"the old grid"
+
+    # Ctrl-C twice: the second one stops at once, inside the held step
+    second = stopped_run(sample_command(files, out, "dardiag.sampler:_predict", "--force"), tmp_path, 2,
+                         [signal.SIGINT, signal.SIGINT])
+    assert second.returncode == 130 and f"Ctrl-C again: stopping now; nothing was written to {out}" in second.stderr
+    assert "Traceback" not in second.stderr and out.read_bytes() == b"the old grid"
+
+    # SIGTERM just before the grid is written: the write finishes (atomically) and the grid is whole
+    third = stopped_run(sample_command(files, out, "dardiag.sampler:atomic_write", "--force"), tmp_path, 1,
+                        [signal.SIGTERM])
+    assert third.returncode == 143, third.stderr
+    assert third.stderr.startswith(f"SIGTERM: stopping after writing the grid; {out} will be complete")
+    assert f"interrupted: {out} was written in full" in third.stderr and "Traceback" not in third.stderr
+    assert out.read_bytes() == ref.read_bytes() and sorted(p.name for p in out.parent.iterdir()) == ["g.png"]

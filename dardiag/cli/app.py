@@ -63,12 +63,13 @@ def app(argv: list[str] | None = None) -> None:
             sys.exit(e.exit_code)
         raise
     # not standalone, click returns Ctrl-C as the value 130 instead of raising: a script must see it fail
-    if rc == 130:  # typer reports every KeyboardInterrupt as 130; a SIGTERM stop exits 143
-        from dardiag.runs.stop import last_exit_code
-
-        rc = last_exit_code() or 130
     if rc in (130, 143):
-        print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
+        from dardiag.runs.stop import last_exit_code, last_keeps
+
+        rc = last_exit_code() or rc  # typer reports every KeyboardInterrupt as 130; a SIGTERM stop exits 143
+        # a command that cannot continue (sample) says what it left instead
+        print(f"interrupted: {last_keeps() or 'finished work is kept; run the same command again to continue'}",
+              file=sys.stderr)
         sys.exit(rc)
     if isinstance(rc, int) and rc != 0:
         sys.exit(rc)

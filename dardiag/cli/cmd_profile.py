@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,6 +28,12 @@ def default_out(checkpoints: list[Path]) -> Path:
              for c in checkpoints]
     shown = "+".join(names[:2]) + (f"+{len(names) - 2}" if len(names) > 2 else "")
     return Path(f"profile-{shown}")
+
+
+def _rank_line(line: str) -> None:
+    from dardiag.engine.distributed import rank
+
+    print(f"rank {rank()}: {line}", file=sys.stderr, flush=True)
 
 
 @command("profile")
@@ -94,7 +100,7 @@ def profile_cmd(
     from dardiag.cli.savings import print_ablation, print_trajectory
     from dardiag.engine.config import Analyses, ProfileConfig, default_grid
     from dardiag.engine.devices import describe_device
-    from dardiag.engine.distributed import is_distributed, is_main
+    from dardiag.engine.distributed import is_main
     from dardiag.runs.stop import stop_on_signals
     from dardiag.adapters.options import LoadOptions
     from dardiag.api import profile
@@ -121,10 +127,10 @@ def profile_cmd(
                       markup=False, highlight=False, soft_wrap=True)
     if inputs is not None and inputs != "generated":
         inputs = Path(inputs)
-    # under torchrun every process gets the signal: each would stop at its own minibatch and leave the
-    # others waiting in a collective, so there Ctrl-C stops at once (finished levels are kept all the same)
+    # under torchrun each signalled process says so at once (rank 0 plainly, the others with their rank);
+    # the processes agree to stop after the same minibatch (dardiag.engine.sweep)
     with LiveProgress(console, progress if is_main() else False) as live, \
-            stop_on_signals("this minibatch", notify=live.alert) if not is_distributed() else nullcontext():
+            stop_on_signals("this minibatch", notify=live.alert if is_main() else _rank_line):
         df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, conditioning=cond, config=config,
                      load=load, names=name,
                      force=force, resume=resume, progress=live if is_main() else None,

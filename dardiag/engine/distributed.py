@@ -14,6 +14,11 @@ Several nodes: ``torchrun --nnodes N --node-rank R --rdzv-endpoint HOST:PORT ...
 needs the checkpoints (and ``--inputs``) at the same paths, and OUT is written on rank 0's node.
 Every helper is a no-op (or the identity) in a single process, so callers need no branches.
 
+Stopping: torchrun forwards SIGINT / SIGTERM to every worker (a scheduler may signal just one). The
+sweep asks every process at each minibatch boundary (:func:`max_over_ranks` of the signal numbers) so
+that all stop after the same minibatch; a process that stops at once (a second signal) ends the
+others' next collective with an error, which is that stop (:func:`_collective`), not a failure.
+
     torchrun --nproc-per-node 2 -m dardiag profile ckpt.pt --out runs/a          # 2 CPU processes
     torchrun --nproc-per-node 8 -m dardiag profile ckpt.pt --out runs/a --device cuda
 """
@@ -21,16 +26,20 @@ Every helper is a no-op (or the identity) in a single process, so callers need n
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, TypeVar
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from dardiag.errors import DardiagError
+from dardiag.runs import stop
 
 __all__ = [
     "is_distributed", "rank", "world_size", "is_main", "init_if_needed", "rank_device", "shard",
-    "reduce_collector", "gather_probe", "broadcast_object", "barrier", "shutdown",
+    "reduce_collector", "gather_probe", "gather_object", "broadcast_object", "max_over_ranks", "all_ranks",
+    "barrier", "shutdown",
 ]
 
 T = TypeVar("T")
@@ -45,6 +54,26 @@ def _env_int(name: str, default: int) -> int:
 
 def _active() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def _several() -> bool:
+    return _active() and dist.get_world_size() > 1
+
+
+@contextmanager
+def _collective() -> Iterator[None]:
+    """A collective that fails because another process has gone: when this one was asked to stop too
+    (torchrun signals every worker within its monitor interval, 0.1 s, of one ending), that is the stop."""
+    try:
+        yield
+    except RuntimeError:  # gloo: "Connection closed by peer"; torch.distributed.DistBackendError
+        halt = stop.current()
+        deadline = time.monotonic() + (2.0 if halt.listening else 0.0)
+        while not halt.requested and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not halt.requested:
+            raise
+        raise stop.Stopped(halt.signum) from None
 
 
 def world_size() -> int:
@@ -108,8 +137,9 @@ def shutdown(created: bool) -> None:
 
 
 def barrier() -> None:
-    if _active() and dist.get_world_size() > 1:
-        dist.barrier()
+    if _several():
+        with _collective():
+            dist.barrier()
 
 
 def shard(items: Sequence[T]) -> list[T]:
@@ -119,11 +149,42 @@ def shard(items: Sequence[T]) -> list[T]:
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` from rank ``src`` on every process (picklable objects; the identity in one process)."""
-    if not (_active() and dist.get_world_size() > 1):
+    if not _several():
         return obj
     box = [obj if rank() == src else None]
-    dist.broadcast_object_list(box, src=src)
+    with _collective():
+        dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def gather_object(obj: Any) -> list | None:
+    """Every process' ``obj`` on rank 0, in rank order (None elsewhere); ``[obj]`` in one process."""
+    if not _several():
+        return [obj]
+    parts = [None] * dist.get_world_size() if rank() == 0 else None
+    with _collective():
+        dist.gather_object(obj, parts, dst=0)
+    return parts
+
+
+def _all_reduce_int(value: int, op) -> int:
+    if not _several():
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    with _collective():
+        dist.all_reduce(t, op=op)
+    return int(t.item())
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest ``value`` over all processes (a stop: the signal number, 0 for none)."""
+    return _all_reduce_int(int(value), dist.ReduceOp.MAX)
+
+
+def all_ranks(flag: bool) -> bool:
+    """True when ``flag`` is true on every process (all continue a stopped level, or none does)."""
+    return bool(_all_reduce_int(int(bool(flag)), dist.ReduceOp.MIN))
 
 
 def reduce_collector(col):
@@ -133,10 +194,11 @@ def reduce_collector(col):
     small, whatever the number of images) and merges all of them through ``LevelCollector.merge``, so the
     reduction knows nothing about what a collector holds. Returns ``col`` itself in a single process.
     """
-    if not (_active() and dist.get_world_size() > 1):
+    if not _several():
         return col
     states = [None] * dist.get_world_size()
-    dist.all_gather_object(states, col.state())
+    with _collective():
+        dist.all_gather_object(states, col.state())
     total = type(col).restored(col.spec, col.an, states[0], col.device)
     for state in states[1:]:
         total.merge(type(col).restored(col.spec, col.an, state, col.device))
@@ -150,11 +212,10 @@ def gather_probe(feats: dict[str, torch.Tensor], ids: torch.Tensor):
     ``feats`` maps a site to [M, D] CPU features whose rows belong to the sample ``ids`` [M]. The
     payload is small (images x sites x width), so it travels pickled via ``gather_object``.
     """
-    if not (_active() and dist.get_world_size() > 1):
+    if not _several():
         return feats, ids
-    parts = [None] * dist.get_world_size() if rank() == 0 else None
-    dist.gather_object((feats, ids), parts, dst=0)
-    if rank() != 0:
+    parts = gather_object((feats, ids))
+    if parts is None:
         return None
     all_ids = torch.cat([p[1] for p in parts])  # (M_total,)
     order = torch.argsort(all_ids, stable=True)

@@ -8,8 +8,9 @@ the level's minibatches it holds to ``OUT/_work/partial-<unit>.pt``. The run tha
 it and goes on from the next minibatch: the sums are the same float64 numbers added in the same order,
 so the level's rows equal an uninterrupted run's. The file goes when the level's part is written.
 
-Only single-process runs save partial levels (under torchrun each process holds a different share of
-the minibatches; a stopped level is computed again there).
+Under torchrun each process holds its own share of the level's minibatches: the file holds one entry
+per process, in rank order (rank 0 gathers and writes them, and hands each its own back), and a level
+continues only when every process' entry is there for the same share, else all start it over.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 import torch
 
 from dardiag.atomic import atomic_write
+from dardiag.engine import distributed
 from dardiag.engine.collector import LevelCollector
 from dardiag.runs.layout import PARTIAL_PREFIX as PREFIX
 
-_FORMAT = 1
+_FORMAT = 2  # 2: {"ranks": [one entry per process]}; 1 (one process, the entry itself) is started over
 
 
 def path_of(work: Path, unit: str) -> Path:
@@ -30,41 +32,52 @@ def path_of(work: Path, unit: str) -> Path:
 
 
 def save(work: Path, unit: str, col: LevelCollector, done: int, batches: list[slice]) -> None:
-    """Keep the first ``done`` minibatches of ``unit`` (those ``col`` holds)."""
-    state = {"format": _FORMAT, "done": done, "batches": [(b.start, b.stop) for b in batches],
-             "collector": col.state(),
+    """Keep the first ``done`` minibatches of ``unit`` (those ``col`` holds); under torchrun every process
+    calls it after the same minibatch, with its own share ``batches``."""
+    entry = {"done": done, "batches": [(b.start, b.stop) for b in batches], "collector": col.state(),
              "probe_feats": {k: [t.cpu() for t in v] for k, v in col.probe_feats.items()},
              "probe_ids": [t.cpu() for t in col.probe_ids]}
-    atomic_write(path_of(work, unit), lambda f: torch.save(state, f))
+    entries = distributed.gather_object(entry)  # rank 0 holds OUT
+    if entries is not None:
+        atomic_write(path_of(work, unit), lambda f: torch.save({"format": _FORMAT, "ranks": entries}, f))
+
+
+def _entries(work: Path, unit: str) -> list[dict] | None:
+    """Every process' entry of a saved partial level, when one is saved for this many processes."""
+    try:
+        state = torch.load(path_of(work, unit), weights_only=True)
+        ranks = state["ranks"] if state.get("format") == _FORMAT else None
+        return ranks if ranks is not None and len(ranks) == distributed.world_size() else None
+    except Exception:  # none saved, or a damaged scratch file: the level's minibatches again, nothing else
+        return None
 
 
 def load(work: Path | None, unit: str, spec, analyses, device, batches: list[slice]
          ) -> tuple[LevelCollector, int] | None:
     """``(collector, minibatches done)`` of a saved partial level, or None (none saved, or saved for other
-    minibatches: then it is ignored and the level starts over)."""
+    minibatches: then it is ignored and the level starts over). Every process calls it, and all continue
+    the level or none does (a process that starts over would run more minibatches than the others)."""
     if work is None:
         return None
-    path = path_of(work, unit)
-    if not path.is_file():
-        return None
+    entries = distributed.broadcast_object(_entries(work, unit) if distributed.is_main() else None)
+    mine = None
     try:
-        state = torch.load(path, weights_only=True)
-        if state.get("format") != _FORMAT or state["batches"] != [(b.start, b.stop) for b in batches]:
-            return None
-        restored = LevelCollector.restored(spec, analyses, state["collector"], device)
-    except Exception:  # a damaged scratch file costs the level's minibatches again, nothing else
-        return None
-    restored.probe_feats = {k: list(v) for k, v in state["probe_feats"].items()}
-    restored.probe_ids = list(state["probe_ids"])
-    return restored, int(state["done"])
+        entry = entries[distributed.rank()] if entries is not None else None
+        if entry is not None and entry["batches"] == [(b.start, b.stop) for b in batches]:
+            restored = LevelCollector.restored(spec, analyses, entry["collector"], device)
+            restored.probe_feats = {k: list(v) for k, v in entry["probe_feats"].items()}
+            restored.probe_ids = list(entry["probe_ids"])
+            mine = restored, int(entry["done"])
+    except Exception:  # a damaged entry: as above
+        mine = None
+    return mine if distributed.all_ranks(mine is not None) else None
 
 
 def done_in(work: Path | None, unit: str) -> int:
-    """How many minibatches a saved partial level holds (0: none), without restoring it."""
-    if work is None or not path_of(work, unit).is_file():
-        return 0
+    """How many of this process' minibatches a saved partial level holds (0: none), without restoring it."""
+    entries = _entries(work, unit) if work is not None and path_of(work, unit).is_file() else None
     try:
-        return int(torch.load(path_of(work, unit), weights_only=True)["done"])
+        return int(entries[distributed.rank()]["done"]) if entries is not None else 0
     except Exception:
         return 0
 

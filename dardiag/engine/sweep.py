@@ -16,13 +16,17 @@ command (``dardiag.runs.stop``) lets the current minibatch finish, keeps a level
 
 Under torchrun (env WORLD_SIZE > 1) every process runs this same sweep on its share of each level's
 minibatches and the collectors are merged after the level (``dardiag.engine.distributed``), so every
-process holds exactly the single-process statistics; only rank 0 holds OUT and writes.
+process holds exactly the single-process statistics; only rank 0 holds OUT and writes. There a stop
+is agreed (``_stop_asked``): at every minibatch boundary and after every unit the processes exchange
+their requests, all stop after the same minibatch (each keeps its share of a level stopped half-way),
+and all leave once rank 0 has written and released OUT.
 Legend: N images, C channels, H/W latent side.
 """
 
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -145,6 +149,12 @@ def profile(subjects: Sequence[Subject] | Subject, *, out: str | Path | None = N
                            report=report if distributed.is_main() else None)
         distributed.barrier()
         return df
+    except KeyboardInterrupt:
+        halt = stop.current()
+        if created and halt.agreed:  # every process stopped at the same point: leave after rank 0 released OUT
+            distributed.barrier()
+            halt.leaving = True
+        raise
     finally:
         if created:  # not via shutdown(): after an error on one rank a barrier would never return
             torch.distributed.destroy_process_group()
@@ -178,8 +188,9 @@ def _report(plans: list[ModelPlan], config: ProfileConfig, device, report: Calla
 
 def _in_memory(plans: list[ModelPlan], config: ProfileConfig, meta: dict, progress: Progress) -> pd.DataFrame:
     rows: list[dict] = []
-    _run_units(plans, frozenset(), config, meta, write=lambda unit, unit_rows: rows.extend(unit_rows), work=None,
-               progress=progress)
+    with _agreed_stops():
+        _run_units(plans, frozenset(), config, meta, write=lambda unit, unit_rows: rows.extend(unit_rows),
+                   work=None, progress=progress)
     if not distributed.is_main():  # the table lives on rank 0; hand every process a copy
         return distributed.broadcast_object(None)
     df = to_pandas(to_table(rows, meta))
@@ -208,8 +219,9 @@ def _into(out: Path, plans: list[ModelPlan], config: ProfileConfig, meta: dict, 
     if message is not None:
         raise DardiagError(message)
     try:
-        _run_units(plans, frozenset(completed), config, run.metadata if run else meta,
-                   write=run.mark_done if run else None, work=out / WORK_DIRNAME, progress=progress)
+        with _agreed_stops():
+            _run_units(plans, frozenset(completed), config, run.metadata if run else meta,
+                       write=run.mark_done if run else None, work=out / WORK_DIRNAME, progress=progress)
     except BaseException as e:
         # an error: put back the run a --force replaced, drop a run with nothing in it (and OUT itself,
         # when this command created it); Ctrl-C keeps finished units for the same command to continue
@@ -221,6 +233,29 @@ def _into(out: Path, plans: list[ModelPlan], config: ProfileConfig, meta: dict, 
         return distributed.broadcast_object(None)
     run.finish()
     return distributed.broadcast_object(read_profile(out))
+
+
+def _agreed_stops():
+    """Under torchrun the whole sweep is deferred work: a process that stopped at a first signal would
+    leave the others waiting in a collective, so it waits for the next point where all agree."""
+    return stop.current().deferred("this minibatch") if distributed.is_distributed() else nullcontext()
+
+
+def _stop_asked(halt: stop.StopRequest) -> bool:
+    """Whether the sweep stops here; under torchrun every process must call it at the same points and
+    gets the same answer: each was signalled or not (torchrun signals all, a scheduler may signal one),
+    so they exchange their requests, the largest signal number wins (0: none) and all stop together."""
+    if distributed.is_distributed():
+        signum = distributed.max_over_ranks(halt.signum or 0)
+        if signum:
+            halt.adopt(signum, say=distributed.is_main())  # rank 0 says so when another process was asked
+            halt.agreed = True
+    return halt.requested
+
+
+def _stop_point(halt: stop.StopRequest) -> None:
+    if _stop_asked(halt):
+        halt.check()
 
 
 def _units(p: ModelPlan, analyses: Analyses) -> int:
@@ -282,13 +317,13 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
     total = sum(_units(p, analyses) for p in plans)
     done = 0
     halt = stop.current()
-    keep_partial = work is not None and not distributed.is_distributed()  # a rank's share is its own
     shards = [distributed.shard(minibatches(p.inputs.count, config.batch_size)) for p in plans]  # rank r: r, r + W, ...
+    # minibatch rounds per level: rank 0's share, the longest (the others hold as many or one fewer)
+    rounds = [len(minibatches(p.inputs.count, config.batch_size)[::distributed.world_size()]) for p in plans]
     units = [[f"m{si:02d}-l{li:03d}" for li in range(len(p.grid))] for si, p in enumerate(plans)]
     progress.begin(
         total=sum(len(p.grid) * len(b) for p, b in zip(plans, shards)),
-        done=sum(len(b) if u in completed else partial.done_in(work if keep_partial else None, u)
-                 for us, b in zip(units, shards) for u in us),
+        done=sum(len(b) if u in completed else partial.done_in(work, u) for us, b in zip(units, shards) for u in us),
         images_per_step=config.batch_size, units=_units_words(plans, analyses))
 
     for si, p in enumerate(plans):
@@ -298,7 +333,7 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
         feats: dict[str, list[torch.Tensor]] = {}
         levels, ids = [], []
         batches = shards[si]
-        if keep_partial and main:
+        if work is not None and main and not distributed.is_distributed():
             inp.keep_drawn(work / f"generated-m{si:02d}.pt")  # generated x0: drawn once per run
         for li, (level, t_native) in enumerate(p.grid):
             unit = units[si][li]
@@ -309,23 +344,27 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
             else:
                 progress.describe(f"{s.name}  noise level {level:.3f}  ({li + 1}/{len(p.grid)})")
                 device = distributed.rank_device(config.device)
-                if not inp.drawn:  # generated inputs: drawn here, outside the deferred stop (nothing to keep half-way)
+                # generated inputs: drawn here, outside the deferred stop (nothing to keep half-way; under
+                # torchrun a stop waits for the next point where the processes agree, as everywhere)
+                if not inp.drawn:
                     progress.describe(f"{s.name}  drawing {inp.count} generated inputs ({inp.label})")
                     inp.x0  # noqa: B018
                     progress.describe(f"{s.name}  noise level {level:.3f}  ({li + 1}/{len(p.grid)})")
 
-                def after(col: LevelCollector, k: int, sl: slice, unit=unit, batches=batches) -> None:
+                def after(col: LevelCollector, k: int, sl: slice, unit=unit, batches=batches,
+                          rounds=rounds[si]) -> None:
                     progress.step(sl.stop - sl.start)
-                    if halt.requested and k < len(batches):  # keep the level's finished minibatches
-                        if keep_partial:
+                    # not after the last round: the level's end is the next stop point; each process asks
+                    # after its k-th minibatch, so all ask equally often whatever their share's length
+                    if k < rounds and _stop_asked(halt):  # keep the level's finished minibatches
+                        if work is not None:
                             partial.save(work, unit, col, k, batches)
                         halt.check()
 
                 with halt.deferred("this minibatch"):
                     col = run_level(s, inp, t_native, batch_size=config.batch_size, analyses=analyses,
                                     device=device, dtype=AUTOCAST[config.dtype], batches=batches,
-                                    resume=partial.load(work if keep_partial else None, unit, s.spec, analyses,
-                                                        device, batches),
+                                    resume=partial.load(work, unit, s.spec, analyses, device, batches),
                                     on_batch=after)
                     stats = distributed.reduce_collector(col)  # merged over processes: the single-process statistics
                     rows = stats.rows()
@@ -349,16 +388,16 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                 levels.append(torch.full((saved["ids"].numel(),), level, dtype=torch.float64))
             done += 1
             progress.unit(f"{s.name}  noise level {level:.3f}  ({done}/{total})")
-            halt.check()  # a stop asked for during the level's last minibatch: the level is written
+            _stop_point(halt)  # a stop asked for during the level's last minibatch: the level is written
         if analyses.probe:
             unit = f"m{si:02d}-probe"
-            if main and unit not in completed:
-                progress.describe(f"{s.name}  timestep probe")
-                with halt.deferred("the timestep probe"):
+            with halt.deferred("the timestep probe"):  # on rank 0; the others wait for it at the stop point
+                if main and unit not in completed:
+                    progress.describe(f"{s.name}  timestep probe")
                     write(unit, [{**base, **r} for r in probe_rows(feats, levels, ids, config.seed)])
             done += 1
             progress.unit(f"{s.name}  timestep probe  ({done}/{total})")
-            halt.check()
+            _stop_point(halt)
         if analyses.trajectory:  # the model's own sampler, observed (--trajectory)
             unit = f"m{si:02d}-trajectory"
             if unit not in completed:
@@ -369,4 +408,4 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                         write(unit, [{**base, **r} for r in rows])
             done += 1
             progress.unit(f"{s.name}  sampler trajectory  ({done}/{total})")
-            halt.check()
+            _stop_point(halt)
