@@ -238,6 +238,9 @@ def test_subject_fields(model_dirs):
     assert _outputs(flux).shape == (4, 4, 8, 8)
     json.dumps(flux.info)  # the run metadata must be able to hold it
     assert diffusers_subject(model_dirs["SD3Transformer2DModel"], family="repa").family.name == "repa"
+    # the cost line's memory counts the tokens a block carries: text too where it runs through the blocks
+    assert flux.info["stream_tokens"] == flux.info["image_tokens"] + TEXT_TOKENS  # double + single stream
+    assert pixart.info["stream_tokens"] == pixart.info["image_tokens"]  # text only as cross-attention K/V
 
 
 #################################################################################

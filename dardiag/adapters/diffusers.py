@@ -190,6 +190,12 @@ class TableAdapter:
         return (z0, *(Tap(f"z_{k}", p, pick=self.picks[p]) for k, p in enumerate(self.paths, start=1)))
 
     # --- conditioning and the call ----------------------------------------------
+    def stream_tokens(self) -> int:
+        """Tokens a block carries per sample: the image's, plus the text's where text runs through the
+        blocks too (a joint sequence or a second stream), which the cost line's memory counts."""
+        joint = any(s.part is not None or s.index is not None for s in self.streams.values())
+        return self.tokens(self.shape) + ((self.text_tokens or 0) if joint else 0)
+
     def cond_shapes(self) -> dict[str, tuple[int, ...]]:
         return self.entry.cond(self.cfg, self.text_tokens)
 
@@ -390,6 +396,7 @@ def diffusers_model_subject(
         "plan": plan,
         "input_shape": list(adapter.shape),
         "image_tokens": adapter.tokens(adapter.shape),
+        "stream_tokens": adapter.stream_tokens(),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "diffusers_version": diffusers.__version__,
         "config": json.loads(json.dumps(dict(model.config), default=str)),

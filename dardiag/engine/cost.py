@@ -5,7 +5,8 @@
 * weights: the bytes of the model's parameters and buffers (already loaded when this is said);
 * one minibatch's backward: what autograd keeps from the forward until the backward frees it, plus
   the states the probe keeps alive (z_k, v_l) until the minibatch ends. For a transformer that is
-  about ``ACT_WORDS`` numbers per channel, token and block and image (LayerNorm input and output,
+  about ``ACT_WORDS`` numbers per channel, token (text tokens too where they run through the blocks:
+  joint text-image models) and block and image (LayerNorm input and output,
   modulated input, q/k/v, attention output, both MLP activations, the gated branch outputs, ...);
   the constant is checked against the measured peak of ``benchmarks/bench_xl_memory.py`` (DiT-XL/2)
   and ``bench_profile_overhead.py`` (S/2, B/2): see benchmarks/README.md;
@@ -165,7 +166,8 @@ def estimate(plan, config: ProfileConfig, device) -> Cost:
     width, tokens, estimated = _geometry(model, depth, s.input_shape, parameters, s.info.get("image_tokens"))
     B = min(config.batch_size, inp.count)
     word = 2 if config.dtype in ("bfloat16", "float16") else 4
-    minibatch = ACT_WORDS * word * width * tokens * depth * B
+    carried = s.info.get("stream_tokens") or tokens  # joint text-image models: the text tokens too
+    minibatch = ACT_WORDS * word * width * carried * depth * B
     cka = 0
     if config.analyses.cka:
         P = depth + 1
