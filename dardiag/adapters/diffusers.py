@@ -62,12 +62,6 @@ class ImagePart(nn.Module):
         self.image_in = nn.Identity() if entry else None
         self._adapter = [adapter]  # in a list: not registered as a submodule
 
-    def _through(self, x: torch.Tensor, child: nn.Module) -> torch.Tensor:
-        T = self._adapter[0].image_tokens  # x: (N, L + T, D)
-        if self.stream.part == "head":
-            return torch.cat([child(x[:, :T]), x[:, T:]], dim=1)
-        return torch.cat([x[:, :-T], child(x[:, -T:])], dim=1)
-
     def forward(self, *args, **kwargs):
         if self.image_in is not None:
             args, kwargs = with_first_input(args, kwargs, lambda x: self._through(x, self.image_in))

@@ -75,7 +75,7 @@ def load(work: Path | None, unit: str, spec, analyses, device, batches: list[sli
 
 def done_in(work: Path | None, unit: str) -> int:
     """How many of this process' minibatches a saved partial level holds (0: none), without restoring it."""
-    entries = _entries(work, unit) if work is not None and path_of(work, unit).is_file() else None
+    entries = _entries(work, unit) if work is not None else None
     try:
         return int(entries[distributed.rank()]["done"]) if entries is not None else 0
     except Exception:

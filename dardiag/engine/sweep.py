@@ -317,9 +317,10 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
     total = sum(_units(p, analyses) for p in plans)
     done = 0
     halt = stop.current()
-    shards = [distributed.shard(minibatches(p.inputs.count, config.batch_size)) for p in plans]  # rank r: r, r + W, ...
+    every = [minibatches(p.inputs.count, config.batch_size) for p in plans]
+    shards = [distributed.shard(b) for b in every]  # rank r: r, r + W, ...
     # minibatch rounds per level: rank 0's share, the longest (the others hold as many or one fewer)
-    rounds = [len(minibatches(p.inputs.count, config.batch_size)[::distributed.world_size()]) for p in plans]
+    rounds = [len(b[::distributed.world_size()]) for b in every]
     units = [[f"m{si:02d}-l{li:03d}" for li in range(len(p.grid))] for si, p in enumerate(plans)]
     progress.begin(
         total=sum(len(p.grid) * len(b) for p, b in zip(plans, shards)),

@@ -6,6 +6,8 @@ Latents (N, C, F, H, W).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from dardiag.adapters.classes.spec import TAIL, ClassEntry, Stack, mask, patch3d, text
@@ -86,6 +88,18 @@ class _Bare(torch.nn.Module):
         return self.block.forward(*args, **kwargs)
 
 
+@contextmanager
+def _outside_taps(m, attr: str):
+    """Inside, the blocks of ``m.<attr>`` run through their ``forward``: no hook (taps, edits) fires, for a
+    model's extra pass (a K/V cache filled before the profiled call)."""
+    blocks = getattr(m, attr)
+    setattr(m, attr, torch.nn.ModuleList(_Bare(b) for b in blocks))
+    try:
+        yield
+    finally:
+        setattr(m, attr, blocks)
+
+
 def _refiner(m, x, t, y, cond):
     """SanaWMLTX2Refiner's first chunk: the anchor frame's pre-RoPE K/V captured at sigma 0 as the attention
     sink (a pass outside the taps: not the profiled call), then one denoising call of the frames after it,
@@ -103,14 +117,9 @@ def _refiner(m, x, t, y, cond):
     cache = SanaWMRefinerKVCache(len(m.transformer_blocks))
     sink = _pack(x[:, :, :1], p, pt)  # (N, S, C pt p p): the anchor's tokens
     clean = torch.zeros(sink.shape[:2], device=x.device)  # (N, S): sigma 0
-    blocks = m.transformer_blocks
-    try:
-        m.transformer_blocks = torch.nn.ModuleList(_Bare(b) for b in blocks)
-        with torch.no_grad():
-            m(hidden_states=sink, encoder_hidden_states=ehs, timestep=clean, video_rotary_emb=rope([0]),
-              encoder_attention_mask=keep, kv_cache=cache, kv_cache_mode="capture_pre_rope")
-    finally:
-        m.transformer_blocks = blocks
+    with _outside_taps(m, "transformer_blocks"), torch.no_grad():
+        m(hidden_states=sink, encoder_hidden_states=ehs, timestep=clean, video_rotary_emb=rope([0]),
+          encoder_attention_mask=keep, kv_cache=cache, kv_cache_mode="capture_pre_rope")
     for layer in cache.layer_caches:
         layer.store_sink(*layer.get_captured_pre_rope())
     cache.sink_pe = rope([0])  # the first chunk: the sink sits just before it
@@ -238,23 +247,20 @@ def _animate2(m, x, t, y, cond):
     # the first segment: the reference image's slot known, no previous frames; reference latents zeros
     gen_mask = torch.cat([_i2v_mask(1, H, W, 1, x), _i2v_mask(F - 1, H, W, 0, x)], 1)  # (4, F, H, W)
     gen_cond = torch.cat([gen_mask.expand(N, -1, -1, -1, -1), x.new_zeros(N, m.config.in_dim - C - 4, F, H, W)], 1)
-    blocks, attns = m.blocks, [b.self_attn for b in m.blocks]
-    saved = [a.processor for a in attns]
+    attns = [b.self_attn for b in m.blocks]
+    saved, dense = [a.processor for a in attns], _dense_in_context()
     try:
         for a in attns:
-            a.processor = _dense_in_context()
-        m.blocks = torch.nn.ModuleList(_Bare(b) for b in blocks)
-        with torch.no_grad():  # timestep ignored: the extract pass is modulated at timestep 1
+            a.processor = dense
+        with _outside_taps(m, "blocks"), torch.no_grad():  # timestep ignored: extract is modulated at timestep 1
             m(list(drive), timestep=t, encoder_hidden_states=ehs, condition_latents=list(drive_cond),
               kv_cache=cache, kv_cache_mode="extract", seq_len=(F - 1) * (H // ph) * (W // pw),
               encoder_hidden_states_image=image, offset_grid_sizes=grid)
-        m.blocks = blocks
         out = m(list(x), timestep=t, encoder_hidden_states=ehs, condition_latents=list(gen_cond),
                 kv_cache=cache, kv_cache_mode="cached", seq_len=F * (H // ph) * (W // pw),
                 encoder_hidden_states_image=image, reference_grid_sizes=grid, origin_len=pixel_frames,
                 origin_area=[H * 8, W * 8]).sample  # N x (C, F, H, W), float32
     finally:
-        m.blocks = blocks
         for a, p in zip(attns, saved):
             a.processor = p
     return torch.stack(out).to(x.dtype)  # (N, C, F, H, W)
