@@ -28,6 +28,7 @@ from dardiag.adapters.open import open_subject
 from dardiag.adapters.options import LoadOptions
 from dardiag.caching import CachedForward, CacheSchedule
 from dardiag.engine.collector import mean_and_stderr
+from dardiag.engine.config import SAMPLER_CFG
 from dardiag.errors import DardiagError
 from dardiag.metrics import relative_change
 from dardiag.subject import Subject
@@ -61,7 +62,8 @@ def plan_schedule(df: pd.DataFrame, tolerance: float, *, model: str | None = Non
     pick = rows[rows["value"].astype(float) < tolerance]
     cells = frozenset(zip(pick["block"].astype(int), pick["sampler_step"].astype(int)))
     meta = {"model": model, "tolerance": float(tolerance), "run_id": str(rows["run_id"].iloc[0]),
-            "checkpoint": str(rows["checkpoint"].iloc[0]), "cfg": settings.get("generate_cfg", 1.0)}
+            "checkpoint": str(rows["checkpoint"].iloc[0]),
+            "cfg": SAMPLER_CFG if settings.get("generate_cfg") is None else settings["generate_cfg"]}
     return CacheSchedule(depth, steps, cells, meta)
 
 

@@ -51,3 +51,9 @@ class Subject:
     weights_id: str | None = None
     # how whole blocks are skipped or reused (ablation, trajectory caching); None: this model cannot be edited
     editing: Editing | None = None
+    # resize(shape): call the model on latents of another shape (C, [F,] H, W) from now on (diffusers
+    # classes: a pipeline's sizes); None: the shape is fixed
+    resize: Callable | None = None
+    # the diffusers pipeline that samples this model (a dardiag.pipelines.PipelineSampler): generated inputs
+    # and trajectories along its own loop; None: dardiag's own sampler (``sample``) or none
+    pipeline: object | None = None

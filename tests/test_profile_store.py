@@ -21,6 +21,7 @@ import torch
 import dardiag
 import dardiag.api as api
 import dardiag.engine.sweep as sweep
+import dardiag.engine.units as units
 from dardiag.checkpoints import save_checkpoint
 from dardiag.models import DiT, DiTConfig
 from dardiag.engine.config import Analyses
@@ -297,7 +298,7 @@ def test_resume_recomputes_levels_whose_probe_cache_is_gone(files, monkeypatch):
     def no_probe(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "probe_rows", no_probe)
+    monkeypatch.setattr(units, "probe_rows", no_probe)
 
     monkeypatch.setattr(sweep, "run_level", stop_before_probe)
     with pytest.raises(KeyboardInterrupt):

@@ -26,7 +26,7 @@ import dardiag.api as api
 from dardiag.checkpoints import save_checkpoint
 from dardiag.engine import partial
 from dardiag.engine.progress import Progress
-from dardiag.runs.layout import LOCK, WORK_DIRNAME
+from dardiag.runs.layout import INPUTS_DIRNAME, LOCK, WORK_DIRNAME
 from dardiag.runs.stop import Stopped, current, stop_on_signals
 from tests.helpers import gated_cli, randomised_dit
 
@@ -183,9 +183,9 @@ def test_sigint_sigterm_and_a_double_ctrl_c_then_the_same_command_gives_the_unin
     pd.testing.assert_frame_equal(table(out), table(ref), check_exact=True)
 
 
-def test_generated_inputs_stop_at_once_while_sampling_and_are_drawn_once_per_run(files, tmp_path, monkeypatch):
-    """Sampling keeps nothing half-done, so a first signal there stops at once; once drawn, the inputs are
-    kept in OUT/_work and a continued run samples nothing."""
+def test_generated_inputs_stop_after_the_batch_being_drawn_and_are_drawn_once_per_run(files, tmp_path, monkeypatch):
+    """A first signal while sampling lets the batch being drawn finish; drawn inputs are kept in OUT/_inputs
+    and a continued run samples nothing and ends with the uninterrupted table."""
     import dardiag.sampler as sampler
 
     res, _ = files
@@ -197,22 +197,18 @@ def test_generated_inputs_stop_at_once_while_sampling_and_are_drawn_once_per_run
         calls.append(1)
         if armed:
             armed.clear()
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)  # never reached: the handler raises at once
+            os.kill(os.getpid(), signal.SIGINT)  # deferred: the batch of 8 finishes its 2 sampler steps
         return real(*a, **k)
 
     monkeypatch.setattr(sampler, "_predict", predict)
     with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped):
         api.profile(str(res), out=out, **kw)
-    assert len(calls) == 1 and not (out / WORK_DIRNAME / "generated-m00.pt").exists() and not (out / LOCK).exists()
+    assert len(calls) == 2 and (out / INPUTS_DIRNAME / "generated-m00.pt").exists() and not (out / LOCK).exists()
+    assert not list(out.glob("part-*.parquet"))  # stopped before the first level
 
     calls.clear()
-    with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped):
-        api.profile(str(res), out=out, progress=_SignalAt(1), **kw)  # drawn, then stopped in the first level
-    assert calls and (out / WORK_DIRNAME / "generated-m00.pt").exists()
-    calls.clear()
     df = api.profile(str(res), out=out, **kw)
-    assert calls == []  # read back from the run's scratch, not sampled again
+    assert calls == []  # read back from OUT/_inputs, not sampled again
     whole = api.profile(str(res), out=tmp_path / "gen_whole", **kw)
     pd.testing.assert_frame_equal(table(out), table(tmp_path / "gen_whole"), check_exact=True)
     assert len(df) == len(whole)

@@ -401,7 +401,7 @@ def diffusers_model_subject(
     }
     if make_cond is not None:
         make_cond.info = info
-    return Subject(
+    subject = Subject(
         name=name or class_name,
         model=model,
         family=fam,
@@ -415,6 +415,14 @@ def diffusers_model_subject(
         make_cond=make_cond,
         editing=tap_editing(model, spec.taps),  # ablation and caching by hooks on the image stream of each block
     )
+
+    def resize(shape: tuple[int, ...]) -> None:  # a pipeline's sizes: the latents it draws
+        adapter.shape = subject.input_shape = tuple(int(v) for v in shape)
+        info.update(input_shape=list(adapter.shape), image_tokens=adapter.tokens(adapter.shape),
+                    stream_tokens=adapter.stream_tokens())
+
+    subject.resize = resize
+    return subject
 
 
 __all__ = ["diffusers_subject", "diffusers_model_subject", "is_single_file", "supply_conditioning", "TableAdapter"]

@@ -27,6 +27,7 @@ CKA_ROWS = ("tokens", "images")
 RESUMABLE = frozenset({"device"})  # may differ when a run is continued: it does not decide what is measured
 CKA_MIN_ROWS = 4  # the unbiased HSIC estimator needs n >= 4 rows per minibatch
 OPTIONAL_ANALYSES = ("ablation", "trajectory")  # off by default; compared on resume only when on
+SAMPLER_STEPS, SAMPLER_CFG = 50, 1.0  # dardiag's own sampler when no step count / guidance is given
 
 
 def default_grid(n: int = DEFAULT_LEVELS) -> list[float]:
@@ -52,6 +53,7 @@ class Analyses:
     channel_maps: bool = False  # per-channel RMS lists (channel_act_rms)
     ablation: bool = False  # ablate_dloss / ablate_rel_out: each block skipped, one extra forward per block
     trajectory: bool = False  # along the model's own sampler: step changes and the causal cache error
+    cache_error: bool = True  # trajectory: the causal cache error (one extra forward per block and step)
 
     def __post_init__(self):
         if self.cka_rows not in CKA_ROWS:
@@ -91,9 +93,10 @@ class ProfileConfig:
     device: str = "auto"  # CUDA when present, else the CPU (dardiag.engine.devices)
     dtype: str = "float32"  # autocast dtype of the forward pass; statistics stay float64
     analyses: Analyses = field(default_factory=Analyses)
-    generate_steps: int = 50  # inputs="generated": sampler steps (DDIM for dit, Euler for sit / repa)
-    generate_cfg: float = 1.0  # inputs="generated": classifier-free guidance scale (1 = off)
-    trajectory_steps: int = 50  # analyses.trajectory: steps of the model's sampler (guidance: generate_cfg)
+    # None: the sampler's own default (a pipeline's call defaults; dardiag's sampler: SAMPLER_STEPS, SAMPLER_CFG)
+    generate_steps: int | None = None  # inputs="generated": sampler steps (DDIM for dit, Euler for sit / repa)
+    generate_cfg: float | None = None  # inputs="generated": classifier-free guidance scale (1 = off)
+    trajectory_steps: int | None = None  # analyses.trajectory: steps of the model's sampler (guidance: generate_cfg)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalise once)
@@ -121,13 +124,16 @@ class ProfileConfig:
                 f"--batch-size {self.batch_size} is too small for CKA: the unbiased estimator needs at least 4 "
                 "rows per minibatch; use --batch-size 4 or more, or --no-cka"
             )
-        if not isinstance(self.generate_steps, int) or self.generate_steps < 1:
+        if self.generate_steps is not None and (not isinstance(self.generate_steps, int)
+                                                or isinstance(self.generate_steps, bool) or self.generate_steps < 1):
             raise DardiagError(f"--generate-steps must be a positive integer, got {self.generate_steps!r}")
-        if not isinstance(self.trajectory_steps, int) or isinstance(self.trajectory_steps, bool) or self.trajectory_steps < 2:
+        if self.trajectory_steps is not None and (not isinstance(self.trajectory_steps, int)
+                                                  or isinstance(self.trajectory_steps, bool) or self.trajectory_steps < 2):
             raise DardiagError(f"--trajectory-steps must be an integer >= 2 (step i is compared with i - 1), "
                                f"got {self.trajectory_steps!r}")
-        if not (isinstance(self.generate_cfg, (int, float)) and math.isfinite(self.generate_cfg)
-                and self.generate_cfg >= 0):
+        if self.generate_cfg is not None and not (
+                isinstance(self.generate_cfg, (int, float)) and not isinstance(self.generate_cfg, bool)
+                and math.isfinite(self.generate_cfg) and self.generate_cfg >= 0):
             raise DardiagError(f"--generate-cfg must be a finite number >= 0 (1 = off), got {self.generate_cfg!r}")
 
     @property
@@ -136,6 +142,15 @@ class ProfileConfig:
         if self.noise_levels is None and self.timesteps is None:
             return tuple(default_grid())
         return self.noise_levels
+
+    @property
+    def sampler_steps(self) -> int:
+        """dardiag's own sampler: the generation's steps."""
+        return self.generate_steps or SAMPLER_STEPS
+
+    @property
+    def sampler_cfg(self) -> float:
+        return SAMPLER_CFG if self.generate_cfg is None else float(self.generate_cfg)
 
     @property
     def min_samples(self) -> int:
@@ -158,8 +173,16 @@ class ProfileConfig:
         for name in OPTIONAL_ANALYSES:
             if not d["analyses"][name]:
                 del d["analyses"][name]
+        if d["analyses"]["cache_error"]:  # on by default, and before it could be turned off
+            del d["analyses"]["cache_error"]
         if not self.analyses.trajectory:
             del d["trajectory_steps"]
+        # None (the sampler's default) is compared as dardiag's own sampler's default, as runs stored it before
+        # pipelines sampled; what a pipeline resolves it to is in the models' sampler info, compared too
+        for key, old in (("generate_steps", SAMPLER_STEPS), ("generate_cfg", SAMPLER_CFG),
+                         ("trajectory_steps", SAMPLER_STEPS)):
+            if key in d and d[key] is None:
+                d[key] = old
         return d
 
     @classmethod

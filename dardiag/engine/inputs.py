@@ -5,7 +5,8 @@ Symptoms are measured on (x0, noise) pairs, and x0 decides what they mean at low
 
 * ``"image latents"``: a file written by ``dardiag latents`` (real images through the model's VAE);
 * ``"file"``: any other latents file (``x0``, optional ``y``, ``noise``, conditioning);
-* ``"generated"``: x0 drawn by the model itself (``inputs="generated"``; models whose Subject has a sampler);
+* ``"generated"``: x0 drawn by the model itself (``inputs="generated"``): by dardiag's own sampler (its
+  DiT/SiT/REPA), or by a diffusers model's pipeline, with that pipeline's conditioning for the same prompts;
 * ``"in memory"``: a dict (a ``"meta": {"source": ...}`` entry names it, as ``held_out_digits`` does);
 * ``"synthetic"``: none given: seeded standard-normal latents, which are not images.
 
@@ -13,7 +14,8 @@ The engine opens no file: a latents file arrives as the dict its opener read (``
 whose ``meta`` says which file it was (``file``, ``sha256``).
 
 ``Inputs.kind`` and ``Inputs.label`` (short, a column of the table) say which; ``Inputs.source`` is
-the full account the run's metadata compares on resume.
+the full account the run's metadata compares on resume. Generated inputs are drawn in chunks
+(:class:`Drawing`), by the sweep's generate unit (progress, stopping, kept in OUT) or, in memory, at once.
 
 Legend: N images, C channels, H/W latent side.
 """
@@ -24,11 +26,11 @@ import math
 import os
 import zlib
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from dardiag.atomic import atomic_write
 from dardiag.errors import DardiagError
 from dardiag.metrics.cka import row_blocks
 from dardiag.subject import Subject
@@ -41,6 +43,20 @@ SYNTHETIC_NOTICE = ("synthetic inputs: standard-normal latents are not images, s
                     "VAE --out latents.pt` and pass --inputs latents.pt, or pass --inputs generated")
 
 
+@dataclass
+class Drawing:
+    """Generated inputs, drawn chunk by chunk: ``draw(sl, on_step=None)`` -> ``{"x0": (n, ...),
+    <conditioning>: (n, ...)}`` for the samples of slice ``sl`` (deterministic: a chunk drawn again is the
+    same), calling ``on_step()`` ``steps`` times (progress); ``use(cond)`` hands the whole conditioning to
+    the subject once drawn."""
+
+    chunks: list[slice]
+    draw: Callable[..., dict[str, torch.Tensor]]
+    steps: int = 1
+    use: Callable[[dict], None] | None = None
+    meta: dict = field(default_factory=dict)  # what a file of these inputs says about them
+
+
 class Inputs:
     """The fixed (x0, y, noise) set every level reuses; ``kind``, ``label`` and ``source`` say what it is.
 
@@ -49,8 +65,8 @@ class Inputs:
     """
 
     def __init__(self, x0: torch.Tensor | None, y: torch.Tensor, noise: torch.Tensor, source: str, *,
-                 kind: str = "in memory", label: str = "", draw: Callable[[], torch.Tensor] | None = None):
-        self._x0, self._draw = x0, draw  # (N, C, H, W), or a function that draws it
+                 kind: str = "in memory", label: str = "", drawing: Drawing | None = None):
+        self._x0, self.drawing = x0, drawing  # (N, C, H, W), or how to draw it
         self.y = y  # (N,) int64
         self.noise = noise  # (N, C, H, W)
         self.source = source  # the full account (run metadata, compared on resume)
@@ -60,7 +76,7 @@ class Inputs:
     @property
     def x0(self) -> torch.Tensor:
         if self._x0 is None:
-            self._x0 = self._draw()
+            self.fill([self.drawing.draw(sl) for sl in self.drawing.chunks])
         return self._x0
 
     @property
@@ -72,27 +88,17 @@ class Inputs:
     def count(self) -> int:
         return self.noise.shape[0]
 
-    def keep_drawn(self, path: Path) -> None:
-        """Generated x0 are sampled once per run: kept in ``path`` (the run's scratch) once drawn, and read
-        back from it by a run that continues (sampling is deterministic: the same tensor either way)."""
-        if self._x0 is not None or self._draw is None or getattr(self._draw, "kept_in", None) == path:
-            return
-        draw, shape = self._draw, tuple(self.noise.shape)
-
-        def drawn_once() -> torch.Tensor:
-            if path.is_file():
-                try:
-                    x0 = torch.load(path, weights_only=True)
-                    if isinstance(x0, torch.Tensor) and tuple(x0.shape) == shape:
-                        return x0
-                except Exception:  # a damaged scratch file: draw again
-                    pass
-            x0 = draw()
-            atomic_write(path, lambda f: torch.save(x0, f))
-            return x0
-
-        drawn_once.kept_in = path
-        self._draw = drawn_once
+    def fill(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Generated inputs from their chunks, in order: x0 set, the conditioning handed to the subject;
+        -> everything drawn ({"x0": (N, ...), <conditioning>: (N, ...)})."""
+        whole = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if tuple(whole["x0"].shape) != tuple(self.noise.shape):
+            raise DardiagError(f"the generated inputs have shape {list(whole['x0'].shape)}, not "
+                               f"{list(self.noise.shape)}; delete them (OUT/_inputs) and run again")
+        if self.drawing is not None and self.drawing.use is not None:
+            self.drawing.use({k: v for k, v in whole.items() if k != "x0"})
+        self._x0 = whole["x0"]
+        return whole
 
 
 def minibatches(n: int, batch_size: int) -> list[slice]:
@@ -128,13 +134,13 @@ def _check_fits_in_memory(n: int, shape: tuple[int, ...]) -> None:
 
 
 def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps: int = 50,
-                cfg: float = 1.0) -> Inputs:
+                cfg: float = 1.0, chunk: int = GENERATE_CHUNK) -> Inputs:
     """Inputs for one subject: from a dict (``spec``; a latents file as its opener read it; a dict of
     conditioning alone, e.g. from ``dardiag prompts``, goes with synthetic latents), drawn by the model
     (``spec="generated"``, with ``steps`` sampler steps and guidance ``cfg``), or, when None, seeded
     synthetic latents. Labels and noise the spec lacks are drawn with ``seed``. Synthetic conditioning
     (text embeddings nobody supplied) is said in the label, like synthetic latents."""
-    inputs = _make_inputs(spec, subject, samples, seed, steps=steps, cfg=cfg)
+    inputs = _make_inputs(spec, subject, samples, seed, steps=steps, cfg=cfg, chunk=chunk)
     describe = getattr(subject.make_cond, "describe", None)
     if describe is not None and describe().startswith("synthetic"):
         inputs.label += "; synthetic N(0, 1) text conditioning"
@@ -155,7 +161,8 @@ def _standard_normal(n: int, shape: tuple[int, ...], num_classes: int, g: torch.
     return x0, y, noise
 
 
-def _make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps: int, cfg: float) -> Inputs:
+def _make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps: int, cfg: float,
+                 chunk: int) -> Inputs:
     shape = tuple(subject.input_shape)  # (C, H, W), or (C, F, H, W) for video models
     g = torch.Generator().manual_seed(seed)
     if isinstance(spec, dict) and "x0" not in spec:  # conditioning alone: synthetic latents beside it
@@ -176,13 +183,15 @@ def _make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, step
                                     f"(sha256 {meta.get('sha256')}): {', '.join(cond)}",
                       kind="synthetic", label=f"synthetic N(0, 1) latents (seed {seed}), {what}")
     if spec is None:
-        n = samples or SYNTHETIC_SAMPLES
+        n = samples or (len(subject.pipeline.prompts) if subject.pipeline is not None else SYNTHETIC_SAMPLES)
         _check_fits_in_memory(n, shape)
         x0, y, noise = _standard_normal(n, shape, subject.num_classes, g)
         _conditioning(subject, {}, seed)
         return Inputs(x0, y, noise, f"synthetic: standard normal latents, uniform classes, seed {seed}",
                       kind="synthetic", label=f"synthetic N(0, 1) latents (seed {seed})")
     if isinstance(spec, str) and spec == GENERATED:
+        if subject.pipeline is not None:
+            return _pipeline_generated(subject, samples or len(subject.pipeline.prompts), seed, chunk)
         return _generated(subject, samples or SYNTHETIC_SAMPLES, seed, steps, cfg)
     if isinstance(spec, (str, Path)):
         raise DardiagError(f"the engine takes inputs already read; open {spec} with dardiag.data.open_inputs "
@@ -202,6 +211,7 @@ def _make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, step
     elif meta.get("source"):
         label = str(meta["source"])
         source += f"; {label}"
+        kind = "generated" if meta.get("kind") == "generated" else kind  # a `dardiag generate` file
     if meta.get("conditioning_file"):  # a second file: conditioning beside the latents
         source += f"; conditioning {meta['conditioning_file']}, sha256 {meta.get('conditioning_sha256')}"
         label += f", conditioning {meta['conditioning_file']}"
@@ -242,8 +252,9 @@ def _generated(subject: Subject, n: int, seed: int, steps: int, cfg: float) -> I
     fam = subject.family
     if subject.sample is None:
         raise DardiagError(
-            f"--inputs generated needs a sampler (the model's own): dardiag has one for its DiT/SiT/REPA models, "
-            f"not for {subject.name} ({fam.name}); encode real images with `dardiag latents` instead"
+            f"--inputs generated needs a sampler: dardiag's own (its DiT/SiT/REPA) or a diffusers pipeline; "
+            f"{subject.name} ({fam.name}) has neither: pass its pipeline folder (model_index.json) or "
+            "--pipeline DIR, or encode real images with `dardiag latents`"
         )
     shape = tuple(subject.input_shape)
     _check_fits_in_memory(n, shape)
@@ -251,22 +262,50 @@ def _generated(subject: Subject, n: int, seed: int, steps: int, cfg: float) -> I
     y = torch.randint(0, max(subject.num_classes, 1), (n,), generator=g)  # (N,)
     noise = torch.randn(n, *shape, generator=g)  # (N, C, [F,] H, W) the profile's noise
 
-    def draw() -> torch.Tensor:
-        chunks = []
-        for i, start in enumerate(range(0, n, GENERATE_CHUNK)):
-            ys = y[start:start + GENERATE_CHUNK]
-            chunks.append(subject.sample(ys, steps, cfg, zlib.crc32(f"generate {seed} {i}".encode())).cpu())
-        x0 = torch.cat(chunks)  # (N, C, H, W)
+    def draw(sl: slice, on_step=None) -> dict[str, torch.Tensor]:  # chunk i has its own seed: any split, same images
+        i = sl.start // GENERATE_CHUNK
+        x0 = subject.sample(y[sl], steps, cfg, zlib.crc32(f"generate {seed} {i}".encode())).cpu()  # (n, C, H, W)
         if not torch.isfinite(x0).all():
             raise DardiagError(f"{subject.name}: the generated inputs are not finite (NaN or inf); lower "
                                "--generate-cfg or check the checkpoint with `dardiag inspect`")
-        return x0
+        for _ in range(steps if on_step is not None else 0):
+            on_step()
+        return {"x0": x0}
 
     sampler = getattr(subject.sample, "label", "the model's sampler")  # e.g. "DDIM", "Euler"
     _conditioning(subject, {}, seed)
+    chunks = [slice(a, min(a + GENERATE_CHUNK, n)) for a in range(0, n, GENERATE_CHUNK)]
+    label = f"generated by the model ({sampler} {steps} steps, cfg {cfg:g})"
     return Inputs(None, y, noise, f"generated: {n} samples of the model, {sampler} {steps} steps, cfg {cfg:g}, "
                                   f"uniform classes, seed {seed}",
-                  kind="generated", label=f"generated by the model ({sampler} {steps} steps, cfg {cfg:g})", draw=draw)
+                  kind="generated", label=label, drawing=Drawing(chunks, draw, steps, meta={"source": label}))
+
+
+def _pipeline_generated(subject: Subject, n: int, seed: int, chunk: int) -> Inputs:
+    """x0 the model's pipeline generates for its prompts (sample j: prompt j mod P, generator seed + j),
+    with the conditioning its call hands the transformer for them; the profile's noise from ``seed``."""
+    ps = subject.pipeline
+    shape = tuple(subject.input_shape)
+    _check_fits_in_memory(n, shape)
+    noise = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))  # (N, C, [F,] H, W)
+    y = torch.zeros(n, dtype=torch.long)  # (N,) text-conditioned: no classes
+
+    def draw(sl: slice, on_step=None) -> dict[str, torch.Tensor]:
+        x0, cond = ps.generate(list(range(sl.start, sl.stop)), on_step)
+        return {"x0": x0, **cond}
+
+    label = ps.label()
+    sizes = ", ".join(f"{k} {v}" for k, v in (("height", ps.settings.height), ("width", ps.settings.width),
+                                                ("num_frames", ps.settings.num_frames)) if v is not None)
+    extra = "".join(f", {k}={v!r}" for k, v in ps.settings.extra)
+    source = (f"generated: {n} samples by {ps.name} ({ps.folder.name}), {ps.steps()} steps, guidance "
+              f"{ps.guidance()}, {sizes or 'its default size'}{extra}; {ps.prompts.source}, sample j = prompt j mod "
+              f"{len(ps.prompts)} with generator seed {seed} + j, in calls of {chunk}; the profile's noise seed {seed}")
+    chunks = [slice(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+    return Inputs(None, y, noise, source, kind="generated", label=label,
+                  drawing=Drawing(chunks, draw, ps.steps() or 1, use=lambda cond: _conditioning(subject, cond, seed),
+                                  meta={"source": label, "pipeline": str(ps.folder), "prompts": ps.prompts.of(range(n)),
+                                        "seed": seed, "settings": ps.describe()}))
 
 
 def _conditioning(subject: Subject, cond: dict, seed: int) -> None:

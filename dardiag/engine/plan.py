@@ -78,8 +78,8 @@ def plan_models(subjects: Sequence[Subject], config: ProfileConfig, inputs, name
     for s in subjects:
         s.model.to(device).eval()
         grid = resolve_grid(s, config.grid, config.timesteps)
-        inp = make_inputs(inputs, s, config.samples, config.seed, steps=config.generate_steps,
-                          cfg=config.generate_cfg)
+        inp = make_inputs(inputs, s, config.samples, config.seed, steps=config.sampler_steps,
+                          cfg=config.sampler_cfg, chunk=config.batch_size)
         if inp.count < config.min_samples:
             raise DardiagError(f"{inp.count} samples are too few for CKA over images (it needs at least 4); "
                                "pass more --samples, or --cka-rows tokens")

@@ -1,10 +1,15 @@
 """The one orchestration: models x noise levels x minibatches -> one long-form table.
 
     for each model:                       (a Subject: network, family, probe sites)
+      generated inputs, when drawn        (its sampler or pipeline; kept in OUT/_inputs)
       for each noise level:               (one unit of work: one parquet part, resumable)
         for each minibatch of the fixed (x0, noise) pairs:
           forward with hooks -> backward of the family's simple loss -> streaming sums
       timestep probe over all levels      (one more unit per model)
+      sampler trajectory, when asked      (its sampler or pipeline, observed)
+
+Units are values with one runner (``dardiag.engine.units``), which owns completion, progress, stops
+and writes.
 
 Memory does not grow with the number of levels or minibatches: a unit keeps only fixed-size sums
 (and the P Gram matrices of the current minibatch for CKA). Work is resumable at unit granularity and
@@ -17,7 +22,7 @@ command (``dardiag.runs.stop``) lets the current minibatch finish, keeps a level
 Under torchrun (env WORLD_SIZE > 1) every process runs this same sweep on its share of each level's
 minibatches and the collectors are merged after the level (``dardiag.engine.distributed``), so every
 process holds exactly the single-process statistics; only rank 0 holds OUT and writes. There a stop
-is agreed (``_stop_asked``): at every minibatch boundary and after every unit the processes exchange
+is agreed (``dardiag.engine.units.stop_asked``): at every minibatch boundary and after every unit the processes exchange
 their requests, all stop after the same minibatch (each keeps its share of a level stopped half-way),
 and all leave once rank 0 has written and released OUT.
 Legend: N images, C channels, H/W latent side.
@@ -33,18 +38,13 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from dardiag.atomic import atomic_write
-from dardiag.engine import cost, distributed, partial
-from dardiag.engine.ablation import ablation_rows
-from dardiag.engine.collector import LevelCollector
+from dardiag.engine import cost, distributed, partial, units
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
 from dardiag.engine.devices import device_name
 from dardiag.engine.inputs import SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches, noisy_batch  # noqa: F401
 from dardiag.engine.level import run_level
 from dardiag.engine.plan import ModelPlan, plan_models, resolve_grid, run_metadata  # noqa: F401
 from dardiag.engine.progress import Progress, as_progress
-from dardiag.engine.timestep_probe import probe_rows
-from dardiag.engine.trajectory import trajectory_rows
 from dardiag.errors import DardiagError
 from dardiag.runs import RunDir, claim, read_profile, stop
 from dardiag.runs.layout import WORK_DIRNAME
@@ -178,7 +178,7 @@ def _into(out: Path, plans: list[ModelPlan], config: ProfileConfig, meta: dict, 
     try:
         with _agreed_stops():
             _run_units(plans, frozenset(completed), config, run.metadata if run else meta,
-                       write=run.mark_done if run else None, work=out / WORK_DIRNAME, progress=progress)
+                       write=run.mark_done if run else None, work=out / WORK_DIRNAME, progress=progress, out=out)
     except BaseException as e:
         # an error: put back the run a --force replaced, drop a run with nothing in it (and OUT itself,
         # when this command created it); Ctrl-C keeps finished units for the same command to continue
@@ -198,24 +198,8 @@ def _agreed_stops():
     return stop.current().deferred("this minibatch") if distributed.is_distributed() else nullcontext()
 
 
-def _stop_asked(halt: stop.StopRequest) -> bool:
-    """Whether the sweep stops here; under torchrun every process must call it at the same points and
-    gets the same answer: each was signalled or not (torchrun signals all, a scheduler may signal one),
-    so they exchange their requests, the largest signal number wins (0: none) and all stop together."""
-    if distributed.is_distributed():
-        signum = distributed.max_over_ranks(halt.signum or 0)
-        if signum:
-            halt.adopt(signum, say=distributed.is_main())  # rank 0 says so when another process was asked
-            halt.agreed = True
-    return halt.requested
-
-
-def _stop_point(halt: stop.StopRequest) -> None:
-    if _stop_asked(halt):
-        halt.check()
-
-
 def _units(p: ModelPlan, analyses: Analyses) -> int:
+    """Units of one model that write a part."""
     return len(p.grid) + int(analyses.probe) + int(analyses.trajectory)
 
 
@@ -223,6 +207,7 @@ def _units_words(plans: list[ModelPlan], analyses: Analyses) -> str:
     """What the run's units are: "16 noise levels + the timestep probe" (per model)."""
     levels = sorted({len(p.grid) for p in plans})
     each = f"{'/'.join(map(str, levels))} noise level{'s' if levels != [1] else ''}"
+    each = ("generated inputs + " if any(p.inputs.drawing is not None for p in plans) else "") + each
     each += " + the timestep probe" if analyses.probe else ""
     each += " + the sampler trajectory" if analyses.trajectory else ""
     return each if len(plans) == 1 else f"{len(plans)} models x ({each})"
@@ -238,7 +223,9 @@ def _disposition(run: RunDir, plans: list[ModelPlan], analyses: Analyses) -> str
         return f"complete ({words}); reading the table back"
     if started.get("action") == "continue":
         half = partial.saved_units(run.path / WORK_DIRNAME)
-        more = f", and {len(half)} noise level(s) stopped part-way" if half else ""
+        levels = [u for u in half if "-l" in u]
+        more = f", and {len(levels)} noise level(s) stopped part-way" if levels else ""
+        more += "".join(f", and the {u.partition('-')[2]} stopped part-way" for u in half if u not in levels)
         return f"continuing: {k} of {n} units done{more} ({words})"
     if started.get("replaced"):
         return f"replacing {started['replaced']}, kept in {run.path.name}/_replaced until this run completes ({words})"
@@ -263,107 +250,11 @@ def _forget_levels_without_probe_cache(run: RunDir, plans: list[ModelPlan], anal
 
 
 def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConfig, meta: dict, *, write,
-               work: Path | None, progress: Progress) -> None:
-    """Every unit not yet completed: a level of one model, then that model's timestep probe.
-
-    ``write(unit, rows)`` takes each finished unit's rows on rank 0; ``work`` (a run directory's scratch)
-    holds the per-level probe features a resumed run needs, and the levels a stop left half-done.
-    """
-    main = distributed.is_main()
-    analyses = config.analyses
-    total = sum(_units(p, analyses) for p in plans)
-    done = 0
-    halt = stop.current()
-    every = [minibatches(p.inputs.count, config.batch_size) for p in plans]
-    shards = [distributed.shard(b) for b in every]  # rank r: r, r + W, ...
-    # minibatch rounds per level: rank 0's share, the longest (the others hold as many or one fewer)
-    rounds = [len(b[::distributed.world_size()]) for b in every]
-    units = [[f"m{si:02d}-l{li:03d}" for li in range(len(p.grid))] for si, p in enumerate(plans)]
-    progress.begin(
-        total=sum(len(p.grid) * len(b) for p, b in zip(plans, shards)),
-        done=sum(len(b) if u in completed else partial.done_in(work, u) for us, b in zip(units, shards) for u in us),
-        images_per_step=config.batch_size, units=_units_words(plans, analyses))
-
-    for si, p in enumerate(plans):
-        s, inp = p.subject, p.inputs
-        base = dict(run_id=meta["run_id"], model=s.name, routing=s.routing, family=s.family.name,
-                    checkpoint=s.checkpoint, step=s.step, batch_size=config.batch_size, inputs=inp.label)
-        feats: dict[str, list[torch.Tensor]] = {}
-        levels, ids = [], []
-        batches = shards[si]
-        if work is not None and main and not distributed.is_distributed():
-            inp.keep_drawn(work / f"generated-m{si:02d}.pt")  # generated x0: drawn once per run
-        for li, (level, t_native) in enumerate(p.grid):
-            unit = units[si][li]
-            saved = None
-            if unit in completed:
-                if analyses.probe and main and f"m{si:02d}-probe" not in completed:  # the probe still needs it
-                    saved = torch.load(work / f"probe-{unit}.pt", weights_only=True)
-            else:
-                progress.describe(f"{s.name}  noise level {level:.3f}  ({li + 1}/{len(p.grid)})")
-                device = distributed.rank_device(config.device)
-                # generated inputs: drawn here, outside the deferred stop (nothing to keep half-way; under
-                # torchrun a stop waits for the next point where the processes agree, as everywhere)
-                if not inp.drawn:
-                    progress.describe(f"{s.name}  drawing {inp.count} generated inputs ({inp.label})")
-                    inp.x0  # noqa: B018
-                    progress.describe(f"{s.name}  noise level {level:.3f}  ({li + 1}/{len(p.grid)})")
-
-                def after(col: LevelCollector, k: int, sl: slice, unit=unit, batches=batches,
-                          rounds=rounds[si]) -> None:
-                    progress.step(sl.stop - sl.start)
-                    # not after the last round: the level's end is the next stop point; each process asks
-                    # after its k-th minibatch, so all ask equally often whatever their share's length
-                    if k < rounds and _stop_asked(halt):  # keep the level's finished minibatches
-                        if work is not None:
-                            partial.save(work, unit, col, k, batches)
-                        halt.check()
-
-                with halt.deferred("this minibatch"):
-                    col = run_level(s, inp, t_native, batch_size=config.batch_size, analyses=analyses,
-                                    device=device, dtype=AUTOCAST[config.dtype], batches=batches,
-                                    resume=partial.load(work, unit, s.spec, analyses, device, batches),
-                                    on_batch=after)
-                    stats = distributed.reduce_collector(col)  # merged over processes: the single-process statistics
-                    rows = stats.rows()
-                    if analyses.ablation:  # the same minibatches again, each block skipped in turn
-                        progress.describe(f"{s.name}  noise level {level:.3f}: block ablation")
-                        rows += ablation_rows(s, inp, t_native, batches=batches, analyses=analyses, device=device,
-                                              dtype=AUTOCAST[config.dtype])
-                    if analyses.probe:
-                        saved = distributed.gather_probe({k: torch.cat(v) for k, v in col.probe_feats.items()},
-                                                         torch.cat(col.probe_ids))
-                        saved = None if saved is None else {"feats": saved[0], "ids": saved[1]}
-                    if main:
-                        if saved is not None and work is not None:
-                            atomic_write(work / f"probe-{unit}.pt", lambda f, obj=saved: torch.save(obj, f))
-                        write(unit, [{**base, "noise_level": level, "t_native": t_native, **r} for r in rows])
-                        partial.drop(work, unit)
-            if saved is not None:
-                for k, v in saved["feats"].items():
-                    feats.setdefault(k, []).append(v)
-                ids.append(saved["ids"])
-                levels.append(torch.full((saved["ids"].numel(),), level, dtype=torch.float64))
-            done += 1
-            progress.unit(f"{s.name}  noise level {level:.3f}  ({done}/{total})")
-            _stop_point(halt)  # a stop asked for during the level's last minibatch: the level is written
-        if analyses.probe:
-            unit = f"m{si:02d}-probe"
-            with halt.deferred("the timestep probe"):  # on rank 0; the others wait for it at the stop point
-                if main and unit not in completed:
-                    progress.describe(f"{s.name}  timestep probe")
-                    write(unit, [{**base, **r} for r in probe_rows(feats, levels, ids, config.seed)])
-            done += 1
-            progress.unit(f"{s.name}  timestep probe  ({done}/{total})")
-            _stop_point(halt)
-        if analyses.trajectory:  # the model's own sampler, observed (--trajectory)
-            unit = f"m{si:02d}-trajectory"
-            if unit not in completed:
-                progress.describe(f"{s.name}  sampler trajectory")
-                with halt.deferred("the sampler trajectory"):
-                    rows = trajectory_rows(s, inp, config, distributed.rank_device(config.device))
-                    if main:
-                        write(unit, [{**base, **r} for r in rows])
-            done += 1
-            progress.unit(f"{s.name}  sampler trajectory  ({done}/{total})")
-            _stop_point(halt)
+               work: Path | None, progress: Progress, out: Path | None = None) -> None:
+    """Every unit not yet completed (``dardiag.engine.units``); ``write(unit, rows)`` takes each finished
+    unit's rows on rank 0; ``work`` (a run directory's scratch) holds what a resumed run needs."""
+    ctx = units.Context(config=config, meta=meta, work=work, out=out, completed=completed, progress=progress,
+                        halt=stop.current(), dtype=AUTOCAST[config.dtype],
+                        measure=lambda *a, **k: run_level(*a, **k))  # this module's, looked up at call time
+    todo = [u for si, p in enumerate(plans) for u in units.model_units(si, p, ctx)]
+    units.run_units(todo, ctx, write=write, words=_units_words(plans, config.analyses))

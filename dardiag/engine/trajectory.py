@@ -27,13 +27,13 @@ Legend: N images, R rows of a forward (N, or 2N under guidance), T tokens, D cha
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
-from dardiag.engine import distributed
 from dardiag.engine.collector import add_per_image, mean_and_stderr
-from dardiag.engine.config import Analyses
+from dardiag.engine.config import SAMPLER_STEPS, Analyses
 from dardiag.engine.inputs import GENERATE_CHUNK, Inputs
 from dardiag.errors import DardiagError
 from dardiag.hooks.edits import BlockEdit, contribution
@@ -46,24 +46,41 @@ METRICS = {"rel": "step_rel_change", "cos": "step_cos", "delta": "delta_rel_chan
 
 
 def check_trajectory(subject: Subject) -> None:
-    if subject.sample is None:
-        raise DardiagError(f"--trajectory runs the model's own sampler; dardiag has one for its DiT/SiT/REPA "
-                           f"models, not for {subject.name} ({subject.family.name})")
+    if subject.sample is None and subject.pipeline is None:
+        raise DardiagError(f"--trajectory runs the model's own sampler: dardiag's (its DiT/SiT/REPA) or a diffusers "
+                           f"pipeline; {subject.name} ({subject.family.name}) has neither: pass its pipeline folder "
+                           "(model_index.json) or --pipeline DIR")
     if subject.editing is None:
         raise DardiagError(f"--trajectory needs a model whose blocks can be edited; {subject.name} has no block editing")
 
 
 class TrajectoryCollector:
-    """Per-image cells [P, steps, 3] of the four metrics and each step's (noise level, t_native); the
-    state / restored / merge protocol of ``LevelCollector`` (``distributed.reduce_collector``)."""
+    """Per-image cells [P, steps, 3] of the four metrics, per branch, and each step's (noise level,
+    t_native); the state / restored / merge protocol of ``LevelCollector`` (``distributed.reduce_collector``).
+
+    ``branch``: None for dardiag's own sampler (an image's value is the mean over its guidance rows);
+    "cond" / "uncond" for the rows of a pipeline's two guidance branches, kept apart."""
 
     def __init__(self, spec: SiteSpec, analyses: Analyses, device: torch.device | str = "cpu", steps: int = 0):
-        self.spec, self.an, self.device = spec, analyses, torch.device(device)
-        self.sums = {k: torch.zeros(spec.depth + 1, steps, 3, dtype=torch.float64, device=self.device) for k in METRICS}
+        self.spec, self.an, self.device, self.steps = spec, analyses, torch.device(device), steps
+        self.sums: dict[str, torch.Tensor] = {}  # "rel" or "rel@cond" -> [P, steps, 3]
+        if steps:
+            for k in METRICS:
+                self._cells(k, None, steps - 1)
         self.times: dict[int, tuple[float, float]] = {}  # step i -> (noise_level, t_native)
 
-    def add(self, key: str, k: int, i: int, per_image: torch.Tensor) -> None:
-        add_per_image(self.sums[key][k, i], per_image)
+    def _cells(self, key: str, branch: str | None, i: int) -> torch.Tensor:
+        name = key if branch is None else f"{key}@{branch}"
+        cells = self.sums.get(name)
+        if cells is None or cells.shape[1] <= i:  # a pipeline may take more steps than it was asked
+            grown = torch.zeros(self.spec.depth + 1, max(i + 1, self.steps), 3, dtype=torch.float64, device=self.device)
+            if cells is not None:
+                grown[:, :cells.shape[1]] = cells
+            self.sums[name] = cells = grown
+        return cells
+
+    def add(self, key: str, k: int, i: int, per_image: torch.Tensor, branch: str | None = None) -> None:
+        add_per_image(self._cells(key, branch, i)[k, i], per_image)
 
     def state(self) -> dict:
         return {"sums": {k: v.detach().cpu().clone() for k, v in self.sums.items()}, "times": dict(self.times)}
@@ -76,22 +93,26 @@ class TrajectoryCollector:
         return col
 
     def merge(self, other: "TrajectoryCollector") -> None:
-        for k, v in other.sums.items():
-            self.sums[k] = self.sums[k] + v.to(self.device)
+        for name, v in other.sums.items():
+            key, _, branch = name.partition("@")
+            mine = self._cells(key, branch or None, v.shape[1] - 1)
+            mine[:, :v.shape[1]] += v.to(self.device)
         self.times.update(other.times)
 
     def rows(self) -> list[dict]:
         out = []
-        for key, metric in METRICS.items():
-            cells = self.sums[key].cpu()
+        for name, cells in sorted(self.sums.items()):
+            key, _, branch = name.partition("@")
+            cells = cells.cpu()
             for k in range(cells.shape[0]):
                 for i in range(cells.shape[1]):
                     if cells[k, i, 2] == 0:
                         continue
                     value, se = mean_and_stderr(cells[k, i])
-                    level, t_native = self.times[i]
-                    out.append(dict(metric=metric, site="z", block=k, sampler_step=i, noise_level=level,
-                                    t_native=t_native, value=value, stderr=se, n_samples=int(cells[k, i, 2])))
+                    level, t_native = self.times.get(i, (float("nan"), float("nan")))
+                    out.append(dict(metric=METRICS[key], site="z", block=k, sampler_step=i, noise_level=level,
+                                    t_native=t_native, value=value, stderr=se, n_samples=int(cells[k, i, 2]),
+                                    **({"branch": branch} if branch else {})))
         return out
 
 
@@ -99,8 +120,8 @@ class Observer:
     """The sampler's ``forward(i, x, t, y)``: the model's unedited forward at step i, recorded, plus the
     cache-error forwards against step i - 1; returns the unedited output, so the trajectory is exact."""
 
-    def __init__(self, subject: Subject, col: TrajectoryCollector, n_images: int):
-        self.s, self.col, self.n = subject, col, n_images
+    def __init__(self, subject: Subject, col: TrajectoryCollector, n_images: int, cache_error: bool = True):
+        self.s, self.col, self.n, self.cache = subject, col, n_images, cache_error
         names = {f"z_{k}" for k in range(subject.spec.depth + 1)} | set(subject.editing.part_taps)
         self.taps = [tp for tp in subject.spec.taps if tp.name in names]
         self.prev: tuple[dict, dict] | None = None  # step i - 1: {k: z_k}, {k: parts}
@@ -125,7 +146,8 @@ class Observer:
             for k in range(1, D + 1):
                 c, c_prev = contribution(parts[k], ed.additive), contribution(parts_prev[k], ed.additive)
                 self.col.add("delta", k, i, self.per_image(relative_change(c, c_prev)))
-            self._cache_errors(i, x, t, y, out, parts_prev)
+            if self.cache:
+                self._cache_errors(i, x, t, y, out, parts_prev)
         self.prev = (z, parts)
         return out
 
@@ -146,6 +168,34 @@ class Observer:
                 self.col.add("cache", k, i, self.per_image(relative_change(cached[g * R:(g + 1) * R, :C], pred)))
 
 
+@dataclass
+class TrajectoryJob:
+    """What the sweep's trajectory unit runs: ``run(col, chunk, on_step)`` observes the sampler on the
+    samples of ``chunk`` (one of ``chunks``) into ``col`` and calls ``on_step()`` ``steps`` times per chunk."""
+
+    chunks: list[slice]
+    steps: int
+    label: str  # "Euler 50 steps, cfg 1", "FluxPipeline 28 steps, guidance 3.5"
+    collector: Callable[[], TrajectoryCollector]
+    run: Callable[[TrajectoryCollector, slice, Callable[[], None]], None]
+
+
+def dit_job(subject: Subject, inputs: Inputs, config, device) -> TrajectoryJob:
+    """dardiag's own sampler over the inputs' labels, in chunks of GENERATE_CHUNK images."""
+    check_trajectory(subject)
+    steps, cfg = config.trajectory_steps or SAMPLER_STEPS, config.sampler_cfg
+    cache = config.analyses.cache_error
+
+    def run(col: TrajectoryCollector, sl: slice, on_step) -> None:
+        y = inputs.y[sl]
+        subject.sample(y, steps, cfg, chunk_seed(config.seed, sl.start), forward=Observer(subject, col, y.shape[0], cache))
+        on_step()
+
+    sampler = getattr(subject.sample, "label", "the model's sampler")
+    return TrajectoryJob(trajectory_chunks(inputs.count), 1, f"{sampler} {steps} steps, cfg {cfg:g}",
+                         lambda: TrajectoryCollector(subject.spec, config.analyses, device, steps), run)
+
+
 def run_trajectory(subject: Subject, inputs: Inputs, *, steps: int, cfg: float, seed: int,
                    chunks: Sequence[slice], analyses: Analyses, device) -> TrajectoryCollector:
     """The model's sampler over the images ``chunks`` (slices of the inputs' labels), observed."""
@@ -153,7 +203,8 @@ def run_trajectory(subject: Subject, inputs: Inputs, *, steps: int, cfg: float, 
     col = TrajectoryCollector(subject.spec, analyses, device, steps)
     for sl in chunks:
         y = inputs.y[sl]
-        subject.sample(y, steps, cfg, chunk_seed(seed, sl.start), forward=Observer(subject, col, y.shape[0]))
+        subject.sample(y, steps, cfg, chunk_seed(seed, sl.start),
+                       forward=Observer(subject, col, y.shape[0], analyses.cache_error))
     return col
 
 
@@ -165,11 +216,3 @@ def chunk_seed(seed: int, start: int) -> int:
 def trajectory_chunks(n: int) -> list[slice]:
     """The images 0..n-1 in sampler chunks of GENERATE_CHUNK (independent of --batch-size)."""
     return [slice(a, min(a + GENERATE_CHUNK, n)) for a in range(0, n, GENERATE_CHUNK)]
-
-
-def trajectory_rows(subject: Subject, inputs: Inputs, config, device) -> list[dict]:
-    """The sweep's trajectory unit: this process' share of the chunks, merged over processes, as rows."""
-    col = run_trajectory(subject, inputs, steps=config.trajectory_steps, cfg=config.generate_cfg, seed=config.seed,
-                         chunks=distributed.shard(trajectory_chunks(inputs.count)), analyses=config.analyses,
-                         device=device)
-    return distributed.reduce_collector(col).rows()

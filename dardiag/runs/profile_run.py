@@ -20,6 +20,7 @@ from dardiag.errors import DardiagError
 from dardiag.runs import lifecycle
 from dardiag.runs.layout import (
     FIGURES_DIRNAME,
+    INPUTS_DIRNAME,
     PARTIAL_PREFIX,
     PART_PREFIX,
     PART_SUFFIX,
@@ -62,13 +63,14 @@ def _read_run_json(path: Path) -> dict:
 
 
 def _partial_levels(out: Path) -> int:
-    return len(list((out / WORK_DIRNAME).glob(f"{PARTIAL_PREFIX}*.pt")))
+    """Work kept outside finished units: units stopped part-way, generated inputs already drawn."""
+    return len(list((out / WORK_DIRNAME).glob(f"{PARTIAL_PREFIX}*.pt"))) + len(list((out / INPUTS_DIRNAME).glob("*.pt")))
 
 
 def _record(path: Path) -> lifecycle.Record:
     state = _read_run_json(path)
     done, complete = len(state["completed"]), state.get("status") == "complete"
-    # a noise level stopped between two minibatches (OUT/_work/partial-*.pt) is progress too: continued, not dropped
+    # a unit stopped part-way (OUT/_work/partial-*.pt) and drawn inputs are progress too: continued, not dropped
     half = _partial_levels(path.parent) if not complete else 0
     describe = "a complete profile run" if complete else f"an unfinished profile run ({done} units finished)"
     return lifecycle.Record(state["metadata"].get("config"), done + half, complete, describe, data=state)

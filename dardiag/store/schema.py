@@ -13,6 +13,9 @@ Index conventions (``shared/design/diagnostics.md``):
 - ``noise_level`` in [0, 1], **1 = pure noise**; ``t_native`` is the family's own timestep.
 - ``sampler_step`` i: the step of the model's own sampler (0 = the noisiest) a trajectory row was measured
   at (its ``noise_level`` is that step's); ``step`` stays the *training* step of the checkpoint.
+- ``branch``: on trajectory rows of a diffusers pipeline, which guidance branch the rows were measured
+  in ("cond", "uncond": caching methods treat them apart); null where the sampler's guidance rows are
+  averaged per image (dardiag's own sampler) and on every other row.
 - ``site``: ``"z"`` block state, ``"h"`` sublayer input, ``"v"`` sublayer output, ``"x_t"`` the raw
   noisy input, ``"alpha"`` the DAR router.
 """
@@ -56,6 +59,7 @@ SCHEMA = pa.schema(
         pa.field("channel_values", pa.list_(pa.float32()), nullable=True),  # per-channel map (D,)
         pa.field("inputs", pa.string(), nullable=True),  # what the model looked at: synthetic, a file, ...
         pa.field("sampler_step", pa.int64(), nullable=True),  # step i of the model's sampler (0 = noisiest)
+        pa.field("branch", pa.string(), nullable=True),  # trajectory rows of a pipeline: "cond" / "uncond" guidance
     ]
 )
 

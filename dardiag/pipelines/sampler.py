@@ -1,0 +1,306 @@
+"""The pipeline as dardiag's sampler: generated inputs and observed trajectories for any diffusers class.
+
+A :class:`PipelineSampler` holds a pipeline folder, the prompts and how to call the pipeline
+(:class:`CallSettings`: its step count, guidance, sizes, by its own names, its own defaults for anything
+not given). It opens the pipeline around the subject's transformer (``dardiag.pipelines.load``), learns
+how the pipeline's latents and arguments read in dardiag's terms (``dardiag.pipelines.door``) and sizes
+the subject's latents to what the pipeline draws.
+
+Seeds anyone can reproduce with the pipeline alone: sample j (0-based; prompt j mod P of the list) is
+drawn with ``generator=torch.Generator(device).manual_seed(seed + j)``. A call for several samples passes
+the list of their generators, which gives every sample the starting noise it gets alone.
+
+The conditioning of a sample is what the pipeline's call hands the transformer for it: a call with
+guidance off (so that only the conditional branch runs) stopped at the transformer's door, read under
+dardiag's names: every call default (text length, instructions, templates) is the pipeline's.
+
+Legend: N samples of a call, R rows of a transformer call (N, or 2N under batched guidance).
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from dardiag.errors import DardiagError
+from dardiag.pipelines.door import CallMap, bind, call_map, latents_argument, solve_shape, stopped_call
+from dardiag.pipelines.load import open_pipeline
+from dardiag.pipelines.prompts import Prompts
+from dardiag.subject import Subject
+
+FLAGS = {"num_inference_steps": "--generate-steps / --trajectory-steps", "guidance_scale": "--generate-cfg",
+         "height": "--height", "width": "--width", "num_frames": "--num-frames"}
+GUIDANCE_OFF = {"guidance_scale": 1.0, "true_cfg_scale": 1.0}  # the conditional branch alone, where a call has these
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What the pipeline's call is asked, by its own argument names; None: the pipeline's default."""
+
+    steps: int | None = None  # num_inference_steps
+    guidance: float | None = None  # guidance_scale
+    height: int | None = None  # pixels
+    width: int | None = None
+    num_frames: int | None = None  # frames as the pipeline counts them
+    extra: tuple[tuple[str, object], ...] = ()  # any other argument of its call (--call key=value)
+
+    def __post_init__(self):
+        for name in ("steps", "height", "width", "num_frames"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise DardiagError(f"{FLAGS.get(name, '--' + name.replace('_', '-'))} must be a positive integer, got {v!r}")
+        if self.guidance is not None and not (isinstance(self.guidance, (int, float)) and self.guidance >= 0
+                                              and self.guidance == self.guidance and self.guidance != float("inf")):
+            raise DardiagError(f"--generate-cfg must be a finite number >= 0, got {self.guidance!r}")
+
+    def asked(self, steps: int | None = None) -> dict:
+        """The arguments given (``steps`` overrides the settings' step count), by the call's names."""
+        out = {"num_inference_steps": steps or self.steps, "guidance_scale": self.guidance, "height": self.height,
+               "width": self.width, "num_frames": self.num_frames, **dict(self.extra)}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "guidance": self.guidance, "height": self.height, "width": self.width,
+                "num_frames": self.num_frames, "extra": {k: v for k, v in self.extra}}
+
+
+def call_parameters(pipe) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(pipe.__call__).parameters)
+
+
+def check_arguments(pipe, asked: dict) -> dict:
+    """``asked`` if the pipeline's call takes every one of them; one line naming the first it does not."""
+    params = call_parameters(pipe)
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    for key in asked:
+        if key not in params and not takes_any:
+            flag = FLAGS.get(key, f"--call {key}=...")
+            raise DardiagError(f"{type(pipe).__name__}'s call takes no {key}; drop {flag}")
+    return asked
+
+
+def default_of(pipe, name: str):
+    p = call_parameters(pipe).get(name)
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+#################################################################################
+#                      Every transformer call, observed                         #
+#################################################################################
+
+
+@contextmanager
+def intercept(model: nn.Module, around: Callable) -> Iterator[None]:
+    """Inside, every call of ``model`` runs ``around(run, args, kwargs)``, where ``run(*args, **kwargs)``
+    is the model's own forward (hooks on its submodules fire as usual); removed on exit."""
+    had = "forward" in model.__dict__
+    own = model.__dict__.get("forward")
+    original = model.forward
+
+    def forward(*args, **kwargs):
+        return around(original, args, kwargs)
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if had:
+            model.forward = own
+        else:
+            del model.forward
+
+
+def prediction(out) -> torch.Tensor:
+    """The tensor a transformer call returned (``.sample`` or the first element of a tuple)."""
+    if hasattr(out, "sample"):
+        return out.sample
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+#################################################################################
+#                                 The sampler                                   #
+#################################################################################
+
+
+@dataclass
+class PipelineSampler:
+    """A pipeline folder as the sampler of one subject (see the module docstring)."""
+
+    folder: Path
+    prompts: Prompts
+    settings: CallSettings = field(default_factory=CallSettings)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    subject: Subject | None = None
+    map: CallMap | None = None
+    _pipe: object = None
+
+    # ------------------------------------------------------------------ opening
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            self._pipe = open_pipeline(self.folder, self.subject.model, device=self.device, dtype=self.dtype)
+            check_arguments(self._pipe, self.settings.asked())
+        return self._pipe
+
+    @property
+    def name(self) -> str:
+        return type(self.pipe).__name__
+
+    def attach(self, subject: Subject) -> None:
+        """Become ``subject``'s pipeline: its latents sized to what the pipeline draws (a call stopped at the
+        transformer's door says the shape), and the map between the two calls learned."""
+        self.subject = subject
+        subject.pipeline = self
+        key, _ = latents_argument(subject, device=self.device)
+        args = self._stopped([0], GUIDANCE_OFF)
+        door_shape = tuple(args[key].shape[1:])
+        hints = self._hints(subject)
+        shape = solve_shape(subject, door_shape, hints, device=self.device)
+        if shape != tuple(subject.input_shape):
+            if subject.resize is None:
+                raise DardiagError(f"{subject.name}: the pipeline draws latents of shape {list(shape)}, and this "
+                                   f"model's latent shape is fixed at {list(subject.input_shape)}")
+            subject.resize(shape)
+        self.map = call_map(subject, device=self.device)
+        subject.info["sampler"] = self.describe()
+
+    def _hints(self, subject: Subject) -> list[tuple[int, ...]]:
+        """Latent shapes from the pixel sizes asked for, by the pipeline's own VAE scale factors."""
+        s, own = self.settings, tuple(subject.input_shape)
+        if s.height is None or s.width is None:
+            return []
+        out = []
+        for attr in ("vae_scale_factor_spatial", "vae_spatial_compression_ratio", "vae_scale_factor"):
+            f = getattr(self.pipe, attr, None)
+            if isinstance(f, int) and f > 0:
+                hw = (s.height // f, s.width // f)
+                if len(own) == 4:
+                    frames = [own[1]]
+                    for tattr in ("vae_scale_factor_temporal", "vae_temporal_compression_ratio"):
+                        t = getattr(self.pipe, tattr, None)
+                        if isinstance(t, int) and t > 0 and s.num_frames:
+                            frames.insert(0, (s.num_frames - 1) // t + 1)
+                    out += [(own[0], fr, *hw) for fr in frames]
+                else:
+                    out.append((own[0], *hw))
+        return out
+
+    def describe(self) -> dict:
+        """The sampler's settings as resolved (what a resumed run compares)."""
+        return {"pipeline": self.name, "folder": self.folder.name, "prompts": self.prompts.source, "seed": self.seed,
+                **self.settings.to_dict(), "steps_used": self.steps(), "guidance_used": self.guidance()}
+
+    def steps(self, steps: int | None = None) -> int | None:
+        return steps or self.settings.steps or default_of(self.pipe, "num_inference_steps")
+
+    def guidance(self) -> float | None:
+        g = self.settings.guidance if self.settings.guidance is not None else default_of(self.pipe, "guidance_scale")
+        return float(g) if isinstance(g, (int, float)) else None
+
+    def label(self, steps: int | None = None) -> str:
+        g = self.guidance()
+        return (f"generated by the pipeline ({self.steps(steps)} steps"
+                + (f", guidance {g:g})" if g is not None else ")"))
+
+    # ------------------------------------------------------------------ calls
+    def generators(self, ids) -> list[torch.Generator]:
+        dev = torch.device(self.device)
+        return [torch.Generator(dev).manual_seed(self.seed + int(j)) for j in ids]
+
+    def arguments(self, ids, steps: int | None = None, **more) -> dict:
+        """The pipeline's call for samples ``ids``: their prompts and generators, the settings, ``more``."""
+        return {"prompt": self.prompts.of(ids), "generator": self.generators(ids), "output_type": "latent",
+                "return_dict": False, **check_arguments(self.pipe, {**self.settings.asked(steps), **more})}
+
+    def call(self, ids, steps: int | None = None, on_step: Callable[[], None] | None = None, **more) -> torch.Tensor:
+        """The pipeline's own call for samples ``ids``: its latents (N, ...) as it returns them;
+        ``on_step()`` after each of its steps (counted by the transformer's timestep)."""
+        try:
+            with self.counting(on_step, steps):
+                out = self.pipe(**self.arguments(ids, steps, **more))
+        except DardiagError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a call the pipeline refuses (sizes, steps) or its model fails
+            text = " ".join(f"{type(e).__name__}: {e}".split())[:240]
+            raise DardiagError(f"{self.name} failed on {len(ids)} prompt(s) ({text}); check --height/--width/"
+                               "--num-frames/--generate-steps or the --call arguments") from None
+        latents = out[0] if isinstance(out, (tuple, list)) else getattr(out, "images", getattr(out, "frames", out))
+        if not torch.is_tensor(latents):
+            raise DardiagError(f"{self.name} returned {type(latents).__name__} for output_type='latent', not latents")
+        return latents
+
+    def _stopped(self, ids, more: dict) -> dict:
+        """The arguments of the pipeline's first transformer call for samples ``ids`` (nothing of it runs)."""
+        more = {k: v for k, v in more.items() if k in call_parameters(self.pipe)}
+        try:
+            return stopped_call(self.subject.model, lambda: self.pipe(**self.arguments(ids, **more)),
+                                f"{self.name}'s call")
+        except DardiagError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as in call()
+            text = " ".join(f"{type(e).__name__}: {e}".split())[:240]
+            raise DardiagError(f"{self.name} failed before its first denoising step ({text}); check --height/"
+                               "--width/--num-frames or the --call arguments") from None
+
+    def reference(self, ids) -> dict:
+        """The arguments the transformer gets for the conditional branch of samples ``ids`` (guidance off):
+        under batched guidance that is still two halves, [uncond; cond], of which the second is kept."""
+        args = self._stopped(ids, GUIDANCE_OFF)
+        n = len(ids)
+        key = self.map.latents_key if self.map else None
+        rows = args[key].shape[0] if key and torch.is_tensor(args.get(key)) else n
+        keep = slice(rows - n, rows)  # diffusers batches guidance as [uncond; cond]
+        return {k: (v[keep] if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == rows else v) for k, v in args.items()}
+
+    def conditioning(self, ids) -> dict[str, torch.Tensor]:
+        """The conditioning of samples ``ids`` under dardiag's names (N rows)."""
+        return self.map.conditioning(self.reference(ids), slice(None))
+
+    @contextmanager
+    def counting(self, on_step: Callable[[], None] | None, steps: int | None) -> Iterator[None]:
+        """Inside, ``on_step()`` once per sampler step of the pipeline's call (a transformer call with a new
+        timestep ends the previous step), ``self.steps(steps)`` times in all."""
+        if on_step is None:
+            yield
+            return
+        total, told, times = self.steps(steps) or 0, [0], []
+        key = self.map.time_key if self.map else None
+
+        def tell() -> None:
+            if told[0] < total:
+                told[0] += 1
+                on_step()
+
+        def pre(module, args, kwargs) -> None:
+            t = bind(module, args, kwargs).get(key) if key else None
+            t = torch.as_tensor(t).flatten()[0].item() if t is not None else len(times)
+            if times and t != times[-1]:
+                tell()
+            times.append(t)
+
+        handle = self.subject.model.register_forward_pre_hook(pre, with_kwargs=True)
+        try:
+            yield
+            while told[0] < total:
+                tell()
+        finally:
+            handle.remove()
+
+    def generate(self, ids, on_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-> (x0 of samples ``ids`` in dardiag's layout (N, C, [F,] H, W), their conditioning)."""
+        cond = self.conditioning(ids)
+        latents = self.call(ids, on_step=on_step)
+        x0 = self.map.to_subject(latents.detach().float().cpu())
+        if not torch.isfinite(x0).all():
+            raise DardiagError(f"{self.subject.name}: the pipeline generated non-finite latents (NaN or inf); lower "
+                               "--generate-cfg or check the weights with `dardiag inspect`")
+        return x0, cond
+
