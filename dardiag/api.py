@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from dardiag.adapters.open import open_subject
+from dardiag.adapters.open import DTYPES, open_subject
 from dardiag.adapters.options import LoadOptions
 from dardiag.data import open_inputs
 from dardiag.engine import distributed
@@ -18,6 +18,7 @@ from dardiag.engine.inputs import GENERATED
 from dardiag.engine.progress import Progress, as_progress
 from dardiag.engine.sweep import profile as profile_subjects
 from dardiag.errors import DardiagError
+from dardiag.pipelines.options import PipelineOptions, attach_pipelines
 from dardiag.sanity import attach_notices
 
 
@@ -42,7 +43,10 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
     sampled by the model) or None (seeded synthetic latents, which are not images: a warning says so).
     ``conditioning``: a file from ``dardiag prompts`` (text embeddings) to go with ``inputs`` (or with
     synthetic latents); a text-to-image model given none gets synthetic N(0, 1) embeddings, said in the
-    table's ``inputs`` column.
+    table's ``inputs`` column. A diffusers model opened from a pipeline folder (or given ``pipeline=``)
+    samples with that pipeline for ``inputs="generated"`` and ``trajectory``: ``prompts=`` (a file or a
+    list; default a built-in list), ``height=``, ``width=``, ``num_frames=`` and ``call={...}`` (any other
+    argument of its call) are :class:`dardiag.pipelines.options.PipelineOptions`.
     The measurement settings are a :class:`ProfileConfig` (``config=``), how to open the models a
     :class:`LoadOptions` (``load=``), or the fields of either as keywords (``noise_levels=[0.1, 0.9],
     samples=64, family="sit"``). With ``--dtype bfloat16`` / ``float16`` the weights are read in that
@@ -51,6 +55,8 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
     checkpoint is a step of its own for a ``Progress`` (``progress.loading(path)``).
     """
     load_kw = {k: settings.pop(k) for k in list(settings) if k in LoadOptions.fields()}
+    pipe_kw = {k: settings.pop(k) for k in list(settings) if k in PipelineOptions.fields()}
+    pipeline = PipelineOptions(**pipe_kw)
     if load is None:
         load = LoadOptions(**load_kw)
     elif load_kw:
@@ -72,8 +78,12 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
         with watch.loading(str(m) if isinstance(m, (str, Path)) else type(m).__name__):
             subjects.append(open_subject(m, weights, device=device, name=given[i] if i < len(given) else None,
                                          seed=config.seed))
+    generated = isinstance(inputs, str) and inputs == GENERATED
+    attach_pipelines(subjects, pipeline, needed=generated or config.analyses.trajectory, seed=config.seed,
+                     steps=config.generate_steps, guidance=config.generate_cfg, device=device,
+                     dtype=DTYPES[weights.weights_dtype or "float32"])
     if conditioning is not None:
-        if isinstance(inputs, str) and inputs == GENERATED:
+        if generated:
             raise DardiagError("--cond goes with latents files or synthetic latents, not --inputs generated")
         if inputs is not None and not isinstance(inputs, (str, Path)):
             raise DardiagError("pass conditioning in the inputs dict itself when inputs are in memory")

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from dardiag.cli.app import command
+from dardiag.cli.pipeline_flags import CALL, HEIGHT, NUM_FRAMES, PIPELINE, PROMPTS, WIDTH
 from dardiag.errors import DardiagError
 
 
@@ -41,12 +42,21 @@ def profile_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="checkpoint files or diffusers directories"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output run directory (parquet parts); default: "
                                        "profile-<checkpoint name> in the current directory"),
-    inputs: Optional[str] = typer.Option(None, help="latents file (from `dardiag latents`, or a .pt/.npz with x0, "
-                                         "y?, noise?), or 'generated' (samples of the model); default: synthetic"),
+    inputs: Optional[str] = typer.Option(None, help="latents file (from `dardiag latents` or `dardiag generate`, or a "
+                                         ".pt/.npz with x0, y?, noise?), or 'generated' (samples of the model: its "
+                                         "pipeline for a diffusers model); default: synthetic"),
     cond: Optional[Path] = typer.Option(None, "--cond", help="text conditioning from `dardiag prompts` (with "
                                         "--inputs latents, or alone with synthetic latents)"),
-    generate_steps: int = typer.Option(50, help="--inputs generated: sampler steps (DDIM for dit, Euler for sit/repa)"),
-    generate_cfg: float = typer.Option(1.0, help="--inputs generated: guidance scale (1 = off)"),
+    generate_steps: Optional[int] = typer.Option(None, help="--inputs generated: sampler steps (default: a pipeline's "
+                                                 "own; 50 for dardiag's DDIM/Euler)"),
+    generate_cfg: Optional[float] = typer.Option(None, help="--inputs generated / --trajectory: guidance scale "
+                                                 "(default: a pipeline's own; 1 = off for dardiag's sampler)"),
+    prompts: Optional[Path] = PROMPTS,
+    pipeline: Optional[Path] = PIPELINE,
+    height: Optional[int] = HEIGHT,
+    width: Optional[int] = WIDTH,
+    num_frames: Optional[int] = NUM_FRAMES,
+    call: Optional[List[str]] = CALL,
     noise_levels: Optional[str] = typer.Option(None, help="comma-separated levels in [0, 1], 1 = noise"),
     levels: int = typer.Option(16, help="number of evenly spaced noise levels when none are given (cost: levels x "
                                "samples forward+backward passes)"),
@@ -80,7 +90,10 @@ def profile_cmd(
     ablation: bool = typer.Option(False, help="skip each block in turn: loss and output change (ablate_*)"),
     trajectory: bool = typer.Option(False, help="along the model's own sampler: step changes and the causal "
                                     "cache error of every (block, step) cell"),
-    trajectory_steps: int = typer.Option(50, help="--trajectory: sampler steps (guidance: --generate-cfg)"),
+    trajectory_steps: Optional[int] = typer.Option(None, help="--trajectory: sampler steps (default: a pipeline's own; "
+                                                   "50 for dardiag's sampler; guidance: --generate-cfg)"),
+    cache_error: bool = typer.Option(True, help="--trajectory: the causal cache error (one more forward per block "
+                                     "and step)"),
     figures: bool = typer.Option(True, help="render the figures into OUT/_figures"),
     force: bool = typer.Option(False, help="replace a run with other settings in OUT (kept until the new one completes)"),
     resume: bool = typer.Option(False, help="continue the run in OUT (the same command without it does too)"),
@@ -104,6 +117,7 @@ def profile_cmd(
     from dardiag.runs.stop import stop_on_signals
     from dardiag.adapters.options import LoadOptions
     from dardiag.api import profile
+    from dardiag.pipelines.options import parse_call
 
     grid = parse_floats(noise_levels, "--noise-levels")
     ts = parse_floats(timesteps, "--timesteps")
@@ -113,7 +127,7 @@ def profile_cmd(
         raise DardiagError(f"{len(name)} --name values for {len(checkpoints)} checkpoints")
     analyses = Analyses(cka=cka, cka_rows=cka_rows, cka_max_rows=cka_max_rows, sublayers=sublayers,
                         routes=routes, probe=probe, token_maps=token_maps, outliers=outliers,
-                        channel_maps=channel_maps, ablation=ablation, trajectory=trajectory)
+                        channel_maps=channel_maps, ablation=ablation, trajectory=trajectory, cache_error=cache_error)
     config = ProfileConfig(noise_levels=grid, timesteps=ts, samples=samples, batch_size=batch_size, seed=seed,
                            device=device, dtype=dtype, analyses=analyses, generate_steps=generate_steps,
                            generate_cfg=generate_cfg, trajectory_steps=trajectory_steps)
@@ -132,7 +146,9 @@ def profile_cmd(
     with LiveProgress(console, progress if is_main() else False) as live, \
             stop_on_signals("this minibatch", notify=live.alert if is_main() else _rank_line):
         df = profile([str(c) for c in checkpoints], out=out, inputs=inputs, conditioning=cond, config=config,
-                     load=load, names=name,
+                     load=load, names=name, pipeline=str(pipeline) if pipeline else None,
+                     prompts=str(prompts) if prompts else None, height=height, width=width, num_frames=num_frames,
+                     call=parse_call(call),
                      force=force, resume=resume, progress=live if is_main() else None,
                      report=live.print if is_main() else None)
 

@@ -141,6 +141,8 @@ def make_inputs(spec, subject: Subject, samples: int | None, seed: int, *, steps
     synthetic latents. Labels and noise the spec lacks are drawn with ``seed``. Synthetic conditioning
     (text embeddings nobody supplied) is said in the label, like synthetic latents."""
     inputs = _make_inputs(spec, subject, samples, seed, steps=steps, cfg=cfg, chunk=chunk)
+    if inputs.drawing is not None and inputs.drawing.use is not None:
+        return inputs  # the conditioning comes with the drawing (a pipeline's own), its label says so
     describe = getattr(subject.make_cond, "describe", None)
     if describe is not None and describe().startswith("synthetic"):
         inputs.label += "; synthetic N(0, 1) text conditioning"

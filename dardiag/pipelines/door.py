@@ -49,11 +49,14 @@ class AtTheDoor(Exception):
 
 def bind(model: nn.Module, args: tuple, kwargs: dict) -> dict:
     """The transformer's arguments by name (positional ones bound to the names of its ``forward``)."""
-    try:
-        bound = inspect.signature(model.forward).bind_partial(*args, **kwargs)
+    try:  # the class's forward: an instance's may be replaced while a pipeline call is observed
+        bound = inspect.signature(type(model).forward).bind_partial(model, *args, **kwargs)
     except TypeError:  # a forward taking *args only: positions as names
         return {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
-    return dict(bound.arguments)
+    out = dict(bound.arguments)
+    out.pop(next(iter(out)), None)  # self
+    out.update(out.pop("kwargs", {}) if isinstance(out.get("kwargs"), dict) else {})
+    return out
 
 
 @contextmanager
