@@ -1,7 +1,8 @@
 """Real text conditioning: prompts encoded by a pipeline's own text encoder(s), as its denoiser takes them.
 
 The pipeline is loaded without its denoiser and VAE (``dardiag.checkpoints.diffusers_dir.text_encoders``,
-offline), and its own ``encode_prompt`` runs, so every family's recipe
+offline), and its own ``encode_prompt`` runs with the arguments its ``__call__`` would give it by default
+(the text length of the call, not of ``encode_prompt``), so every family's recipe
 (CLIP + T5 for Flux and SD3, T5 for PixArt, Gemma for Sana, UMT5 for Wan, ...) is the pipeline's, not
 a copy. The tensors it returns are matched by shape to the conditioning the denoiser's table entry
 names (a text sequence (N, L, D_text) to ``encoder_hidden_states``, a vector (N, D_pool) to
@@ -49,9 +50,20 @@ def _load_pipeline(path: Path, device: str, dtype: torch.dtype):
     return pipe
 
 
+def call_defaults(pipe) -> dict:
+    """The arguments ``encode_prompt`` shares with the pipeline's ``__call__``, at the call's defaults: what
+    the call passes when a user gives nothing (Wan's call encodes 512 tokens where ``encode_prompt`` alone
+    would take 226; Sana's call adds its instructions)."""
+    own = inspect.signature(pipe.encode_prompt).parameters
+    call = inspect.signature(pipe.__call__).parameters
+    skip = {"prompt", "prompt_2", "prompt_3", "negative_prompt", "device", "num_images_per_prompt"}
+    return {k: p.default for k, p in call.items() if k in own and k not in skip and not k.endswith("_embeds")
+            and p.default is not inspect.Parameter.empty and p.default is not None}
+
+
 def _call_encode(pipe, prompts: list[str], device: str, max_length: int | None):
     params = inspect.signature(pipe.encode_prompt).parameters
-    kwargs = {"device": torch.device(device)}
+    kwargs = {**call_defaults(pipe), "device": torch.device(device)}
     for key, value in (("num_images_per_prompt", 1), ("do_classifier_free_guidance", False),
                        ("max_sequence_length", max_length)):
         if key in params and value is not None:

@@ -139,16 +139,34 @@ def parameters_on_meta() -> Iterator[None]:
 
 @contextmanager
 def quiet_diffusers() -> Iterator[None]:
+    """diffusers' (and transformers', for text encoders) logging and loading bars off: they would bury
+    the one-line report."""
     from diffusers.utils import logging
 
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()  # loading bars would bury the one-line report
+    loggers = [logging]
+    try:
+        from transformers.utils import logging as tlogging
+
+        loggers.append(tlogging)
+    except ImportError:  # transformers is optional: only pipelines with text encoders need it
+        pass
+    levels = [lg.get_verbosity() for lg in loggers]
+    for lg in loggers:
+        lg.set_verbosity_error()
+        lg.disable_progress_bar()
     try:
         yield
     finally:
-        logging.set_verbosity(level)
-        logging.enable_progress_bar()
+        for lg, level in zip(loggers, levels):
+            lg.set_verbosity(level)
+            lg.enable_progress_bar()
+
+
+def dtype_argument(dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s dtype keyword: ``dtype`` where diffusers has renamed it, ``torch_dtype`` before."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
 def build_on_meta(path: Path, class_name: str, raw: dict) -> nn.Module:
@@ -174,7 +192,7 @@ def text_encoders(path: Path, device="cpu", dtype: torch.dtype = torch.float32):
     skip = {c: None for c in ("transformer", "unet", "vae", "prior") if c in params}
     try:
         with quiet_diffusers():
-            pipe = cls.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype, **skip)
+            pipe = cls.from_pretrained(str(path), local_files_only=True, **dtype_argument(dtype), **skip)
     except Exception as e:
         text = " ".join(f"{type(e).__name__}: {e}".split())[:160]
         raise DardiagError(f"{path}: diffusers could not load the pipeline's text encoders ({text})") from None

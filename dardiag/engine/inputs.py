@@ -297,6 +297,9 @@ def _pipeline_generated(subject: Subject, n: int, seed: int, chunk: int) -> Inpu
         return {"x0": x0, **cond}
 
     label = ps.label()
+    masks = sorted(k.removesuffix("_mask") for k in ps.map.cond_keys if k.endswith("_mask"))
+    if masks:  # the padding of the pipeline's text, masked as its call masks it
+        label += f"; {', '.join(masks)} with the pipeline's padding mask"
     sizes = ", ".join(f"{k} {v}" for k, v in (("height", ps.settings.height), ("width", ps.settings.width),
                                                 ("num_frames", ps.settings.num_frames)) if v is not None)
     extra = "".join(f", {k}={v!r}" for k, v in ps.settings.extra)

@@ -233,7 +233,7 @@ def _generate_unit(si: int, p: ModelPlan, ctx: Context, *, needed: bool) -> Unit
     found = read_stored() if needed else None
 
     def use_stored() -> None:
-        inp.fill([{k: v for k, v in found.items() if k != "meta"}])
+        inp.fill([{k: v for k, v in found.items() if k not in ("meta", "y")}])
 
     def run() -> None:
         parts: dict[int, dict] = {}
@@ -254,8 +254,8 @@ def _generate_unit(si: int, p: ModelPlan, ctx: Context, *, needed: bool) -> Unit
         merged = distributed.broadcast_object({i: c for part in every for i, c in part.items()} if every else None)
         whole = inp.fill([merged[i] for i in range(len(drawing.chunks))])
         if stored is not None and distributed.is_main():
-            kept = {**{k: v.contiguous() for k, v in whole.items()}, "meta": {**drawing.meta, "inputs": inp.source,
-                                                                             "kind": "generated", "count": inp.count}}
+            kept = {**{k: v.contiguous() for k, v in whole.items()}, "y": inp.y,
+                    "meta": {**drawing.meta, "inputs": inp.source, "kind": "generated", "count": inp.count}}
             atomic_write(stored, lambda f: torch.save(kept, f))
             partial.drop(work, uid)
         return None

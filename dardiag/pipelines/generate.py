@@ -80,7 +80,7 @@ def generate(model, out: str | Path, *, options: PipelineOptions | None = None, 
             parts[ci] = drawing.draw(sl, step)
             atomic_write(keep, lambda f: torch.save({"inputs": inputs.source, "parts": parts}, f))
     whole = inputs.fill([parts[i] for i in range(len(drawing.chunks))])
-    obj = {**{k: v.contiguous() for k, v in whole.items()},
+    obj = {**{k: v.contiguous() for k, v in whole.items()}, "y": inputs.y,  # y: a run on the file draws the same noise
            "meta": {**drawing.meta, "inputs": inputs.source, "kind": "generated", "count": inputs.count,
                     "shape": list(subject.input_shape), "denoiser": subject.info.get("class_name")}}
     atomic_write(out, lambda f: torch.save(obj, f))

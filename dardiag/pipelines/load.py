@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dardiag.checkpoints.diffusers_dir import pipeline_components, quiet_diffusers, read_json
+from dardiag.checkpoints.diffusers_dir import dtype_argument, pipeline_components, quiet_diffusers, read_json
 from dardiag.errors import DardiagError
 
 DENOISER = "transformer"
@@ -52,7 +52,7 @@ def open_pipeline(folder: Path, transformer: nn.Module, *, device, dtype: torch.
               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is inspect.Parameter.empty}
     try:
         with quiet_diffusers():
-            pipe = cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype,
+            pipe = cls.from_pretrained(str(folder), local_files_only=True, **dtype_argument(dtype),
                                        transformer=transformer, **absent)
     except Exception as e:  # noqa: BLE001 - whatever diffusers raises, the folder cannot be built here
         text = " ".join(f"{type(e).__name__}: {e}".split())[:200]

@@ -20,6 +20,7 @@ Legend: N samples of a call, R rows of a transformer call (N, or 2N under batche
 from __future__ import annotations
 
 import inspect
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +76,11 @@ def call_parameters(pipe) -> dict[str, inspect.Parameter]:
 
 
 def check_arguments(pipe, asked: dict) -> dict:
-    """``asked`` if the pipeline's call takes every one of them; one line naming the first it does not."""
+    """``asked`` if the pipeline's call names every one of them; one line naming the first it does not (a
+    call that also takes ``**kwargs`` would ignore it silently)."""
     params = call_parameters(pipe)
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
     for key in asked:
-        if key not in params and not takes_any:
+        if key not in params:
             flag = FLAGS.get(key, f"--call {key}=...")
             raise DardiagError(f"{type(pipe).__name__}'s call takes no {key}; drop {flag}")
     return asked
@@ -162,6 +163,10 @@ class PipelineSampler:
         key, _ = latents_argument(subject, device=self.device)
         args = self._stopped([0], GUIDANCE_OFF)
         door_shape = tuple(args[key].shape[1:])
+        if math.prod(door_shape) == 0:
+            sizes = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.settings.asked().items()
+                              if k in ("height", "width", "num_frames")) or "its default sizes"
+            raise DardiagError(f"{self.name} draws empty latents {list(door_shape)} at {sizes}; pass larger sizes")
         hints = self._hints(subject)
         shape = solve_shape(subject, door_shape, hints, device=self.device)
         if shape != tuple(subject.input_shape):
