@@ -30,6 +30,8 @@ from dardiag.caching import CachedForward, CacheSchedule
 from dardiag.engine.collector import mean_and_stderr
 from dardiag.engine.config import SAMPLER_CFG
 from dardiag.errors import DardiagError
+from dardiag.pipelines.cached import evaluate as pipeline_evaluate
+from dardiag.pipelines.options import PipelineOptions, attach_pipelines
 from dardiag.metrics import relative_change
 from dardiag.subject import Subject
 from dardiag.train.score import digit_score
@@ -59,7 +61,9 @@ def plan_schedule(df: pd.DataFrame, tolerance: float, *, model: str | None = Non
     settings = (df.attrs.get("dardiag") or {}).get("settings") or {}
     steps = int(settings.get("trajectory_steps") or int(rows["sampler_step"].max()) + 1)
     depth = int(rows["block"].max())
-    pick = rows[rows["value"].astype(float) < tolerance]
+    # a pipeline's guidance branches: a cell is reused in both, so it must be harmless in both
+    worst = rows.assign(value=rows["value"].astype(float)).groupby(["block", "sampler_step"])["value"].max().reset_index()
+    pick = worst[worst["value"] < tolerance]
     cells = frozenset(zip(pick["block"].astype(int), pick["sampler_step"].astype(int)))
     meta = {"model": model, "tolerance": float(tolerance), "run_id": str(rows["run_id"].iloc[0]),
             "checkpoint": str(rows["checkpoint"].iloc[0]),
@@ -79,11 +83,23 @@ def open_model_of(df: pd.DataFrame, model: str, *, checkpoint: str | None = None
         raise DardiagError(f"the run does not say where {model!r} was read from; pass --checkpoint")
     if not Path(path).exists():
         raise DardiagError(f"{path} (the checkpoint of {model!r}) does not exist; pass --checkpoint")
-    load = LoadOptions(**{k: cfg[k] for k in ("family", "num_heads", "input_size") if cfg.get(k) is not None})
+    load = LoadOptions(**{k: cfg[k] for k in ("family", "num_heads", "input_size", "frames", "text_tokens")
+                          if cfg.get(k) is not None})
     subject = open_subject(str(path), load, device=device, name=model)
     want = (stored.get(model) or {}).get("sha256")
     if want and subject.info.get("sha256") and subject.info["sha256"] != want:
         raise DardiagError(f"{path} no longer holds the weights the run measured for {model!r} (sha256 differs)")
+    sampler = ((stored.get(model) or {}).get("detected") or {}).get("sampler")
+    if sampler:  # the run sampled with the model's pipeline: the same pipeline, prompts, sizes and seeds again
+        folder = dict(zip([m.get("name") for m in cfg.get("models", [])],
+                          (meta.get("paths") or {}).get("pipelines") or [])).get(model) or subject.info.get("pipeline")
+        if not folder or not Path(folder).is_dir():
+            raise DardiagError(f"the pipeline folder {folder} the run sampled {model!r} with is not there")
+        options = PipelineOptions(pipeline=str(folder), prompts=tuple(sampler["prompt_texts"]),
+                                  height=sampler.get("height"), width=sampler.get("width"),
+                                  num_frames=sampler.get("num_frames"), call=sampler.get("extra") or {})
+        attach_pipelines([subject], options, needed=True, seed=int(sampler.get("seed", 0)), steps=sampler.get("steps"),
+                         guidance=sampler.get("guidance"), device=device, dtype=torch.float32)
     return subject
 
 
@@ -93,9 +109,14 @@ def _timed_sample(subject: Subject, y, steps: int, cfg: float, seed: int, forwar
     return x, time.perf_counter() - start
 
 
-def evaluate_schedule(subject: Subject, schedule: CacheSchedule, *, samples: int = 360, seed: int = 0,
+def evaluate_schedule(subject: Subject, schedule: CacheSchedule, *, samples: int | None = None, seed: int = 0,
                       cfg: float | None = None) -> dict:
-    """Sample ``samples`` images (balanced classes) uncached and cached from the same noise and compare."""
+    """Sample ``samples`` images (balanced classes; default 360) uncached and cached from the same noise and
+    compare; a model sampled by its pipeline runs the pipeline itself (``dardiag.pipelines.cached``: its
+    prompts and seeds, by default one sample per prompt)."""
+    if subject.pipeline is not None:
+        return pipeline_evaluate(subject, schedule, samples=samples or len(subject.pipeline.prompts))
+    samples = 360 if samples is None else samples
     if subject.sample is None:
         raise DardiagError(f"{subject.name} has no sampler of dardiag's; a schedule cannot be applied to it")
     if samples < 2:

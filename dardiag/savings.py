@@ -26,7 +26,7 @@ def _cells(df: pd.DataFrame, metric: str, keys: list[str]) -> pd.Series:
     d = df[df["metric"] == metric]
     if "site" in d.columns:
         d = d[d["site"].isna() | (d["site"] == "z")]
-    return d.assign(**{k: d[k].astype(float) for k in keys}).groupby(keys)["value"].mean().astype(float)
+    return d.assign(**{k: d[k].astype(float) for k in keys if k != "branch"}).groupby(keys)["value"].mean().astype(float)
 
 
 def rank_correlation(a: pd.Series, b: pd.Series) -> tuple[float, float, int]:
@@ -65,9 +65,10 @@ def trajectory_summary(df: pd.DataFrame) -> pd.DataFrame:
     cache_error) with standard errors, and the cache_error's median, minimum and maximum over cells."""
     out = []
     df = latest_checkpoint(df)
-    keys = ["block", "sampler_step"]
     for model, d in df[df["metric"] == "cache_error"].groupby("model", sort=True):
         whole = df[df["model"] == model]
+        # a pipeline's guidance branches are cells of their own
+        keys = ["block", "sampler_step"] + (["branch"] if "branch" in d.columns and d["branch"].notna().any() else [])
         err = _cells(whole, "cache_error", keys)
         row = {"model": model, "routing": d["routing"].iloc[0], "cells": len(err),
                "median_error": float(err.median()), "min_error": float(err.min()), "max_error": float(err.max())}

@@ -231,7 +231,7 @@ def test_a_stopped_run_continues_to_the_uninterrupted_table(pipes, tmp_path):
 
 
 def cli(capsys, *args) -> tuple[int, str]:
-    """The CLI in this process: (exit status, what it wrote to stderr)."""
+    """The CLI in this process: (exit status, what it wrote to stderr; ``cli.out``: to stdout)."""
     from dardiag.cli import app
 
     capsys.readouterr()
@@ -240,7 +240,9 @@ def cli(capsys, *args) -> tuple[int, str]:
         code = 0
     except SystemExit as e:
         code = e.code
-    return code, capsys.readouterr().err
+    seen = capsys.readouterr()
+    cli.out = seen.out
+    return code, seen.err
 
 
 def test_bad_pipeline_input_is_one_line_and_writes_nothing(pipes, tmp_path, capsys):
@@ -282,3 +284,27 @@ def test_prompts_follow_the_pipelines_call(pipes, tmp_path, capsys):
     code, err = cli(capsys, "prompts", tmp_path / "p.txt", "--pipeline", pipes("wan"), "--out", tmp_path / "c.pt")
     assert code == 0, err
     assert torch.load(tmp_path / "c.pt", weights_only=True)["encoder_hidden_states"].shape[1] == 512
+
+
+def test_cache_plan_runs_the_pipeline_itself(pipes, tmp_path, capsys):
+    """A schedule planned on a pipeline trajectory is applied in the pipeline's own loop: TAU = 0 reuses
+    nothing and reproduces the uncached latents exactly; a TAU above every error reuses every cell after
+    step 0 and moves the latents and the decoded images (PixArt has a VAE), with standard errors."""
+    from dardiag.cache_plan import evaluate_schedule, open_model_of, plan_schedule
+
+    folder = pipes("pixart")
+    out = tmp_path / "traj"
+    dardiag.profile(str(folder), out=out, samples=2, trajectory_steps=3, noise_levels=[0.5], batch_size=2, device="cpu",
+                    analyses=Analyses(cka=False, probe=False, outliers=False, trajectory=True), **options("pixart"))
+    df = dardiag.read_profile(out)
+    assert set(df[df.metric == "cache_error"].branch) == {"cond", "uncond"}  # batched guidance, split
+    subject = open_model_of(df, "pixart")
+    none = evaluate_schedule(subject, plan_schedule(df, 0.0), samples=2)
+    assert none["identical"] and none["rel_error"] == 0 and none["evaluations_saved"] == 0
+    every = plan_schedule(df, 1e9)
+    assert len(every.cells) == every.depth * (every.steps - 1)
+    got = evaluate_schedule(subject, every, samples=2)
+    assert got["evaluations_saved"] == pytest.approx(2 / 3) and got["rel_error"] > 0 and got["rel_error_se"] >= 0
+    assert got["image_rel_error"] > 0 and got["psnr"] > 0 and got["pipeline"] == "PixArtSigmaPipeline"
+    code, err = cli(capsys, "cache-plan", out, "--tolerance", "1e9", "--samples", "2")
+    assert code == 0 and "decoded images: relative error" in cli.out, err

@@ -18,7 +18,8 @@ def cache_plan_cmd(
     tolerance: float = typer.Option(..., "--tolerance", help="reuse cells whose cache_error is below this"),
     model: Optional[str] = typer.Option(None, help="which model of the run (needed when it holds several)"),
     checkpoint: Optional[Path] = typer.Option(None, help="the model's checkpoint (default: the path the run read)"),
-    samples: int = typer.Option(360, help="images sampled uncached and cached to measure the effect"),
+    samples: Optional[int] = typer.Option(None, help="samples drawn uncached and cached to measure the effect "
+                                          "(default: 360 images; a pipeline: one per prompt of the run)"),
     seed: int = typer.Option(0, help="the samplers' start noise (the same for both)"),
     out: Optional[Path] = typer.Option(None, help="write the schedule (JSON) for `dardiag sample --cache-schedule`"),
     force: bool = typer.Option(False, help="replace --out if it exists"),

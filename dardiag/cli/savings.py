@@ -56,12 +56,17 @@ def print_cache_plan(schedule, result: dict) -> None:
         console.print(f"  step {i:3d}: reuse blocks {', '.join(map(str, ks))}")
     if len(by_step) > 12:
         console.print(f"  ... {len(by_step) - 12} more steps")
-    console.print(f"measured, {result['samples']} samples from the same noise ({result['steps']} steps, cfg "
-                  f"{result['cfg']:g}): relative error of the final samples vs uncached "
+    cfg = f"cfg {result['cfg']:g}" if result.get("cfg") is not None else "the pipeline's guidance"
+    console.print(f"measured, {result['samples']} samples from the same noise ({result['steps']} steps, {cfg}"
+                  f"{', ' + result['pipeline'] + ' itself' if result.get('pipeline') else ''}): relative error of the "
+                  f"final {'latents' if result.get('pipeline') else 'samples'} vs uncached "
                   f"{_pm(result['rel_error'], result['rel_error_se'])}"
                   + (" (identical)" if result["identical"] else "")
                   + f"; {result['evaluations_saved']:.1%} of block evaluations reused; sampler time "
                   f"{result['seconds_cached']:.2f} s cached vs {result['seconds_uncached']:.2f} s uncached")
+    if "image_rel_error" in result:
+        console.print(f"decoded images: relative error {_pm(result['image_rel_error'], result['image_rel_error_se'])}, "
+                      f"PSNR {_pm(result['psnr'], result['psnr_se'])} dB")
     if "score_cached" in result:
         a, b = result["score_uncached"], result["score_cached"]
         console.print(f"digit score: accuracy {b['accuracy']:.3f} cached vs {a['accuracy']:.3f} uncached; "

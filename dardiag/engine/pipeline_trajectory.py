@@ -30,7 +30,7 @@ from dardiag.hooks.edits import BlockEdit, contribution
 from dardiag.hooks.recorder import Keep, record
 from dardiag.metrics import relative_change, token_cosine
 from dardiag.pipelines.door import bind
-from dardiag.pipelines.sampler import PipelineSampler, intercept, prediction
+from dardiag.pipelines.sampler import PipelineSampler, StepClock, intercept, prediction
 from dardiag.subject import Subject
 
 COND, UNCOND = "cond", "uncond"
@@ -71,21 +71,9 @@ class PipelineObserver:
         self.map = subject.pipeline.map
         names = {f"z_{k}" for k in range(subject.spec.depth + 1)}
         self.taps = [tp for tp in subject.spec.taps if tp.name in names]
-        self.step, self.slot, self.last_time = -1, 0, None
+        self.clock = StepClock(self.map.time_key)
         self.prev: dict[int, tuple[int, dict]] = {}  # slot -> (step, the states it recorded)
         self.calls = 0  # the transformer calls the pipeline made (observed, not counting cache-error calls)
-
-    def _advance(self, arguments: dict) -> None:
-        """Steps by the timestep: a call with a new one begins a step, one with the same time is the
-        next call of the step (the other guidance pass)."""
-        t = arguments.get(self.map.time_key) if self.map.time_key else None
-        t = torch.as_tensor(t).flatten()[0].item() if t is not None else object()
-        if t != self.last_time:
-            self.step, self.slot, self.last_time = self.step + 1, 0, t
-            if self.step > 0:
-                self._tell()
-        else:
-            self.slot += 1
 
     def _tell(self) -> None:
         if self.on_step is not None and self.told < self.steps:
@@ -101,18 +89,19 @@ class PipelineObserver:
     def __call__(self, run, args: tuple, kwargs: dict):
         s, ed, D = self.s, self.s.editing, self.s.spec.depth
         arguments = bind(s.model, args, kwargs)
-        self._advance(arguments)
+        i, slot = self.clock.tick(arguments)
+        if i > 0 and slot == 0:  # a new step: the previous one is done
+            self._tell()
         self.calls += 1
         keep = Keep()
         with record(s.model, self.taps, keep, grads=False):
             out = run(*args, **kwargs)
         seen = keep.seen
-        i = self.step
         t_native = self.map.t_native(arguments)
         if t_native is not None:
             level = float(s.family.to_noise_level(torch.tensor([t_native], dtype=torch.float64))[0])
             self.col.times[i] = (level, t_native)
-        prev = self.prev.get(self.slot)
+        prev = self.prev.get(slot)
         if prev is not None and prev[0] == i - 1:
             old = prev[1]
             latents = arguments[self.map.latents_key]
@@ -134,7 +123,7 @@ class PipelineObserver:
                     rel = relative_change(cached.float(), pred.float())  # (R,)
                     for label, rows in groups:
                         self.col.add("cache", k, i, rel[rows], label)
-        self.prev[self.slot] = (i, seen)
+        self.prev[slot] = (i, seen)
         return out
 
 

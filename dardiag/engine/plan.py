@@ -133,7 +133,9 @@ def run_metadata(plans: list[ModelPlan], config: ProfileConfig, inputs, device, 
         "run_id": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
         "config": compared,
         "settings": config.to_dict(),  # the ProfileConfig whole, as given
-        "paths": {"checkpoints": [p.subject.checkpoint for p in plans], "inputs": _inputs_path(inputs)},
+        "paths": {"checkpoints": [p.subject.checkpoint for p in plans], "inputs": _inputs_path(inputs),
+                  "pipelines": [str(p.subject.pipeline.folder) if p.subject.pipeline is not None else None
+                                for p in plans]},
         "versions": _versions(),
         "device": str(device),
         "noise_convention": NOISE_CONVENTION,

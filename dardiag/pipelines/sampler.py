@@ -117,6 +117,25 @@ def intercept(model: nn.Module, around: Callable) -> Iterator[None]:
             del model.forward
 
 
+class StepClock:
+    """Which sampler step and which call within it a transformer call is, from its timestep: a call with a
+    new timestep begins a step (steps counted from 0 as the pipeline's loop counts them), a call with the
+    same one is the next call of the step (the other guidance pass). Without a time argument every call
+    is a step of its own."""
+
+    def __init__(self, time_key: str | None):
+        self.key, self.step, self.slot, self.last = time_key, -1, 0, None
+
+    def tick(self, arguments: dict) -> tuple[int, int]:
+        t = arguments.get(self.key) if self.key else None
+        t = torch.as_tensor(t).flatten()[0].item() if t is not None else object()
+        if t != self.last:
+            self.step, self.slot, self.last = self.step + 1, 0, t
+        else:
+            self.slot += 1
+        return self.step, self.slot
+
+
 def prediction(out) -> torch.Tensor:
     """The tensor a transformer call returned (``.sample`` or the first element of a tuple)."""
     if hasattr(out, "sample"):
@@ -199,8 +218,10 @@ class PipelineSampler:
         return out
 
     def describe(self) -> dict:
-        """The sampler's settings as resolved (what a resumed run compares)."""
-        return {"pipeline": self.name, "folder": self.folder.name, "prompts": self.prompts.source, "seed": self.seed,
+        """The sampler's settings as resolved (what a resumed run compares; ``prompt_texts``: what a later
+        command that samples again, ``cache-plan``, asks the pipeline)."""
+        return {"pipeline": self.name, "folder": self.folder.name, "prompts": self.prompts.source,
+                "prompt_texts": list(self.prompts.texts), "seed": self.seed,
                 **self.settings.to_dict(), "steps_used": self.steps(), "guidance_used": self.guidance()}
 
     def steps(self, steps: int | None = None) -> int | None:
@@ -276,8 +297,8 @@ class PipelineSampler:
         if on_step is None:
             yield
             return
-        total, told, times = self.steps(steps) or 0, [0], []
-        key = self.map.time_key if self.map else None
+        total, told = self.steps(steps) or 0, [0]
+        clock = StepClock(self.map.time_key if self.map else None)
 
         def tell() -> None:
             if told[0] < total:
@@ -285,11 +306,9 @@ class PipelineSampler:
                 on_step()
 
         def pre(module, args, kwargs) -> None:
-            t = bind(module, args, kwargs).get(key) if key else None
-            t = torch.as_tensor(t).flatten()[0].item() if t is not None else len(times)
-            if times and t != times[-1]:
+            step, slot = clock.tick(bind(module, args, kwargs))
+            if step > 0 and slot == 0:  # a new step: the previous one is done
                 tell()
-            times.append(t)
 
         handle = self.subject.model.register_forward_pre_hook(pre, with_kwargs=True)
         try:

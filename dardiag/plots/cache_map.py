@@ -29,11 +29,14 @@ CACHE_MAP_METRICS = ("step_rel_change", "cache_error")  # the signal, the causal
 STEP_AXIS_LABEL = "sampler step i (0 = noisiest)"
 
 
-def cache_grid(df: pd.DataFrame, metric: str, model: str, values: str = "value") -> pd.DataFrame:
+def cache_grid(df: pd.DataFrame, metric: str, model: str, values: str = "value", branch: str | None = None) -> pd.DataFrame:
     """(block x sampler step) grid of ``metric`` for ``model`` (latest checkpoint); ``values="stderr"``
-    gives the standard errors."""
+    gives the standard errors; ``branch``: which guidance branch of a pipeline's trajectory (default: the
+    conditional one, where the rows have branches)."""
     sub = _data.metric_rows(df, metric)
     sub = _data.latest_checkpoint(sub[sub["model"] == model])
+    if "branch" in sub.columns and sub["branch"].notna().any():
+        sub = sub[sub["branch"] == (branch or "cond")]
     if sub.empty or "sampler_step" not in sub.columns or sub["sampler_step"].isna().all():
         raise ValueError(f"model {model!r} has no {metric!r} rows with a sampler step")
     sub = sub[sub["sampler_step"].notna() & sub["block"].notna()]
@@ -79,6 +82,9 @@ def fig_cache_map(df: pd.DataFrame, metrics: Sequence[str] = CACHE_MAP_METRICS) 
     if not present:
         raise ValueError(f"none of {list(metrics)} in the table; profile with --trajectory")
     rows = df[df["metric"].isin(present)]
+    if "branch" in rows.columns and rows["branch"].notna().any():  # a pipeline's guidance branches: a row each
+        rows = rows.assign(model=rows["model"].where(rows["branch"].isna(), rows["model"] + " · " + rows["branch"]),
+                           branch=None)
     models = sorted(rows["model"].unique().tolist())
     grids = {(m, metric): cache_grid(rows, metric, m) for m in models for metric in present
              if ((rows["model"] == m) & (rows["metric"] == metric)).any()}
