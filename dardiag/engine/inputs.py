@@ -290,7 +290,8 @@ def _pipeline_generated(subject: Subject, n: int, seed: int, chunk: int) -> Inpu
     shape = tuple(subject.input_shape)
     _check_fits_in_memory(n, shape)
     noise = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))  # (N, C, [F,] H, W)
-    y = torch.zeros(n, dtype=torch.long)  # (N,) text-conditioned: no classes
+    # (N,) a class-conditional pipeline's labels (its x0 belong to them), none for text-to-image ones
+    y = torch.tensor(ps.prompts.labels(range(n), subject.num_classes) if ps.by_class else [0] * n, dtype=torch.long)
 
     def draw(sl: slice, on_step=None) -> dict[str, torch.Tensor]:
         x0, cond = ps.generate(list(range(sl.start, sl.stop)), on_step)

@@ -36,8 +36,12 @@ BUILTIN = (
 
 @dataclass(frozen=True)
 class Prompts:
+    """What a pipeline is asked per sample: text prompts, or class labels for a class-conditional pipeline
+    (a file of integers; the built-in choice is then every class in turn)."""
+
     texts: tuple[str, ...]
     source: str  # "built-in list (16 prompts)" or "file p.txt (12 prompts, sha256 ...)"
+    builtin: bool = False
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -46,11 +50,28 @@ class Prompts:
         """The prompts of samples ``ids`` (sample j: prompt j mod P)."""
         return [self.texts[int(j) % len(self.texts)] for j in ids]
 
+    def labels(self, ids, num_classes: int) -> list[int]:
+        """Class labels of samples ``ids`` for a class-conditional pipeline: the built-in choice is class j
+        mod K; a file holds one class index per line."""
+        if self.builtin:
+            return [int(j) % max(num_classes, 1) for j in ids]
+        out = []
+        for text in self.of(ids):
+            try:
+                label = int(text)
+            except ValueError:
+                raise DardiagError(f"this pipeline takes class labels: the prompt file must hold one class index "
+                                   f"per line (0..{num_classes - 1}), not {text!r}") from None
+            if not 0 <= label < num_classes:
+                raise DardiagError(f"class label {label} is outside 0..{num_classes - 1}")
+            out.append(label)
+        return out
+
     @classmethod
     def read(cls, path: str | Path | None) -> "Prompts":
         """A prompt file (one per line, # comments), or the built-in list when ``path`` is None."""
         if path is None:
-            return cls(BUILTIN, f"built-in list ({len(BUILTIN)} varied prompts)")
+            return cls(BUILTIN, f"built-in list ({len(BUILTIN)} varied prompts)", builtin=True)
         texts = tuple(read_prompts(path))
         digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
         return cls(texts, f"file {Path(path).name} ({len(texts)} prompts, sha256 {digest})")

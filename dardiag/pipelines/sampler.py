@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -241,16 +241,50 @@ class PipelineSampler:
         dev = torch.device(self.device)
         return [torch.Generator(dev).manual_seed(self.seed + int(j)) for j in ids]
 
+    @property
+    def by_class(self) -> bool:
+        """The call takes class labels, not prompts (DiTPipeline)."""
+        params = call_parameters(self.pipe)
+        return "class_labels" in params and "prompt" not in params
+
+    @property
+    def latent_output(self) -> bool:
+        """The call returns its latents for ``output_type="latent"`` (most pipelines); a call that always
+        decodes (DiTPipeline) has them read at its scheduler's last step (:meth:`last_step`)."""
+        return '"latent"' in inspect.getsource(type(self.pipe).__call__)
+
     def arguments(self, ids, steps: int | None = None, **more) -> dict:
-        """The pipeline's call for samples ``ids``: their prompts and generators, the settings, ``more``."""
-        return {"prompt": self.prompts.of(ids), "generator": self.generators(ids), "output_type": "latent",
-                "return_dict": False, **check_arguments(self.pipe, {**self.settings.asked(steps), **more})}
+        """The pipeline's call for samples ``ids``: their prompts (or class labels) and generators, the
+        settings, ``more``."""
+        asked = ({"class_labels": self.prompts.labels(ids, self.subject.num_classes)} if self.by_class
+                 else {"prompt": self.prompts.of(ids)})
+        return {**asked, "generator": self.generators(ids), "return_dict": False,
+                **({"output_type": "latent"} if self.latent_output else {}),
+                **check_arguments(self.pipe, {**self.settings.asked(steps), **more})}
+
+    @contextmanager
+    def last_step(self) -> Iterator[list]:
+        """Inside, every ``scheduler.step`` output is kept (the last one: the final latents)."""
+        scheduler = self.pipe.scheduler
+        original, kept = scheduler.step, []
+
+        def step(*args, **kwargs):
+            out = original(*args, **kwargs)
+            kept.append(out[0] if isinstance(out, tuple) else out.prev_sample)
+            return out
+
+        scheduler.step = step
+        try:
+            yield kept
+        finally:
+            del scheduler.step
 
     def call(self, ids, steps: int | None = None, on_step: Callable[[], None] | None = None, **more) -> torch.Tensor:
         """The pipeline's own call for samples ``ids``: its latents (N, ...) as it returns them;
         ``on_step()`` after each of its steps (counted by the transformer's timestep)."""
+        steps_out = not self.latent_output and "output_type" not in more
         try:
-            with self.counting(on_step, steps):
+            with self.counting(on_step, steps), (self.last_step() if steps_out else nullcontext([])) as kept:
                 out = self.pipe(**self.arguments(ids, steps, **more))
         except DardiagError:
             raise
@@ -259,6 +293,8 @@ class PipelineSampler:
             raise DardiagError(f"{self.name} failed on {len(ids)} prompt(s) ({text}); check --height/--width/"
                                "--num-frames/--generate-steps or the --call arguments") from None
         latents = out[0] if isinstance(out, (tuple, list)) else getattr(out, "images", getattr(out, "frames", out))
+        if steps_out:  # read at the last scheduler step; batched guidance stepped both halves, the same samples
+            latents = kept[-1][:len(ids)]
         if not torch.is_tensor(latents):
             raise DardiagError(f"{self.name} returned {type(latents).__name__} for output_type='latent', not latents")
         return latents
