@@ -308,3 +308,10 @@ def test_cache_plan_runs_the_pipeline_itself(pipes, tmp_path, capsys):
     assert got["image_rel_error"] > 0 and got["psnr"] > 0 and got["pipeline"] == "PixArtSigmaPipeline"
     code, err = cli(capsys, "cache-plan", out, "--tolerance", "1e9", "--samples", "2")
     assert code == 0 and "decoded images: relative error" in cli.out, err
+
+
+def test_a_bare_transformer_folder_says_how_to_get_real_inputs(pipes):
+    lines = []
+    dardiag.profile(str(pipes("wan") / "transformer"), samples=2, batch_size=2, noise_levels=[0.5], analyses=QUICK,
+                    device="cpu", report=lines.append)
+    assert lines[0].startswith("inputs: synthetic") and "--inputs generated --prompts" in lines[1], lines[:2]

@@ -38,6 +38,8 @@ from dardiag.subject import Subject
 SYNTHETIC_SAMPLES = 64
 GENERATED = "generated"  # inputs="generated": x0 drawn by the model itself
 GENERATE_CHUNK = 64  # images sampled per batch: a fixed size, so a seed gives the same images at any --batch-size
+PIPELINE_HINT = ("for what a diffusers model generates: dardiag profile PIPELINE_DIR --inputs generated --prompts "
+                 "PROMPTS.txt (the folder with model_index.json, or --pipeline PIPELINE_DIR beside a transformer folder)")
 SYNTHETIC_NOTICE = ("synthetic inputs: standard-normal latents are not images, so what they show near noise "
                     "level 0 says little about the model; encode real images with `dardiag latents IMAGES --vae "
                     "VAE --out latents.pt` and pass --inputs latents.pt, or pass --inputs generated")

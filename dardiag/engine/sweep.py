@@ -41,7 +41,7 @@ import torch
 from dardiag.engine import cost, distributed, partial, units
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
 from dardiag.engine.devices import device_name
-from dardiag.engine.inputs import SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches, noisy_batch  # noqa: F401
+from dardiag.engine.inputs import PIPELINE_HINT, SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches, noisy_batch  # noqa: F401
 from dardiag.engine.level import run_level
 from dardiag.engine.plan import ModelPlan, plan_models, resolve_grid, run_metadata  # noqa: F401
 from dardiag.engine.progress import Progress, as_progress
@@ -124,6 +124,8 @@ def _report(plans: list[ModelPlan], config: ProfileConfig, device, report: Calla
     costs = [cost.estimate(p, config, device) for p in plans]
     if report is not None:
         report(f"inputs: {inp.label}")
+        if inp.kind == "synthetic" and any("class_name" in p.subject.info for p in plans):
+            report(f"real inputs: {PIPELINE_HINT}")  # a diffusers model: its pipeline can draw them
         for p, c in zip(plans, costs):
             s = p.subject
             src = s.info.get("sources") or {}
