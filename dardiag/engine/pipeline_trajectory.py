@@ -27,7 +27,7 @@ import torch
 
 from dardiag.engine.trajectory import TrajectoryCollector, TrajectoryJob, check_trajectory
 from dardiag.hooks.edits import BlockEdit, contribution
-from dardiag.hooks.recorder import Keep, record
+from dardiag.hooks.recorder import Keep, Tap, record
 from dardiag.metrics import relative_change, token_cosine
 from dardiag.pipelines.door import bind
 from dardiag.pipelines.sampler import PipelineSampler, StepClock, intercept, prediction
@@ -43,6 +43,28 @@ def predicted(out, latents: torch.Tensor) -> torch.Tensor:
     if pred.dim() >= 4 and pred.shape[1] == 2 * latents.shape[1] and pred.shape[2:] == latents.shape[2:]:
         return pred[:, :latents.shape[1]]
     return pred
+
+
+def l1_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """mean|new - old| / mean|old| per sample (N,): the relative L1 change FirstBlockCache and TeaCache use."""
+    a, b = new.detach().double().flatten(1), old.detach().double().flatten(1)  # (N, F)
+    return (a - b).abs().mean(dim=1) / b.abs().mean(dim=1).clamp_min(1e-12)
+
+
+def magnitude_ratio(r: torch.Tensor, r_old: torch.Tensor) -> torch.Tensor:
+    """MagCache's ratio per sample (N,): mean over tokens of norm(r) / (norm(r_old) + 1e-8), as diffusers'
+    calibration computes it (float32 token norms)."""
+    return (r.float().norm(dim=-1) / (r_old.float().norm(dim=-1) + 1e-8)).flatten(1).mean(dim=1)
+
+
+def first_attention(model, block_path: str) -> str | None:
+    """The path of the first attention module inside the first block: its input is the block's modulated,
+    normalised image stream (what TeaCache measures)."""
+    block = model.get_submodule(block_path)
+    for name, module in block.named_modules():
+        if name and type(module).__name__.endswith("Attention"):
+            return f"{block_path}.{name}"
+    return None
 
 
 def branches(arguments: dict, reference: dict, keys: Sequence[str], rows: int, n: int) -> list[tuple[str, slice]]:
@@ -65,12 +87,17 @@ class PipelineObserver:
     """``around`` of :func:`intercept`: one pipeline call's transformer calls, recorded into ``col``."""
 
     def __init__(self, subject: Subject, col: TrajectoryCollector, reference: dict, n: int, cache_error: bool,
-                 on_step=None, steps: int = 0):
+                 on_step=None, steps: int = 0, ids: list[int] | None = None):
         self.s, self.col, self.ref, self.n, self.cache = subject, col, reference, n, cache_error
         self.on_step, self.steps, self.told = on_step, steps, 0  # progress: one call per sampler step
+        self.ids = list(ids) if ids is not None else list(range(n))  # the samples of the pipeline call
         self.map = subject.pipeline.map
         names = {f"z_{k}" for k in range(subject.spec.depth + 1)}
         self.taps = [tp for tp in subject.spec.taps if tp.name in names]
+        z1 = next(tp for tp in subject.spec.taps if tp.name == "z_1").module
+        attention = first_attention(subject.model, z1.removesuffix(".image") + (".block" if z1.endswith(".image") else ""))
+        if attention is not None:  # the first block's modulated input (TeaCache's signal)
+            self.taps.append(Tap("modulated", attention, pick=_hidden_states, pre=True))
         self.clock = StepClock(self.map.time_key)
         self.prev: dict[int, tuple[int, dict]] = {}  # slot -> (step, the states it recorded)
         self.calls = 0  # the transformer calls the pipeline made (observed, not counting cache-error calls)
@@ -106,25 +133,41 @@ class PipelineObserver:
             old = prev[1]
             latents = arguments[self.map.latents_key]
             groups = branches(arguments, self.ref, self.map.keys_of_rows(), latents.shape[0], self.n)
+            pred = predicted(out, latents)  # (R, ...)
             for label, rows in groups:
                 for k in range(D + 1):
                     z, z_old = seen[f"z_{k}"][rows], old[f"z_{k}"][rows]  # (N, T, D)
                     self.col.add("rel", k, i, relative_change(z, z_old), label)
                     self.col.add("cos", k, i, token_cosine(z_old, z).mean(dim=1), label)
+                self._calibration(i, label, rows, seen, old, pred)
                 for k in range(1, D + 1):
                     c = contribution(ed.parts(seen, k), ed.additive)[rows]
                     c_old = contribution(ed.parts(old, k), ed.additive)[rows]
                     self.col.add("delta", k, i, relative_change(c, c_old), label)
             if self.cache:
-                pred = predicted(out, latents)  # (R, ...)
                 for k in range(1, D + 1):
                     with ed.edit({k: BlockEdit(reuse=ed.parts(old, k))}):
                         cached = predicted(run(*args, **kwargs), latents)
                     rel = relative_change(cached.float(), pred.float())  # (R,)
                     for label, rows in groups:
                         self.col.add("cache", k, i, rel[rows], label)
-        self.prev[slot] = (i, seen)
+        self.prev[slot] = (i, {**seen, "pred": predicted(out, arguments[self.map.latents_key]).detach()})
         return out
+
+    def _calibration(self, i: int, label: str, rows: slice, seen: dict, old: dict, pred: torch.Tensor) -> None:
+        """What MagCache, FirstBlockCache and TeaCache compare between steps, per sample of ``rows``."""
+        D = self.s.spec.depth
+        r, r_old = seen[f"z_{D}"][rows] - seen["z_0"][rows], old[f"z_{D}"][rows] - old["z_0"][rows]  # (N, T, D)
+        self.col.add("mag", 0, i, magnitude_ratio(r, r_old), label, self.ids)
+        r1, r1_old = seen["z_1"][rows] - seen["z_0"][rows], old["z_1"][rows] - old["z_0"][rows]
+        self.col.add("fbc", 0, i, l1_change(r1, r1_old), label, self.ids)
+        if "modulated" in seen:
+            self.col.add("tin", 0, i, l1_change(seen["modulated"][rows], old["modulated"][rows]), label, self.ids)
+        self.col.add("out", 0, i, l1_change(pred[rows], old["pred"][rows]), label, self.ids)
+
+
+def _hidden_states(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
 
 
 def pipeline_job(subject: Subject, inputs, config, device) -> TrajectoryJob:
@@ -136,7 +179,7 @@ def pipeline_job(subject: Subject, inputs, config, device) -> TrajectoryJob:
     def run(col: TrajectoryCollector, sl: slice, on_step) -> None:
         for j in range(sl.start, sl.stop):
             reference = ps.reference([j])
-            observer = PipelineObserver(subject, col, reference, 1, config.analyses.cache_error, on_step, steps)
+            observer = PipelineObserver(subject, col, reference, 1, config.analyses.cache_error, on_step, steps, [j])
             with intercept(subject.model, observer):
                 ps.call([j], config.trajectory_steps)
             observer.finish()

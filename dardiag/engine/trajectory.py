@@ -42,7 +42,10 @@ from dardiag.metrics import relative_change, token_cosine
 from dardiag.subject import SiteSpec, Subject
 
 MAX_ROWS = 512  # rows of one batched cache-error forward (blocks x R); more blocks take further forwards
-METRICS = {"rel": "step_rel_change", "cos": "step_cos", "delta": "delta_rel_change", "cache": "cache_error"}
+METRICS = {"rel": "step_rel_change", "cos": "step_cos", "delta": "delta_rel_change", "cache": "cache_error",
+           # per transformer call, what caching methods calibrate on (a pipeline's trajectory); kept per sample too
+           "mag": "mag_ratio", "fbc": "first_block_change", "tin": "modulated_input_change", "out": "output_change"}
+PER_CALL = ("mag", "fbc", "tin", "out")
 
 
 def check_trajectory(subject: Subject) -> None:
@@ -66,8 +69,10 @@ class TrajectoryCollector:
         self.sums: dict[str, torch.Tensor] = {}  # "rel" or "rel@cond" -> [P, steps, 3]
         if steps:
             for k in METRICS:
-                self._cells(k, None, steps - 1)
+                if k not in PER_CALL:
+                    self._cells(k, None, steps - 1)
         self.times: dict[int, tuple[float, float]] = {}  # step i -> (noise_level, t_native)
+        self.samples: dict[str, dict[int, dict[int, float]]] = {}  # "mag@cond" -> step -> sample id -> value
 
     def _cells(self, key: str, branch: str | None, i: int) -> torch.Tensor:
         name = key if branch is None else f"{key}@{branch}"
@@ -79,17 +84,24 @@ class TrajectoryCollector:
             self.sums[name] = cells = grown
         return cells
 
-    def add(self, key: str, k: int, i: int, per_image: torch.Tensor, branch: str | None = None) -> None:
+    def add(self, key: str, k: int, i: int, per_image: torch.Tensor, branch: str | None = None,
+            ids: list[int] | None = None) -> None:
+        """Per-image values of cell (block k, step i); with sample ``ids``, each sample's own value is kept too."""
         add_per_image(self._cells(key, branch, i)[k, i], per_image)
+        if ids is not None:
+            kept = self.samples.setdefault(key if branch is None else f"{key}@{branch}", {}).setdefault(i, {})
+            kept.update({int(j): float(v) for j, v in zip(ids, per_image.double().cpu())})
 
     def state(self) -> dict:
-        return {"sums": {k: v.detach().cpu().clone() for k, v in self.sums.items()}, "times": dict(self.times)}
+        return {"sums": {k: v.detach().cpu().clone() for k, v in self.sums.items()}, "times": dict(self.times),
+                "samples": {k: {i: dict(d) for i, d in v.items()} for k, v in self.samples.items()}}
 
     @classmethod
     def restored(cls, spec: SiteSpec, analyses: Analyses, state: dict, device="cpu") -> "TrajectoryCollector":
         col = cls(spec, analyses, device)
         col.sums = {k: v.to(col.device) for k, v in state["sums"].items()}
         col.times = dict(state["times"])
+        col.samples = {k: {i: dict(d) for i, d in v.items()} for k, v in state.get("samples", {}).items()}
         return col
 
     def merge(self, other: "TrajectoryCollector") -> None:
@@ -98,6 +110,9 @@ class TrajectoryCollector:
             mine = self._cells(key, branch or None, v.shape[1] - 1)
             mine[:, :v.shape[1]] += v.to(self.device)
         self.times.update(other.times)
+        for name, steps in other.samples.items():
+            for i, values in steps.items():
+                self.samples.setdefault(name, {}).setdefault(i, {}).update(values)
 
     def rows(self) -> list[dict]:
         out = []
@@ -110,9 +125,12 @@ class TrajectoryCollector:
                         continue
                     value, se = mean_and_stderr(cells[k, i])
                     level, t_native = self.times.get(i, (float("nan"), float("nan")))
-                    out.append(dict(metric=METRICS[key], site="z", block=k, sampler_step=i, noise_level=level,
+                    where = dict(site="z", block=k) if key not in PER_CALL else {}
+                    kept = self.samples.get(name, {}).get(i)
+                    out.append(dict(metric=METRICS[key], **where, sampler_step=i, noise_level=level,
                                     t_native=t_native, value=value, stderr=se, n_samples=int(cells[k, i, 2]),
-                                    **({"branch": branch} if branch else {})))
+                                    **({"branch": branch} if branch else {}),
+                                    **({"sample_values": [kept[j] for j in sorted(kept)]} if kept else {})))
         return out
 
 

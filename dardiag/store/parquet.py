@@ -23,7 +23,7 @@ from dardiag.store.schema import METADATA_KEY, SCHEMA, conform
 SUFFIX = ".parquet"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+,@-]*$")
 # Columns added after the first release: older parts lack them and read as null.
-ADDED_COLUMNS = ("stderr", "channel_values", "inputs", "sampler_step", "branch")
+ADDED_COLUMNS = ("stderr", "channel_values", "inputs", "sampler_step", "branch", "sample_values")
 
 
 def check_name(name: str, what: str = "part name") -> None:

@@ -40,6 +40,7 @@ _Z = ("site", "block", "noise_level")  # a block state z_k at a noise level
 _SUB = ("site", "sublayer", "noise_level")  # a sublayer input h_l / output v_l (or a DAR aggregator)
 _STATE = ("site", "noise_level")  # any probed state: z_k (block) or h_l / v_l (sublayer)
 _STEP = ("site", "block", "sampler_step", "noise_level")  # block k at step i of the model's sampler
+_CALL = ("sampler_step", "noise_level")  # the whole transformer call at step i of a pipeline's loop
 
 _ALL = (
     Metric("act_rms", "mean over images and tokens of the channel RMS of z_k",
@@ -89,6 +90,18 @@ _ALL = (
            r"contribution step change of block $k$", _STEP, log=True),
     Metric("cache_error", "relative change of the prediction at step i when block k reuses its contribution of step i-1",
            r"cache error $\|\Delta \hat{y}\| / \|\hat{y}\|$", _STEP, log=True),
+    # what caching methods calibrate on, per pipeline call (--trajectory of a pipeline); each row's
+    # sample_values holds every sample's own value (fits and folds over prompts)
+    Metric("mag_ratio", "MagCache's ratio: mean over tokens of norm(r(i)) / norm(r(i-1)), r = z_D - z_0 (the block "
+           "stack's output minus its input)", r"magnitude ratio $\|r(i)\| / \|r(i-1)\|$", _CALL,
+           values="sample_values"),
+    Metric("first_block_change", "FirstBlockCache's signal: mean|r_1(i) - r_1(i-1)| / mean|r_1(i-1)|, r_1 = z_1 - z_0",
+           "first-block residual change", _CALL, log=True, values="sample_values"),
+    Metric("modulated_input_change", "TeaCache's signal: relative L1 change of the first block's attention input "
+           "(its modulated, normalised image stream)", "modulated input change", _CALL, log=True,
+           values="sample_values"),
+    Metric("output_change", "relative L1 change of the transformer's prediction between steps i-1 and i",
+           "output change", _CALL, log=True, values="sample_values"),
     # blocks removed (--ablation), on the sweep's inputs, noise and timesteps
     Metric("ablate_dloss", "increase of the loss when block k is skipped (residual z_k = z_{k-1}, DAR its outputs leave every softmax)",
            r"loss increase, block $k$ skipped", ("site", "block", "noise_level"), signed=True),

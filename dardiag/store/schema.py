@@ -60,6 +60,7 @@ SCHEMA = pa.schema(
         pa.field("inputs", pa.string(), nullable=True),  # what the model looked at: synthetic, a file, ...
         pa.field("sampler_step", pa.int64(), nullable=True),  # step i of the model's sampler (0 = noisiest)
         pa.field("branch", pa.string(), nullable=True),  # trajectory rows of a pipeline: "cond" / "uncond" guidance
+        pa.field("sample_values", pa.list_(pa.float64()), nullable=True),  # per-sample values, in sample order
     ]
 )
 
