@@ -10,7 +10,7 @@ import typer
 
 from dardiag.errors import DardiagError
 
-_COMMANDS = ("inspect", "profile", "demo", "train", "sample", "plot", "latents", "prompts", "generate", "cache_plan",
+_COMMANDS = ("inspect", "profile", "demo", "train", "sample", "plot", "latents", "prompts", "generate", "calibrate", "cache_plan",
              "to-dar")
 
 _typer_app = typer.Typer(

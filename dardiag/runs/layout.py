@@ -5,6 +5,7 @@ Profile runs (``dardiag profile``, ``demo``, ``train --profile-every``'s ``OUT/p
     OUT/_run.json            run metadata, status "running" | "complete", completed units
     OUT/part-<unit>.parquet  one shard per completed unit of work, all in dardiag.store.SCHEMA
     OUT/_figures/            rendered figures (the "_" keeps pyarrow from reading them as data)
+    OUT/_calibration/        ``dardiag calibrate``'s configurations (METHOD-BRANCH.json)
     OUT/_inputs/             generated inputs, ``generated-m<k>.pt`` per model (x0, conditioning, meta:
                              the ``dardiag generate`` format), so a resumed or re-plotted run uses them
     OUT/_work/               the sweep's scratch files (kept on resume, set aside by --force):
@@ -52,12 +53,14 @@ RUN_FILE = "_run.json"
 FIGURES_DIRNAME = "_figures"
 WORK_DIRNAME = "_work"
 INPUTS_DIRNAME = "_inputs"
+CALIBRATION_DIRNAME = "_calibration"  # dardiag calibrate's configurations, one JSON per method and branch
 PARTIAL_PREFIX = "partial-"  # OUT/_work/partial-<unit>.pt: a level stopped between minibatches
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 PROFILE_RESULTS = re.compile(r"^part-.+\.parquet$")
 PROFILE_TEMP = re.compile(r"^(\.part-.+|\._run\.json\..+)\.tmp$")
-PROFILE_OWN = _one_of(RUN_FILE, FIGURES_DIRNAME, WORK_DIRNAME, INPUTS_DIRNAME, PROFILE_RESULTS, PROFILE_TEMP)
+PROFILE_OWN = _one_of(RUN_FILE, FIGURES_DIRNAME, WORK_DIRNAME, INPUTS_DIRNAME, CALIBRATION_DIRNAME, PROFILE_RESULTS,
+                      PROFILE_TEMP)
 
 
 def inputs_name(model_index: int) -> str:
