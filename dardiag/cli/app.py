@@ -10,7 +10,8 @@ import typer
 
 from dardiag.errors import DardiagError
 
-_COMMANDS = ("inspect", "profile", "demo", "train", "sample", "plot", "latents", "prompts", "generate", "calibrate", "cache_plan",
+_COMMANDS = ("inspect", "profile", "demo", "train", "sample", "plot", "latents", "prompts", "generate", "calibrate",
+             "cache_plan", "cache_eval",
              "to-dar")
 
 _typer_app = typer.Typer(

@@ -71,3 +71,21 @@ def print_cache_plan(schedule, result: dict) -> None:
         a, b = result["score_uncached"], result["score_cached"]
         console.print(f"digit score: accuracy {b['accuracy']:.3f} cached vs {a['accuracy']:.3f} uncached; "
                       f"FD {b['fd']:.2f} vs {a['fd']:.2f} (real digits, same n: {a['fd_real']:.2f}; lower is better)")
+
+
+def print_cache_eval(summary: pd.DataFrame, notes: list[str]) -> None:
+    """cache-eval's summary: one row per (method, setting), speed-ups and errors with standard errors."""
+    for note in notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    if summary.empty:
+        return
+    table = Table(title="Caching methods on this pipeline (cache-eval)", box=None,
+                  caption="speed-up: uncached over cached (block evaluations counted by hooks; wall time); error: "
+                  "the final latents' relative L2 against the uncached call, ± 1 s.e. over samples; * Pareto front")
+    for h in ("method", "setting", "blocks", "time", "error", "PSNR"):
+        table.add_column(h, justify="left" if h == "method" else "right")
+    for _, r in summary.iterrows():
+        psnr = "" if r["psnr"] != r["psnr"] else _pm(r["psnr"], r["psnr_se"])
+        table.add_row(str(r["method"]) + (" *" if r["pareto"] else ""), f"{r['setting']:g}",
+                      f"{r['speedup_blocks']:.2f}x", f"{r['speedup_time']:.2f}x", _pm(r["rel_error"], r["rel_error_se"]), psnr)
+    console.print(table)

@@ -61,9 +61,10 @@ class CachedCalls:
         return out
 
 
-def _final(ps: PipelineSampler, j: int, steps: int, around) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """(final latents, decoded images or None, seconds) of sample j's pipeline call; with a VAE the call
-    decodes ("pt") and a step callback keeps the final latents."""
+def final_outputs(ps: PipelineSampler, j: int, steps: int, around=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(final latents, decoded images or None) of sample j's pipeline call, its transformer calls run through
+    ``around`` when given (:func:`intercept`); with a VAE the call decodes ("pt") and a step callback keeps the
+    final latents."""
     params = call_parameters(ps.pipe)
     kept: list[torch.Tensor] = []
     more: dict = {}
@@ -77,16 +78,14 @@ def _final(ps: PipelineSampler, j: int, steps: int, around) -> tuple[torch.Tenso
         elif "callback" in params and "callback_steps" in params:
             more = {"callback": lambda i, t, latents: kept.append(latents.detach().clone()), "callback_steps": 1,
                     "output_type": "pt"}
-    start = time.perf_counter()
     if around is not None:
         with intercept(ps.subject.model, around):
             out = ps.call([j], steps, **more)
     else:
         out = ps.call([j], steps, **more)
-    seconds = time.perf_counter() - start
     if more:
-        return kept[-1].float().cpu(), out.float().cpu(), seconds
-    return out.float().cpu(), None, seconds
+        return kept[-1].float().cpu(), out.float().cpu()
+    return out.float().cpu(), None
 
 
 def _stat(values: list[float]) -> tuple[float, float]:
@@ -103,9 +102,12 @@ def evaluate(subject: Subject, schedule, *, samples: int) -> dict:
     t_ref = t_c = 0.0
     computed = reused = 0
     for j in range(samples):
-        ref, ref_img, s0 = _final(ps, j, schedule.steps, None)
+        start = time.perf_counter()
+        ref, ref_img = final_outputs(ps, j, schedule.steps)
+        middle = time.perf_counter()
         calls = CachedCalls(subject, schedule)
-        got, got_img, s1 = _final(ps, j, schedule.steps, calls)
+        got, got_img = final_outputs(ps, j, schedule.steps, calls)
+        s0, s1 = middle - start, time.perf_counter() - middle
         computed, reused = computed + calls.computed, reused + calls.reused
         t_ref, t_c = t_ref + s0, t_c + s1
         lat.append(float(relative_change(got[None].flatten(1), ref[None].flatten(1))[0]))

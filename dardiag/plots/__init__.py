@@ -26,6 +26,7 @@ from dardiag.plots.figures import (
 )
 from dardiag.plots.heatmap import plot_heatmap, plot_ratio_heatmap
 from dardiag.plots.outliers import plot_channel_spectrum
+from dardiag.plots.pareto import fig_cache_eval, plot_cache_eval
 from dardiag.plots.probe import plot_probe_r2
 from dardiag.plots.routing import plot_routing_map
 from dardiag.plots.symptoms import plot_metric_by_block
@@ -54,6 +55,8 @@ __all__ = [
     "fig_channel_spectrum",
     "fig_cache_map",
     "fig_ablation",
+    "plot_cache_eval",
+    "fig_cache_eval",
     "grid_by_block",
     "render_all",
     "paper_style",

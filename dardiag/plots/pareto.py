@@ -1,0 +1,53 @@
+"""Speed-up against error of caching methods on one pipeline (``dardiag cache-eval``'s summary table).
+
+x: the speed-up in transformer block evaluations (uncached over cached, counted by hooks), y: the relative
+error of the final latents against the uncached call (log), +-2 standard errors over prompts; one line per
+method through its settings; the Pareto front (no other setting both faster and more accurate) ringed.
+dardiag's own schedule edits by hooks and saves no time: its points are hollow.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from dardiag.plots.theme import ONE_COLUMN, model_colors, new_figure, no_ligatures, paper_style
+
+
+def plot_cache_eval(summary: pd.DataFrame, *, ax: Axes | None = None, x: str = "speedup_blocks") -> Axes:
+    """One line per method of ``summary`` (``dardiag.cache_eval.summarise``): ``x`` against rel_error."""
+    ax = ax if ax is not None else plt.gca()
+    if summary.empty:
+        raise ValueError("no cached settings to draw; run dardiag cache-eval with at least one method")
+    colors = model_colors(sorted(summary["method"].unique()))
+    for method, d in summary.groupby("method", sort=True):
+        d = d.sort_values(x)
+        err = np.clip(d["rel_error"].to_numpy(float), 1e-12, None)
+        se = np.nan_to_num(d["rel_error_se"].to_numpy(float))
+        hollow = method == "dardiag"
+        ax.errorbar(d[x], err, yerr=[np.minimum(2 * se, err * 0.999), 2 * se], color=colors[method], marker="o",
+                    markersize=4, mfc="none" if hollow else colors[method], capsize=2, lw=1,
+                    label=method + (" (hook edits: evaluations saved, not time)" if hollow else ""))
+    front = summary[summary["pareto"]]
+    ax.scatter(front[x], np.clip(front["rel_error"].to_numpy(float), 1e-12, None), s=90, facecolors="none",
+               edgecolors="black", linewidths=0.8, label="Pareto front", zorder=3)
+    ax.set_yscale("log")
+    ax.set_xlabel("speed-up in block evaluations" if x == "speedup_blocks" else "speed-up in wall time")
+    ax.set_ylabel("relative error of the final latents")
+    ax.legend(fontsize="x-small", frameon=False)
+    return ax
+
+
+def fig_cache_eval(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """The speed-up / error plane of ``dardiag cache-eval`` in one column."""
+    with paper_style():
+        fig = new_figure(ONE_COLUMN, 2.6)
+        ax = fig.subplots()
+        plot_cache_eval(summary, ax=ax)
+        if title:
+            ax.set_title(title, pad=3)
+        no_ligatures(fig)
+    return fig
