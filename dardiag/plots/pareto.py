@@ -22,17 +22,24 @@ def plot_cache_eval(summary: pd.DataFrame, *, ax: Axes | None = None, x: str = "
     ax = ax if ax is not None else plt.gca()
     if summary.empty:
         raise ValueError("no cached settings to draw; run dardiag cache-eval with at least one method")
+    errors = summary["rel_error"].to_numpy(float)
+    positive = errors[errors > 0]
+    floor = positive.min() / 4 if len(positive) else 1e-6  # exact reproductions sit on the floor, marked
     colors = model_colors(sorted(summary["method"].unique()))
     for method, d in summary.groupby("method", sort=True):
         d = d.sort_values(x)
-        err = np.clip(d["rel_error"].to_numpy(float), 1e-12, None)
+        err = np.maximum(d["rel_error"].to_numpy(float), floor)
         se = np.nan_to_num(d["rel_error_se"].to_numpy(float))
         hollow = method == "dardiag"
-        ax.errorbar(d[x], err, yerr=[np.minimum(2 * se, err * 0.999), 2 * se], color=colors[method], marker="o",
-                    markersize=4, mfc="none" if hollow else colors[method], capsize=2, lw=1,
+        ax.errorbar(d[x], err, yerr=[np.minimum(2 * se, err - floor * 0.5), 2 * se], color=colors[method],
+                    marker="o", markersize=4, mfc="none" if hollow else colors[method], capsize=2, lw=1,
                     label=method + (" (hook edits: evaluations saved, not time)" if hollow else ""))
+    exact = summary[summary["rel_error"] <= 0]
+    if len(exact):
+        ax.scatter(exact[x], np.full(len(exact), floor), marker="v", s=30, color="0.3", zorder=4,
+                   label="identical to uncached")
     front = summary[summary["pareto"]]
-    ax.scatter(front[x], np.clip(front["rel_error"].to_numpy(float), 1e-12, None), s=90, facecolors="none",
+    ax.scatter(front[x], np.maximum(front["rel_error"].to_numpy(float), floor), s=90, facecolors="none",
                edgecolors="black", linewidths=0.8, label="Pareto front", zorder=3)
     ax.set_yscale("log")
     ax.set_xlabel("speed-up in block evaluations" if x == "speedup_blocks" else "speed-up in wall time")
