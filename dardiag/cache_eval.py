@@ -172,8 +172,12 @@ def applied(setting: Setting, subject: Subject, steps: int, *, mag_ratios=None, 
             import cache_dit
         except ImportError:
             raise DardiagError("cache-dit is not installed (pip install 'dardiag[cache]')") from None
+        # cache-dit's defaults (8 front blocks computed, 8 warm-up steps), fewer for a small model or a short run
+        fn, warmup = min(8, max(1, subject.spec.depth // 4)), 8 if steps >= 16 else max(1, steps // 4)
         try:
-            cache_dit.enable_cache(ps.pipe, cache_config=cache_dit.DBCacheConfig(residual_diff_threshold=setting.value))
+            cache_dit.enable_cache(ps.pipe, cache_config=cache_dit.DBCacheConfig(
+                Fn_compute_blocks=fn, Bn_compute_blocks=0, max_warmup_steps=warmup,
+                residual_diff_threshold=setting.value))
         except Exception as e:  # noqa: BLE001 - cache-dit has no adapter for this pipeline
             raise DardiagError(f"cache-dit cannot cache {ps.name} ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
         try:

@@ -72,3 +72,11 @@ def test_settings_are_parsed_strictly():
             parse_settings(["firstblock"], bad)
     with pytest.raises(DardiagError, match="unknown method"):
         parse_settings(["teacache"], None)
+
+
+def test_cache_dit_is_one_more_method(wan):
+    pytest.importorskip("cache_dit")
+    _, subject = wan
+    rows = evaluate(subject, [Setting("cache-dit", 0.0), Setting("cache-dit", 10.0)], samples=2, steps=4)
+    zero, big = rows[rows.setting == 0.0], rows[rows.setting == 10.0]
+    assert zero.identical.all() and (big.blocks < big.blocks_uncached).all()
