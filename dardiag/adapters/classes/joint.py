@@ -166,10 +166,13 @@ def _bria(m, x, t, y, cond):
 def _fibo(m, x, t, y, cond):
     N, C, H, W = x.shape
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
+    # BriaFiboPipeline's key-padding mask over [text; image] when a prompt is padded (it passes none otherwise)
+    keep = torch.cat([mask(cond), torch.ones(N, H * W, dtype=torch.bool, device=x.device)], dim=1)  # (N, L + T)
+    padded = {} if keep.all() else {"joint_attention_kwargs": {"attention_mask": keep[:, None, None, :]}}
     out = m(_tokens(x), encoder_hidden_states=ehs,  # the pipeline's default: no 2x2 patching
             text_encoder_layers=list(cond["text_encoder_layers"].unbind(1)),  # K x (N, L, D_layer)
             timestep=t, img_ids=grid_ids(H, W, device=x.device),
-            txt_ids=torch.zeros(ehs.shape[1], 3, device=x.device)).sample  # (N, T, C)
+            txt_ids=torch.zeros(ehs.shape[1], 3, device=x.device), **padded).sample  # (N, T, C)
     return _untokens(out, H, W)
 
 
@@ -399,7 +402,8 @@ ENTRIES = (
         "BriaFiboTransformer2DModel",
         (Stack("transformer_blocks", SECOND), Stack("single_transformer_blocks", TAIL)), "flow1000", _fibo,
         cond=_fibo_cond, tokens=patch2d, latent=_latent(64), text_tokens=3000,
-        fixed=lambda cfg, shape: "txt_ids zeros, img_ids (0, row, column), latents unpatched (the pipeline's default)",
+        fixed=lambda cfg, shape: "txt_ids zeros, img_ids (0, row, column), latents unpatched (the pipeline's default), "
+        "supplied or all-valid text mask",
         note="text_encoder_layers (one text-encoder layer per block) are synthesised like the text embedding; "
              "the pipeline pads prompts to the longest one (at most 3000 tokens): set --text-tokens to a caption's "
              "length"),
