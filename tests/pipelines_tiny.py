@@ -214,11 +214,11 @@ class Processor:
         return [[0] * 4]
 
 
-class NoSafety(torch.nn.Module):
-    """Cosmos pipelines build a guardrail model (a package dardiag does not need) unless given one; it checks
-    decoded videos only."""
+class Unused(torch.nn.Module):
+    """A component the pipeline reads the device and dtype of but never calls here: Cosmos's guardrail (it checks
+    decoded videos; the package is not a dardiag dependency), Bria-Fibo's text encoder (its output stood in for)."""
 
-    device = torch.device("cpu")  # read by the pipeline's device lookup
+    device = torch.device("cpu")
     dtype = torch.float32
 
 
@@ -311,6 +311,20 @@ def _longcat(model):
     return pipe, call
 
 
+def _fibo(model):
+    # it takes no prompt embeddings: its text encoder's output (the hidden states of every layer, the padding mask)
+    # is stood in for, 3 layers of 10 features (the last two concatenated make the 20-feature text)
+    pipe, call = pipeline("BriaFiboPipeline", scheduler(use_dynamic_shifting=True), parts=dict(text_encoder=Unused),
+                          prompt=["a", "b"], guidance_scale=1.0, height=128, width=128)(model)
+    layers, keep = tuple(randn(N, L, 10, seed=k) for k in range(3)), padded_mask()
+    pipe.get_prompt_embeds = lambda **kw: (torch.cat([layers[-1], layers[-2]], dim=-1), layers, keep)
+    return pipe, call
+
+
+def _fibo_read(t: torch.Tensor, s: Seen) -> torch.Tensor:
+    return type(s.pipe)._unpack_latents_no_patch(t, 128, 128, 16)  # (N, C, H, W)
+
+
 def _qwen21(model):
     pipe, call = pipeline("QwenImage21Pipeline", parts=dict(processor=Processor), prompt_embeds=randn(N, L, 12),
                           prompt_embeds_mask=padded_mask(), height=128, width=128, use_kv_cache=False)(model)
@@ -320,6 +334,21 @@ def _qwen21(model):
 
 def _flux2_read(t: torch.Tensor, s: Seen) -> torch.Tensor:
     return type(s.pipe)._unpack_latents_with_ids(t, s.kwargs["img_ids"])  # (N, C, H, W) by the position ids
+
+
+def _flux3(model):
+    # diffusers has FLUX.3 as modular blocks only: its core denoise blocks (no text encoder: prompt embeddings)
+    from diffusers import Flux3AutoBlocks
+
+    pipe = Flux3AutoBlocks().sub_blocks["denoise"].init_pipeline()
+    pipe.update_components(transformer=model, scheduler=scheduler()(), guider=no_cfg())
+    return pipe, dict(prompt_embeds=randn(N, L, 12), height=128, width=128, num_inference_steps=STEPS,
+                      generator=g(), output="latents")
+
+
+def _flux3_read(t: torch.Tensor, s: Seen) -> torch.Tensor:
+    """(N, H W, C) -> (N, C, H, W), as Flux3UnpackLatentsStep unpacks the denoised tokens."""
+    return t.view(t.shape[0], 8, 8, t.shape[2]).permute(0, 3, 1, 2)
 
 
 FLUX_SHIFT = scheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
@@ -347,6 +376,13 @@ JOINT: dict[str, Case] = {
         "BriaPipeline", pipeline("BriaPipeline", parts=dict(vae=tiny_vae), prompt_embeds=randn(N, L, 12),
                                  guidance_scale=1.0, height=8, width=8),
         unpack(8, 8, 2), ehs, note="a one-block VAE (2x): the pipeline reads its config"),
+    "BriaFiboTransformer2DModel": Case(  # latents as tokens (N, H W, C), unpatched (the pipeline's default)
+        "BriaFiboPipeline", _fibo, lambda s: _fibo_read(s.kwargs["hidden_states"], s),
+        lambda s: {"encoder_hidden_states": s.kwargs["encoder_hidden_states"],
+                   "text_encoder_layers": torch.stack(s.kwargs["text_encoder_layers"], dim=1),  # (N, K, L, D)
+                   "encoder_hidden_states_mask": s.kwargs["joint_attention_kwargs"]["attention_mask"][:, 0, 0, :L]},
+        lambda s: _fibo_read(s.out, s), config=dict(joint_attention_dim=20),
+        note="joint_attention_dim 20: the pipeline's text is its encoder's last two layers concatenated"),
     "ChromaTransformer2DModel": packed(  # the pipeline's mask is float (its encoder's dtype), image tokens appended
         "ChromaPipeline", pipeline("ChromaPipeline", prompt_embeds=randn(N, L, 12),
                                    prompt_attention_mask=padded_mask().float(), guidance_scale=1.0),
@@ -362,6 +398,9 @@ JOINT: dict[str, Case] = {
     "Flux2Transformer2DModel": packed(
         "Flux2Pipeline", pipeline("Flux2Pipeline", prompt_embeds=randn(N, L, 12), height=128, width=128),
         _flux2_read, ehs, note=f"guidance 4.0, {GUIDED}"),
+    "Flux3Transformer2DModel": packed(
+        "Flux3ModularPipeline", _flux3, _flux3_read, ehs,
+        note="the modular pipeline's denoise blocks (text encoding and decoding left out), guider at 1"),
     "GlmImageTransformer2DModel": Case(
         "GlmImagePipeline", pipeline("GlmImagePipeline", GLM_SHIFT, prompt_embeds=randn(N, L, 12),
                                      negative_prompt_embeds=randn(N, L, 12, seed=5), guidance_scale=1.5,
@@ -481,7 +520,7 @@ VIDEO: dict[str, Case] = {
     "CosmosTransformer3DModel": Case(  # text to world: no conditioning frame, the condition mask zeros
         "Cosmos2_5_PredictBasePipeline", video(
             "Cosmos2_5_PredictBasePipeline", flow_dpm("UniPCMultistepScheduler", 1.0),
-            parts=dict(vae=tiny_wan_vae, safety_checker=NoSafety), prompt_embeds=randn(N, L, 12), guidance_scale=1.0),
+            parts=dict(vae=tiny_wan_vae, safety_checker=Unused), prompt_embeds=randn(N, L, 12), guidance_scale=1.0),
         same, ehs, out),
     "SkyReelsV2Transformer3DModel": Case(
         "SkyReelsV2DiffusionForcingPipeline", video(

@@ -24,10 +24,12 @@ PIPELINES: dict[str, str] = {
     "QwenImageTransformer2DModel": "QwenImagePipeline",
     "AuraFlowTransformer2DModel": "AuraFlowPipeline",
     "BriaTransformer2DModel": "BriaPipeline",
+    "BriaFiboTransformer2DModel": "BriaFiboPipeline",
     "ChromaTransformer2DModel": "ChromaPipeline",
     "CogView3PlusTransformer2DModel": "CogView3PlusPipeline",
     "CogView4Transformer2DModel": "CogView4Pipeline",
     "Flux2Transformer2DModel": "Flux2Pipeline",
+    "Flux3Transformer2DModel": "Flux3ModularPipeline",
     "GlmImageTransformer2DModel": "GlmImagePipeline",
     "HiDreamImageTransformer2DModel": "HiDreamImagePipeline",
     "HunyuanImageTransformer2DModel": "HunyuanImagePipeline",
@@ -62,10 +64,6 @@ NO_PIPELINE: dict[str, str] = {
     "OmniGenTransformer2DModel": (
         "OmniGenPipeline's multimodal processor (its prompts become token ids) needs torchvision, which "
         "dardiag does not depend on"),
-    "BriaFiboTransformer2DModel": (
-        "BriaFiboPipeline takes no prompt embeddings: it needs its SmolLM3 text encoder and tokenizer"),
-    "Flux3Transformer2DModel": (
-        "no pipeline in diffusers 0.42.1, only the modular Flux3ModularPipeline blocks"),
     "Ideogram4Transformer2DModel": (
         "Ideogram4Pipeline takes no prompt embeddings (its LLM text encoder runs inside) and needs its "
         "unconditional transformer and the FLUX.2 VAE's statistics"),
