@@ -256,7 +256,8 @@ IMAGE: dict[str, Case] = {
         "SanaPipeline", pipeline("SanaPipeline", flow_dpm("DPMSolverMultistepScheduler", 3.0),
                                  prompt_embeds=randn(N, L, 12), prompt_attention_mask=padded_mask(), guidance_scale=1.0,
                                  height=256, width=256, use_resolution_binning=False),
-        same, ehs_mask(), out, t=loop_t),
+        same, ehs_mask(), out, t=loop_t, config=dict(timestep_scale=2.0),
+        note="timestep_scale 2: the pipeline multiplies its timestep by the config's"),
     "HunyuanDiT2DModel": Case(
         "HunyuanDiTPipeline", pipeline(
             "HunyuanDiTPipeline", scheduler("DDPMScheduler", beta_schedule="scaled_linear", beta_start=0.00085,
