@@ -247,11 +247,13 @@ IMAGE: dict[str, Case] = {
         "DiTPipeline", pipeline("DiTPipeline", scheduler("DPMSolverMultistepScheduler"), class_labels=[3, 7],
                                 guidance_scale=1.0, height=LACKS, width=LACKS, output_type=LACKS),
         same, lambda s: {}, out),
-    "PixArtTransformer2DModel": Case(
-        "PixArtSigmaPipeline", pipeline("PixArtSigmaPipeline", scheduler("DPMSolverMultistepScheduler"),
+    "PixArtTransformer2DModel": Case(  # a 64 x 48 px image: resolution and aspect-ratio conditioning
+        "PixArtAlphaPipeline", pipeline("PixArtAlphaPipeline", scheduler("DPMSolverMultistepScheduler"),
                                         prompt_embeds=randn(N, L, 12), prompt_attention_mask=padded_mask(),
-                                        guidance_scale=1.0, use_resolution_binning=False),
-        same, ehs_mask(), out),
+                                        guidance_scale=1.0, use_resolution_binning=False, width=48),
+        same, ehs_mask(), out, config=dict(sample_size=128, attention_head_dim=12, cross_attention_dim=24),
+        note="sample_size 128, as PixArt-alpha 1024 (the pipeline passes resolution and aspect ratio then), width 24 "
+        "(divisible by 3 for those embeddings); PixArtSigmaPipeline passes none, as dardiag for other configs"),
     "SanaTransformer2DModel": Case(
         "SanaPipeline", pipeline("SanaPipeline", flow_dpm("DPMSolverMultistepScheduler", 3.0),
                                  prompt_embeds=randn(N, L, 12), prompt_attention_mask=padded_mask(), guidance_scale=1.0,
@@ -421,7 +423,8 @@ JOINT: dict[str, Case] = {
         "HunyuanImagePipeline", pipeline(
             "HunyuanImagePipeline", prompt_embeds=randn(N, L, 12), prompt_embeds_mask=padded_mask(),
             prompt_embeds_2=torch.zeros(N, 128, 10), prompt_embeds_mask_2=torch.zeros(N, 128, dtype=torch.long)),
-        same, ehs_mask(), out),
+        same, ehs_mask(), out, config=dict(guidance_embeds=True),
+        note=f"a guidance-distilled config: guidance 3.25, {GUIDED}; no glyph text (zero ByT5 tokens, masked)"),
     "Krea2Transformer2DModel": packed(
         "Krea2Pipeline", pipeline("Krea2Pipeline", prompt_embeds=randn(N, L, 3, 12),
                                   prompt_embeds_mask=padded_mask().bool(), guidance_scale=0.0),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 PIPELINES: dict[str, str] = {
     "DiTTransformer2DModel": "DiTPipeline",
-    "PixArtTransformer2DModel": "PixArtSigmaPipeline",
+    "PixArtTransformer2DModel": "PixArtAlphaPipeline",
     "SanaTransformer2DModel": "SanaPipeline",
     "HunyuanDiT2DModel": "HunyuanDiTPipeline",
     "Lumina2Transformer2DModel": "Lumina2Pipeline",
