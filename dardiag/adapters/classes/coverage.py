@@ -1,5 +1,7 @@
 """The coverage table in the README: every diffusion-transformer class the installed diffusers exports,
-supported (with its stacks and noise process) or refused (and why). Generated from the class table;
+supported (with its stacks and noise process) or refused (and why), and for a supported class the pipeline
+whose own transformer call dardiag's call reproduces, or why none is checked (``classes.pipelines``).
+Generated from the class table;
 tests/test_diffusers_classes.py checks the README holds the current one;
 ``python scripts/update_coverage.py`` rewrites it.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 
 from dardiag.adapters.classes import TABLE, refusal
+from dardiag.adapters.classes.pipelines import NO_PIPELINE, PIPELINES
 from dardiag.checkpoints.diffusers_dir import LEGACY_BY_NORM, LEGACY_CLASS
 
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
@@ -43,13 +46,22 @@ def rows() -> list[tuple[str, str, str]]:
     return out
 
 
+def parity(name: str) -> str:
+    """The pipeline whose transformer call dardiag's call of ``name`` reproduces, or why none is checked."""
+    if name in PIPELINES:
+        return f"`{PIPELINES[name]}`"
+    return f"none: {NO_PIPELINE[name]}" if name in NO_PIPELINE else ""
+
+
 def markdown() -> str:
     import diffusers
 
     lines = [f"Generated from dardiag's class table for diffusers {diffusers.__version__} "
-             "(`python scripts/update_coverage.py`).", "",
-             "| class | status | profiled as |", "|---|---|---|"]
-    lines += [f"| `{n}` | {s} | {d} |" for n, s, d in rows()]
+             "(`python scripts/update_coverage.py`). *Pipeline call*: the pipeline whose own call of the "
+             "transformer at a denoising step dardiag's call reproduces from the same latents, noise level and "
+             "conditioning (1e-5, tests/test_pipeline_parity.py), or why none is checked.", "",
+             "| class | status | profiled as | pipeline call |", "|---|---|---|---|"]
+    lines += [f"| `{n}` | {s} | {d} | {parity(n)} |" for n, s, d in rows()]
     return "\n".join(lines)
 
 

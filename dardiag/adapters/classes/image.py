@@ -45,9 +45,11 @@ def _pixart(m, x, t, y, cond):
 
 
 def _sana(m, x, t, y, cond):
-    guidance = None
-    if m.config.guidance_embeds:  # Sana-Sprint: guidance scale 4.5 as its pipeline's default
-        guidance = torch.full((x.shape[0],), 4.5, device=x.device, dtype=x.dtype)
+    c, guidance = m.config, None
+    if c.guidance_embeds:  # Sana-Sprint: guidance 4.5 (its pipeline's default) x guidance_embeds_scale, as it passes it
+        guidance = torch.full((x.shape[0],), 4.5 * c.guidance_embeds_scale, device=x.device, dtype=x.dtype)
+    else:  # SanaPipeline scales its timestep by the config's timestep_scale
+        t = t * c.timestep_scale
     return m(x, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t, guidance=guidance,
              encoder_attention_mask=mask(cond, dtype=torch.long)).sample  # (N, C_out, H, W)
 
@@ -203,7 +205,10 @@ ENTRIES = (
     ClassEntry(
         "SanaTransformer2DModel", (Stack("transformer_blocks"),), "flow1000", _sana,
         cond=text("encoder_hidden_states", ("caption_channels",)), tokens=patch2d, text_tokens=300,
-        fixed=lambda cfg, shape: "guidance 4.5" if cfg_get(cfg, "guidance_embeds") else ""),
+        fixed=lambda cfg, shape: f"guidance 4.5 x {cfg_get(cfg, 'guidance_embeds_scale', default=0.1):g}"
+        if cfg_get(cfg, "guidance_embeds") else "",
+        note="Sana-Sprint configs (guidance_embeds) are driven as flow1000 here; SanaSprintPipeline samples them in "
+        "its SCM parameterization (timestep sin/(cos + sin), a transformed output), which is not checked"),
     ClassEntry(
         "HunyuanDiT2DModel", (Stack("blocks"),), "ddpm-v", _hunyuan, cond=_hunyuan_cond, tokens=patch2d,
         text_tokens=77,

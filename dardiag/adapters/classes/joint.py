@@ -166,10 +166,13 @@ def _bria(m, x, t, y, cond):
 def _fibo(m, x, t, y, cond):
     N, C, H, W = x.shape
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
+    # BriaFiboPipeline's key-padding mask over [text; image] when a prompt is padded (it passes none otherwise)
+    keep = torch.cat([mask(cond), torch.ones(N, H * W, dtype=torch.bool, device=x.device)], dim=1)  # (N, L + T)
+    padded = {} if keep.all() else {"joint_attention_kwargs": {"attention_mask": keep[:, None, None, :]}}
     out = m(_tokens(x), encoder_hidden_states=ehs,  # the pipeline's default: no 2x2 patching
             text_encoder_layers=list(cond["text_encoder_layers"].unbind(1)),  # K x (N, L, D_layer)
             timestep=t, img_ids=grid_ids(H, W, device=x.device),
-            txt_ids=torch.zeros(ehs.shape[1], 3, device=x.device)).sample  # (N, T, C)
+            txt_ids=torch.zeros(ehs.shape[1], 3, device=x.device), **padded).sample  # (N, T, C)
     return _untokens(out, H, W)
 
 
@@ -182,9 +185,12 @@ def _fibo_cond(cfg, L):
 def _chroma(m, x, t, y, cond):
     N, C, H, W = x.shape
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
+    # ChromaPipeline's mask: the text mask in the embeddings' float dtype, then ones over the image tokens (the
+    # model makes a float, i.e. additive, pairwise mask of it: an all-valid one changes nothing)
+    keep = torch.cat([mask(cond, dtype=x.dtype), x.new_ones(N, (H // 2) * (W // 2))], dim=1)  # (N, L + T)
     out = m(pack2x2(x), encoder_hidden_states=ehs, timestep=sigma(t, x),  # scaled by 1000 inside
             img_ids=grid_ids(H // 2, W // 2, device=x.device), txt_ids=torch.zeros(ehs.shape[1], 3, device=x.device),
-            attention_mask=None).sample  # (N, T, 4C); no mask: synthetic text has no padding
+            attention_mask=keep).sample  # (N, T, 4C)
     return unpack2x2(out, H, W)
 
 
@@ -275,7 +281,8 @@ def _krea2(m, x, t, y, cond):
     N, C, H, W = x.shape
     ehs = cond["encoder_hidden_states"]  # (N, L, K, D_text): the tapped text-encoder layers
     ids = torch.cat([torch.zeros(ehs.shape[1], 3, device=x.device), grid_ids(H // 2, W // 2, device=x.device)])
-    out = m(pack2x2(x), encoder_hidden_states=ehs, timestep=sigma(t, x), position_ids=ids).sample  # (N, T, 4C)
+    out = m(pack2x2(x), encoder_hidden_states=ehs, timestep=sigma(t, x), position_ids=ids,
+            encoder_attention_mask=mask(cond)).sample  # (N, T, 4C)
     return unpack2x2(out, H, W)
 
 
@@ -395,7 +402,8 @@ ENTRIES = (
         "BriaFiboTransformer2DModel",
         (Stack("transformer_blocks", SECOND), Stack("single_transformer_blocks", TAIL)), "flow1000", _fibo,
         cond=_fibo_cond, tokens=patch2d, latent=_latent(64), text_tokens=3000,
-        fixed=lambda cfg, shape: "txt_ids zeros, img_ids (0, row, column), latents unpatched (the pipeline's default)",
+        fixed=lambda cfg, shape: "txt_ids zeros, img_ids (0, row, column), latents unpatched (the pipeline's default), "
+        "supplied or all-valid text mask",
         note="text_encoder_layers (one text-encoder layer per block) are synthesised like the text embedding; "
              "the pipeline pads prompts to the longest one (at most 3000 tokens): set --text-tokens to a caption's "
              "length"),
@@ -403,7 +411,8 @@ ENTRIES = (
         "ChromaTransformer2DModel",
         (Stack("transformer_blocks", SECOND), Stack("single_transformer_blocks", TAIL)), "flow1000", _chroma,
         **_FLUX_PACKED, text_tokens=512,
-        fixed=lambda cfg, shape: "txt_ids zeros, img_ids (0, row, column), no text mask (no padding)"),
+        fixed=lambda cfg, shape: "txt_ids zeros, img_ids (0, row, column), supplied or all-valid text mask (float, "
+        "image tokens valid, as ChromaPipeline passes it)"),
     ClassEntry(
         "CogView3PlusTransformer2DModel", (Stack("transformer_blocks", FIRST),), "ddpm-v-zsnr4", _cogview3plus,
         cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch2d, text_tokens=224,
@@ -461,7 +470,7 @@ ENTRIES = (
         cond=lambda cfg, L: {"encoder_hidden_states": (L, int(cfg["num_text_layers"]), int(cfg["text_hidden_dim"]))},
         tokens=_packed_tokens, latent=_latent(128, 4), text_tokens=512,
         left_out=(("text_fusion", "text-only blocks fusing the text-encoder layers"),),
-        fixed=lambda cfg, shape: "position ids: text zeros, image (0, row, column); no text mask (no padding)"),
+        fixed=lambda cfg, shape: "position ids: text zeros, image (0, row, column); supplied or all-valid text mask"),
     ClassEntry(
         "LongCatImageTransformer2DModel",
         (Stack("transformer_blocks", SECOND), Stack("single_transformer_blocks", SECOND)), "flow1000", _longcat,

@@ -137,14 +137,24 @@ def _anyflow(m, x, t, y, cond):
 
 
 def _anyflow_far(m, x, t, y, cond):
-    # the causal rollout path (no KV cache) over one chunk of all frames: every frame is denoised at once.
-    # In one chunk the FAR block mask only hides the padding to 128 tokens, so the dense processor computes
-    # the same attention; it replaces the flex one for the call (flex attention has no backward on CPU)
-    from diffusers.models.transformers.transformer_anyflow_far import AnyFlowAttnProcessor
+    # the pipeline's first chunk holding all frames: its KV-cache inference path, whose self-attention runs with no
+    # block mask over the tokens zero-padded to a multiple of 128 (the zero keys take part in the softmax). The
+    # same attention through SDPA replaces the flex one for the call (flex attention has no backward on CPU)
+    from diffusers.models.transformers import transformer_anyflow_far as far
 
-    class OneChunk(AnyFlowAttnProcessor):
+    class OneChunk:
         def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-            return super().__call__(attn, hidden_states, encoder_hidden_states, None, rotary_emb)
+            dtype = hidden_states.dtype
+            q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)  # (N, S, D)
+            q = attn.norm_q(q).to(dtype) if attn.norm_q is not None else q
+            k = attn.norm_k(k).to(dtype) if attn.norm_k is not None else k
+            q, k, v = (u.unflatten(2, (attn.heads, -1)).transpose(1, 2) for u in (q, k, v))  # (N, heads, S, d)
+            if rotary_emb is not None:
+                q, k = far.apply_rotary_emb(q, rotary_emb["query"]), far.apply_rotary_emb(k, rotary_emb["key"])
+            pad = -k.shape[2] % 128
+            k, v = (torch.cat([u, u.new_zeros(*u.shape[:2], pad, u.shape[3])], dim=2) for u in (k, v))  # (N, h, S+pad, d)
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # (N, heads, S, d)
+            return attn.to_out[1](attn.to_out[0](out.transpose(1, 2).flatten(2, 3).type_as(q)))
 
     attns = [block.attn1 for block in m.blocks]
     saved = [a.processor for a in attns]
