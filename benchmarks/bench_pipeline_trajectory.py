@@ -8,10 +8,14 @@ seeds and steps (one pipeline call per sample, as the trajectory makes them), th
 * ``pipeline``        the pipeline's own calls, nothing attached;
 * ``trajectory``      the trajectory unit without the cache error: every call recorded by the block taps, the
                       step changes of every block, and the conditional reference call (text encoding only);
-* ``+cache_error``    the same with the causal cache error (one more transformer call per block and step).
+* ``+cache_error``    the same with the causal cache error (one more transformer call per block and step);
+* ``cache-eval``      ``dardiag cache-eval``'s evaluation of one setting (FirstBlockCache, threshold 0.1): the
+                      uncached and the cached call of every sample with its hooks counting blocks and
+                      attentions, final latents compared; against ``calls``, the same two pipeline calls
+                      per sample with the same diffusers hook and nothing of dardiag's.
 
-The target is trajectory / pipeline <= 1.15; the cache error's multiple is stated, not targeted (it is one
-extra forward per block: about D + 1 forwards per step for D blocks).
+Targets: trajectory / pipeline <= 1.15 and cache-eval / calls <= 1.05; the cache error's multiple is stated,
+not targeted (it is one extra forward per block: about D + 1 forwards per step for D blocks).
 
     python benchmarks/bench_pipeline_trajectory.py                  # about a minute on 2 quiet cores
 """
@@ -101,20 +105,48 @@ def main(argv=None) -> None:
                     job.run(col, sl, lambda: None)
             return run
 
-        cases = {"pipeline": pipeline, "trajectory": trajectory(False), "+cache_error": trajectory(True)}
+        import diffusers
+
+        from dardiag.cache_eval import Setting, evaluate
+
+        def calls() -> None:  # what cache-eval runs, with nothing of dardiag's around it
+            for j in range(args.samples):
+                ps.call([j], args.steps)
+                subject.model.enable_cache(diffusers.FirstBlockCacheConfig(threshold=0.1))
+                ps.call([j], args.steps)
+                subject.model.disable_cache()
+
+        def cache_eval() -> None:
+            evaluate(subject, [Setting("firstblock", 0.1)], samples=args.samples, steps=args.steps)
+
+        cases = {"pipeline": pipeline, "trajectory": trajectory(False), "+cache_error": trajectory(True),
+                 "calls": calls, "cache-eval": cache_eval}
         times: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(args.repeats):
             for name, fn in cases.items():  # interleaved: a busy spell hits every case alike
                 start = time.process_time()
                 fn()
                 times[name].append(time.process_time() - start)
+        import dardiag
+        from dardiag.calibrate import METHODS, calibrate
+
+        run = dardiag.profile(str(folder), samples=args.samples, trajectory_steps=args.steps, noise_levels=[0.5],
+                              batch_size=args.samples, device="cpu", prompts=prompts, height=256, width=256,
+                              call={"max_sequence_length": 32},
+                              analyses=Analyses(cka=False, probe=False, outliers=False, trajectory=True))
+        start = time.perf_counter()
+        for method in METHODS:
+            calibrate(run, method, computed=max(1, args.steps // 2))
+        calibration = (time.perf_counter() - start) / len(METHODS)
     base = statistics.median(times["pipeline"])
     depth = subject.spec.depth
     print(f"Flux-shaped pipeline, {depth} blocks, 256 image + 32 text tokens, {args.samples} samples x "
           f"{args.steps} steps, {args.threads} thread(s), median of {args.repeats} (process CPU time)")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"  {name:14s} {med:7.2f} s   {med / base:5.2f}x the pipeline")
+        against = ("calls", statistics.median(times["calls"])) if name == "cache-eval" else ("the pipeline", base)
+        print(f"  {name:14s} {med:7.2f} s   {med / against[1]:5.2f}x {against[0]}")
+    print(f"  calibrate      {calibration:7.3f} s per method, from the trajectory run (wall time)")
 
 
 if __name__ == "__main__":
