@@ -320,6 +320,20 @@ def test_cli_one_line_errors(case, capsys, class_folder, vae_dir, tmp_path, monk
     assert not out.exists() or out.read_bytes() == b"keep"
 
 
+def test_a_full_disk_is_one_line_and_the_same_command_writes_the_file(capsys, class_folder, vae_dir, tmp_path,
+                                                                     monkeypatch):
+    from helpers import full_disk
+
+    out = tmp_path / "lat.pt"
+    hit = full_disk(monkeypatch, "lat.pt")
+    code, _, err = cli(capsys, class_folder, "--vae", vae_dir, "--out", out, "--size", SIZE)
+    assert_one_line_error(code, err, "the disk is full", "run the same command again")
+    assert hit and not out.exists() and not list(tmp_path.glob(".*"))
+    monkeypatch.undo()
+    code, _, err = cli(capsys, class_folder, "--vae", vae_dir, "--out", out, "--size", SIZE)
+    assert code == 0 and load(out)["x0"].shape == (4, 4, 8, 8), err
+
+
 def test_profile_reads_a_latents_file_and_says_what_it_is(class_folder, vae_dir, tmp_path):
     """The workflow end to end: images -> latents -> profile; the inputs are named in the table."""
     from dardiag.engine.config import Analyses

@@ -39,6 +39,10 @@ def cache_plan_cmd(
         torch.set_num_threads(threads)
     if out is not None and out.exists() and not force:
         raise DardiagError(f"{out} already exists; pass --force to replace it, or choose another --out")
+    if out is not None:  # before the measurement, which takes minutes
+        from dardiag.runs.lifecycle import check_writable
+
+        check_writable(out, "--out", directory=False)
     resolve_device(device)
     df = read_profile(run)
     schedule = plan_schedule(df, tolerance, model=model)

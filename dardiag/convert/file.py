@@ -15,6 +15,7 @@ import torch
 
 from dardiag.atomic import atomic_write
 from dardiag.checkpoints import ModelInfo, checkpoint_dict, load_model
+from dardiag.checkpoints.save import check_torch_name
 from dardiag.convert.gap import StartGap, fixed_batch, start_gap
 from dardiag.convert.to_dar import dar_config, to_dar
 from dardiag.engine.devices import resolve_device
@@ -33,6 +34,7 @@ class ConvertResult:
 
 
 def _check_paths(src: Path, out: Path, force: bool) -> None:
+    check_torch_name(out, "OUT")
     if src.is_dir():
         what = ("a diffusers model folder" if (src / "config.json").is_file() else
                 "a diffusers pipeline folder" if (src / "model_index.json").is_file() else "a directory")
@@ -56,7 +58,7 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, *, query: str =
     _check_paths(src, out, force)
     dev = resolve_device(device)
     model, info = load_model(src, family=family, num_heads=num_heads, input_size=input_size, weights=weights,
-                             device=dev)
+                             device=dev, finite=True)
     if info.config.routing != "residual":
         raise DardiagError(f"{src} is already a DAR model ({info.config.routing_name}); to-dar converts residual "
                            "checkpoints")
