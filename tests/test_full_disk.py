@@ -135,3 +135,24 @@ def test_a_units_saved_state_in_profile(ckpt, tmp_path, monkeypatch):
         return dardiag.read_profile(d).drop(columns=["run_id"]).sort_values(keys).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(table(out), table(ref))
+
+
+def test_the_lock_file_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from dardiag.runs import claim
+    from dardiag.runs.layout import LOCK
+
+    real = os.write
+
+    def write(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(LOCK):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(WriteFailed, match="the disk is full"):
+        with claim(tmp_path / "run"):
+            pass
+    assert not (tmp_path / "run").exists()

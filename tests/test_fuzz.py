@@ -65,6 +65,7 @@ def _case(*argv: str, id: str | None = None):
 
 
 ODD_INTS = ["0", "-1", "-5"]
+HUGE = "1000000000"
 ODD_FLOATS = ["nan", "inf", "-inf", "-1"]
 NOT_NUMBERS = ["abc", "1e999x"]
 
@@ -86,6 +87,8 @@ CASES = [
     *[_case("profile", "{tiny.pt}", "--out", "{out}", "--inputs", "generated", "--generate-cfg", v) for v in ODD_FLOATS],
     _case("profile", "{tiny.pt}", "--out", "{out}", "--inputs", "generated", "--generate-steps", "0"),
     _case("profile", "{tiny.pt}", "--out", "{out}", "--trajectory", "--trajectory-steps", "1"),
+    *[_case("profile", "{tiny.pt}", "--out", "{out}", *more, flag, HUGE) for flag, more in (
+        ("--trajectory-steps", ["--trajectory"]), ("--generate-steps", ["--inputs", "generated"]), ("--samples", []))],
     *[_case("profile", "{tiny.pt}", "--out", "{out}", "--inputs", f"{{{f}}}") for f in ("missing.pt", "empty.pt",
                                                                                        "junk.pt", "notes.txt",
                                                                                        "nan_latents.pt")],
@@ -108,6 +111,7 @@ CASES = [
     *[_case("train", "--out", "{out}", flag, "-1") for flag in ("--warmup", "--seed", "--save-every",
                                                                 "--profile-every", "--lora")],
     _case("train", "--out", "{out}", "--lr", "1e300"),
+    *[_case("train", "--out", "{out}", flag, HUGE) for flag in ("--batch-size", "--hidden", "--depth")],
     _case("train", "--out", "{out}", "--ema", "1"),
     _case("train", "--out", "{out}", "--hidden", "30"),
     *[_case("train", "--out", "{out}", "--profile-noise-levels", v) for v in ("nan", "2", "a")],
@@ -128,7 +132,8 @@ CASES = [
                                                                   "notes.txt", "folder", "nan.pt")],
     *[_case("sample", "{tiny.pt}", "--out", "{out}.png", flag, v) for flag in ("--n-per-class", "--steps")
       for v in ODD_INTS],
-    _case("sample", "{tiny.pt}", "--out", "{out}.png", "--n-per-class", "1000000000"),
+    *[_case("sample", "{tiny.pt}", "--out", "{out}.png", flag, v) for flag in ("--n-per-class", "--steps")
+      for v in (HUGE, "100000000000000000000")],
     *[_case("sample", "{tiny.pt}", "--out", "{out}.png", "--cfg", v) for v in ODD_FLOATS],
     _case("sample", "{tiny.pt}", "--out", "{out}.xyz"),
     _case("sample", "{tiny.pt}", "--out", "{out}.png", "--family", "nope"),
@@ -165,7 +170,8 @@ CASES = [
     *[_case("cache-plan", "{run}", "--tolerance", v, "--out", "{out}.json") for v in ODD_FLOATS],
     *[_case("cache-plan", f"{{{f}}}", "--tolerance", "0.1", "--out", "{out}.json") for f in ("missing.pt", "junk.pt",
                                                                                             "folder")],
-    *[_case("cache-plan", "{run}", "--tolerance", "0.1", "--out", "{out}.json", "--samples", v) for v in ("1", "0")],
+    *[_case("cache-plan", "{run}", "--tolerance", "0.1", "--out", "{out}.json", "--samples", v) for v in ("1", "0",
+                                                                                                        "10" + HUGE)],
     _case("cache-plan", "{run}", "--tolerance", "0.1", "--out", "{notes.txt}/s.json"),
     _case("cache-plan", "{run}", "--tolerance", "0.1", "--out", "{out}.json", "--threads", "0"),
     _case("cache-plan", "{run}", "--tolerance", "0.1", "--out", "{out}.json", "--model", "nope"),
@@ -180,6 +186,7 @@ CASES = [
     *[_case("to-dar", "{tiny.pt}", "{out}.pt", flag, v) for flag in ("--chunk-size", "--check-samples", "--num-heads",
                                                                       "--input-size") for v in ("-1",)],
     _case("to-dar", "{tiny.pt}", "{out}.pt", "--chunk-size", "3"),
+    _case("to-dar", "{tiny.pt}", "{out}.pt", "--check-samples", HUGE),
     *[_case("to-dar", "{tiny.pt}", "{out}.pt", flag, "nope") for flag in ("--query", "--weights", "--family")],
 ]
 

@@ -25,6 +25,9 @@ from dardiag.models.config import DiTConfig
 from dardiag.runs.lifecycle import check_writable
 
 
+MAX_CHECK_SAMPLES = 1024  # the gap is a maximum over one batch: a few inputs show it, a huge batch only costs memory
+
+
 @dataclass(frozen=True)
 class ConvertResult:
     path: Path
@@ -53,8 +56,8 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, *, query: str =
                  force: bool = False) -> ConvertResult:
     """Write OUT, a DAR model that starts as SRC's residual one (exactly for ``chunk_size=1``)."""
     src, out = Path(src), Path(out)
-    if check_samples < 0:
-        raise DardiagError(f"--check-samples must be >= 0 (0 = skip the check), got {check_samples}")
+    if not 0 <= check_samples <= MAX_CHECK_SAMPLES:
+        raise DardiagError(f"--check-samples must be in 0..{MAX_CHECK_SAMPLES} (0 = skip the check), got {check_samples}")
     _check_paths(src, out, force)
     dev = resolve_device(device)
     model, info = load_model(src, family=family, num_heads=num_heads, input_size=input_size, weights=weights,

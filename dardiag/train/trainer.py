@@ -30,7 +30,7 @@ from dardiag.runs import claim, stop
 from dardiag.runs.layout import LAST, PROFILE_DIR, REPLACED
 from dardiag.runs.lifecycle import Plan
 from dardiag.train import outdir
-from dardiag.train import lora
+from dardiag.train import lora, memory
 from dardiag.train.config import TrainConfig
 from dardiag.train.init import load_init
 from dardiag.train.profiling import ProfileHook, probe_inputs
@@ -225,6 +225,7 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None, report
         mcfg = init.config if init is not None else build_model_config(c, data)
         if init is not None:
             check_matches_model(data, mcfg, what=f"the latents in {c.data}")
+        memory.check_fits(mcfg, c.batch_size, device)  # before OUT changes: a typo must not reach the OOM killer
         outdir.apply(plan)
         hold.keep()
         saved = [plan.found.record.progress if plan.action == "continue" else 0]
