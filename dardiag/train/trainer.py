@@ -22,7 +22,7 @@ import torch
 from dardiag.checkpoints import atomic_save, checkpoint_dict, save_checkpoint
 from dardiag.data import check_matches_model, digits_latents, load_latents
 from dardiag.engine.devices import resolve_device
-from dardiag.engine.progress import Pace, Progress, clock
+from dardiag.engine.progress import Progress
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.models.dit import DiT
@@ -35,6 +35,7 @@ from dardiag.train.config import TrainConfig
 from dardiag.train.init import load_init
 from dardiag.train.profiling import ProfileHook, probe_inputs
 from dardiag.train.rng import batch_indices, generator, seed_for
+from dardiag.train.watch import Watch
 
 DIGITS_SPLIT_SEED = 0  # the held-out digits are the same whatever the training seed
 RNG_SCHEME = "per step: numpy SeedSequence(seed, stream, step|epoch); see dardiag/train/rng.py"
@@ -231,7 +232,7 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None, report
         saved = [plan.found.record.progress if plan.action == "continue" else 0]
         try:
             _loop(c, plan, device, family, data, held_out, mcfg, on_step, saved, init,
-                  watch=_Watch(report, progress, profile_progress))
+                  watch=Watch(c, report, progress, profile_progress))
         except Exception:  # an error (divergence included), not Ctrl-C: that keeps both runs to continue
             outdir.put_back(plan, step=saved[0])
             raise
@@ -239,71 +240,8 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None, report
     return out / LAST
 
 
-def _count(n: int) -> str:
-    return f"{n / 1e6:.3g} M" if n >= 1e6 else f"{n:,}"
-
-
-class _Watch:
-    """What a person watching sees (``train``'s report/progress), timed apart from the periodic profiles."""
-
-    def __init__(self, report, progress, profile_progress):
-        self.report, self.progress, self.profile_progress = report, progress, profile_progress
-        self.pace: Pace | None = None
-        self.profile_s = None  # the last periodic profile's seconds
-
-    def opening(self, c: TrainConfig, plan: Plan, device, data, model, start: int) -> None:
-        if self.report is None:
-            return
-        cfg = model.config
-        n = sum(p.numel() for p in model.parameters())
-        k = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        params = f"{_count(n)} parameters" + (f", {_count(k)} of them trained" if c.lora else "")
-        what = (f"fine-tuning {c.init}" + (f" with LoRA rank {c.lora}" if c.lora else "") if c.init
-                else "training a new model")
-        x0 = data["x0"]
-        classes = int(data["y"].max()) + 1 if "y" in data else 1
-        source = "digits (train split)" if c.data == "digits" else c.data
-        where = (f"continuing from step {start}" if plan.action == "continue" else
-                 "replacing the run there" if plan.replacing else "fresh run")
-        self.report(f"{what}: {cfg.routing_name} DiT, depth {cfg.depth}, width {cfg.hidden_size}, {cfg.num_heads} "
-                    f"heads, patch {cfg.patch_size} ({params}), {c.family} objective; data {source}: "
-                    f"{x0.shape[0]} images {'x'.join(map(str, x0.shape[1:]))}, {classes} classes; on {device}; "
-                    f"{where}, to step {c.steps} (batch {c.batch_size}, lr {c.lr:g})")
-
-    def begin(self, c: TrainConfig, start: int) -> None:
-        self.c, self.every = c, max(1, c.steps // 20)
-        self.pace = Pace(c.steps, start)
-
-    def profiled(self, hook, ema, step: int) -> float:
-        """Run the periodic profile at ``step``, said before and after; -> its seconds."""
-        if self.progress is not None:
-            self.progress(f"step {step:>7d}: profiling the EMA model ({hook.what}) into {hook.run.path}")
-        t0 = time.perf_counter()
-        try:
-            hook(ema, step, progress=self.profile_progress)
-        finally:
-            if self.profile_progress is not None:
-                self.profile_progress.end()  # a live bar goes before training's lines resume
-        self.profile_s = time.perf_counter() - t0
-        if self.progress is not None:
-            self.progress(f"step {step:>7d}: profiled in {self.profile_s:.0f} s")
-        return self.profile_s
-
-    def step(self, done: int, loss: float, profile_s: float) -> None:
-        self.pace.step(self.c.batch_size)
-        self.pace.exclude(profile_s)  # the ETA adds the profiles left at their own pace
-        if self.progress is None or not (done % self.every == 0 or done == self.c.steps):
-            return
-        per, left = self.pace.per_step(), self.pace.seconds_left()
-        pe = self.c.profile_every
-        if pe and self.profile_s is not None and left is not None:
-            left += (self.c.steps // pe - done // pe) * self.profile_s
-        eta = "" if done == self.c.steps else f"  ETA {clock(left)}" if left is not None else ""
-        self.progress(f"step {done:>7d}/{self.c.steps}  loss {loss:.4f}  {per:.3g} s/step{eta}")
-
-
 def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_step, saved_step: list,
-          init: DiT | None = None, watch: _Watch | None = None) -> None:
+          init: DiT | None = None, watch: Watch | None = None) -> None:
     out = Path(c.out)
     resume_from = out / LAST if plan.action == "continue" else None
     stored = plan.found.record.data if resume_from else None
@@ -333,13 +271,13 @@ def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_s
         saved = start if resume_from is not None else None  # the step of the good OUT/last.pt, if any
         outdir.write_config(out, c.to_dict())
         log = outdir.LossLog(out, keep_until=start)
-        watch = watch or _Watch(None, None, None)
-        watch.opening(c, plan, device, data, model, start)
+        watch = watch or Watch(c)
+        watch.opening(plan, device, data, model, start)
         if hook is not None and start == 0 and init is not None:
             # the starting point of a fine-tune, the figure's "before" (a new model's step 0 is adaLN-Zero:
             # every block the identity and every gradient 0, which says nothing and breaks log axes)
             watch.profiled(hook, ema, 0)
-        watch.begin(c, start)
+        watch.begin(start)
         t0 = time.perf_counter()
         loss_value = float("nan")
         model.train()  # train mode: the LabelEmbedder drops labels with p = class_dropout
