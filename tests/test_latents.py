@@ -356,7 +356,6 @@ def test_profile_reads_a_latents_file_and_says_what_it_is(class_folder, vae_dir,
 def test_a_stop_keeps_the_encoded_batches_and_the_same_command_continues(class_folder, vae_dir, tmp_path):
     """The first SIGTERM finishes the batch, keeps it in .OUT.partial (OUT itself is not written) and stops;
     the same call continues after it, and the file holds the same images and latents."""
-    import os
     import signal
 
     from dardiag.runs.stop import Stopped, stop_on_signals
@@ -367,7 +366,7 @@ def test_a_stop_keeps_the_encoded_batches_and_the_same_command_continues(class_f
 
     def signal_at_2(done, total):  # while the first batch is read: it still gets encoded
         if done == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
 
     with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped) as e:
         encode_folder(class_folder, vae_dir, out, size=SIZE, batch_size=2, progress=signal_at_2)

@@ -64,10 +64,10 @@ def test_a_first_signal_waits_inside_deferred_work_and_a_second_one_stops_at_onc
     with stop_on_signals("this step", notify=said.append) as req:
         assert current() is req
         with req.deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
             assert req.requested and "stopping after this step" in said[0]  # acknowledged at once
             with pytest.raises(Stopped) as e:
-                os.kill(os.getpid(), signal.SIGINT)  # the second one: at once, even inside deferred work
+                signal.raise_signal(signal.SIGINT)  # the second one: at once, even inside deferred work
         assert e.value.exit_code == 143  # the first signal decides the exit status
         with pytest.raises(Stopped):
             req.check()
@@ -78,7 +78,7 @@ def test_a_first_signal_waits_inside_deferred_work_and_a_second_one_stops_at_onc
 def test_outside_deferred_work_the_first_signal_stops_at_once():
     with stop_on_signals(notify=lambda line: None):
         with pytest.raises(Stopped) as e:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             time.sleep(5)  # never reached: loading a checkpoint has nothing to keep half-done
     assert e.value.exit_code == 130
 
@@ -92,7 +92,7 @@ class _SignalAt(Progress):
     def step(self, images: int) -> None:
         self.n += 1
         if self.n == self.at:
-            os.kill(os.getpid(), self.signum)
+            signal.raise_signal(self.signum)
 
 
 def test_a_level_stopped_between_minibatches_continues_from_the_next_one(files, tmp_path):
@@ -207,7 +207,7 @@ def test_generated_inputs_stop_at_once_while_sampling_and_are_drawn_once_per_run
         calls.append(1)
         if armed:
             armed.clear()
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             time.sleep(5)  # never reached: the handler raises at once
         return real(*a, **k)
 
@@ -240,7 +240,7 @@ def signal_in(monkeypatch, target: str, at: int, signals: list[int]) -> None:
         calls.append(1)
         if len(calls) == at:
             for s in signals:
-                os.kill(os.getpid(), s)
+                signal.raise_signal(s)
         return real(*a, **k)
 
     monkeypatch.setattr(f"{module}.{name}", signalled)
