@@ -84,7 +84,8 @@ CASES = [
     *[_case("profile", "{tiny.pt}", "--out", "{out}", "--noise-levels", v) for v in ("nan", "inf", "-0.5", "1.5",
                                                                                        "a,b", ",")],
     *[_case("profile", "{tiny.pt}", "--out", "{out}", "--timesteps", v) for v in ("nan", "-1", "1e30")],
-    *[_case("profile", "{tiny.pt}", "--out", "{out}", "--inputs", "generated", "--generate-cfg", v) for v in ODD_FLOATS],
+    *[_case("profile", "{tiny.pt}", "--out", "{out}", "--inputs", "generated", "--generate-cfg", v)
+      for v in ODD_FLOATS],
     _case("profile", "{tiny.pt}", "--out", "{out}", "--inputs", "generated", "--generate-steps", "0"),
     _case("profile", "{tiny.pt}", "--out", "{out}", "--trajectory", "--trajectory-steps", "1"),
     *[_case("profile", "{tiny.pt}", "--out", "{out}", *more, flag, HUGE) for flag, more in (
@@ -99,7 +100,8 @@ CASES = [
     _case("profile", "{tiny.pt}", "--out", "{notes.txt}"),
     _case("profile", "{tiny.pt}", "--out", "{out}", "--cka-rows", "pixels"),
     # ---------------------------------------------------------------- demo
-    *[_case("demo", "--out", "{out}", flag, v) for flag in ("--samples", "--levels", "--batch-size") for v in ODD_INTS[:2]],
+    *[_case("demo", "--out", "{out}", flag, v) for flag in ("--samples", "--levels", "--batch-size")
+      for v in ODD_INTS[:2]],
     _case("demo", "--out", "{notes.txt}"),
     # ---------------------------------------------------------------- train
     *[_case("train", "--out", "{out}", flag, v) for flag in ("--steps", "--batch-size", "--log-every",

@@ -250,7 +250,7 @@ def test_a_damaged_part_is_said_with_its_repair_and_the_same_command_computes_it
     dardiag.profile(str(res), out=out, **kw)
     part = sorted(out.glob("part-*.parquet"))[1]
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # a copy cut short
-    with pytest.raises(DardiagError, match=f"{part.name}.*damaged: run the same `dardiag profile` command again"):
+    with pytest.raises(DardiagError, match=f"{part.name}.*damaged: run the command that made the run again"):
         dardiag.read_profile(out)
     again = dardiag.profile(str(res), out=out, **kw)  # the complete run, read back: the damaged unit first
     assert any(f"{part.name} is damaged" in str(w.message) and "computed again" in str(w.message) for w in recwarn)

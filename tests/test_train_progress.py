@@ -31,9 +31,9 @@ def test_the_opening_line_and_the_pace(tmp_path):
     assert code == 0, err
     first, opening = text.splitlines()[:2]
     assert first.startswith(f"OUT: {out}  (device ")
-    assert re.fullmatch(r"training a new model: residual DiT, depth 2, width 16, 2 heads, patch 4 \([\d,]+ parameters\), "
-                        r"sit objective; data digits \(train split\): 1437 images 1x16x16, 10 classes; on cpu; "
-                        r"fresh run, to step 4 \(batch 8, lr 0\.001\)", opening), opening
+    assert re.fullmatch(r"training a new model: residual DiT, depth 2, width 16, 2 heads, patch 4 "
+                        r"\([\d,]+ parameters\), sit objective; data digits \(train split\): 1437 images 1x16x16, "
+                        r"10 classes; on cpu; fresh run, to step 4 \(batch 8, lr 0\.001\)", opening), opening
     lines = err.strip().splitlines()
     assert [int(re.match(r"step +(\d+)/4", line).group(1)) for line in lines] == [1, 2, 3, 4]
     assert all(re.search(r"loss \d\.\d{4}  [\d.e-]+ s/step", line) for line in lines), lines

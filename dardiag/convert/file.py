@@ -57,7 +57,8 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, *, query: str =
     """Write OUT, a DAR model that starts as SRC's residual one (exactly for ``chunk_size=1``)."""
     src, out = Path(src), Path(out)
     if not 0 <= check_samples <= MAX_CHECK_SAMPLES:
-        raise DardiagError(f"--check-samples must be in 0..{MAX_CHECK_SAMPLES} (0 = skip the check), got {check_samples}")
+        raise DardiagError(f"--check-samples must be in 0..{MAX_CHECK_SAMPLES} (0 = skip the check), "
+                           f"got {check_samples}")
     _check_paths(src, out, force)
     dev = resolve_device(device)
     model, info = load_model(src, family=family, num_heads=num_heads, input_size=input_size, weights=weights,

@@ -123,7 +123,8 @@ class ProfileConfig:
                 "rows per minibatch; use --batch-size 4 or more, or --no-cka"
             )
         if not isinstance(self.generate_steps, int) or not 1 <= self.generate_steps <= MAX_SAMPLER_STEPS:
-            raise DardiagError(f"--generate-steps must be an integer in 1..{MAX_SAMPLER_STEPS}, got {self.generate_steps!r}")
+            raise DardiagError(f"--generate-steps must be an integer in 1..{MAX_SAMPLER_STEPS}, "
+                               f"got {self.generate_steps!r}")
         if (not isinstance(self.trajectory_steps, int) or isinstance(self.trajectory_steps, bool)
                 or not 2 <= self.trajectory_steps <= MAX_SAMPLER_STEPS):
             raise DardiagError(f"--trajectory-steps must be an integer in 2..{MAX_SAMPLER_STEPS} (step i is compared "

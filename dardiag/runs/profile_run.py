@@ -79,7 +79,8 @@ def _of_training(metadata: dict) -> bool:
 def _repair(metadata: dict) -> str:
     if _of_training(metadata):
         return "delete it to read the other steps (that step's rows are lost)"
-    return "run the same `dardiag profile` command again: it computes damaged parts again"
+    return ("run the command that made the run again (`dardiag profile` or `demo`, the same arguments): it "
+            "computes damaged parts again")
 
 
 def _partial_levels(out: Path) -> int:
