@@ -31,6 +31,19 @@ def write_failed(dest: Path, e: OSError) -> WriteFailed:
                        "command again")
 
 
+def _refusal(e: BaseException) -> OSError | None:
+    """The system's refusal behind ``e``, if any. torch.save's zip writer turns a failed ``write`` of its
+    file object into ``RuntimeError: ... unexpected pos`` raised while the ``OSError`` is handled: the
+    refusal survives only as the error's context."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+    return None
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -61,7 +74,15 @@ def atomic_write(dest: str | os.PathLike, write: Callable, *, overwrite: bool = 
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from group/other
         with os.fdopen(fd, mode) as f:
-            write(f)
+            try:
+                write(f)
+            except DardiagError:
+                raise
+            except Exception as e:
+                refusal = _refusal(e)
+                if refusal is None:
+                    raise
+                raise refusal from None  # a full disk is one line below, whatever the writer made of it
             f.flush()
             os.fsync(f.fileno())
         if overwrite:

@@ -18,6 +18,7 @@ Legend: N images, C channels, H/W latent side.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -55,8 +56,8 @@ def _trajectory_rows(df: pd.DataFrame, model: str | None) -> tuple[str, pd.DataF
 
 def plan_schedule(df: pd.DataFrame, tolerance: float, *, model: str | None = None) -> CacheSchedule:
     """The cells of ``model`` (the run's only one by default) whose cache_error is below ``tolerance``."""
-    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
-        raise DardiagError(f"--tolerance must be a number >= 0, got {tolerance!r}")
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise DardiagError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
     model, rows = _trajectory_rows(df, model)
     settings = (df.attrs.get("dardiag") or {}).get("settings") or {}
     steps = int(settings.get("trajectory_steps") or int(rows["sampler_step"].max()) + 1)
@@ -68,6 +69,10 @@ def plan_schedule(df: pd.DataFrame, tolerance: float, *, model: str | None = Non
     meta = {"model": model, "tolerance": float(tolerance), "run_id": str(rows["run_id"].iloc[0]),
             "checkpoint": str(rows["checkpoint"].iloc[0]),
             "cfg": SAMPLER_CFG if settings.get("generate_cfg") is None else settings["generate_cfg"]}
+    models = ((df.attrs.get("dardiag") or {}).get("config") or {}).get("models") or []
+    sha = next((m.get("sha256") for m in models if m.get("name") == model), None)
+    if sha:  # the file the cells were measured on: `dardiag sample --cache-schedule` checks it
+        meta["sha256"] = sha
     return CacheSchedule(depth, steps, cells, meta)
 
 

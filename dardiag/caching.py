@@ -14,6 +14,7 @@ schedule runs exactly the uncached sampler.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,14 @@ class CacheSchedule:
     meta: dict = field(default_factory=dict, compare=False)  # where it came from: run, model, tolerance
 
     def __post_init__(self):
+        for name in ("depth", "steps"):
+            if not _whole(getattr(self, name)) or getattr(self, name) < 1:
+                raise DardiagError(f"cache schedule {name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        pair = (tuple, list)
+        odd = [c for c in self.cells if not (isinstance(c, pair) and len(c) == 2 and all(_whole(v) for v in c))]
+        if odd:
+            raise DardiagError(f"cache schedule cells must be pairs of whole numbers [block, step], got "
+                               f"{list(odd[0]) if isinstance(odd[0], pair) else odd[0]!r}")
         object.__setattr__(self, "cells", frozenset((int(k), int(i)) for k, i in self.cells))
         bad = sorted((k, i) for k, i in self.cells if not (1 <= k <= self.depth and 1 <= i < self.steps))
         if bad:
@@ -62,9 +71,13 @@ class CacheSchedule:
         if not isinstance(d, dict) or d.get("format") != SCHEDULE_FORMAT:
             raise DardiagError(f"not a dardiag cache schedule (format is not {SCHEDULE_FORMAT!r})")
         try:
-            return cls(int(d["depth"]), int(d["steps"]), frozenset(tuple(c) for c in d["cells"]), d.get("meta", {}))
-        except (KeyError, TypeError, ValueError) as e:
+            cells = frozenset(tuple(c) if isinstance(c, list) else c for c in d["cells"])
+            meta = d.get("meta", {})
+        except (KeyError, TypeError) as e:
             raise DardiagError(f"a damaged cache schedule: {e}") from None
+        if not isinstance(meta, dict):
+            raise DardiagError(f"a damaged cache schedule: its meta is a {type(meta).__name__}, not a dict")
+        return cls(d.get("depth"), d.get("steps"), cells, meta)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         text = json.dumps(self.to_dict(), indent=1) + "\n"
@@ -75,9 +88,27 @@ class CacheSchedule:
     @classmethod
     def load(cls, path: str | Path) -> "CacheSchedule":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DardiagError(f"cannot read the cache schedule {path}: {e}") from None
+            d = json.loads(Path(path).read_bytes().decode("utf-8"))
+        except OSError as e:
+            raise DardiagError(f"cannot read the cache schedule {path}: {e.strerror or e}") from None
+        except ValueError as e:  # UnicodeDecodeError (binary data) or JSONDecodeError
+            raise DardiagError(f"{path} is not a cache schedule (not JSON: {e}); pass the file that "
+                               "`dardiag cache-plan --out` wrote") from None
+        return cls.from_dict(d)
+
+    def check_weights(self, sha256: str, where) -> None:
+        """Refuse to apply the schedule to weights other than those it was planned on (``meta["sha256"]``:
+        the cells were chosen from that model's own measured errors)."""
+        want = self.meta.get("sha256")
+        if want and sha256 and sha256 != want:
+            raise DardiagError(f"the cache schedule was planned for {self.meta.get('model', 'another model')} "
+                               f"({self.meta.get('checkpoint', 'another file')}); {where} holds other weights: plan "
+                               "one for it (dardiag profile --trajectory, then dardiag cache-plan)")
+
+
+def _whole(v) -> bool:
+    """An integer (3 or numpy's int64; not 3.5, "3" or true)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 class CachedForward:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dardiag.atomic import atomic_write
+from dardiag.engine.config import MAX_SAMPLER_STEPS
 from dardiag.errors import DardiagError
 from dardiag.families import DiTFamily, Family, get_family
 
@@ -31,8 +32,8 @@ GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", "
 
 def check_sampling(*, steps: int, cfg_scale: float) -> None:
     """The sampler settings, checked before a model is loaded or run."""
-    if steps < 1:
-        raise DardiagError(f"--steps must be at least 1, got {steps}")
+    if not 1 <= steps <= MAX_SAMPLER_STEPS:
+        raise DardiagError(f"--steps must be between 1 and {MAX_SAMPLER_STEPS}, got {steps}")
     # cfg 0 samples the null class alone (unconditional); below 0 it steers away from the class, which is
     # never what a user asking for class y wants
     if not (math.isfinite(cfg_scale) and cfg_scale >= 0):

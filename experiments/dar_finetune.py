@@ -7,8 +7,8 @@ the same steps, data (the digits train split), batch, learning rate and seed:
   dar_full   dardiag to-dar (dense, static_t: the exact start), then full fine-tune
   dar_lora   the same converted model, LoRA rank R on the attention/MLP linears + routing in full
 
-Each run profiles its EMA on 64 held-out digits every --profile-every steps (``train --profile-every``);
-the start (step 0) is profiled with the same settings. Then every final EMA draws 20 samples per class
+Each run profiles its EMA on 64 held-out digits every --profile-every steps (``train --profile-every``),
+and the start as step 0 (the trainer does, for every --init run). Then every final EMA draws 20 samples per class
 (Euler/DDIM, 25 steps) for the digit score. Writes OUT/<start>/..., OUT/summary.csv, OUT/table.md
 and one figure per start (dardiag.plots.fig_training_runs):
 
@@ -26,17 +26,12 @@ import pandas as pd
 import torch
 
 import dardiag
-from dardiag.adapters.dit import dit_subject
 from dardiag.bundled import bundled_checkpoints
 from dardiag.checkpoints import load_model
 from dardiag.convert import convert_file
-from dardiag.engine.sweep import profile
 from dardiag.plots import fig_training_runs, save, symptoms_by_step
 from dardiag.train import digit_score, sample, train
 from dardiag.train.init import init_config
-from dardiag.train.profiling import probe_inputs, profile_config
-from dardiag.train.trainer import DIGITS_SPLIT_SEED
-from dardiag.data import digits_latents
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTS = {  # name -> (checkpoint, flags a bare file needs)
@@ -65,13 +60,9 @@ def run_start(name: str, out: Path, a) -> pd.DataFrame:
         t0 = time.perf_counter()
         last = train(config)
         print(f"[{name}] {run}: {a.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
-        # the start, profiled as the hook profiles: same probe, same settings, as step 0
-        start, info = load_model(init, **given)
-        probe = probe_inputs(digits_latents("test", DIGITS_SPLIT_SEED), config)
-        df0 = profile(dit_subject(start, info, name=run), inputs=probe,
-                      config=profile_config(config, probe["x0"].shape[0])).assign(step=0)
-        df = dardiag.read_profile(out / run / "profile")
-        tables.append(pd.concat([df0, df], ignore_index=True).assign(start=name, model=run))
+        start, _ = load_model(init, **given)
+        df = dardiag.read_profile(out / run / "profile")  # step 0 (the start) and every --profile-every
+        tables.append(df.assign(start=name, model=run))
         ema, info = load_model(last)
         y = torch.arange(10).repeat_interleave(a.per_class)
         for step, model in ((0, start), (a.steps, ema)):

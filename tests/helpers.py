@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import torch
 
 from dardiag.models import DiT, DiTConfig
@@ -56,3 +58,78 @@ def gated_cli(target: str) -> str:
             f"setattr(owner, {name!r}, gated)\n"
             "from dardiag.cli.app import app\n"
             "app(sys.argv[1:])\n")
+
+
+class Filling:
+    """A file object on a disk that fills up after ``room`` bytes: the write that crosses it raises
+    ENOSPC, as a real full disk does (torch.save's zip writer then raises ``RuntimeError: ... unexpected
+    pos``, with the ENOSPC only as its context)."""
+
+    def __init__(self, f, room: int):
+        self._f, self._room = f, room
+
+    def write(self, data):
+        if len(data) > self._room:
+            self._room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def full_disk(monkeypatch, pattern: str, room: int = 100) -> list[str]:
+    """From now on, every atomic write (``dardiag.atomic``: a hidden temp file beside the target) whose
+    target's name matches ``pattern`` (fnmatch) meets a full disk after ``room`` bytes. -> the names hit."""
+    import fnmatch
+    import os
+
+    if not os.path.isdir("/proc/self/fd"):
+        import pytest
+
+        pytest.skip("needs /proc/self/fd to tell which file a descriptor is")
+    real, hit = os.fdopen, []
+
+    def fdopen(fd, *args, **kwargs):
+        f = real(fd, *args, **kwargs)
+        temp = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))  # ".{name}.<random>.tmp"
+        target = temp[1:].rsplit(".", 2)[0] if temp.startswith(".") and temp.endswith(".tmp") else None
+        if target is not None and fnmatch.fnmatch(target, pattern):
+            hit.append(target)
+            return Filling(f, room)
+        return f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    return hit
+
+
+def cli(*args, cwd=None) -> "subprocess.CompletedProcess":
+    """``dardiag ARGS`` in this process, in ``cwd`` if given, as a finished process: its exit status and
+    what it printed. A new Python per command costs seconds of imports; keep real processes for what
+    needs one (signals from outside, a second process, SIGKILL, torchrun)."""
+    import contextlib
+    import io
+    import os
+    import subprocess
+
+    from dardiag.cli.app import app
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            app([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

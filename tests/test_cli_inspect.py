@@ -1,17 +1,11 @@
-"""``dardiag inspect`` end to end, in a subprocess as a user runs it: exit codes, JSON, one-line errors."""
+"""``dardiag inspect`` end to end through the CLI entry point: exit codes, JSON, one-line errors."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
-
-def dardiag(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model; see conftest.single_thread
-    return subprocess.run([sys.executable, "-m", "dardiag", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env=env)
+from helpers import cli as dardiag
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:

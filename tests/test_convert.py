@@ -206,5 +206,5 @@ def test_check_can_be_skipped(capsys, official_ckpt, tmp_path):
                               "--check-samples", "0")
     assert code == 0 and stdout.strip().splitlines()[-1] == "start gap: not measured (--check-samples 0)"
     assert torch.load(tmp_path / "d.pt", weights_only=True)["converted"]["start_gap"] is None
-    assert "--check-samples must be >= 0" in one_line_error(capsys, "to-dar", official_ckpt, tmp_path / "e.pt",
+    assert "--check-samples must be in 0..1024" in one_line_error(capsys, "to-dar", official_ckpt, tmp_path / "e.pt",
                                                            "--family", "dit", "--num-heads", "4", "--check-samples", "-1")

@@ -6,7 +6,6 @@ latents summary), plus a SIGTERM to ``dardiag train``. Tiny models, in process.
 from __future__ import annotations
 
 import errno
-import os
 import signal
 
 import pandas as pd
@@ -214,7 +213,7 @@ def test_sigterm_to_train_finishes_the_step_saves_it_exits_143_and_the_same_comm
         real(ema, model, decay)
         calls.append(1)
         if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)  # mid-step 3: the step finishes first
+            signal.raise_signal(signal.SIGTERM)  # mid-step 3: the step finishes first
 
     monkeypatch.setattr(trainer, "update_ema", signal_at_step_3)
     code, text, err = cli(capsys, "train", "--out", out, *steps, *TINY_FLAGS)

@@ -385,3 +385,14 @@ def test_diffusers_weights_that_are_an_lfs_pointer(tmp_path, capsys, diffusers_d
     (path / "diffusion_pytorch_model.safetensors").write_bytes(CONTENTS["lfs"][0])
     msg = _diffusers_error(path, capsys)
     assert "diffusion_pytorch_model.safetensors is a Git LFS pointer" in msg
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_torch_file_named_safetensors_is_read_by_its_content(tmp_path, model, zip_format):
+    """torch >= 2.13 reads any path named .safetensors as safetensors ("header too large"): the content
+    decides here, as for every other name."""
+    path = tmp_path / "model.safetensors"
+    torch.save(checkpoint_dict(model, family="dit"), path, _use_new_zipfile_serialization=zip_format)
+    loaded, info = load_model(path)
+    assert info.file_format == "dardiag" and info.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))

@@ -4,9 +4,7 @@ released files named by their family, ``--inputs generated``, and the kind of in
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,23 +15,25 @@ import dardiag
 from dardiag.checkpoints import load_model, save_checkpoint
 from dardiag.engine.config import Analyses
 from dardiag.api import profile
+from helpers import cli
 from dardiag.errors import DardiagError
 from dardiag.models import DiT, DiTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 QUICK = Analyses(cka=False, probe=False, routes=False, sublayers=False, outliers=False)
 
 
 def run(cwd: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dardiag", "profile", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, env=ENV, timeout=600)
+    """``dardiag profile ARGS`` run in ``cwd``, in this process (``helpers.cli``)."""
+    return cli("profile", *args, cwd=cwd)
 
 
-def test_profile_a_dardiag_checkpoint_alone(tmp_path):
+def test_profile_a_dardiag_checkpoint_alone(tmp_path, monkeypatch):
     """No flag at all: OUT named after the checkpoint, printed first; synthetic inputs said so; the same
-    command again reads the run back."""
+    command again reads the run back. (Drawing the figures is left out: test_cli_demo draws them.)"""
+    drawn = []
+    monkeypatch.setattr("dardiag.cli.figures.write_figures", lambda df, out_dir, **kw: drawn.append(out_dir))
     ckpt = tmp_path / "tiny.pt"
     torch.manual_seed(0)
     save_checkpoint(ckpt, DiT(DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2,
@@ -48,6 +48,7 @@ def test_profile_a_dardiag_checkpoint_alone(tmp_path):
     assert df.noise_level.nunique() == 16 and set(df.n_samples) == {64}  # the defaults
     assert set(df.inputs) == {"synthetic N(0, 1) latents (seed 0)"}
     assert df.attrs["dardiag"]["config"]["inputs_kind"] == "synthetic"
+    assert drawn == [Path("profile-tiny") / "_figures"]  # figures by default
     again = run(tmp_path, "tiny.pt", "--no-progress", "--no-figures")
     assert again.returncode == 0 and "OUT: profile-tiny" in again.stdout
 

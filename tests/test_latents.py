@@ -320,6 +320,20 @@ def test_cli_one_line_errors(case, capsys, class_folder, vae_dir, tmp_path, monk
     assert not out.exists() or out.read_bytes() == b"keep"
 
 
+def test_a_full_disk_is_one_line_and_the_same_command_writes_the_file(capsys, class_folder, vae_dir, tmp_path,
+                                                                     monkeypatch):
+    from helpers import full_disk
+
+    out = tmp_path / "lat.pt"
+    hit = full_disk(monkeypatch, "lat.pt")
+    code, _, err = cli(capsys, class_folder, "--vae", vae_dir, "--out", out, "--size", SIZE)
+    assert_one_line_error(code, err, "the disk is full", "run the same command again")
+    assert hit and not out.exists() and not list(tmp_path.glob(".*"))
+    monkeypatch.undo()
+    code, _, err = cli(capsys, class_folder, "--vae", vae_dir, "--out", out, "--size", SIZE)
+    assert code == 0 and load(out)["x0"].shape == (4, 4, 8, 8), err
+
+
 def test_profile_reads_a_latents_file_and_says_what_it_is(class_folder, vae_dir, tmp_path):
     """The workflow end to end: images -> latents -> profile; the inputs are named in the table."""
     from dardiag.engine.config import Analyses
@@ -342,7 +356,6 @@ def test_profile_reads_a_latents_file_and_says_what_it_is(class_folder, vae_dir,
 def test_a_stop_keeps_the_encoded_batches_and_the_same_command_continues(class_folder, vae_dir, tmp_path):
     """The first SIGTERM finishes the batch, keeps it in .OUT.partial (OUT itself is not written) and stops;
     the same call continues after it, and the file holds the same images and latents."""
-    import os
     import signal
 
     from dardiag.runs.stop import Stopped, stop_on_signals
@@ -353,7 +366,7 @@ def test_a_stop_keeps_the_encoded_batches_and_the_same_command_continues(class_f
 
     def signal_at_2(done, total):  # while the first batch is read: it still gets encoded
         if done == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
 
     with stop_on_signals(notify=lambda line: None), pytest.raises(Stopped) as e:
         encode_folder(class_folder, vae_dir, out, size=SIZE, batch_size=2, progress=signal_at_2)

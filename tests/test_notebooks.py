@@ -19,6 +19,9 @@ def test_notebooks_exist():
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("DARDIAG_NOTEBOOK_FAST", "1")  # notebooks that train take a few steps here
+    # the kernel is a process of its own: one torch thread, as conftest gives every test (on a loaded
+    # 2-core machine a second OpenMP thread made 02's profile cell run past its 300 s)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})

@@ -206,7 +206,7 @@ class _SignalAt(Progress):
     def step(self, images: int) -> None:
         self.n += 1
         if self.n == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
 
 
 def test_a_stopped_run_continues_to_the_uninterrupted_table(pipes, tmp_path):

@@ -1,7 +1,8 @@
 """``dardiag profile`` end to end: one table for several models, refusal to overwrite, resume, errors.
 
-The command runs as a user runs it (``python -m dardiag profile ...`` in a subprocess) on dardiag
-checkpoints of tiny random models whose zero-initialised parameters got small random values.
+The command runs as a user runs it (``python -m dardiag profile ...`` in a subprocess, once; the other
+commands in process) on dardiag checkpoints of tiny random models whose zero-initialised parameters got
+small random values. Stopping with Ctrl-C: ``test_stop``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import dardiag.api as api
 import dardiag.engine.sweep as sweep
 import dardiag.engine.units as units
 from dardiag.checkpoints import save_checkpoint
+from dardiag.cli.app import app
 from dardiag.models import DiT, DiTConfig
 from dardiag.engine.config import Analyses
 from dardiag.store import REQUIRED_COLUMNS, SCHEMA
@@ -141,12 +143,24 @@ def test_token_maps_have_one_value_per_token_and_average_to_the_block_value(two_
     assert df[~df.metric.str.startswith("token_")].token_values.isna().all()
 
 
-def test_rerun_without_force_is_refused_and_changes_nothing(two_model_run, files):
+def in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """``dardiag profile ARGS`` in this process (one real process, ``two_model_run``, is enough: a new Python
+    per command costs seconds of imports), as a finished process."""
+    capsys.readouterr()
+    try:
+        app(["profile", *map(str, args)])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_rerun_without_force_is_refused_and_changes_nothing(two_model_run, files, capsys):
     out, _ = two_model_run
     before = snapshot(out)
-    cmd = cli(files / "res.pt", "--out", out, "--inputs", files / "inputs.pt", "--noise-levels", "0.5",
-              "--samples", N, "--no-figures", "--no-progress")
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    r = in_process(capsys, files / "res.pt", "--out", out, "--inputs", files / "inputs.pt", "--noise-levels", "0.5",
+                   "--samples", N, "--no-figures", "--no-progress")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "--force" in lines[0], r.stderr
@@ -316,34 +330,6 @@ def test_resume_recomputes_levels_whose_probe_cache_is_gone(files, monkeypatch):
     assert calls == [] and len(again) == len(df)
 
 
-def test_ctrl_c_exits_130_and_the_same_command_finishes_the_run(files):
-    """Ctrl-C must fail a `dardiag profile ... && next` chain, keep finished units, and the same command
-    run again must complete the table."""
-    import signal
-    import time
-
-    out = files / "ctrl_c"
-    cmd = cli(files / "res.pt", "--out", out, "--inputs", files / "inputs.pt", "--levels", "12",
-              "--samples", N, "--batch-size", 4, "--no-figures", "--no-progress")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        run_file = out / "_run.json"
-        if run_file.exists() and '"m00-l000"' in run_file.read_text():
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0 and '"complete"' in (out / "_run.json").read_text():
-        pytest.skip("the run finished before the signal arrived")
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr
-    df = dardiag.read_profile(out)
-    assert df.attrs["dardiag_status"] == "complete" and df.noise_level.nunique() == 12
-
-
 def test_a_failed_fresh_run_leaves_nothing_that_blocks_the_corrected_command(files, monkeypatch):
     kw = dict(inputs=files / "inputs.pt", samples=N, batch_size=4, noise_levels=[0.5], analyses=Analyses(probe=False))
     out = files / "stub"
@@ -407,7 +393,7 @@ def test_an_in_memory_model_changed_since_the_last_run_is_not_read_back(files):
         api.profile((model, info), **kw)
 
 
-def test_checkpoints_of_one_training_run_are_one_model_over_steps(files, tmp_path):
+def test_checkpoints_of_one_training_run_are_one_model_over_steps(files, tmp_path, capsys):
     """`dardiag profile run/ckpt_*.pt`: one model (the run's folder) with a step per file, so the
     training figures draw one line; the console summary reads the last step."""
     run = tmp_path / "my_run"
@@ -416,9 +402,8 @@ def test_checkpoints_of_one_training_run_are_one_model_over_steps(files, tmp_pat
         save_checkpoint(run / f"ckpt_{step:07d}.pt", tiny(10 + i), family="dit", step=step)
     shutil.copy(files / "dar.pt", run / "other.pt")  # another architecture in the folder: its own model
     out = tmp_path / "out"
-    r = subprocess.run(cli(*sorted(run.glob("*.pt")), "--out", out, "--inputs", files / "inputs.pt",
-                           "--noise-levels", "0.2,0.8", "--samples", N, "--batch-size", 4, "--no-progress"),
-                       capture_output=True, text=True, env=ENV, timeout=300)
+    r = in_process(capsys, *sorted(run.glob("*.pt")), "--out", out, "--inputs", files / "inputs.pt",
+                   "--noise-levels", "0.2,0.8", "--samples", N, "--batch-size", 4, "--no-progress")
     assert r.returncode == 0, r.stderr
     df = dardiag.read_profile(out)
     steps = df.groupby("model")["step"].unique()

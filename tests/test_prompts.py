@@ -5,9 +5,6 @@ synthetic conditioning is said in the table."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 import dardiag  # noqa: E402
+from helpers import cli  # noqa: E402
 from dardiag.engine.config import Analyses  # noqa: E402
 from diffusers_tiny import build  # noqa: E402
 
@@ -56,10 +54,7 @@ def pipeline(tmp_path_factory):
     return root, pipe
 
 
-def run(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "dardiag", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
+run = cli  # in this process: a new Python per command costs seconds of imports
 
 
 def test_prompts_are_the_pipelines_own_encoding(pipeline, tmp_path):
@@ -109,6 +104,22 @@ def test_bad_prompt_files_are_one_line(pipeline, tmp_path):
     (tmp_path / "ok.txt").write_text("a cat")
     res = run("prompts", tmp_path / "ok.txt", "--pipeline", tmp_path, "--out", tmp_path / "o.pt")
     assert res.returncode == 2 and "not a diffusers pipeline folder" in res.stderr
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_writes_the_file(pipeline, tmp_path, monkeypatch):
+    from helpers import full_disk
+
+    root, _ = pipeline
+    (tmp_path / "p.txt").write_text("a cat")
+    args = ("prompts", tmp_path / "p.txt", "--pipeline", root, "--out", tmp_path / "c.pt", "--max-length", 8)
+    hit = full_disk(monkeypatch, "c.pt")
+    res = run(*args)
+    last = res.stderr.strip().splitlines()[-1]  # after transformers' own loading bars
+    assert res.returncode == 2 and last.startswith("error:") and "the disk is full" in last, res.stderr
+    assert "Traceback" not in res.stderr
+    assert hit and sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]
+    monkeypatch.undo()
+    assert run(*args).returncode == 0 and torch.load(tmp_path / "c.pt", weights_only=True)["meta"]["prompts"]
 
 
 #################################################################################

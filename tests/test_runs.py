@@ -1,9 +1,9 @@
 """Run directories held by one process at a time: the lock, two concurrent commands, SIGKILL mid-run.
 
 The lock is an OS lock (flock) on ``OUT/.dardiag.lock``: it dies with its process, names its holder,
-and is re-entrant within a process. End to end, real ``python -m dardiag profile`` processes: two
-started together on one OUT (one completes, the other refuses in one line and touches nothing), and
-one killed with SIGKILL mid-run, then the same command (the table equals an uninterrupted run).
+and is re-entrant within a process. End to end, a real ``python -m dardiag profile`` process holding
+OUT while a second command (this process) is refused in one line and touches nothing, and one killed
+with SIGKILL mid-run, then the same command (the table equals an uninterrupted run).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dardiag.models import DiT, DiTConfig
 from dardiag.runs import claim, lifecycle
 from dardiag.runs.layout import LOCK
 from dardiag.runs.profile_run import PROFILE
+from helpers import cli
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
@@ -183,10 +184,21 @@ def table(out: Path) -> pd.DataFrame:
                           na_position="first").reset_index(drop=True)
 
 
+def in_process(command: list[str]) -> subprocess.CompletedProcess:
+    """``command`` (an ungated one) run in this process (``helpers.cli``) on one torch thread, as the real
+    ones (ENV): what matters here is the process holding OUT and the one killed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return cli(*command[3:])  # [python, -m, dardiag, profile, ...]
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference(ckpt, tmp_path_factory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("ref") / "out"
-    r = subprocess.run(command(ckpt, out, 6), capture_output=True, text=True, env=ENV, timeout=300)
+    r = in_process(command(ckpt, out, 6))
     assert r.returncode == 0, r.stderr
     return table(out)
 
@@ -197,7 +209,7 @@ def test_two_commands_on_one_out_one_completes_the_other_refuses(ckpt, reference
                              text=True, env={**ENV, "HOLD": "1", "GATE": str(gate)})
     wait_for_units(first, out, 1)  # the first command holds OUT, one unit written, the next one waiting
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "_run.json" and p.is_file()}
-    second = subprocess.run(command(ckpt, out, 6), capture_output=True, text=True, env=ENV, timeout=300)
+    second = in_process(command(ckpt, out, 6))
     lines = second.stderr.strip().splitlines()
     assert second.returncode == 2 and len(lines) == 1, second.stderr
     assert lines[0].startswith("error:") and "in use by another dardiag command" in lines[0]
@@ -221,7 +233,32 @@ def test_sigkill_mid_run_then_the_same_command_gives_the_uninterrupted_table(ckp
     state = json.loads((out / "_run.json").read_text())
     assert state["status"] == "running" and len(state["completed"]) == 2
     assert (out / LOCK).exists()  # killed: its lock file stays behind, and must not block
-    r = subprocess.run(command(ckpt, out, 6), capture_output=True, text=True, env=ENV, timeout=300)
+    r = in_process(command(ckpt, out, 6))
     assert r.returncode == 0, r.stderr
     pd.testing.assert_frame_equal(table(out), reference)
     assert not (out / LOCK).exists() and dardiag.read_profile(out).attrs["dardiag_status"] == "complete"
+
+
+# ----------------------------------------------------------------------------- a damaged part
+
+
+def test_a_damaged_part_is_said_with_its_repair_and_the_same_command_computes_it_again(ckpt, tmp_path, recwarn):
+    res, inputs = ckpt
+    kw = dict(inputs=str(inputs), noise_levels=[0.2, 0.8], samples=8, batch_size=4, device="cpu")
+    ref = table_of(dardiag.profile(str(res), out=tmp_path / "ref", **kw))
+    out = tmp_path / "out"
+    dardiag.profile(str(res), out=out, **kw)
+    part = sorted(out.glob("part-*.parquet"))[1]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(DardiagError, match=f"{part.name}.*damaged: run the command that made the run again"):
+        dardiag.read_profile(out)
+    again = dardiag.profile(str(res), out=out, **kw)  # the complete run, read back: the damaged unit first
+    assert any(f"{part.name} is damaged" in str(w.message) and "computed again" in str(w.message) for w in recwarn)
+    pd.testing.assert_frame_equal(table_of(again), ref)
+    pd.testing.assert_frame_equal(table(out), ref)
+
+
+def table_of(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["run_id"]).sort_values(
+        ["metric", "noise_level", "site", "block", "other_block", "sublayer", "source"],
+        na_position="first").reset_index(drop=True)

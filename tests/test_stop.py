@@ -1,12 +1,14 @@
 """Stopping a profile: the first Ctrl-C or SIGTERM finishes the minibatch, keeps it and exits 130 / 143; a
 second one exits at once; either way the same command gives the uninterrupted table.
 
-In process (fast): a signal sent from inside a chosen minibatch, under ``stop_on_signals``. End to end:
-real ``python -m dardiag profile`` processes held still inside a minibatch (a gate file), then signalled.
+In process (fast): a signal sent from inside a chosen minibatch, under ``stop_on_signals``, and
+``dardiag sample`` stopped from inside a sampler step. End to end: real ``python -m dardiag profile``
+processes held still inside a minibatch (a gate file), then signalled from outside.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -28,7 +30,8 @@ from dardiag.engine import partial
 from dardiag.engine.progress import Progress
 from dardiag.runs.layout import INPUTS_DIRNAME, LOCK, WORK_DIRNAME
 from dardiag.runs.stop import Stopped, current, stop_on_signals
-from tests.helpers import gated_cli, randomised_dit
+import helpers
+from helpers import gated_cli, randomised_dit
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -61,10 +64,10 @@ def test_a_first_signal_waits_inside_deferred_work_and_a_second_one_stops_at_onc
     with stop_on_signals("this step", notify=said.append) as req:
         assert current() is req
         with req.deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
             assert req.requested and "stopping after this step" in said[0]  # acknowledged at once
             with pytest.raises(Stopped) as e:
-                os.kill(os.getpid(), signal.SIGINT)  # the second one: at once, even inside deferred work
+                signal.raise_signal(signal.SIGINT)  # the second one: at once, even inside deferred work
         assert e.value.exit_code == 143  # the first signal decides the exit status
         with pytest.raises(Stopped):
             req.check()
@@ -75,7 +78,7 @@ def test_a_first_signal_waits_inside_deferred_work_and_a_second_one_stops_at_onc
 def test_outside_deferred_work_the_first_signal_stops_at_once():
     with stop_on_signals(notify=lambda line: None):
         with pytest.raises(Stopped) as e:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             time.sleep(5)  # never reached: loading a checkpoint has nothing to keep half-done
     assert e.value.exit_code == 130
 
@@ -89,7 +92,7 @@ class _SignalAt(Progress):
     def step(self, images: int) -> None:
         self.n += 1
         if self.n == self.at:
-            os.kill(os.getpid(), self.signum)
+            signal.raise_signal(self.signum)
 
 
 def test_a_level_stopped_between_minibatches_continues_from_the_next_one(files, tmp_path):
@@ -150,10 +153,17 @@ def stopped_run(cmd: list[str], tmp: Path, hold: int, signals: list[int]) -> sub
     return subprocess.CompletedProcess(proc.args, proc.returncode, "", "".join(said) + err)
 
 
+def cli(*args: str) -> tuple[int, str, str]:
+    """``dardiag ARGS`` in this process (``helpers.cli``), where the signals come from inside or none come.
+    -> (exit status, stdout, stderr)."""
+    r = helpers.cli(*args)
+    return r.returncode, r.stdout, r.stderr
+
+
 def test_sigint_sigterm_and_a_double_ctrl_c_then_the_same_command_gives_the_uninterrupted_table(files, tmp_path):
     ref = tmp_path / "ref"
-    r = subprocess.run(command(files, ref, gated=False), capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr
+    code, _, err = cli(*command(files, ref, gated=False)[3:])  # [python, -m, dardiag, profile, ...]
+    assert code == 0, err
     out = tmp_path / "out"
 
     # Ctrl-C inside level 2's 2nd minibatch: it finishes, both of level 2's finished minibatches are kept
@@ -177,9 +187,9 @@ def test_sigint_sigterm_and_a_double_ctrl_c_then_the_same_command_gives_the_unin
     assert third.returncode == 130 and "Ctrl-C again: stopping now" in third.stderr, third.stderr
     assert "Traceback" not in third.stderr and not (out / LOCK).exists()
 
-    done = subprocess.run(command(files, out, gated=False), capture_output=True, text=True, env=ENV, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "continuing: 2 of 4 units done, and 1 noise level(s) stopped part-way" in done.stdout
+    code, text, err = cli(*command(files, out, gated=False)[3:])
+    assert code == 0, err
+    assert "continuing: 2 of 4 units done, and 1 noise level(s) stopped part-way" in text
     pd.testing.assert_frame_equal(table(out), table(ref), check_exact=True)
 
 
@@ -197,7 +207,7 @@ def test_generated_inputs_stop_after_the_batch_being_drawn_and_are_drawn_once_pe
         calls.append(1)
         if armed:
             armed.clear()
-            os.kill(os.getpid(), signal.SIGINT)  # deferred: the batch of 8 finishes its 2 sampler steps
+            signal.raise_signal(signal.SIGINT)  # deferred: the batch of 8 finishes its 2 sampler steps
         return real(*a, **k)
 
     monkeypatch.setattr(sampler, "_predict", predict)
@@ -217,45 +227,53 @@ def test_generated_inputs_stop_after_the_batch_being_drawn_and_are_drawn_once_pe
 # ----------------------------------------------------------------------------- dardiag sample
 
 
-def sample_command(files, out: Path, gate_at: str | None = None, *more: str) -> list[str]:
-    """``dardiag sample`` (4 sampler steps), held in a call of ``gate_at`` when given (see ``gated_cli``)."""
-    head = [sys.executable, "-c", gated_cli(gate_at)] if gate_at else [sys.executable, "-m", "dardiag"]
-    return [*head, "sample", str(files[0]), "--out", str(out), "--n-per-class", "2", "--steps", "4",
-            "--device", "cpu", *more]
+def signal_in(monkeypatch, target: str, at: int, signals: list[int]) -> None:
+    """Send ``signals`` to this process from inside the ``at``-th call of ``target`` ("module.attribute")."""
+    module, _, name = target.rpartition(".")
+    real, calls = getattr(importlib.import_module(module), name), []
+
+    def signalled(*a, **k):
+        calls.append(1)
+        if len(calls) == at:
+            for s in signals:
+                signal.raise_signal(s)
+        return real(*a, **k)
+
+    monkeypatch.setattr(f"{module}.{name}", signalled)
 
 
 def test_sample_stops_after_the_sampler_step_or_the_grids_write_and_writes_the_whole_grid_or_nothing(
-        files, tmp_path, capsys):
+        files, tmp_path, monkeypatch):
     """A grid needs every step, so a stop keeps nothing and says so; a stop asked for while the grid is
     written lets the write finish; the file is never half-written and a --force'd old one stays as it was."""
-    from dardiag.cli.app import app
-
+    args = ["sample", str(files[0]), "--n-per-class", "2", "--steps", "4", "--device", "cpu"]
     ref = tmp_path / "ref.png"
-    app(["sample", str(files[0]), "--out", str(ref), "--n-per-class", "2", "--steps", "4", "--device", "cpu"])
-    capsys.readouterr()
+    assert cli(*args, "--out", ref)[0] == 0
     out = tmp_path / "grid" / "g.png"
     out.parent.mkdir()
     out.write_bytes(b"the old grid")
 
     # Ctrl-C inside step 2 of 4: the step finishes, then the command stops; the old file is untouched
-    first = stopped_run(sample_command(files, out, "dardiag.sampler:_predict", "--force"), tmp_path, 2,
-                        [signal.SIGINT])
-    assert first.returncode == 130, first.stderr
-    assert first.stderr.startswith(f"Ctrl-C: stopping after this sampler step; nothing is written to {out}")
-    assert f"interrupted: nothing was written to {out} (a stopped sample does not resume" in first.stderr
-    assert "Traceback" not in first.stderr
+    signal_in(monkeypatch, "dardiag.sampler._predict", 2, [signal.SIGINT])
+    code, _, err = cli(*args, "--out", out, "--force")
+    assert code == 130, err
+    assert err.startswith(f"Ctrl-C: stopping after this sampler step; nothing is written to {out}")
+    assert f"interrupted: nothing was written to {out} (a stopped sample does not resume" in err
+    assert "Traceback" not in err
     assert sorted(p.name for p in out.parent.iterdir()) == ["g.png"] and out.read_bytes() == b"the old grid"
+    monkeypatch.undo()
 
-    # Ctrl-C twice: the second one stops at once, inside the held step
-    second = stopped_run(sample_command(files, out, "dardiag.sampler:_predict", "--force"), tmp_path, 2,
-                         [signal.SIGINT, signal.SIGINT])
-    assert second.returncode == 130 and f"Ctrl-C again: stopping now; nothing was written to {out}" in second.stderr
-    assert "Traceback" not in second.stderr and out.read_bytes() == b"the old grid"
+    # Ctrl-C twice: the second one stops at once, inside the step
+    signal_in(monkeypatch, "dardiag.sampler._predict", 2, [signal.SIGINT, signal.SIGINT])
+    code, _, err = cli(*args, "--out", out, "--force")
+    assert code == 130 and f"Ctrl-C again: stopping now; nothing was written to {out}" in err, err
+    assert "Traceback" not in err and out.read_bytes() == b"the old grid"
+    monkeypatch.undo()
 
     # SIGTERM just before the grid is written: the write finishes (atomically) and the grid is whole
-    third = stopped_run(sample_command(files, out, "dardiag.sampler:atomic_write", "--force"), tmp_path, 1,
-                        [signal.SIGTERM])
-    assert third.returncode == 143, third.stderr
-    assert third.stderr.startswith(f"SIGTERM: stopping after writing the grid; {out} will be complete")
-    assert f"interrupted: {out} was written in full" in third.stderr and "Traceback" not in third.stderr
+    signal_in(monkeypatch, "dardiag.sampler.atomic_write", 1, [signal.SIGTERM])
+    code, _, err = cli(*args, "--out", out, "--force")
+    assert code == 143, err
+    assert err.startswith(f"SIGTERM: stopping after writing the grid; {out} will be complete")
+    assert f"interrupted: {out} was written in full" in err and "Traceback" not in err
     assert out.read_bytes() == ref.read_bytes() and sorted(p.name for p in out.parent.iterdir()) == ["g.png"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import dardiag
 from dardiag.errors import DardiagError
 from dardiag.train import TrainConfig, train
 
@@ -234,5 +235,41 @@ def test_sample_with_non_finite_output_writes_nothing(tmp_path, capsys, ckpt):
     torch.save(obj, bad)
     code, out, err = run_cli(capsys, "sample", bad, "--out", tmp_path / "s.png", *SAMPLE)
     assert code == 2 and "Traceback" not in err + out
-    assert err.strip().splitlines()[-1].startswith("error: ") and "not finite" in err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "non-finite" in err  # refused before sampling
     assert not (tmp_path / "s.png").exists()
+
+
+# ----------------------------------------------------------------------------- train: what the files say
+
+
+def test_nan_init_weights_are_said_as_such_not_as_a_divergence(tmp_path, capsys, ckpt):
+    obj = torch.load(ckpt, weights_only=True)
+    obj["ema"]["blocks.0.attn.qkv.weight"][0, 0] = float("nan")
+    bad = tmp_path / "nan.pt"
+    torch.save(obj, bad)
+    line = one_line_error(capsys, "train", "--out", tmp_path / "run", "--init", bad, "--steps", "1")
+    assert "blocks.0.attn.qkv.weight has 1 non-finite values" in line and "diverged" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_lora_rank_above_the_layers_width_is_refused(tmp_path, capsys, ckpt):
+    line = one_line_error(capsys, "train", "--out", tmp_path / "run", "--init", ckpt, "--lora", "100000")
+    assert "--lora 100000 is above the rank of the layers it adapts (width 32)" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_init_file_is_never_the_export(tmp_path, capsys, ckpt):
+    before = ckpt.read_bytes()
+    line = one_line_error(capsys, "train", "--out", tmp_path / "run", "--init", ckpt, "--steps", "1", "--export",
+                          ckpt, "--force")
+    assert "is the --init checkpoint" in line and ckpt.read_bytes() == before
+
+
+def test_a_profile_run_is_not_a_training_run(tmp_path, capsys):
+    out = tmp_path / "prof"
+    run_cli(capsys, "profile", dardiag.bundled_checkpoints()["residual"], "--out", out, "--levels", "1",
+            "--samples", "4", "--batch-size", "4", "--no-figures", "--no-progress", "--no-probe")
+    before = snapshot(out)
+    for force in ([], ["--force"]):
+        line = one_line_error(capsys, "train", "--out", out, "--steps", "1", *TINY_FLAGS, *force)
+        assert "is a profile run" in line and snapshot(out) == before

@@ -165,8 +165,8 @@ def test_the_old_command_brings_back_a_run_whose_replacement_never_saved(tmp_pat
     def stop(step, loss):
         raise KeyboardInterrupt
     real_train = trainer.train
-    monkeypatch.setattr("dardiag.train.train", lambda c, *, on_step=None, plan=None: real_train(c, on_step=stop,
-                                                                                              plan=plan))
+    monkeypatch.setattr("dardiag.train.train", lambda c, *, on_step=None, plan=None, **kw: real_train(
+        c, on_step=stop, plan=plan, **kw))
     interrupted(capsys, "--out", out, *STEPS, *TINY_FLAGS, "--lr", "2e-3", "--force")  # stopped after step 1
     assert "last.pt" not in files(out) and "_replaced/last.pt" in files(out)
     monkeypatch.undo()

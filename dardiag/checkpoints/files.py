@@ -118,6 +118,9 @@ def read_with_format(path: Path) -> tuple[object, str]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the error says more
+            if path.suffix == ".safetensors":  # torch >= 2.13 reads a path of that name as safetensors
+                with open(path, "rb") as f:
+                    return torch.load(f, map_location="cpu", weights_only=True), "torch"
             # torch.save's zip format maps the file instead of reading it: a big checkpoint's tensors
             # cost page cache, not a second copy in memory, until they are cast or moved
             return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip"), "torch"

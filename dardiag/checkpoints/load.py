@@ -194,11 +194,14 @@ def load_model(
     weights: str | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    finite: bool = False,
 ) -> tuple[DiT, ModelInfo]:
     """Load any DiT/SiT/REPA/dardiag checkpoint as a ``DiT`` called like the official one.
 
     ``weights`` picks "ema" or "model" in training checkpoints (default: EMA when present). The
     weights arrive on ``device`` in ``dtype`` (floating tensors), read once: no float32 copy first.
+    Non-finite weights are a warning (a profile shows where they lead), or with ``finite`` an error
+    (what samples, trains or converts from them makes only NaN).
     Raises ``DardiagError`` with one line for every problem with the file or the flags.
     """
     path = Path(path)
@@ -223,6 +226,10 @@ def load_model(
         if step is not None:
             sources["step"] = step_source
     problems = _nonfinite(sd)
+    if finite and problems:
+        more = f" (and {len(problems) - 1} more tensors)" if len(problems) > 1 else ""
+        raise DardiagError(f"{path}: {problems[0]}{more}; nothing was done with it: pass a checkpoint whose weights "
+                           "are finite (an earlier one?)")
     for msg in problems:
         warnings.warn(f"{path}: {msg}", stacklevel=2)
     model, rebuilt = build_and_load(cfg, sd, path, device, dtype)

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 from dardiag import __version__
 from dardiag.atomic import atomic_write
 from dardiag.checkpoints.infer import FAMILIES
+from dardiag.errors import DardiagError
 from dardiag.models.dit import DiT
 
 FORMAT_VERSION = 1
+
+
+def check_torch_name(path: str | os.PathLike, flag: str) -> None:
+    """A file dardiag writes with torch.save may not be named ``.safetensors``: that format cannot hold a
+    checkpoint's config, and readers (torch >= 2.13 among them) would take the name at its word."""
+    if Path(path).suffix.lower() == ".safetensors":
+        raise DardiagError(f"{flag} {path}: dardiag writes this file in torch.save's format (weights with their "
+                           f"config), not safetensors; name it {Path(path).with_suffix('.pt').name}")
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:

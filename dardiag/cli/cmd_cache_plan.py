@@ -32,7 +32,9 @@ def cache_plan_cmd(
     from dardiag.cache_plan import evaluate_schedule, open_model_of, plan_schedule
     from dardiag.cli.savings import print_cache_plan
     from dardiag.engine.devices import resolve_device
+    from dardiag.models.config import DiTConfig
     from dardiag.runs import read_profile
+    from dardiag.train.memory import check_sampling_fits
 
     if threads is not None:
         if threads < 1:
@@ -40,11 +42,19 @@ def cache_plan_cmd(
         torch.set_num_threads(threads)
     if out is not None and out.exists() and not force:
         raise DardiagError(f"{out} already exists; pass --force to replace it, or choose another --out")
+    if out is not None:  # before the measurement, which takes minutes
+        from dardiag.runs.lifecycle import check_writable
+
+        check_writable(out, "--out", directory=False)
+    if samples < 2:  # before the run is read and the model opened
+        raise DardiagError(f"--samples must be at least 2, got {samples}")
     resolve_device(device)
     df = read_profile(run)
     schedule = plan_schedule(df, tolerance, model=model)
     subject = open_model_of(df, schedule.meta["model"], checkpoint=str(checkpoint) if checkpoint else None,
                             device=device)
+    if isinstance(getattr(subject.model, "config", None), DiTConfig):
+        check_sampling_fits(subject.model.config, samples, resolve_device(device))
     result = evaluate_schedule(subject, schedule, samples=samples, seed=seed)
     print_cache_plan(schedule, result)
     if out is not None:

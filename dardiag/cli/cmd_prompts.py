@@ -27,9 +27,12 @@ def prompts_cmd(
     import torch
 
     from dardiag.adapters.prompts import encode_prompts
-    from dardiag.checkpoints.save import atomic_save
+    from dardiag.checkpoints.save import atomic_save, check_torch_name
+    from dardiag.engine.devices import resolve_device
     from dardiag.data import read_prompts
 
+    check_torch_name(out, "--out")
+    device = str(resolve_device(device))  # before the text encoders load (auto: CUDA when present)
     if out.exists() and not force:
         raise DardiagError(f"--out {out} already exists; pass --force to replace it, or choose another name")
     if dtype not in DTYPES:

@@ -40,6 +40,13 @@ def sample_cmd(
         raise DardiagError(f"--n-per-class must be at least 1, got {n_per_class}")
     check_sampling(steps=steps, cfg_scale=cfg)
     fmt = grid_format(out, overwrite=force)
+    schedule = None
+    if cache_schedule is not None:
+        from dardiag.caching import CacheSchedule
+
+        schedule = CacheSchedule.load(cache_schedule)
+        if schedule.steps != steps:
+            raise DardiagError(f"the schedule is for {schedule.steps} steps; pass --steps {schedule.steps}")
     from dardiag.engine.devices import describe_device
 
     print(f"{describe_device(device)}; grid -> {out}", flush=True)
@@ -48,20 +55,18 @@ def sample_cmd(
     # step (or the grid's write) and says so; loading, and a second signal, stop at once
     nothing = f"nothing was written to {out} (a stopped sample does not resume: the same command starts over)"
     with stop_on_signals("this sampler step", keeps=nothing) as halt:
-        model, info = load_model(checkpoint, family=family, device=device)
+        model, info = load_model(checkpoint, family=family, device=device, finite=True)
         cfg_model = model.config
         if score and (cfg_model.in_channels, cfg_model.input_size, cfg_model.num_classes) != (1, 16, 10):
             raise DardiagError("--score is for digits models (1 x 16 x 16 latents, 10 classes)")
         check_grid(cfg_model.num_classes, n_per_class, cfg_model.input_size, fmt=fmt)  # before a huge batch is drawn
         y = torch.arange(cfg_model.num_classes).repeat_interleave(n_per_class)  # (classes * n,)
         forward = None
-        if cache_schedule is not None:  # a real cached sampler: reused blocks are not computed
+        if schedule is not None:  # a real cached sampler: reused blocks are not computed
             from dardiag.adapters.dit import dit_subject
-            from dardiag.caching import CachedForward, CacheSchedule
+            from dardiag.caching import CachedForward
 
-            schedule = CacheSchedule.load(cache_schedule)
-            if schedule.steps != steps:
-                raise DardiagError(f"the schedule is for {schedule.steps} steps; pass --steps {schedule.steps}")
+            schedule.check_weights(info.sha256, checkpoint)
             forward = CachedForward(dit_subject(model, info), schedule)
         with halt.deferred(then=f"nothing is written to {out}: the grid needs every step"):
             x = sample(model, info.family, y, steps=steps, cfg_scale=cfg, seed=seed, forward=forward,

@@ -107,7 +107,7 @@ def train_cmd(
         print(f"nothing to do: the run in {out} is complete (step {plan.record.progress}, --steps {steps}); pass a larger "
               "--steps to train on, or --force to start over")
         if export is not None:
-            check_target(export, out, overwrite=True)  # not a file of the run, not unwritable
+            check_target(export, out, overwrite=True, init=init)  # not a file of the run, not unwritable
             if export.exists() or export.is_symlink():
                 print(f"--export {export} exists, left as it is (delete it to export again)")
                 export = None
@@ -116,15 +116,17 @@ def train_cmd(
             print(f"exported EMA weights to {export_fn(out / 'last.pt', export, overwrite=False)}")
         return
     if export is not None:
-        check_target(export, out, overwrite=force)
-    report_every = max(1, steps // 20)
+        check_target(export, out, overwrite=force, init=init)
+    from dardiag.cli.live import LiveProgress
+    from dardiag.cli.report import console
 
-    def progress(step: int, loss: float) -> None:
-        if step % report_every == 0 or step == steps:
-            print(f"step {step:>7d}/{steps}  loss {loss:.4f}", file=sys.stderr, flush=True)
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
-    with stop_on_signals("this step"):  # a first Ctrl-C / SIGTERM: finish the step, save last.pt, exit 130 / 143
-        last = train(config, on_step=progress, plan=plan)
+    # a first Ctrl-C / SIGTERM: finish the step, save last.pt, exit 130 / 143
+    with LiveProgress(console) as live, stop_on_signals("this step", notify=live.alert):
+        last = train(config, plan=plan, report=lambda line: print(line, flush=True), progress=progress,
+                     profile_progress=live)
     print(_summary(out))
     if export is not None:
         print(f"exported EMA weights to {export_fn(last, export, overwrite=force)}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -27,11 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress as RichProgress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from dardiag.engine.progress import Progress
-
-
-def _clock(seconds: float) -> str:
-    return str(timedelta(seconds=int(max(seconds, 0))))
+from dardiag.engine.progress import Pace, Progress
 
 
 def _size(path: str) -> str:
@@ -41,34 +36,6 @@ def _size(path: str) -> str:
     except OSError:
         return ""
     return f" ({n / 1e9:.1f} GB)" if n >= 1e8 else ""
-
-
-class _Pace:
-    """Time per minibatch in this process, and what it says about the rest."""
-
-    def __init__(self, total: int, done: int):
-        self.total, self.done, self.here, self.images = total, done, 0, 0
-        self.t0 = self.last = time.perf_counter()
-
-    def step(self, images: int) -> None:
-        self.done, self.here, self.images = self.done + 1, self.here + 1, self.images + images
-        self.last = time.perf_counter()
-
-    def eta(self) -> str:
-        if self.done >= self.total:
-            return "ETA 0:00:00"
-        if self.here == 0:
-            return "ETA after the first minibatch"
-        per = (self.last - self.t0) / self.here
-        left = per * (self.total - self.done) - (time.perf_counter() - self.last)  # counts down mid-minibatch
-        return f"ETA {_clock(max(left, 0))}"
-
-    def rate(self) -> str:
-        if self.here == 0:
-            return ""
-        secs = self.last - self.t0
-        per_image = secs / max(self.images, 1)
-        return f"{1 / per_image:.2f} images/s" if per_image < 1 else f"{per_image:.1f} s/image"
 
 
 class _PaceColumn(ProgressColumn):
@@ -91,7 +58,7 @@ class LiveProgress(Progress):
         self.terminal = sys.stderr.isatty() if enabled is None else bool(enabled)
         self.lines = enabled is None and not sys.stderr.isatty()  # a log: one line per unit
         self.unit_name = unit
-        self.pace: _Pace | None = None
+        self.pace: Pace | None = None
         self._bar: RichProgress | None = None
         self._task = None
 
@@ -135,7 +102,7 @@ class LiveProgress(Progress):
     # ------------------------------------------------------------------ the bar
     def begin(self, *, total: int, done: int, images_per_step: int, units: str) -> None:
         self.end()
-        self.pace = _Pace(total, done)
+        self.pace = Pace(total, done)
         if self.lines and done < total:
             print(f"work: {total - done} of {total} {self.unit_name} of {images_per_step} images to run ({units})",
                   file=sys.stderr, flush=True)

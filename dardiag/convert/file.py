@@ -15,6 +15,7 @@ import torch
 
 from dardiag.atomic import atomic_write
 from dardiag.checkpoints import ModelInfo, checkpoint_dict, load_model
+from dardiag.checkpoints.save import check_torch_name
 from dardiag.convert.gap import StartGap, fixed_batch, start_gap
 from dardiag.convert.to_dar import dar_config, to_dar
 from dardiag.engine.devices import resolve_device
@@ -22,6 +23,9 @@ from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.models.config import DiTConfig
 from dardiag.runs.lifecycle import check_writable
+
+
+MAX_CHECK_SAMPLES = 1024  # the gap is a maximum over one batch: a few inputs show it, a huge batch only costs memory
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class ConvertResult:
 
 
 def _check_paths(src: Path, out: Path, force: bool) -> None:
+    check_torch_name(out, "OUT")
     if src.is_dir():
         what = ("a diffusers model folder" if (src / "config.json").is_file() else
                 "a diffusers pipeline folder" if (src / "model_index.json").is_file() else "a directory")
@@ -51,12 +56,13 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, *, query: str =
                  force: bool = False) -> ConvertResult:
     """Write OUT, a DAR model that starts as SRC's residual one (exactly for ``chunk_size=1``)."""
     src, out = Path(src), Path(out)
-    if check_samples < 0:
-        raise DardiagError(f"--check-samples must be >= 0 (0 = skip the check), got {check_samples}")
+    if not 0 <= check_samples <= MAX_CHECK_SAMPLES:
+        raise DardiagError(f"--check-samples must be in 0..{MAX_CHECK_SAMPLES} (0 = skip the check), "
+                           f"got {check_samples}")
     _check_paths(src, out, force)
     dev = resolve_device(device)
     model, info = load_model(src, family=family, num_heads=num_heads, input_size=input_size, weights=weights,
-                             device=dev)
+                             device=dev, finite=True)
     if info.config.routing != "residual":
         raise DardiagError(f"{src} is already a DAR model ({info.config.routing_name}); to-dar converts residual "
                            "checkpoints")

@@ -22,6 +22,7 @@ from dardiag.errors import DardiagError
 
 DEFAULT_LEVELS = 16
 MAX_LEVELS = 1000  # DiT's whole discrete schedule; a larger grid is a typo, not a study
+MAX_SAMPLER_STEPS = 10_000  # 40x the most any released sampler uses; more is a typo that would run for days
 DTYPES = ("float32", "bfloat16", "float16")
 CKA_ROWS = ("tokens", "images")
 RESUMABLE = frozenset({"device"})  # may differ when a run is continued: it does not decide what is measured
@@ -124,13 +125,14 @@ class ProfileConfig:
                 f"--batch-size {self.batch_size} is too small for CKA: the unbiased estimator needs at least 4 "
                 "rows per minibatch; use --batch-size 4 or more, or --no-cka"
             )
-        if self.generate_steps is not None and (not isinstance(self.generate_steps, int)
-                                                or isinstance(self.generate_steps, bool) or self.generate_steps < 1):
-            raise DardiagError(f"--generate-steps must be a positive integer, got {self.generate_steps!r}")
-        if self.trajectory_steps is not None and (not isinstance(self.trajectory_steps, int)
-                                                  or isinstance(self.trajectory_steps, bool) or self.trajectory_steps < 2):
-            raise DardiagError(f"--trajectory-steps must be an integer >= 2 (step i is compared with i - 1), "
-                               f"got {self.trajectory_steps!r}")
+        if self.generate_steps is not None and (not isinstance(self.generate_steps, int) or isinstance(
+                self.generate_steps, bool) or not 1 <= self.generate_steps <= MAX_SAMPLER_STEPS):
+            raise DardiagError(f"--generate-steps must be an integer in 1..{MAX_SAMPLER_STEPS}, "
+                               f"got {self.generate_steps!r}")
+        if self.trajectory_steps is not None and (not isinstance(self.trajectory_steps, int) or isinstance(
+                self.trajectory_steps, bool) or not 2 <= self.trajectory_steps <= MAX_SAMPLER_STEPS):
+            raise DardiagError(f"--trajectory-steps must be an integer in 2..{MAX_SAMPLER_STEPS} (step i is compared "
+                               f"with i - 1), got {self.trajectory_steps!r}")
         if self.generate_cfg is not None and not (
                 isinstance(self.generate_cfg, (int, float)) and not isinstance(self.generate_cfg, bool)
                 and math.isfinite(self.generate_cfg) and self.generate_cfg >= 0):

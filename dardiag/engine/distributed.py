@@ -60,15 +60,21 @@ def _several() -> bool:
     return _active() and dist.get_world_size() > 1
 
 
+# How long a failed collective waits for the stop that explains it. torchrun signals every worker once
+# one has ended (its monitor polls every 0.1 s), but on a loaded machine that signal arrived after more
+# than 2 s: the wait only ever runs after a collective failed, so it may be generous.
+PEER_GONE_WAIT_S = 60.0
+
+
 @contextmanager
 def _collective() -> Iterator[None]:
-    """A collective that fails because another process has gone: when this one was asked to stop too
-    (torchrun signals every worker within its monitor interval, 0.1 s, of one ending), that is the stop."""
+    """A collective that fails because another process has gone: when this one is asked to stop too
+    (torchrun signals every remaining worker once one ended), that is the stop, not an error."""
     try:
         yield
     except RuntimeError:  # gloo: "Connection closed by peer"; torch.distributed.DistBackendError
         halt = stop.current()
-        deadline = time.monotonic() + (2.0 if halt.listening else 0.0)
+        deadline = time.monotonic() + (PEER_GONE_WAIT_S if halt.listening else 0.0)
         while not halt.requested and time.monotonic() < deadline:
             time.sleep(0.05)
         if not halt.requested:

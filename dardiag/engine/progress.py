@@ -7,13 +7,59 @@ probe; what is written to OUT). Loading a checkpoint is a step of its own (``loa
 totals are known. Every method is a no-op here, so a watcher implements only what it shows.
 
 A plain callable (``progress=print``: the public form of ``dardiag.profile``) gets one line per
-finished unit, as it always did.
+finished unit, as it always did. :class:`Pace` turns finished steps (minibatches, training steps) into
+a rate and an ETA, for every watcher that shows one.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Callable, Iterator
+
+
+def clock(seconds: float) -> str:
+    """``0:12:30``"""
+    return str(timedelta(seconds=int(max(seconds, 0))))
+
+
+class Pace:
+    """Time per step in this process (steps a continued run had finished do not count: they took no
+    time here), and what it says about the rest."""
+
+    def __init__(self, total: int, done: int):
+        self.total, self.done, self.here, self.images = total, done, 0, 0
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, images: int = 0) -> None:
+        self.done, self.here, self.images = self.done + 1, self.here + 1, self.images + images
+        self.last = time.perf_counter()
+
+    def exclude(self, seconds: float) -> None:
+        """``seconds`` of the time so far went to other work (a training run's periodic profile)."""
+        self.t0 += seconds
+
+    def per_step(self) -> float | None:
+        return (self.last - self.t0) / self.here if self.here else None
+
+    def seconds_left(self) -> float | None:
+        """None until a step finished here; counts down while a long step runs."""
+        if self.done >= self.total:
+            return 0.0
+        if not self.here:
+            return None
+        return max(self.per_step() * (self.total - self.done) - (time.perf_counter() - self.last), 0.0)
+
+    def eta(self, what: str = "minibatch") -> str:
+        left = self.seconds_left()
+        return f"ETA after the first {what}" if left is None else f"ETA {clock(left)}"
+
+    def rate(self) -> str:
+        if self.here == 0:
+            return ""
+        per_image = (self.last - self.t0) / max(self.images, 1)
+        return f"{1 / per_image:.2f} images/s" if per_image < 1 else f"{per_image:.1f} s/image"
 
 
 class Progress:
@@ -39,6 +85,9 @@ class Progress:
 
     def unit(self, text: str) -> None:
         """One unit finished (and was written)."""
+
+    def end(self) -> None:
+        """The work is over (a caller that runs several profiles in a row, as training does, says so)."""
 
 
 class _Lines(Progress):

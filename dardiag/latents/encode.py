@@ -49,8 +49,8 @@ def _check_flags(*, size: int, samples: int | None, batch_size: int, class_index
 
 def _check_out(out: Path, force: bool) -> None:
     """Refuse an existing ``out`` without ``force`` and an unwritable one, before any work is done."""
-    if out.suffix.lower() == ".npz":
-        raise DardiagError(f"--out {out}: the latents file is a torch.save dict; name it .pt, not .npz")
+    if out.suffix.lower() in (".npz", ".safetensors"):
+        raise DardiagError(f"--out {out}: the latents file is a torch.save dict; name it .pt, not {out.suffix}")
     if out.is_dir():
         raise DardiagError(f"--out {out} is a folder; pass a file name such as {out / 'latents.pt'}")
     if out.exists() and not force:

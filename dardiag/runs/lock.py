@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from dardiag.atomic import write_failed
 from dardiag.errors import DardiagError
 from dardiag.runs.layout import LOCK
 
@@ -92,8 +93,13 @@ def _acquire(out: Path) -> int | None:
     since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since,
                        "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))})
-    os.ftruncate(fd, 0)
-    os.write(fd, text.encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, text.encode())
+    except OSError as e:  # a full disk: nothing of the run could be written either
+        path.unlink(missing_ok=True)  # still holding it: nobody can lock it in between
+        os.close(fd)
+        raise write_failed(path, e) from None
     return fd
 
 

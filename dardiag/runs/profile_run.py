@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,6 +61,27 @@ def _read_run_json(path: Path) -> dict:
     if not isinstance(state.get("metadata"), dict) or not isinstance(state.get("completed"), list):
         raise DardiagError(f"{path} is damaged: 'metadata' or 'completed' missing")
     return state
+
+
+def _damage(part: Path) -> str | None:
+    """What is wrong with a part file, or None when it reads in full."""
+    try:
+        read_parts([part])
+    except DardiagError as e:
+        return str(e).removeprefix(f"cannot read {part}: ")
+    return None
+
+
+def _of_training(metadata: dict) -> bool:
+    """``OUT/profile`` of ``train --profile-every``: a step trained past cannot be profiled again."""
+    return metadata.get("source") == "dardiag train --profile-every"
+
+
+def _repair(metadata: dict) -> str:
+    if _of_training(metadata):
+        return "delete it to read the other steps (that step's rows are lost)"
+    return ("run the command that made the run again (`dardiag profile` or `demo`, the same arguments): it "
+            "computes damaged parts again")
 
 
 def _partial_levels(out: Path) -> int:
@@ -152,7 +174,8 @@ class RunDir:
                             "metadata": metadata, "completed": [], "parts": {}, "created": _now(), "updated": _now()})
         else:
             run = cls(out, p.record.data)
-            run._clean_for_resume()
+            if run._clean_for_resume() and p.action == "complete":
+                p.action = "continue"  # a damaged part of a complete run: computed again now
             run.resumed_from = len(run.completed)
             run._state["resumed"] = run._state.get("resumed", 0) + 1
             run._state["updated"] = _now()
@@ -170,11 +193,21 @@ class RunDir:
                                      progress=len(self._state["completed"]) + _partial_levels(self.path))
         return False
 
-    def _clean_for_resume(self) -> None:
-        """Forget units whose shard vanished; delete shards and temp files no unit claims (a crash
-        between writing a shard and recording it) so the unit is simply recomputed."""
+    def _clean_for_resume(self) -> list[str]:
+        """Forget units whose shard vanished or is damaged (a disk error, a copy cut short: it would fail
+        every read of the run); delete shards and temp files no unit claims (a crash between writing a
+        shard and recording it), so that those units are simply recomputed. -> the units forgotten."""
         parts = self._state.setdefault("parts", {})
-        keep = [u for u in self._state["completed"] if (self.path / parts.get(u, _part_name(u) + PART_SUFFIX)).exists()]
+        keep = []
+        for u in self._state["completed"]:
+            part = self.path / parts.get(u, _part_name(u) + PART_SUFFIX)
+            damage = _damage(part) if part.exists() else "missing"
+            if damage is None:
+                keep.append(u)
+            elif damage != "missing":
+                then = "that step's rows are lost" if _of_training(self.metadata) else f"{u!r} is computed again"
+                warnings.warn(f"{part} is damaged ({damage}); deleted, {then}", stacklevel=2)
+        dropped = [u for u in self._state["completed"] if u not in keep]
         if len(keep) < len(self._state["completed"]):
             self._state["status"] = "running"
         self._state["completed"] = keep
@@ -184,6 +217,7 @@ class RunDir:
             orphan = PROFILE_RESULTS.match(p.name) and p.name not in claimed
             if orphan or PROFILE_TEMP.match(p.name):
                 p.unlink()
+        return dropped
 
     def _save(self) -> None:
         _write_json(self.path / RUN_FILE, self._state)
@@ -262,7 +296,12 @@ def read_profile(path: str | os.PathLike) -> pd.DataFrame:
             if not files:
                 raise DardiagError(f"{path} is not a dardiag run directory (no {RUN_FILE} and no part files)")
             metadata = None
-        table = read_parts(files)
+        try:
+            table = read_parts(files)
+        except DardiagError as e:
+            if metadata is None:
+                raise
+            raise DardiagError(f"{e}; this part of the run is damaged: {_repair(metadata)}") from None
         if metadata is None:
             metadata = metadata_of(table.schema)
     if table.num_rows == 0:

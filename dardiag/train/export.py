@@ -9,15 +9,20 @@ import torch
 
 from dardiag.atomic import atomic_write
 from dardiag.checkpoints import checkpoint_dict, load_model, read_file
+from dardiag.checkpoints.save import check_torch_name
 from dardiag.errors import DardiagError
 from dardiag.runs.lifecycle import check_writable
 from dardiag.train.outdir import is_written_by_training
 
 
-def check_target(path: Path, out: Path, *, overwrite: bool) -> None:
+def check_target(path: Path, out: Path, *, overwrite: bool, init: Path | None = None) -> None:
     """Refuse, before any work, an export onto a file the training run in ``out`` writes (its
-    ``last.pt`` would no longer resume), onto an existing file without ``overwrite``, or into a place
-    that cannot be written."""
+    ``last.pt`` would no longer resume), onto the ``--init`` file it starts from, onto an existing file
+    without ``overwrite``, or into a place that cannot be written."""
+    check_torch_name(path, "--export")
+    if init is not None and path.exists() and Path(init).exists() and path.resolve() == Path(init).resolve():
+        raise DardiagError(f"--export {path} is the --init checkpoint the run starts from (--force does not "
+                           "replace it); choose another file for the export")
     if is_written_by_training(out, path):
         raise DardiagError(f"--export {path} is a file the training run in {out} writes; "
                            f"choose another name, such as {out / 'ema.pt'}")

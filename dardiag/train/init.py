@@ -15,6 +15,7 @@ from dardiag.checkpoints import ModelInfo, load_model
 from dardiag.errors import DardiagError
 from dardiag.models.config import preset as preset_config
 from dardiag.models.dit import DiT
+from dardiag.train import lora
 from dardiag.train.config import TrainConfig, flag
 
 # TrainConfig field -> how to read it off a loaded model's DiTConfig
@@ -39,7 +40,9 @@ def init_config(init: str | Path, *, given: dict, preset: str | None = None, **s
     if not path.exists():
         raise DardiagError(f"--init {path}: no such checkpoint")
     hints = {HINTS[k]: v for k, v in given.items() if k in HINTS}
-    model, info = load_model(path, **hints)
+    model, info = load_model(path, **hints, finite=True)
+    if settings.get("lora"):
+        lora.check_rank(model, settings["lora"])
     cfg = info.config
     fields = {k: read(cfg) for k, read in FROM_MODEL.items()}
     if cfg.routing == "residual":  # query and chunk size mean nothing there: keep TrainConfig's defaults

@@ -9,6 +9,8 @@ tensors alone (``trainable_state``) to continue a run on top of the ``--init`` w
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -28,10 +30,22 @@ def _peft():
     return peft
 
 
-def add_lora(model: nn.Module, rank: int) -> nn.Module:
-    """Wrap ``model``'s targets in place; only LoRA factors and ``routing.*`` keep requires_grad."""
+def check_rank(model: nn.Module, rank: int) -> None:
+    """A rank above a target's smaller side (the width, for DiT's linears) adds nothing a full fine-tune
+    lacks, at a larger cost in memory and time than the full fine-tune itself."""
     if rank < 1:
         raise DardiagError(f"--lora must be a rank >= 1, got {rank}")
+    sides = [min(m.in_features, m.out_features) for name, m in model.named_modules()
+             if re.fullmatch(TARGETS, name) and isinstance(m, nn.Linear)]
+    if sides and rank > min(sides):
+        raise DardiagError(f"--lora {rank} is above the rank of the layers it adapts (width {min(sides)}): a rank "
+                           f"beyond that adds nothing; use a rank up to {min(sides)} (often far less), or "
+                           "--lora 0 for a full fine-tune")
+
+
+def add_lora(model: nn.Module, rank: int) -> nn.Module:
+    """Wrap ``model``'s targets in place; only LoRA factors and ``routing.*`` keep requires_grad."""
+    check_rank(model, rank)
     peft = _peft()
     config = peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=TARGETS, bias="none")
     model.requires_grad_(False)

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from dardiag.atomic import atomic_write
+from dardiag.atomic import atomic_write, write_failed
+from dardiag.errors import DardiagError
 from dardiag.runs import lifecycle
 from dardiag.runs.layout import (
     CKPT,
@@ -24,6 +25,7 @@ from dardiag.runs.layout import (
     LOSS_LOG,
     PROFILE_DIR,
     REPLACED,
+    RUN_FILE,
     STAGING,
     TRAIN_OWN,
     TRAIN_TEMP,
@@ -70,6 +72,9 @@ def kind(steps: int, read_last: Callable) -> lifecycle.Kind:
 
 def plan(out: Path, config, *, read_last: Callable, diff: Callable[[dict], list[str]]) -> lifecycle.Plan:
     """Decide what ``train(config)`` does with ``out`` (``config``: ``.steps``, ``.force``, ``.resume``)."""
+    if (Path(out) / RUN_FILE).exists():  # checkpoints beside its parts would end both runs (not even --force)
+        raise DardiagError(f"--out {out} is a profile run (it holds {RUN_FILE}); a training run needs a directory "
+                           "of its own: choose another --out")
     return lifecycle.plan(out, kind(config.steps, read_last), diff=diff, force=config.force, resume=config.resume)
 
 
@@ -95,6 +100,11 @@ def _atomic_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
+def _whole_row(row: dict) -> bool:
+    """A row written in full (a full disk or a kill can cut the last one short)."""
+    return all(row.get(c) for c in LOSS_COLUMNS) and row["step"].isdigit() and None not in row
+
+
 class LossLog:
     """Appends one CSV row per logged step; on resume it first drops rows past the restored step, so
     the log of a resumed run reads like the log of an uninterrupted one."""
@@ -104,14 +114,20 @@ class LossLog:
         rows = []
         if keep_until > 0 and self.path.exists():
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
+                rows = [r for r in csv.DictReader(f) if _whole_row(r) and int(r["step"]) <= keep_until]
         lines = [",".join(LOSS_COLUMNS)] + [",".join(r[c] for c in LOSS_COLUMNS) for r in rows]
         _atomic_text(self.path, "\n".join(lines) + "\n")
         self._f = open(self.path, "a", newline="")
 
     def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
-        self._f.write(f"{step},{loss:.6g},{lr:.6g},{seconds:.3f}\n")
-        self._f.flush()  # a killed run keeps every step it finished
+        try:
+            self._f.write(f"{step},{loss:.6g},{lr:.6g},{seconds:.3f}\n")
+            self._f.flush()  # a killed run keeps every step it finished
+        except OSError as e:  # a full disk: the checkpoints so far are intact, the log is cut back on resume
+            raise write_failed(self.path, e) from None
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # a row that could not be flushed: already said by write(), and resume rewrites the log
+            pass

@@ -17,6 +17,7 @@ import torch
 from dardiag.adapters.dit import dit_subject
 from dardiag.checkpoints import ModelInfo
 from dardiag.engine.config import Analyses, ProfileConfig
+from dardiag.engine.progress import Progress
 from dardiag.engine.sweep import profile
 from dardiag.runs import RunDir
 from dardiag.train.config import TrainConfig
@@ -60,7 +61,11 @@ class ProfileHook:
         # OUT/profile goes with the training run (its lifecycle sets it aside with --force, continues it)
         self.run = RunDir.create(out, meta)
 
-    def __call__(self, ema, step: int) -> None:
+    @property
+    def what(self) -> str:
+        return f"{self.probe['x0'].shape[0]} images x {len(self.settings.grid)} noise levels"
+
+    def __call__(self, ema, step: int, *, progress: Progress | None = None) -> None:
         unit = f"step{step:07d}"
         if unit in self.run.completed:  # recomputed after a resume; the rows on disk are the same
             return
@@ -68,7 +73,7 @@ class ProfileHook:
         was_training = ema.training
         # the profiler may draw from the global RNG; fork it so training's random stream is unchanged
         with torch.random.fork_rng(devices=[]):
-            df = profile(dit_subject(ema, info), inputs=self.probe, config=self.settings)
+            df = profile(dit_subject(ema, info), inputs=self.probe, config=self.settings, progress=progress)
         ema.train(was_training)
         df = df.copy()
         df["step"] = step

@@ -22,6 +22,7 @@ import torch
 from dardiag.checkpoints import atomic_save, checkpoint_dict, save_checkpoint
 from dardiag.data import check_matches_model, digits_latents, load_latents
 from dardiag.engine.devices import resolve_device
+from dardiag.engine.progress import Progress
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.models.dit import DiT
@@ -29,11 +30,12 @@ from dardiag.runs import claim, stop
 from dardiag.runs.layout import LAST, PROFILE_DIR, REPLACED
 from dardiag.runs.lifecycle import Plan
 from dardiag.train import outdir
-from dardiag.train import lora
+from dardiag.train import lora, memory
 from dardiag.train.config import TrainConfig
 from dardiag.train.init import load_init
 from dardiag.train.profiling import ProfileHook, probe_inputs
 from dardiag.train.rng import batch_indices, generator, seed_for
+from dardiag.train.watch import Watch
 
 DIGITS_SPLIT_SEED = 0  # the held-out digits are the same whatever the training seed
 RNG_SCHEME = "per step: numpy SeedSequence(seed, stream, step|epoch); see dardiag/train/rng.py"
@@ -197,14 +199,18 @@ def _save(out: Path, config: TrainConfig, model, ema, opt, step: int, loss: floa
 #################################################################################
 
 
-def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None) -> Path:
+def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None, report=None, progress=None,
+          profile_progress: Progress | None = None) -> Path:
     """Train, checkpointing into ``config.out``; returns the path of ``OUT/last.pt``.
 
     A run in OUT with the same settings is continued (bit-exactly on CPU), or left alone when it is
     complete; see ``outdir`` for other settings and ``--force``. OUT is held (``dardiag.runs.claim``)
     from the plan to the end, and the plan is made again under that hold: ``plan`` (from
     ``prepare(config)``) only says that the caller checked it. ``on_step(step, loss)`` is called after
-    every finished step (progress, tests that simulate a kill).
+    every finished step (tests that simulate a kill). For people: ``report(line)`` gets the opening
+    line (what was loaded, the data, the device, what happens to OUT); ``progress(line)`` about 20
+    lines a run (loss, time per step, ETA) and one before and after each ``--profile-every`` profile,
+    which shows its own minibatches to ``profile_progress``.
     """
     c = config
     device = resolve_device(c.device)
@@ -220,11 +226,13 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None) -> Pat
         mcfg = init.config if init is not None else build_model_config(c, data)
         if init is not None:
             check_matches_model(data, mcfg, what=f"the latents in {c.data}")
+        memory.check_fits(mcfg, c.batch_size, device)  # before OUT changes: a typo must not reach the OOM killer
         outdir.apply(plan)
         hold.keep()
         saved = [plan.found.record.progress if plan.action == "continue" else 0]
         try:
-            _loop(c, plan, device, family, data, held_out, mcfg, on_step, saved, init)
+            _loop(c, plan, device, family, data, held_out, mcfg, on_step, saved, init,
+                  watch=Watch(c, report, progress, profile_progress))
         except Exception:  # an error (divergence included), not Ctrl-C: that keeps both runs to continue
             outdir.put_back(plan, step=saved[0])
             raise
@@ -233,7 +241,7 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None) -> Pat
 
 
 def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_step, saved_step: list,
-          init: DiT | None = None) -> None:
+          init: DiT | None = None, watch: Watch | None = None) -> None:
     out = Path(c.out)
     resume_from = out / LAST if plan.action == "continue" else None
     stored = plan.found.record.data if resume_from else None
@@ -263,6 +271,13 @@ def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_s
         saved = start if resume_from is not None else None  # the step of the good OUT/last.pt, if any
         outdir.write_config(out, c.to_dict())
         log = outdir.LossLog(out, keep_until=start)
+        watch = watch or Watch(c)
+        watch.opening(plan, device, data, model, start)
+        if hook is not None and start == 0 and init is not None:
+            # the starting point of a fine-tune, the figure's "before" (a new model's step 0 is adaLN-Zero:
+            # every block the identity and every gradient 0, which says nothing and breaks log axes)
+            watch.profiled(hook, ema, 0)
+        watch.begin(start)
         t0 = time.perf_counter()
         loss_value = float("nan")
         model.train()  # train mode: the LabelEmbedder drops labels with p = class_dropout
@@ -299,13 +314,15 @@ def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_s
                     wall = time.perf_counter() - t0
                     if done % c.log_every == 0 or done == c.steps:
                         log.write(done, loss_value, lr, wall)
+                    profile_s = 0.0
                     if hook is not None and done % c.profile_every == 0:
-                        hook(ema, done)
+                        profile_s = watch.profiled(hook, ema, done)
                     if (c.save_every and done % c.save_every == 0) or done == c.steps:
                         if not _all_finite(model, ema):  # a finite loss can still overflow the update
                             raise _diverged(c, "the weights are no longer finite", done, saved, plan.replacing)
                         _save(out, c, model, ema, opt, done, loss_value, wall_before + wall)
                         saved = saved_step[0] = done
+                    watch.step(done, loss_value, profile_s)
                     if on_step is not None:
                         on_step(done, loss_value)
         finally:
