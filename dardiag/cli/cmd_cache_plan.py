@@ -46,7 +46,7 @@ def cache_plan_cmd(
         from dardiag.runs.lifecycle import check_writable
 
         check_writable(out, "--out", directory=False)
-    if samples < 2:  # before the run is read and the model opened
+    if samples is not None and samples < 2:  # before the run is read and the model opened
         raise DardiagError(f"--samples must be at least 2, got {samples}")
     resolve_device(device)
     df = read_profile(run)
@@ -54,7 +54,7 @@ def cache_plan_cmd(
     subject = open_model_of(df, schedule.meta["model"], checkpoint=str(checkpoint) if checkpoint else None,
                             device=device)
     if isinstance(getattr(subject.model, "config", None), DiTConfig):
-        check_sampling_fits(subject.model.config, samples, resolve_device(device))
+        check_sampling_fits(subject.model.config, samples or 360, resolve_device(device))
     result = evaluate_schedule(subject, schedule, samples=samples, seed=seed)
     print_cache_plan(schedule, result)
     if out is not None:
