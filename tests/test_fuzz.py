@@ -179,6 +179,21 @@ CASES = [
     _case("cache-plan", "{run}", "--tolerance", "0.1", "--out", "{out}.json", "--model", "nope"),
     _case("cache-plan", "{run}", "--tolerance", "0.1", "--out", "{out}.json", "--checkpoint", "{junk.pt}"),
     _case("cache-plan", "{run}", "--tolerance", "0.1", "--out", "{out}.json", "--checkpoint", "{other.pt}"),
+    # ---------------------------------------------------------------- generate, calibrate, cache-eval
+    *[_case("generate", f"{{{f}}}", "--out", "{out}.pt") for f in ("missing.pt", "junk.pt", "folder", "tiny.pt")],
+    _case("generate", "{folder}", "--out", "{out}.pt", "--prompts", "{junk.pt}"),
+    *[_case("generate", "{tiny.pt}", "--out", "{out}.pt", flag, v) for flag, v in (
+        ("--batch-size", "0"), ("--generate-steps", "0"), ("--height", "-1"), ("--dtype", "float8"),
+        ("--device", "cuda:99"), ("--call", "nonsense"), ("--call", "prompt=x"), ("--generate-cfg", "nan"))],
+    *[_case("calibrate", f"{{{f}}}", "--method", "magcache") for f in ("missing.pt", "junk.pt", "folder", "run")],
+    *[_case("calibrate", "{run}", "--method", m) for m in ("nocache", "")],
+    _case("calibrate", "{run}", "--method", "magcache", "--steps", "0"),
+    _case("calibrate", "{run}", "--method", "firstblock", "--branch", "uncond"),
+    *[_case("cache-eval", f"{{{f}}}", "--out", "{out}") for f in ("missing.pt", "junk.pt", "folder", "tiny.pt")],
+    *[_case("cache-eval", "{tiny.pt}", "--out", "{out}", flag, v) for flag, v in (
+        ("--methods", "nocache"), ("--settings", "firstblock=a"), ("--settings", "x"), ("--samples", "1"),
+        ("--dtype", "float8"), ("--calibration", "{junk.pt}"))],
+    _case("cache-eval", "{tiny.pt}", "--out", "{run}"),
     # ---------------------------------------------------------------- to-dar
     *[_case("to-dar", f"{{{f}}}", "{out}.pt") for f in ("missing.pt", "empty.pt", "junk.pt", "cut.pt", "notes.txt",
                                                         "folder", "nan.pt", "run")],
