@@ -25,6 +25,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -32,11 +33,21 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dardiag.adapters.open import DTYPES, open_subject
+from dardiag.adapters.options import LoadOptions
+from dardiag.atomic import atomic_write
+from dardiag.cache_plan import plan_schedule
+from dardiag.calibrate import calibrate
 from dardiag.engine.collector import mean_and_stderr
+from dardiag.engine.devices import device_name
+from dardiag.pipelines.options import PipelineOptions, attach_pipelines
+from dardiag.plots.pareto import fig_cache_eval
+from dardiag.plots.theme import save
 from dardiag.errors import DardiagError
 from dardiag.metrics import relative_change
 from dardiag.pipelines.cached import CachedCalls, final_outputs
 from dardiag.pipelines.sampler import PipelineSampler
+from dardiag.runs import read_profile
 from dardiag.subject import Subject
 
 DIFFUSERS = ("firstblock", "magcache", "taylorseer", "pab", "fastercache", "seacache")
@@ -291,19 +302,6 @@ def run_cache_eval(model, out, *, options=None, methods=DEFAULT_METHODS, setting
                    report: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Open ``model``'s pipeline, evaluate ``methods`` at their settings, write OUT (rows, summary, figure);
     -> (summary, notes). Everything a user gets wrong is one line before the first pipeline call."""
-    from pathlib import Path
-
-    from dardiag.adapters.open import DTYPES, open_subject
-    from dardiag.adapters.options import LoadOptions
-    from dardiag.atomic import atomic_write
-    from dardiag.cache_plan import plan_schedule
-    from dardiag.calibrate import calibrate
-    from dardiag.engine.devices import device_name
-    from dardiag.pipelines.options import PipelineOptions, attach_pipelines
-    from dardiag.plots.pareto import fig_cache_eval
-    from dardiag.plots.theme import save
-    from dardiag.runs import read_profile
-
     out = Path(out)
     if out.exists() and not force:
         raise DardiagError(f"--out {out} already exists; pass --force to replace it, or choose another folder")

@@ -31,7 +31,7 @@ from torch import nn
 
 from dardiag.errors import DardiagError
 from dardiag.pipelines.door import CallMap, bind, call_map, latents_argument, solve_shape, stopped_call
-from dardiag.pipelines.load import open_pipeline
+from dardiag.checkpoints.pipeline_dir import open_pipeline
 from dardiag.pipelines.prompts import Prompts
 from dardiag.subject import Subject
 

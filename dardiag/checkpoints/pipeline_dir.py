@@ -1,4 +1,5 @@
-"""A diffusers pipeline folder opened around the transformer dardiag already holds.
+"""A diffusers pipeline folder opened around the transformer dardiag already holds (``dardiag.pipelines``
+samples with it).
 
 The pipeline's own class (``model_index.json``'s ``_class_name``) is built offline from the folder with
 the subject's model as its ``transformer``: the same object, so its hooks and taps see every call the
