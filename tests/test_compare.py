@@ -16,11 +16,11 @@ from rich.console import Console
 import dardiag
 from dardiag.cli.app import app
 from dardiag.cli.tables import print_comparison_table, print_probe_table, print_symptom_table
-from dardiag.comparability import match_depth, match_levels, merge_runs
+from dardiag.analysis.comparability import match_depth, match_levels, merge_runs
 from dardiag.errors import DardiagError
 from dardiag.runs import RunDir
-from dardiag.sanity import NOTICES_ATTR, sanity_notices
-from dardiag.summary import compare_runs
+from dardiag.analysis.sanity import NOTICES_ATTR, sanity_notices
+from dardiag.analysis.summary import compare_runs
 from tables import profile_table
 
 LEVELS = [0.0, 0.5, 1.0]

@@ -18,8 +18,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from dardiag.rows import latest_checkpoint
-from dardiag.summary import symptom_summary
+from dardiag.analysis.rows import latest_checkpoint
+from dardiag.analysis.summary import symptom_summary
 
 WIDTH = 80  # the widest a table is printed, whatever the terminal (logs, papers, 80-column terminals)
 NAME_WIDTH = 24  # longer model names fold onto more lines
@@ -222,7 +222,7 @@ def _largest_text(cells: list[dict]) -> str:
 
 
 def print_comparison_table(console: Console, res: pd.DataFrame, *, first_lines: bool = True) -> None:
-    """The rows of :func:`dardiag.summary.compare_runs`: one table per model against the baseline."""
+    """The rows of :func:`dardiag.analysis.summary.compare_runs`: one table per model against the baseline."""
     if first_lines:
         print_first_lines(console, res.attrs.get("warnings", ()), res.attrs.get("notices", ()))
     if res.empty:  # the first lines said why

@@ -50,10 +50,10 @@ from dardiag.plots.legible import LegibleLayout
 from dardiag.plots.outliers import OUTLIER_METRICS, SPECTRUM_METRIC, plot_channel_spectrum, spectrum_rows
 from dardiag.plots.probe import plot_probe_r2
 from dardiag.plots.routing import ROUTING_METRICS, plot_routing_map, routing_metric
-from dardiag.plots.symptoms import BAND_GID, MAX_LEVELS, draw_lines, log_axis, plot_metric_by_block
+from dardiag.plots.symptoms import BAND_GID, MAX_LINES, draw_lines, log_axis, plot_metric_by_block
 from dardiag.plots.theme import ONE_COLUMN, TWO_COLUMN, model_colors, new_figure, no_ligatures, paper_style, save
 from dardiag.plots.training import plot_metric_vs_step
-from dardiag.summary import default_baseline
+from dardiag.analysis.summary import default_baseline
 
 SYMPTOM_METRICS = ("act_rms", "grad_rms", "cos_prev")
 HEATMAP_METRICS = ("act_rms", "grad_rms", "cos_prev", "h_rms", "v_rms", "route_entropy") + OUTLIER_METRICS
@@ -86,7 +86,7 @@ def _levels_drawn(rows: pd.DataFrame, noise_levels: Sequence[float] | None) -> l
     avail = _data.levels_of(rows)
     if not avail:
         return []
-    return _data.spread(avail, MAX_LEVELS) if noise_levels is None else _data.nearest(avail, noise_levels)
+    return _data.spread(avail, MAX_LINES) if noise_levels is None else _data.nearest(avail, noise_levels)
 
 
 def _order(df: pd.DataFrame, models: Sequence[str] | None = None) -> list[str]:

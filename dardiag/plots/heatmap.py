@@ -19,7 +19,7 @@ from matplotlib.collections import QuadMesh
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from dardiag.comparability import match_depth
+from dardiag.analysis.comparability import match_depth
 from dardiag.plots import _data, depth
 from dardiag.plots.legible import flat_data, flat_limits, flat_text
 from dardiag.plots.labels import (

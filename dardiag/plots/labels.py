@@ -142,11 +142,6 @@ def tick_texts(ticks: Sequence[float]) -> list[str]:
     return out
 
 
-def tick_text(v: float) -> str:
-    """One round tick value as text (see :func:`tick_texts`)."""
-    return tick_texts([v])[0]
-
-
 # ============================================================================ legends
 
 

@@ -35,7 +35,7 @@ from dardiag.plots.theme import BAND_ALPHA, level_cmap, model_colors, model_mark
 
 FLAT_GID = "flat-note"  # the gid of the text saying a panel's data are constant / all zero
 
-MAX_LEVELS = 5  # default cap on lines per model; pass noise_levels= for others
+MAX_LINES = 5  # default cap on lines per model; pass noise_levels= for others
 BAND_GID = "stderr-band"  # the gid of every +-2 s.e. band (tests and users find them by it)
 
 
@@ -195,7 +195,7 @@ def plot_metric_by_block(
     if not available:
         levels: list[float] = []
     elif noise_levels is None:
-        levels = _data.spread(available, MAX_LEVELS)
+        levels = _data.spread(available, MAX_LINES)
     else:
         levels = _data.nearest(available, noise_levels)
 

@@ -9,9 +9,9 @@ from matplotlib.axes import Axes
 
 from dardiag.plots import _data
 from dardiag.plots.labels import STEP_LABEL, is_log, level_colorbar, level_label, line_legend_handles, metric_label
-from dardiag.plots.symptoms import MAX_LEVELS, draw_lines, log_axis
+from dardiag.plots.symptoms import MAX_LINES, draw_lines, log_axis
 from dardiag.plots.theme import TWO_COLUMN, model_colors, new_figure, paper_style
-from dardiag.summary import symptom_summary
+from dardiag.analysis.summary import symptom_summary
 
 
 def plot_metric_vs_step(
@@ -58,7 +58,7 @@ def plot_metric_vs_step(
         sub = _data.select_level(sub, noise_level)
         levels = []
     else:
-        levels = _data.spread(available, MAX_LEVELS) if len(available) > 1 else []
+        levels = _data.spread(available, MAX_LINES) if len(available) > 1 else []
         if len(available) == 1:
             noise_level = available[0]
 

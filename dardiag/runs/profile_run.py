@@ -29,7 +29,7 @@ from dardiag.runs.layout import (
     RUN_FILE,
     WORK_DIRNAME,
 )
-from dardiag.sanity import attach_notices
+from dardiag.analysis.sanity import attach_notices
 from dardiag.store import METADATA_KEY, conform, dumps, read_parts, to_pandas, to_table, write_part
 from dardiag.store.parquet import check_name, metadata_of
 
@@ -232,7 +232,7 @@ def read_profile(path: str | os.PathLike) -> pd.DataFrame:
 
     ``df.attrs["dardiag"]`` holds the run metadata (from ``_run.json``, else the parquet schema
     metadata); ``df.attrs["dardiag_status"]`` the run status when known; ``df.attrs["dardiag_notices"]``
-    the sanity notices (:mod:`dardiag.sanity`). Integer id columns are pandas ``Int64`` (nullable).
+    the sanity notices (:mod:`dardiag.analysis.sanity`). Integer id columns are pandas ``Int64`` (nullable).
     Raises a one-line :class:`DardiagError` if ``path`` is missing, is not a run directory or holds no
     rows.
     """

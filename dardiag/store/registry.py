@@ -38,7 +38,7 @@ class Metric:
 
 _Z = ("site", "block", "noise_level")  # a block state z_k at a noise level
 _SUB = ("site", "sublayer", "noise_level")  # a sublayer input h_l / output v_l (or a DAR aggregator)
-_STATE = ("site", "noise_level")  # any probed state: z_k (block) or h_l / v_l (sublayer)
+_STATE = ("site", "noise_level")  # any recorded state: z_k (block) or h_l / v_l (sublayer)
 _STEP = ("site", "block", "sampler_step", "noise_level")  # block k at step i of the model's sampler
 
 _ALL = (
