@@ -35,6 +35,8 @@ def pm(value, se) -> str:
     if se is None or pd.isna(se) or se <= 0 or not np.isfinite(se):
         return f"{value:.3g}"
     digits = max(0, -int(math.floor(math.log10(se))))
+    if digits > 6:  # an error below 1e-6: six places of the value, the error as a power of ten
+        return f"{value:.6f} ± {se:.0e}"
     return f"{value:.{digits}f} ± {se:.{digits}f}"
 
 
@@ -107,7 +109,12 @@ def best_tables(console: Console, title: str | None, headers: Sequence[str], row
 
 
 def print_tables(console: Console, tables: list[Table], key: str | None = None) -> None:
+    """Each table under its title (a line of its own, wrapped at the width: a narrow table would fold
+    its title over several lines), then the key."""
     for t in tables:
+        if t.title:
+            console.print(Text(str(t.title), style="italic"), width=width_of(console))
+            t.title = None
         console.print(t)
     if key:
         console.print(Text(key, style="dim"), width=width_of(console))

@@ -216,7 +216,8 @@ def plot_metric_by_block(
         ylabel += f" (B={int(sub['batch_size'].iloc[0])})"  # grad_rms scales with 1/B
     ax.set_ylabel(ylabel)
     if legend:
-        ax.legend(handles=line_legend_handles(colors, drawn_models, band=band, notes=notes), loc="best")
+        ax.legend(handles=line_legend_handles(colors, drawn_models, drawn_levels, band=band, notes=notes,
+                                              of=len(available)), loc="best")
         if len(drawn_levels) > 1:
             for m in reversed(drawn_models):  # the last made sits nearest the Axes: the first model's
                 level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, orientation="vertical",

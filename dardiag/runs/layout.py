@@ -5,7 +5,8 @@ Profile runs (``dardiag profile``, ``demo``, ``train --profile-every``'s ``OUT/p
     OUT/_run.json            run metadata, status "running" | "complete", completed units
     OUT/part-<unit>.parquet  one shard per completed unit of work, all in dardiag.store.SCHEMA
     OUT/_figures/            rendered figures (the "_" keeps pyarrow from reading them as data)
-    OUT/_work/               the sweep's scratch files (kept on resume, set aside by --force):
+    OUT/_work/               the sweep's scratch files (kept on resume, set aside by --force, deleted
+                             when the run completes):
                              probe features per level, ``partial-<unit>.pt`` of a level stopped
                              between two minibatches, generated inputs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -217,11 +218,13 @@ class RunDir:
         (self.path / name).unlink(missing_ok=True)
 
     def finish(self) -> None:
-        """Mark the run complete; the run a ``force`` replaced is deleted only now."""
+        """Mark the run complete; the run a ``force`` replaced is deleted only now, and the sweep's scratch
+        (``OUT/_work``: probe features, generated inputs, half-done levels) too: nothing reads it again."""
         self._state["status"] = "complete"
         self._state["updated"] = self._state["finished"] = _now()
         self._save()
         lifecycle.finish(self.path)
+        shutil.rmtree(self.path / WORK_DIRNAME, ignore_errors=True)
 
 
 # ============================================================================ reading

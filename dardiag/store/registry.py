@@ -18,6 +18,9 @@ STDERR_KINDS = {
     "none": "undefined (NaN): a max or a ratio of sums over all images",
 }
 
+#: the timestep probe needs this many (x0, noise) pairs (train, validation and test parts): fewer write no rows
+PROBE_MIN_PAIRS = 8
+
 
 @dataclass(frozen=True)
 class Metric:
