@@ -9,9 +9,10 @@ The public API, imported lazily so that ``import dardiag`` stays cheap and torch
     dardiag.ProfileConfig, dardiag.Analyses, dardiag.default_grid, dardiag.LoadOptions
 
 Package map: ``models`` (DiT, residual and DAR routing), ``checkpoints`` (reading files), ``adapters``
-(models -> Subjects), ``hooks`` (probe sites, recording), ``metrics`` (pure maths), ``engine`` (config,
+(models -> Subjects), ``hooks`` (named sites, recording), ``metrics`` (pure maths), ``engine`` (config,
 inputs, sweep, collector, distributed), ``runs`` (run directories: lifecycle, lock), ``store`` (table
-schema, metric registry, parquet), ``plots``, ``summary``, ``train``, ``cli``.
+schema, metric registry, parquet), ``analysis`` (pure pandas: summaries, comparability, sanity notices;
+``summary`` is its public face), ``plots``, ``train``, ``cli``.
 """
 
 import importlib
@@ -29,7 +30,7 @@ _API = {
     "bundled_checkpoints": "dardiag.bundled",
     "held_out_digits": "dardiag.bundled",
 }
-_SUBMODULES = ("summary", "metrics", "plots", "store", "engine", "checkpoints", "models", "hooks", "adapters",
+_SUBMODULES = ("summary", "analysis", "metrics", "plots", "store", "engine", "checkpoints", "models", "hooks", "adapters",
                "runs", "families", "train", "data", "subject", "bundled", "errors")
 
 

@@ -18,8 +18,8 @@ from dardiag.engine.inputs import GENERATED
 from dardiag.engine.progress import Progress, as_progress
 from dardiag.engine.sweep import profile as profile_subjects
 from dardiag.errors import DardiagError
+from dardiag.analysis.sanity import attach_notices
 from dardiag.pipelines.options import PipelineOptions, attach_pipelines
-from dardiag.sanity import attach_notices
 
 
 def _as_list(models) -> list:

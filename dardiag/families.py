@@ -27,6 +27,7 @@ class Family(ABC):
     t_min: float = 0.0
     t_max: float = 1.0
     integer_time: bool = False
+    prediction: str = "velocity"  # what the network predicts: "epsilon", "velocity" (either sign) or "v"
 
     # --- time -----------------------------------------------------------------
     @abstractmethod
@@ -36,6 +37,12 @@ class Family(ABC):
     @abstractmethod
     def to_native(self, noise_level: torch.Tensor) -> torch.Tensor:
         """Each family defines this."""
+
+    def draw_native(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` training timesteps, uniform over the native range: integers t_min..t_max, or [t_min, t_max)."""
+        if self.integer_time:
+            return torch.randint(int(self.t_min), int(self.t_max) + 1, (n,), generator=generator)  # (N,)
+        return torch.rand(n, generator=generator) * (self.t_max - self.t_min) + self.t_min  # (N,)
 
     def check_native(self, t_native) -> None:
         t = torch.as_tensor(t_native, dtype=torch.float64)
@@ -81,6 +88,7 @@ class DiTFamily(Family):
     t_min: float = 0.0
     t_max: float = 999.0
     integer_time: bool = True
+    prediction: str = "epsilon"
     beta_start: float = 1e-4
     beta_end: float = 0.02
     scaled_linear: bool = False  # betas linear in sqrt(beta) (the Stable Diffusion schedule)
@@ -187,6 +195,7 @@ class VPredFamily(DiTFamily):
     beta_start: float = 0.00085
     beta_end: float = 0.03
     scaled_linear: bool = True
+    prediction: str = "v"
 
     def target(self, x0, noise, t_native):
         abar = self.alphas_cumprod(x0.device)[t_native.long()]  # (N,)
@@ -214,6 +223,9 @@ class ZeroSNRVPredFamily(VPredFamily):
         return root**2  # (1000,)
 
 
+# the noise processes of DiT / SiT / REPA checkpoints: what dardiag's own class-conditional DiT loads, trains
+# and samples with (the others come with diffusers transformers)
+DIT_FAMILIES = ("dit", "sit", "repa")
 FAMILIES: dict[str, Family] = {
     "dit": DiTFamily(),
     "sit": SiTFamily(),

@@ -22,9 +22,8 @@ import torch
 from dardiag.atomic import atomic_write
 from dardiag.engine.config import MAX_SAMPLER_STEPS
 from dardiag.errors import DardiagError
-from dardiag.families import DiTFamily, Family, get_family
+from dardiag.families import DIT_FAMILIES, DiTFamily, Family, get_family
 
-SAMPLE_FAMILIES = ("sit", "dit", "repa")
 # file extension -> PIL format for ``save_grid``: lossless rasters, and JPEG
 GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
                 ".webp": "WEBP"}
@@ -125,8 +124,8 @@ def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float 
     ``on_step(i)`` is called after step ``i`` (``dardiag sample`` stops there at a first Ctrl-C).
     """
     fam = get_family(family) if isinstance(family, str) else family
-    if fam.name not in SAMPLE_FAMILIES:
-        raise DardiagError(f"sampling supports the {' and '.join(SAMPLE_FAMILIES)} families, not {fam.name!r}")
+    if fam.name not in DIT_FAMILIES:
+        raise DardiagError(f"sampling supports the {', '.join(DIT_FAMILIES)} families, not {fam.name!r}")
     check_sampling(steps=steps, cfg_scale=cfg_scale)
     cfg = model.config
     device = next(model.parameters()).device
@@ -140,7 +139,7 @@ def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float 
     was_training = model.training
     model.eval()
     try:
-        if fam.name == "dit":
+        if fam.prediction == "epsilon":
             x = _ddim(model, x, y, steps, cfg_scale, forward, on_step)
         else:
             x = _euler_velocity(model, fam, x, y, steps, cfg_scale, forward, on_step)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dardiag.summary import latest_checkpoint
+from dardiag.analysis.summary import latest_checkpoint
 
 
 def _cells(df: pd.DataFrame, metric: str, keys: list[str]) -> pd.Series:

@@ -19,7 +19,7 @@ from dardiag.hooks.recorder import Tap
 
 @dataclass(frozen=True)
 class SiteSpec:
-    """What the engine's collector needs to know about a model's probed sites, with no reference to its class."""
+    """What the engine's collector needs to know about a model's recorded sites, with no reference to its class."""
 
     depth: int
     taps: tuple[Tap, ...]

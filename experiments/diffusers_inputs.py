@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 import dardiag
-from dardiag.summary import symptom_summary
+from dardiag.analysis.summary import symptom_summary
 from dardiag.engine.config import Analyses
 from dardiag.pipelines.digits import digits_pipeline
 from dardiag.plots import fig_cache_map, save

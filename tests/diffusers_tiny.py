@@ -64,7 +64,7 @@ IMAGE: dict[str, Tiny] = {
         intermediate_size=64, num_layers=2, pad_token_id=90, vocab_size=100, pos_embed_max_size=16,
         time_step_dim=32, rope_scaling={"short_factor": [1.0] * 8, "long_factor": [1.0] * 8, "type": "su"}),
         sample_size=8),
-    # 16 image tokens, padded to 32 by the model (the pad tokens are part of the probed image stream)
+    # 16 image tokens, padded to 32 by the model (the pad tokens are part of the recorded image stream)
     # sequence-first blocks; zero-initialised modulation and output layers re-drawn
     "ErnieImageTransformer2DModel": Tiny(dict(
         hidden_size=32, num_attention_heads=2, num_layers=2, ffn_hidden_size=64, in_channels=4, out_channels=4,

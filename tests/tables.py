@@ -16,7 +16,7 @@ LEVELS16 = [float(v) for v in np.linspace(0, 1, 16)]
 
 
 def _model_rows(name: str, depth: int, levels, *, routing: str, family: str, batch_size: int, inputs: str,
-                step: int | None, grow: float, seed: int, channels: int) -> list[dict]:
+                step: int | None, grow: float, seed: int, channels: int, savings: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     dar = routing != "residual"
     base = dict(run_id=f"run-{name}", model=name, routing=routing, family=family, checkpoint=f"{name}.pt", step=step,
@@ -64,6 +64,18 @@ def _model_rows(name: str, depth: int, levels, *, routing: str, family: str, bat
                     add("route_importance", 1e-6 * (1 + lvl) * math.cos(i) / (1 + sl - i), 1e-8,
                         sublayer=sl, source=i, site="h", **t)
         add("loss", 0.5 + 0.5 * (1 - lvl), 0.01, site=None, **t)
+        for k in range(1, depth + 1) if savings else ():  # --ablation: block k skipped
+            rel = k / depth
+            add("ablate_dloss", (0.3 - rel) * (1 - lvl) * 3, 0.01, block=k, **t)  # some blocks help when skipped
+            add("ablate_rel_out", 0.02 * 10 ** (2 * (1 - rel) * (1 - lvl)), 0.001, block=k, **t)
+    for i in range(1, savings):  # --trajectory: sampler steps 1..savings-1 from noise 1 to 0
+        lvl = 1 - i / (savings - 1)
+        t = dict(noise_level=lvl, t_native=lvl * 999, sampler_step=i)
+        for k in range(1, depth + 1):
+            change = 1e-3 * 10 ** (2 * (1 - lvl)) * (1 + k / depth)
+            add("step_rel_change", change, change * 0.05, block=k, **t)
+            add("delta_rel_change", 2 * change * (1 + (k % 3)), change * 0.1, block=k, **t)
+            add("cache_error", 0.3 * change, change * 0.02, block=k, **t)
     for k in range(depth + 1):
         add("probe_r2", 0.99 + 0.009 * min(1, k / 3) + (0.0009 if dar else 0), 0.0004, block=k, noise_level=None)
     add("probe_r2", 0.78, 0.06, site="x_t", noise_level=None)
@@ -72,9 +84,10 @@ def _model_rows(name: str, depth: int, levels, *, routing: str, family: str, bat
 
 def profile_table(models: dict[str, int] | None = None, levels=LEVELS16, *, routings: dict[str, str] | None = None,
                   family: str = "sit", batch_size: int | dict = 16, inputs: str = "file digits.pt",
-                  steps=(None,), channels: int = 64) -> pd.DataFrame:
+                  steps=(None,), channels: int = 64, savings: int = 0) -> pd.DataFrame:
     """Rows of every metric for ``models`` (name -> depth D), at ``levels``; routing default: a name
-    containing "DAR" is DAR. ``steps``: one table per training step (a series) when several."""
+    containing "DAR" is DAR. ``steps``: one table per training step (a series) when several.
+    ``savings``: also the --ablation metrics and --trajectory metrics over that many sampler steps."""
     models = models or {"residual": 28, "DAR": 28}
     rows = []
     for i, (name, depth) in enumerate(models.items()):
@@ -83,10 +96,12 @@ def profile_table(models: dict[str, int] | None = None, levels=LEVELS16, *, rout
         for si, step in enumerate(steps):
             rows += _model_rows(name, depth, levels, routing=routing, family=family, batch_size=bs, inputs=inputs,
                                 step=step, grow=1.0 if "DAR" in name else 2.0 + 0.1 * si, seed=i * 10 + si,
-                                channels=channels)
+                                channels=channels, savings=savings)
     df = pd.DataFrame(rows)
     if steps != (None,):
         df["checkpoint"] = df["model"] + "-" + df["step"].astype(str) + ".pt"
-    for c in ("block", "other_block", "sublayer", "source", "step"):
+    if "sampler_step" not in df.columns:
+        df["sampler_step"] = None
+    for c in ("block", "other_block", "sublayer", "source", "step", "sampler_step"):
         df[c] = df[c].astype("Int64")
     return df

@@ -24,7 +24,9 @@ from dardiag.adapters.convert import (  # noqa: E402
     match_original,
     port_differences,
 )
-from dardiag.adapters.classes.spec import TAIL, from_tokens, pack2x2, to_tokens, unpack2x2  # noqa: E402
+from dardiag.adapters.classes.spec import (  # noqa: E402
+    TAIL, from_tokens, pack2x2, pack_patches, to_tokens, unpack2x2, unpack_patches,
+)
 from dardiag.adapters.diffusers import ImagePart, diffusers_subject, supply_conditioning  # noqa: E402
 from dardiag.errors import DardiagError  # noqa: E402
 from dardiag.hooks.recorder import Tap, record  # noqa: E402
@@ -305,6 +307,10 @@ def test_flux_pack_roundtrip():
     assert packed.shape == (2, 12, 16)
     torch.testing.assert_close(packed[0, 1], x[0, :, 0:2, 2:4].reshape(-1))  # token (row 0, col 1)
     torch.testing.assert_close(unpack2x2(packed, 6, 8), x, rtol=0, atol=0)
+    y = torch.randn(2, 4, 6, 9)  # the p x p packing of any patch size (NucleusMoE reads p from its config)
+    assert pack_patches(y, 3).shape == (2, 6, 36)
+    torch.testing.assert_close(unpack_patches(pack_patches(y, 3), 6, 9, 3), y, rtol=0, atol=0)
+    torch.testing.assert_close(pack_patches(y, 3)[1, 4], y[1, :, 3:6, 3:6].reshape(-1))  # token (row 1, col 1)
 
 
 def test_stream_layouts_unfold_to_one_token_order():

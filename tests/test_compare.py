@@ -16,11 +16,11 @@ from rich.console import Console
 import dardiag
 from dardiag.cli.app import app
 from dardiag.cli.tables import print_comparison_table, print_probe_table, print_symptom_table
-from dardiag.comparability import match_depth, match_levels, merge_runs
+from dardiag.analysis.comparability import match_depth, match_levels, merge_runs
 from dardiag.errors import DardiagError
 from dardiag.runs import RunDir
-from dardiag.sanity import NOTICES_ATTR, sanity_notices
-from dardiag.summary import compare_runs
+from dardiag.analysis.sanity import NOTICES_ATTR, sanity_notices
+from dardiag.analysis.summary import compare_runs
 from tables import profile_table
 
 LEVELS = [0.0, 0.5, 1.0]
@@ -155,6 +155,30 @@ def test_tables_fit_80_columns_never_cut_a_number_and_explain_symbols():
         assert number in out
     for symbol in ("-: not defined", "x_t: the raw noisy input", "z = difference", "k~j: block k"):
         assert symbol in " ".join(out.split())
+
+
+def test_savings_tables_fit_80_columns_in_the_light_style(monkeypatch):
+    from dardiag.cli import savings
+
+    df = profile_table({"DiT-XL-2-256x256 residual checkpoint": 4, "DAR static_t c4 (runs/p2)": 4},
+                       levels=[0.0, 0.5, 1.0], channels=8, savings=6)
+    buf = io.StringIO()
+    monkeypatch.setattr(savings, "console", Console(file=buf, width=200, color_system=None))
+    savings.print_ablation(df)
+    savings.print_trajectory(df)
+    out = buf.getvalue()
+    assert max(len(line) for line in out.splitlines()) <= 80 and "\u2026" not in out
+    assert not set("┏┃━╇│└") & set(out)  # the other tables' light style, not a heavy box
+    assert out.startswith("Looks redundant vs is removable (--ablation)")  # the title on a line of its own
+    assert "1e-16" in out and "0.0000000000" not in out  # a vanishing error is not printed to 16 places
+    for symbol in ("rho: Spearman rank correlation", "dloss: the loss increase", "error: cache_error"):
+        assert symbol in " ".join(out.split())
+
+
+def test_a_narrow_table_keeps_its_title_on_one_line():
+    df = small({"residual": 4})
+    title = rendered(print_probe_table, df).splitlines()[0]
+    assert title == "Timestep probe: held-out R^2 of a ridge fit of the noise level"
 
 
 # ============================================================================ the command

@@ -110,6 +110,17 @@ def test_layers_pure_maths_and_the_table_never_reach_up():
                    for d in deps)
 
 
+def test_the_analyses_read_only_the_table():
+    """dardiag.analysis is pure pandas over the long-form table: it reads runs and the store, nothing that
+    measures (engine, hooks, models, adapters) and nothing that shows (plots, cli)."""
+    g = graph()
+    for m, deps in g.items():
+        if m.startswith("dardiag.analysis"):
+            bad = [d for d in deps if not d.startswith(("dardiag.analysis", "dardiag.runs", "dardiag.store",
+                                                        "dardiag.errors"))]
+            assert bad == [], (m, bad)
+
+
 def test_the_engine_sees_only_subjects():
     """Opening paths (checkpoints, model folders, latents files) happens above the engine: it imports
     neither the adapters nor the checkpoint readers, nor the models or the data files."""
@@ -151,7 +162,8 @@ def test_function_local_imports_only_defer_heavy_things():
 
 
 def test_store_runs_and_plots_do_not_import_torch():
-    code = "import sys, dardiag.store, dardiag.runs, dardiag.plots, dardiag.summary; print('torch' in sys.modules)"
+    code = ("import sys, dardiag.store, dardiag.runs, dardiag.plots, dardiag.summary, dardiag.analysis.comparability; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -177,3 +189,26 @@ def test_every_registered_metric_is_labelled_and_indexed_by_table_columns():
         assert m.label and m.meaning and m.name == name
         assert set(m.keys) <= {"site", "block", "other_block", "sublayer", "source", "noise_level", "sampler_step"}
         assert m.values is None or m.values in SCHEMA.names
+
+
+def test_every_all_names_what_its_module_holds():
+    """``from dardiag.x import *`` must not raise: every name in an ``__all__`` is defined or imported there."""
+    bad = []
+    for m, p in modules().items():
+        tree = ast.parse(p.read_text())
+        listed, held = None, set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                held.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                held.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    if isinstance(t, ast.Name):
+                        held.add(t.id)
+                        if t.id == "__all__":
+                            listed = ast.literal_eval(node.value)
+        if listed is not None:
+            bad += [(m, name) for name in listed if name not in held]
+    assert bad == []

@@ -19,7 +19,14 @@ from matplotlib.ticker import FixedLocator  # noqa: E402
 
 from dardiag.plots import figures as F  # noqa: E402
 from dardiag.plots.heatmap import RatioNorm, ratio_norm  # noqa: E402
-from dardiag.plots.legible import LegibleLayout, flat_data, overlapping_texts, overlapping_tick_labels  # noqa: E402
+from dardiag.plots import fig_training_runs  # noqa: E402
+from dardiag.plots.legible import (  # noqa: E402
+    LegibleLayout,
+    clipped_texts,
+    flat_data,
+    overlapping_texts,
+    overlapping_tick_labels,
+)
 from dardiag.plots.symptoms import FLAT_GID  # noqa: E402
 from tables import LEVELS16, profile_table  # noqa: E402
 
@@ -29,39 +36,50 @@ MIXED = {"residual": 8, "DAR big": 28}
 
 @pytest.fixture(scope="module")
 def deep() -> pd.DataFrame:
-    return profile_table(DEEP, steps=(1000, 2000))
+    return profile_table(DEEP, steps=(1000, 2000), savings=50)
 
 
 @pytest.fixture(scope="module")
 def mixed() -> pd.DataFrame:
-    return profile_table(MIXED, steps=(1000, 2000), batch_size={"residual": 16, "DAR big": 8})
+    return profile_table(MIXED, steps=(1000, 2000), batch_size={"residual": 16, "DAR big": 8}, savings=20)
 
 
-FIGURES = {
-    "symptoms": lambda d: F.fig_symptoms(d),
-    "heatmap_act_rms": lambda d: F.fig_heatmaps(d, "act_rms"),
-    "heatmap_grad_rms": lambda d: F.fig_heatmaps(d, "grad_rms"),  # batch sizes differ in the mixed table
-    "heatmap_h_rms": lambda d: F.fig_heatmaps(d, "h_rms"),  # per sublayer: 56 columns
-    "cka": lambda d: F.fig_cka(d),
-    "routing": lambda d: F.fig_routing(d),
-    "probe": lambda d: F.fig_probe(d),
-    "training": lambda d: F.fig_training(d, "act_rms"),
-    "channel_spectrum": lambda d: F.fig_channel_spectrum(d),
-    "grid_by_block": lambda d: F.grid_by_block(d).figure,
-}
+# every figure render_all writes (its registry), and the two figure-level views it does not
+FIGURES = {spec.name: (lambda d, spec=spec: spec.build(d, F._order(d), None)) for spec in F.FIGURES}
+FIGURES["grid_by_block"] = lambda d: F.grid_by_block(d).figure
+FIGURES["training_runs"] = lambda d: fig_training_runs(d)
 
 
-@pytest.mark.parametrize("name", list(FIGURES))
-@pytest.mark.parametrize("table", ["deep", "mixed"])
+# mixed depths and batch sizes: every builder once (the heatmaps and training figures of other metrics
+# share its code: the deep table has them all), so the test stays fast
+MIXED_FIGURES = [n for n in FIGURES if not n.startswith(("heatmap_", "training_")) or n in
+                 ("heatmap_act_rms", "heatmap_grad_rms", "heatmap_h_rms", "training_act_rms", "training_loss")]
+
+
+@pytest.mark.parametrize("name,table", [(n, "deep") for n in FIGURES] + [(n, "mixed") for n in MIXED_FIGURES])
 def test_no_text_overlaps_at_depth_28_by_16_levels_and_mixed_depths(name, table, request):
     df = request.getfixturevalue(table)
     fig = FIGURES[name](df)
     try:
         assert overlapping_texts(fig) == []
+        assert clipped_texts(fig, drawn=True) == []  # nothing cut off at the figure's edge
         ticks = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()]
         assert ticks and not any("e-" in t and "+" in t for t in ticks)  # no "1e-8+1" offset labels
     finally:
         plt.close(fig)
+
+
+def test_the_registry_is_what_render_all_writes(tmp_path):
+    d = profile_table({"residual": 2}, levels=[0.0, 1.0])
+    names = [name for name, _ in F.render_all(d[d["metric"] == "loss"], tmp_path)]
+    assert names == [spec.name for spec in F.FIGURES]
+
+
+def test_the_clip_check_finds_a_label_past_the_edge():
+    fig = Figure(figsize=(3, 1.2), layout="constrained")
+    ax = fig.subplots()
+    ax.set_ylabel("a label much longer than this short axes is tall")
+    assert clipped_texts(fig) == ["a label much longer than this short axes is tall"]
 
 
 def test_the_check_finds_overlaps_and_the_layout_removes_them():
@@ -116,8 +134,10 @@ def test_routing_rows_match_and_final_aggregator_labelled(mixed):
     titles = [a.get_title() for a in fig.axes if a.get_title()]
     assert "DAR big, final aggregator (l = 57)" in titles
     assert "residual, sublayer l = 16 of 16" in titles and "DAR big, sublayer l = 56 of 56" in titles
-    notes = [t.get_text() for a in fig.axes for t in a.texts]
-    assert any("residual: no final aggregator" in t for t in notes)
+    panels = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    assert len(panels) == 5 and all(a.collections for a in panels)  # no empty panel for residual's final
+    row = {a.get_title().split(",")[0]: a.get_position().y0 for a in panels}  # one row per model
+    assert len({round(y, 3) for y in row.values()}) == 2
     plt.close(fig)
 
 
@@ -186,3 +206,28 @@ def test_all_zero_importance_map_drawn_as_zero():
     mesh = fig.axes[0].collections[0]
     assert np.allclose(mesh.norm(mesh.get_array()), 0.5)  # the diverging map's white middle, not -1
     plt.close(fig)
+
+
+def test_cache_map_panels_say_what_they_show_and_what_the_model_looked_at(deep):
+    fig = F.fig_cache_map(deep)
+    panels = [a for a in fig.axes if a.collections and a.get_label() != "<colorbar>"]
+    titles = [a.get_title() for a in panels]
+    assert len(panels) == 4 and all(t.split("\n")[0] in DEEP for t in titles)
+    assert sum("signal" in t for t in titles) == 2 and sum("cache_error" in t or "reuses" in t for t in titles) == 2
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bars) == 2 and all(b.get_position().y1 < min(p.get_position().y0 for p in panels) for b in bars)
+    (footer,) = [t.get_text() for t in fig.texts if t.get_text().startswith("inputs")]
+    assert footer.startswith("inputs: the model's own sampler, 50 steps from seeded noise")  # not the images
+    plt.close(fig)
+
+
+def test_render_all_says_why_a_figure_does_not_apply(tmp_path):
+    d = profile_table({"residual": 2}, levels=[0.0, 1.0])
+    blocks_only = d[d["sublayer"].isna() & d["metric"].isin(["act_rms", "grad_rms"])].copy()  # a diffusers run
+    blocks_only.attrs["dardiag"] = {"settings": {"analyses": {"sublayers": True, "routes": True, "cka": False}}}
+    why = {name: what for name, what in F.render_all(blocks_only, tmp_path) if isinstance(what, str)}
+    sites = "does not apply, the models are recorded per block only"
+    assert sites in why["heatmap_h_rms"] and sites in why["routing"]
+    assert "no DAR model" in why["heatmap_route_entropy"]
+    assert why["cka"].endswith("profiled with --no-cka")
+    assert why["ablation"].endswith("profile with --ablation") and why["cache_map"].endswith("--trajectory")

@@ -79,7 +79,8 @@ def test_legend_names_models_and_a_colour_bar_per_model_keys_the_levels(ax):
     d = grid_table()
     plot_metric_by_block(d, "act_rms", ax=ax, noise_levels=SEVENTHS[::2])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["A", "B"]  # no grey level entries: each model's colour map has its colour bar
+    # no grey level entries: each model's colour map has its colour bar; one entry says which levels
+    assert labels == ["A", "B", "4 of 8 noise levels drawn:\n0, 0.29, 0.57, 0.86"]
     bars = level_bars(ax.figure)
     assert set(bars) == {"A", "B"}
     for ticks, marks in bars.values():
@@ -111,7 +112,9 @@ def test_heatmap_level_ticks_and_cka_title_rounded(ax):
 def test_fig_symptoms_keys_levels_with_colour_bars():
     fig = fig_symptoms(grid_table())
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["A", "B"]
+    assert labels == ["A", "B", "5 of 8 noise levels drawn:\n0, 0.29, 0.57, 0.71, 1"]
+    every = fig_symptoms(grid_table(levels=SEVENTHS[:4]))  # all 4 levels drawn: nothing to say
+    assert [t.get_text() for t in every.legends[0].get_texts()] == ["A", "B"]
     bars = level_bars(fig)
     assert set(bars) == {"A", "B"}
     drawn = [SEVENTHS[i] for i in (0, 2, 4, 5, 7)]  # 5 of the 8 levels spread evenly, each marked
@@ -163,6 +166,31 @@ def test_log_colorbar_ticks_round():
     assert isinstance(fig.axes[0].collections[0].norm, LogNorm)
     assert [t.get_text() for t in shared.get_yticklabels()] == ["3", "10", "30", "100"]  # values 1.2 .. 225
     assert not shared.yaxis.get_minorticklocs().size
+
+
+def test_a_horizontal_log_colour_bar_has_no_minor_labels():
+    """The round ticks stand alone on a bar under its panels too: no 3x10^-1-style minor label beside 0.2."""
+    from dardiag.plots.heatmap import round_log_colorbar
+
+    fig, ax = plt.subplots(figsize=(2.5, 1.5))
+    mesh = ax.pcolormesh(np.array([[0.15, 1.6]]), norm=LogNorm(0.15, 1.6))
+    cb = fig.colorbar(mesh, ax=ax, location="bottom")
+    round_log_colorbar(cb)
+    fig.draw_without_rendering()
+    assert [t.get_text() for t in cb.ax.get_xticklabels()] == ["0.2", "0.5", "1"]
+    assert not cb.long_axis.get_minorticklocs().size
+    plt.close(fig)
+
+
+def test_training_step_ticks_are_whole_steps():
+    from dardiag.plots import plot_metric_vs_step
+
+    rows = [dict(model="A", metric="loss", step=s, noise_level=0.5, value=1.0 - s / 100) for s in (0, 1, 2)]
+    fig, ax = plt.subplots(figsize=(3.5, 2.5))
+    plot_metric_vs_step(pd.DataFrame(rows), "loss", ax=ax, legend=False)
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= 2]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks  # never 0.5 or 12.5
+    plt.close(fig)
 
 
 # ============================================================================ the inputs footer

@@ -22,7 +22,7 @@ from dardiag.plots import (  # noqa: E402
 )
 from dardiag.plots.heatmap import MARK_GID, NOTE_GID  # noqa: E402
 from dardiag.plots.labels import SIGNIFICANT_NOTE  # noqa: E402
-from dardiag.plots.probe import ERRORBAR_GID  # noqa: E402
+from dardiag.plots.probe import CUT_GID, ERRORBAR_GID  # noqa: E402
 from dardiag.plots.symptoms import BAND_GID  # noqa: E402
 
 NAN = float("nan")
@@ -145,6 +145,21 @@ def test_probe_error_bars_are_two_stderr(ax):
     xs = sorted({round(float(s[0, 0]), 6) for s in segs})
     assert len(xs) == 6
     assert len([line for line in ax.lines if line.get_linestyle() == "-"]) == 2
+
+
+def test_probe_bars_near_one_stay_on_the_axis_and_say_where_they_are_cut(ax):
+    """R^2 0.9996 +- 2 x 0.0006 reaches past 1, which the 1 - R^2 spacing puts infinitely far up: the bar
+    is drawn to one nine past its value (an arrow head marks the cut), and the axis holds every bar."""
+    rows = [dict(model="A", metric="probe_r2", site="z", block=k, value=v, stderr=se)
+            for k, (v, se) in enumerate([(0.99, 0.001), (0.9997, 0.00005), (0.9996, 0.0006)])]
+    plot_probe_r2(pd.DataFrame(rows), ax=ax)
+    lo, hi = ax.get_ylim()
+    segs = [np.asarray(s) for c in ax.collections if c.get_gid() == ERRORBAR_GID for s in c.get_segments()]
+    tops = sorted(float(s[:, 1].max()) for s in segs)
+    assert all(lo <= float(s[:, 1].min()) and float(s[:, 1].max()) <= hi for s in segs)  # on the axis
+    assert np.isclose(tops[-1], 1 - 0.0004 / 10) and np.isclose(tops[1], 0.9998)  # cut vs whole
+    (cut,) = [line for line in ax.lines if line.get_gid() == CUT_GID]
+    assert list(cut.get_xdata()) == [2] and np.isclose(cut.get_ydata()[0], tops[-1])
 
 
 def test_probe_without_stderr_has_no_bars(ax):

@@ -241,6 +241,17 @@ def test_force_removes_only_dardiag_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [RUN_FILE, "notes.txt"]
 
 
+def test_a_finished_run_keeps_its_table_and_figures_and_drops_its_scratch(tmp_path):
+    run = RunDir.create(tmp_path, META)
+    run.mark_done("u1", make_rows())
+    (tmp_path / "_work").mkdir()
+    (tmp_path / "_work" / "probe-u1.pt").write_bytes(b"x" * 1000)  # per-level probe features, generated inputs
+    run.figures_dir.mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    run.finish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_figures", RUN_FILE, "notes.txt", "part-u1.parquet"]
+
+
 def test_force_refuses_a_foreign_directory(tmp_path):
     (tmp_path / "thesis.tex").write_text("precious")
     for kw in ({}, {"force": True}, {"resume": True}):

@@ -168,7 +168,7 @@ class TableAdapter:
                 x = output if torch.is_tensor(output) else output[0]
             if x.dim() == 3 and self.image_tokens and x.shape[1] != self.image_tokens:
                 raise DardiagError(
-                    f"{self.entry.name}: the probed block output has {x.shape[1]} tokens, not the {self.image_tokens} "
+                    f"{self.entry.name}: the hooked block output has {x.shape[1]} tokens, not the {self.image_tokens} "
                     "image tokens; the class table's stream for this class is wrong (please report it) — "
                     "profile it with dardiag.adapters.generic.generic_subject(pick=...) meanwhile"
                 )

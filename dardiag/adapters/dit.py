@@ -1,15 +1,15 @@
 """dardiag's own DiT as a Subject: official DiT/SiT/REPA checkpoints and the models dardiag trains.
 
-The DiT names its probe sites itself (``model.site_layout()``), so residual and DAR routing look the
+The DiT names its sites itself (``model.site_layout()``), so residual and DAR routing look the
 same from outside: z_k, h_l, v_l and, for DAR, the routing weights alpha_l.
 """
 
 from __future__ import annotations
 
-from dardiag.families import get_family
+from dardiag.families import DIT_FAMILIES, get_family
 from dardiag.hooks.edits import Editing
 from dardiag.hooks.recorder import Tap
-from dardiag.sampler import SAMPLE_FAMILIES, sample
+from dardiag.sampler import sample
 from dardiag.subject import SiteSpec, Subject
 
 
@@ -19,14 +19,14 @@ def _dit_call(model, x_t, t_native, y, cond):
 
 def _sampler(model, family: str):
     """The Subject's ``sample(y, steps, cfg, seed, forward=None)``: DDIM for dit, Euler for sit and repa."""
-    if family not in SAMPLE_FAMILIES:
+    if family not in DIT_FAMILIES:
         return None
 
     def draw(y, steps: int, cfg: float, seed: int, forward=None):
         y = y.to(next(model.parameters()).device)
         return sample(model, family, y, steps=steps, cfg_scale=cfg, seed=seed, forward=forward)  # (N, C, H, W)
 
-    draw.label = "DDIM" if family == "dit" else "Euler"
+    draw.label = "DDIM" if get_family(family).prediction == "epsilon" else "Euler"
     return draw
 
 

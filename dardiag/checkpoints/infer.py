@@ -16,9 +16,9 @@ from pathlib import Path
 
 from dardiag.checkpoints.files import short_error as _short
 from dardiag.errors import DardiagError
+from dardiag.families import DIT_FAMILIES
 from dardiag.models.config import HEADS_BY_WIDTH, SIZES, DiTConfig
 
-FAMILIES = ("dit", "sit", "repa")
 REQUIRED_KEYS = (
     "x_embedder.proj.weight",
     "t_embedder.mlp.0.weight",
@@ -206,8 +206,8 @@ def _config_from_meta(meta, path: Path) -> tuple[DiTConfig, str, int | None]:
         problem = _config_problem(f.name, f.type, config[f.name]) if f.name in config else None
         if problem:
             raise _damaged(path, f"config {f.name} is {config[f.name]!r}; expected {problem}")
-    if meta.get("family") not in FAMILIES:
-        raise _damaged(path, f"family {meta.get('family')!r} is not one of {', '.join(FAMILIES)}")
+    if meta.get("family") not in DIT_FAMILIES:
+        raise _damaged(path, f"family {meta.get('family')!r} is not one of {', '.join(DIT_FAMILIES)}")
     step = meta.get("step")
     if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
         raise _damaged(path, f"step {step!r} is not an integer")

@@ -23,7 +23,6 @@ import torch
 
 from dardiag.checkpoints.files import checked_entries, read_with_format, sha256_file
 from dardiag.checkpoints.infer import (
-    FAMILIES,
     args_dict,
     block_numbers,
     detect_family,
@@ -32,6 +31,7 @@ from dardiag.checkpoints.infer import (
     training_step,
 )
 from dardiag.errors import DardiagError
+from dardiag.families import DIT_FAMILIES
 from dardiag.models.config import DiTConfig
 from dardiag.models.dit import DiT, sincos_pos_embed
 
@@ -205,8 +205,8 @@ def load_model(
     Raises ``DardiagError`` with one line for every problem with the file or the flags.
     """
     path = Path(path)
-    if family is not None and family not in FAMILIES:
-        raise DardiagError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if family is not None and family not in DIT_FAMILIES:
+        raise DardiagError(f"unknown family {family!r}; choose one of {', '.join(DIT_FAMILIES)}")
     _check_flag("--num-heads", num_heads)
     _check_flag("--input-size", input_size)
     obj, how = read_with_format(path)

@@ -9,8 +9,8 @@ import torch
 
 from dardiag import __version__
 from dardiag.atomic import atomic_write
-from dardiag.checkpoints.infer import FAMILIES
 from dardiag.errors import DardiagError
+from dardiag.families import DIT_FAMILIES
 from dardiag.models.dit import DiT
 
 FORMAT_VERSION = 1
@@ -32,8 +32,8 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 def checkpoint_dict(model: DiT, *, family: str, ema: DiT | None = None, step: int | None = None,
                     extra: dict | None = None) -> dict:
     """A dardiag checkpoint: full config embedded, so ``load_model`` needs no flags."""
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {FAMILIES}")
+    if family not in DIT_FAMILIES:
+        raise ValueError(f"family must be one of {DIT_FAMILIES}")
     meta = {"format": FORMAT_VERSION, "config": model.config.to_dict(), "family": family,
             "step": step, "version": __version__}
     obj = {"dardiag": meta, "model": model.state_dict()}

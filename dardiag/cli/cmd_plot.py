@@ -38,7 +38,7 @@ def plot_cmd(
     from dardiag.cli.figures import write_figures
     from dardiag.cli.report import console
     from dardiag.cli.tables import print_first_lines
-    from dardiag.sanity import NOTICES_ATTR
+    from dardiag.analysis.sanity import NOTICES_ATTR
 
     df = _read(run)
     print_first_lines(console, notices=df.attrs.get(NOTICES_ATTR, ()))  # what says the model is broken
@@ -90,9 +90,9 @@ def compare_cmd(
     with shared colour scales and a ratio panel per model (each / the baseline)."""
     import pandas as pd
 
-    from dardiag.comparability import merge_runs
-    from dardiag.sanity import sanity_notices
-    from dardiag.summary import compare_runs
+    from dardiag.analysis.comparability import merge_runs
+    from dardiag.analysis.sanity import sanity_notices
+    from dardiag.analysis.summary import compare_runs
 
     frames = [_read(r) for r in runs]
     ids = [sorted(set(f["run_id"])) for f in frames]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,8 @@ def write_figures(df: pd.DataFrame, out_dir: Path, *, models=None, baseline=None
     skipped: dict[str, list[str]] = {}  # reason -> figures, so ten skips read as one line
     for name, what in results:
         if str(what).startswith("skip"):
-            skipped.setdefault(str(what).split(":", 1)[-1].strip(), []).append(name)
+            reason = str(what).split(":", 1)[-1].strip()
+            why = re.match(r"no .+ rows: (.+)", reason)  # "no h_rms rows: does not apply, ..." -> why, shared
+            skipped.setdefault(why.group(1) if why else reason, []).append(name)
     for reason, names in skipped.items():
         console.print(f"  [dim]skipped {', '.join(names)}: {reason}[/dim]")

@@ -9,8 +9,8 @@ import pandas as pd
 from rich.console import Console
 
 from dardiag.cli.tables import print_comparison_table, print_first_lines, print_probe_table, print_symptom_table
-from dardiag.sanity import NOTICES_ATTR
-from dardiag.summary import compare_runs
+from dardiag.analysis.sanity import NOTICES_ATTR
+from dardiag.analysis.summary import compare_runs
 
 # Tables need ~130 columns; rich assumes 80 when stdout is not a terminal (CI logs, pipes).
 console = Console(width=None if sys.stdout.isatty() else 140)

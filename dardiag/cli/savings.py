@@ -4,44 +4,42 @@ its causal cache error, and a cache plan's measured effect."""
 from __future__ import annotations
 
 import pandas as pd
-from rich.table import Table
 
 from dardiag.cli.report import console
+from dardiag.cli.tables import best_tables, print_tables
 from dardiag.cli.tables import pm as _pm
 from dardiag.savings import ablation_summary, trajectory_summary
+
+ABLATION_KEY = ("rho: Spearman rank correlation over (block, noise level) cells of cos_prev with the cost of skipping "
+                "the block (dloss: the loss increase; rel. out: the output change); negative: the blocks that turn "
+                "the state least are the cheapest to remove; ± approximate s.e. (cells treated as independent); "
+                "cheapest / costliest block: by its loss increase averaged over the noise levels (in brackets)")
+TRAJECTORY_KEY = ("rho: Spearman rank correlation over (block, sampler step) cells of the step change of z_k (state) "
+                  "and of the block's contribution with cache_error (the prediction's relative change when the "
+                  "block reuses step i-1); ± approximate s.e.; error: cache_error over all cells")
 
 
 def print_ablation(df: pd.DataFrame) -> None:
     s = ablation_summary(df)
     if s.empty:
         return
-    table = Table(title="Looks redundant vs is removable (--ablation)",
-                  caption="Spearman rank correlation over (block, noise level) cells of cos_prev with the cost of "
-                  "skipping the block; negative: the blocks that turn the state least are the cheapest to remove; "
-                  "± approximate s.e. (cells treated as independent)")
-    for h in ("model", "rho(cos, dloss)", "rho(cos, rel. out)", "cells", "cheapest block", "costliest block"):
-        table.add_column(h, justify="left" if h == "model" else "right")
-    for _, r in s.iterrows():
-        table.add_row(str(r["model"]), _pm(r["rho_dloss"], r["rho_dloss_se"]), _pm(r["rho_rel_out"], r["rho_rel_out_se"]),
-                      str(int(r["cells"])), f"{int(r['cheapest_block'])} ({r['min_dloss']:.3g})",
-                      f"{int(r['costliest_block'])} ({r['max_dloss']:.3g})")
-    console.print(table)
+    headers = ["model", "rho(cos,\ndloss)", "rho(cos,\nrel. out)", "cells", "cheapest\nblock", "costliest\nblock"]
+    rows = [[str(r["model"]), _pm(r["rho_dloss"], r["rho_dloss_se"]), _pm(r["rho_rel_out"], r["rho_rel_out_se"]),
+             str(int(r["cells"])), f"{int(r['cheapest_block'])} ({r['min_dloss']:.3g})",
+             f"{int(r['costliest_block'])} ({r['max_dloss']:.3g})"] for _, r in s.iterrows()]
+    print_tables(console, best_tables(console, "Looks redundant vs is removable (--ablation)", headers, rows, keys=1,
+                                      corner=""), ABLATION_KEY)
 
 
 def print_trajectory(df: pd.DataFrame) -> None:
     s = trajectory_summary(df)
     if s.empty:
         return
-    table = Table(title="Caching signal vs causal cache error (--trajectory)",
-                  caption="Spearman rank correlation over (block, sampler step) cells of the step change of z_k and "
-                  "of the block's contribution with cache_error (the prediction's relative change when the block "
-                  "reuses step i-1); ± approximate s.e.")
-    for h in ("model", "rho(state change, error)", "rho(contribution change, error)", "median error", "range"):
-        table.add_column(h, justify="left" if h == "model" else "right")
-    for _, r in s.iterrows():
-        table.add_row(str(r["model"]), _pm(r["rho_state"], r["rho_state_se"]), _pm(r["rho_delta"], r["rho_delta_se"]),
-                      f"{r['median_error']:.3g}", f"{r['min_error']:.2g} - {r['max_error']:.2g}")
-    console.print(table)
+    headers = ["model", "rho(state\nchange, error)", "rho(contribution\nchange, error)", "median\nerror", "error\nrange"]
+    rows = [[str(r["model"]), _pm(r["rho_state"], r["rho_state_se"]), _pm(r["rho_delta"], r["rho_delta_se"]),
+             f"{r['median_error']:.3g}", f"{r['min_error']:.2g} - {r['max_error']:.2g}"] for _, r in s.iterrows()]
+    print_tables(console, best_tables(console, "Caching signal vs causal cache error (--trajectory)", headers, rows,
+                                      keys=1, corner=""), TRAJECTORY_KEY)
 
 
 def print_cache_plan(schedule, result: dict) -> None:

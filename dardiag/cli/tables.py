@@ -18,8 +18,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from dardiag.rows import latest_checkpoint
-from dardiag.summary import symptom_summary
+from dardiag.analysis.rows import latest_checkpoint
+from dardiag.analysis.summary import symptom_summary
 
 WIDTH = 80  # the widest a table is printed, whatever the terminal (logs, papers, 80-column terminals)
 NAME_WIDTH = 24  # longer model names fold onto more lines
@@ -35,6 +35,8 @@ def pm(value, se) -> str:
     if se is None or pd.isna(se) or se <= 0 or not np.isfinite(se):
         return f"{value:.3g}"
     digits = max(0, -int(math.floor(math.log10(se))))
+    if digits > 6:  # an error below 1e-6: six places of the value, the error as a power of ten
+        return f"{value:.6f} ± {se:.0e}"
     return f"{value:.{digits}f} ± {se:.{digits}f}"
 
 
@@ -107,7 +109,12 @@ def best_tables(console: Console, title: str | None, headers: Sequence[str], row
 
 
 def print_tables(console: Console, tables: list[Table], key: str | None = None) -> None:
+    """Each table under its title (a line of its own, wrapped at the width: a narrow table would fold
+    its title over several lines), then the key."""
     for t in tables:
+        if t.title:
+            console.print(Text(str(t.title), style="italic"), width=width_of(console))
+            t.title = None
         console.print(t)
     if key:
         console.print(Text(key, style="dim"), width=width_of(console))
@@ -222,7 +229,7 @@ def _largest_text(cells: list[dict]) -> str:
 
 
 def print_comparison_table(console: Console, res: pd.DataFrame, *, first_lines: bool = True) -> None:
-    """The rows of :func:`dardiag.summary.compare_runs`: one table per model against the baseline."""
+    """The rows of :func:`dardiag.analysis.summary.compare_runs`: one table per model against the baseline."""
     if first_lines:
         print_first_lines(console, res.attrs.get("warnings", ()), res.attrs.get("notices", ()))
     if res.empty:  # the first lines said why

@@ -79,7 +79,21 @@ def _floats(values, flag: str) -> tuple[float, ...] | None:
         raise DardiagError(f"the {flag.lstrip('-').replace('-', ' ')} grid is empty; pass at least one value")
     if not all(math.isfinite(v) for v in out):
         raise DardiagError(f"{flag} must be finite numbers, got {list(out)}")
+    if len(out) > MAX_LEVELS:
+        raise DardiagError(f"{len(out)} values for {flag}: at most {MAX_LEVELS}")
     return out
+
+
+def checked_grid(noise_levels=None, timesteps=None, *, flag: str = "--noise-levels"):
+    """-> (noise_levels, timesteps) as tuples of floats (or None), or one ``DardiagError``: the one check of a
+    noise grid (profile, ``dardiag.profile``, the trainer's ``--profile-noise-levels``). Whether timesteps lie
+    in a family's range is the family's question (``Family.check_native``, when the grid is resolved)."""
+    noise_levels, timesteps = _floats(noise_levels, flag), _floats(timesteps, "--timesteps")
+    if noise_levels is not None and timesteps is not None:
+        raise DardiagError("pass either --noise-levels or --timesteps, not both")
+    if noise_levels is not None and not all(0 <= v <= 1 for v in noise_levels):
+        raise DardiagError(f"{flag} must lie in [0, 1] (1 = pure noise); got {list(noise_levels)}")
+    return noise_levels, timesteps
 
 
 @dataclass(frozen=True)
@@ -101,17 +115,10 @@ class ProfileConfig:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalise once)
-        set_("noise_levels", _floats(self.noise_levels, "--noise-levels"))
-        set_("timesteps", _floats(self.timesteps, "--timesteps"))
+        for name, v in zip(("noise_levels", "timesteps"), checked_grid(self.noise_levels, self.timesteps)):
+            set_(name, v)
         if isinstance(self.analyses, dict):
             set_("analyses", Analyses(**self.analyses))
-        if self.noise_levels is not None and self.timesteps is not None:
-            raise DardiagError("pass either --noise-levels or --timesteps, not both")
-        if self.noise_levels is not None and not all(0 <= v <= 1 for v in self.noise_levels):
-            raise DardiagError(f"noise levels must lie in [0, 1] (1 = pure noise); got {list(self.noise_levels)}")
-        for name, v in (("noise levels", self.noise_levels), ("timesteps", self.timesteps)):
-            if v is not None and len(v) > MAX_LEVELS:
-                raise DardiagError(f"{len(v)} {name}: at most {MAX_LEVELS}")
         if self.dtype not in DTYPES:
             raise DardiagError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         for name, v in (("--batch-size", self.batch_size), ("--samples", self.samples)):

@@ -19,7 +19,7 @@ import torch
 from dardiag import __version__
 from dardiag.engine import distributed
 from dardiag.engine.ablation import check_ablation
-from dardiag.engine.config import ProfileConfig
+from dardiag.engine.config import ProfileConfig, checked_grid
 from dardiag.engine.inputs import Inputs, make_inputs, minibatches
 from dardiag.engine.subjects import name_series, unique_names, weights_sha256
 from dardiag.engine.trajectory import check_trajectory
@@ -40,19 +40,12 @@ class ModelPlan:
 def resolve_grid(subject: Subject, noise_levels, timesteps) -> list[tuple[float, float]]:
     """-> [(noise_level, t_native)] for a subject, validated against its family's range."""
     fam = subject.family
-    if noise_levels is not None and timesteps is not None:
-        raise DardiagError("pass either --noise-levels or --timesteps, not both")
+    noise_levels, timesteps = checked_grid(noise_levels, timesteps)
     if timesteps is not None:
-        t = torch.as_tensor(list(timesteps), dtype=torch.float64)
-        if t.numel() == 0:
-            raise DardiagError("the timestep grid is empty; pass at least one timestep")
+        t = torch.as_tensor(timesteps, dtype=torch.float64)
         fam.check_native(t)
     else:
-        nl = torch.as_tensor(list(noise_levels), dtype=torch.float64)
-        if nl.numel() == 0:
-            raise DardiagError("the noise-level grid is empty; pass at least one level in [0, 1]")
-        if nl.min() < 0 or nl.max() > 1 or not torch.isfinite(nl).all():
-            raise DardiagError(f"noise levels must lie in [0, 1] (1 = pure noise); got {nl.tolist()}")
+        nl = torch.as_tensor(noise_levels, dtype=torch.float64)
         t = fam.to_native(nl)
     levels = fam.to_noise_level(t)
     if timesteps is None:  # continuous families map back to the asked level up to rounding: store it as asked,

@@ -16,8 +16,7 @@ import torch
 import statistics
 
 from dardiag.metrics import ridge_r2_folds
-
-MIN_PAIRS = 8  # fewer pairs cannot give a train, a validation and a test part
+from dardiag.store.registry import PROBE_MIN_PAIRS
 
 
 def probe_rows(features: dict[str, list[torch.Tensor]], levels: list[torch.Tensor], ids: list[torch.Tensor],
@@ -26,7 +25,7 @@ def probe_rows(features: dict[str, list[torch.Tensor]], levels: list[torch.Tenso
     ``levels`` and ``ids`` the noise level and the pair id of each row."""
     target = torch.cat(levels)  # (M,)
     groups = torch.cat(ids)  # (M,)
-    if torch.unique(groups).numel() < MIN_PAIRS or torch.unique(target).numel() < 2:
+    if torch.unique(groups).numel() < PROBE_MIN_PAIRS or torch.unique(target).numel() < 2:
         return []
     out = []
     for site, chunks in features.items():

@@ -1,8 +1,8 @@
-"""Named probe sites: identity modules a model places on the tensors worth measuring.
+"""Named sites: identity modules a model places on the tensors worth measuring.
 
-A model calls ``self.sites["z_3"](x)`` on its hidden state; nothing happens unless a probe has hooked
+A model calls ``self.sites["z_3"](x)`` on its hidden state; nothing happens unless a recorder has hooked
 that module (inside a context manager, see ``dardiag.hooks.recorder``). This is TransformerLens'
-hook-point idea: the model names what can be measured, the probe never needs to know how the model
+hook-point idea: the model names what can be measured, the recorder never needs to know how the model
 computes it (residual or DAR routing look the same from outside).
 
 Site names, for a model of depth D (sublayer l = 2k-1 is block k's attention, l = 2k its MLP):
@@ -34,7 +34,7 @@ class Site(nn.Module):
 
 @dataclass(frozen=True)
 class SiteLayout:
-    """What a model exposes to the probe: module paths of its sites and its routing sources."""
+    """What a model exposes to the recorder: module paths of its sites and its routing sources."""
 
     depth: int
     states: tuple[str, ...]  # module paths of z_0 .. z_D

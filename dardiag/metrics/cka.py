@@ -10,7 +10,7 @@ the sums S_KL = sum_b HSIC1(K_b, L_b), S_KK, S_LL are accumulated in float64 and
 CKA = S_KL / sqrt(S_KK S_LL). Negative values are legitimate and never clamped.
 
 Dimension letters: N images, T tokens, D channels; n rows (examples) of one minibatch, d features,
-P probed states (D+1 for z_0..z_D).
+P recorded states (D+1 for z_0..z_D).
 """
 
 import math

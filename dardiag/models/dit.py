@@ -235,7 +235,7 @@ class DiT(nn.Module):
         norm = self.final_layer.norm_final
         norm.eps = norm.eps / counts[2 * self.config.depth + 1] ** 2
 
-    # ------------------------------------------------------------------ probe interface
+    # ------------------------------------------------------------------ site interface
     def site_layout(self) -> SiteLayout:
         D = self.config.depth
         routes = {

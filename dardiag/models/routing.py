@@ -9,7 +9,7 @@ Both routings share one interface, driven by ``DiT.forward``::
         routing.write(stream, l, v)
     z_D = routing.end(stream)                   # input of the final layer (N, T, D)
 
-``tap(name, x)`` passes ``x`` through the model's probe site of that name (see
+``tap(name, x)`` passes ``x`` through the model's site of that name (see
 ``dardiag.hooks.sites``). Routings tap the block states ``z_k`` (and DAR its weights ``alpha_l``);
 the DiT taps ``h_l`` and ``v_l`` itself.
 

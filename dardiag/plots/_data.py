@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from dardiag.summary import latest_checkpoint  # noqa: F401 (plots select with it)
+from dardiag.analysis.rows import latest_checkpoint  # noqa: F401 (plots select with it)
 
 INDEX_COLUMNS = ("site", "block", "other_block", "sublayer", "source")
 
@@ -103,11 +103,6 @@ def stderr_of(sub: pd.DataFrame) -> pd.Series:
     if "stderr" not in sub.columns:
         return pd.Series(np.nan, index=sub.index, dtype=float)
     return pd.Series(sub["stderr"].to_numpy(dtype=float, na_value=np.nan), index=sub.index)
-
-
-def has_stderr(sub: pd.DataFrame) -> bool:
-    """Whether any row carries a finite standard error."""
-    return bool(np.isfinite(stderr_of(sub).to_numpy()).any())
 
 
 def collapse(sub: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from dardiag.plots import _data
 from dardiag.plots.heatmap import auto_norm, heatmap_grid, plot_heatmap
-from dardiag.plots.labels import add_inputs_footer
+from dardiag.plots.labels import NOISE_LABEL_2, add_inputs_footer
 from dardiag.plots.panels import model_metric_grid
 from dardiag.plots.theme import DIVERGING_CMAP, TWO_COLUMN, new_figure, no_ligatures, paper_style
 
@@ -64,6 +64,7 @@ def fig_ablation(df: pd.DataFrame, metrics: Sequence[str] = ABLATION_FIGURE) -> 
                 return False
             norm, cmap = scales[metric]
             plot_heatmap(sub, metric, model=m, ax=ax, norm=norm, cmap=cmap, colorbar=False)
+            ax.set_ylabel(NOISE_LABEL_2)  # a row is shorter than the one-line label
             ax.set_title(m if metric == present[0] else "")
             return True
 

@@ -27,6 +27,9 @@ from dardiag.plots.theme import ONE_COLUMN, TWO_COLUMN, SEQUENTIAL_CMAP, colorma
 TRAJECTORY_METRICS = ("step_rel_change", "delta_rel_change", "step_cos", "cache_error")
 CACHE_MAP_METRICS = ("step_rel_change", "cache_error")  # the signal, the causal error
 STEP_AXIS_LABEL = "sampler step i (0 = noisiest)"
+# what a column of fig_cache_map shows, above its panels (the colour bar under the column gives the formula)
+PANEL_TITLES = {"step_rel_change": "signal: change of $z_k$ per step", "delta_rel_change": "signal: change of block k",
+                "step_cos": "signal: cos between steps", "cache_error": "cost: error when block k reuses step i-1"}
 
 
 def cache_grid(df: pd.DataFrame, metric: str, model: str, values: str = "value", branch: str | None = None) -> pd.DataFrame:
@@ -74,9 +77,21 @@ def plot_cache_map(df: pd.DataFrame, metric: str = "cache_error", *, model: str,
     return ax
 
 
+def trajectory_inputs(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with their ``inputs`` saying what a trajectory looked at: the model's own sampler from
+    seeded noise (its conditioning: that of the run's inputs), not the run's images themselves."""
+    if "inputs" not in rows.columns or "sampler_step" not in rows.columns:
+        return rows
+    steps = rows.groupby("model")["sampler_step"].max().astype(int) + 1  # steps 0 .. n - 1
+    said = rows["inputs"].astype("string").fillna("")
+    labels = [f"the model's own sampler, {steps[m]} steps from seeded noise" + (f" (conditioning as in: {v})" if v
+              else "") for m, v in zip(rows["model"], said)]
+    return rows.assign(inputs=labels)
+
+
 def fig_cache_map(df: pd.DataFrame, metrics: Sequence[str] = CACHE_MAP_METRICS) -> Figure:
     """One row per model, one column per metric (default: step_rel_change, the signal; cache_error, the
-    causal error), each column on one colour scale shared by the models."""
+    causal error), each column on one colour scale shared by the models (its colour bar under it)."""
     _data.check_frame(df)
     present = [m for m in metrics if (df["metric"] == m).any()]
     if not present:
@@ -92,16 +107,17 @@ def fig_cache_map(df: pd.DataFrame, metrics: Sequence[str] = CACHE_MAP_METRICS) 
              for metric in present}
     ncol, nrow = len(present), len(models)
     with paper_style():
-        fig = new_figure(TWO_COLUMN if ncol > 1 else ONE_COLUMN, 0.4 + 1.9 * nrow)
+        fig = new_figure(TWO_COLUMN if ncol > 1 else ONE_COLUMN, 0.9 + 2.1 * nrow)
         axes = fig.subplots(nrow, ncol, squeeze=False)
 
         def draw(ax, m, metric) -> bool:
             if (m, metric) not in grids:
                 return False
             plot_cache_map(rows, metric, model=m, ax=ax, norm=norms[metric], colorbar=False)
+            ax.set_title(f"{m}\n{PANEL_TITLES.get(metric, metric)}", pad=2)
             return True
 
-        model_metric_grid(fig, axes, models, present, draw, shrink=0.9)
-        add_inputs_footer(fig, rows)
+        model_metric_grid(fig, axes, models, present, draw, shrink=0.9, location="bottom")
+        add_inputs_footer(fig, trajectory_inputs(rows))
         no_ligatures(fig)
     return fig

@@ -9,6 +9,7 @@ is the seaborn figure-level view (rows = metrics, columns = models) and returns 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,10 +51,11 @@ from dardiag.plots.legible import LegibleLayout
 from dardiag.plots.outliers import OUTLIER_METRICS, SPECTRUM_METRIC, plot_channel_spectrum, spectrum_rows
 from dardiag.plots.probe import plot_probe_r2
 from dardiag.plots.routing import ROUTING_METRICS, plot_routing_map, routing_metric
-from dardiag.plots.symptoms import BAND_GID, MAX_LEVELS, draw_lines, log_axis, plot_metric_by_block
+from dardiag.plots.symptoms import BAND_GID, MAX_LINES, draw_lines, log_axis, plot_metric_by_block
 from dardiag.plots.theme import ONE_COLUMN, TWO_COLUMN, model_colors, new_figure, no_ligatures, paper_style, save
 from dardiag.plots.training import plot_metric_vs_step
-from dardiag.summary import default_baseline
+from dardiag.store.registry import PROBE_MIN_PAIRS
+from dardiag.analysis.summary import default_baseline
 
 SYMPTOM_METRICS = ("act_rms", "grad_rms", "cos_prev")
 HEATMAP_METRICS = ("act_rms", "grad_rms", "cos_prev", "h_rms", "v_rms", "route_entropy") + OUTLIER_METRICS
@@ -86,7 +88,7 @@ def _levels_drawn(rows: pd.DataFrame, noise_levels: Sequence[float] | None) -> l
     avail = _data.levels_of(rows)
     if not avail:
         return []
-    return _data.spread(avail, MAX_LEVELS) if noise_levels is None else _data.nearest(avail, noise_levels)
+    return _data.spread(avail, MAX_LINES) if noise_levels is None else _data.nearest(avail, noise_levels)
 
 
 def _order(df: pd.DataFrame, models: Sequence[str] | None = None) -> list[str]:
@@ -123,7 +125,7 @@ def fig_symptoms(df: pd.DataFrame, noise_levels: Sequence[float] | None = None,
             else:
                 _note(ax, f"{metric} not recorded")
         level_key(fig, axes, order, colors, _levels_drawn(rows, noise_levels), band=_has_band(fig),
-                  notes=depth.notes(latest))
+                  notes=depth.notes(latest), of=len(_data.levels_of(latest)))
         _finish(fig, rows)
     return fig
 
@@ -273,14 +275,9 @@ def _shallow_deep(sublayers: Sequence[int]) -> list[int]:
     return [shallow] if shallow == deep else [shallow, deep]
 
 
-FINAL_ROW = "final"
-NO_FINAL = "no final aggregator:\nz_D enters the final layer as it is"
-
-
 def _routing_plan(sub: pd.DataFrame, models: Sequence[str], sublayers: Sequence[int] | None):
-    """Per model: (metric, D, [sublayer or None per row]) at matching rows: a shallow sublayer at the
-    same relative depth, the last sublayer l = 2D, and DAR's final aggregator (l = 2D + 1) in a row
-    of its own (None where a model has none)."""
+    """Per model: (metric, D, [sublayers]): a shallow sublayer at the same relative depth for every
+    model, the last sublayer l = 2D, and DAR's final aggregator l = 2D + 1 where the model has one."""
     info = {}
     for m in models:
         metric = routing_metric(sub, m)
@@ -292,49 +289,41 @@ def _routing_plan(sub: pd.DataFrame, models: Sequence[str], sublayers: Sequence[
     if not info:
         raise ValueError("routing rows carry no sublayer index")
     if sublayers is not None:
-        return {m: (metric, d, list(sublayers)) for m, (metric, d, _) in info.items()}, [f"l = {s}" for s in sublayers]
+        return {m: (metric, d, list(sublayers)) for m, (metric, d, _) in info.items()}
     first_metric, first_d, first_have = next(iter(info.values()))
     frac = _shallow_deep([h for h in first_have if h <= 2 * first_d])[0] / (2 * first_d)
-    final = any(2 * d + 1 in have for _, d, have in info.values())
     plan = {}
     for m, (metric, d, have) in info.items():
         inner = [h for h in have if h <= 2 * d] or have
         shallow = min(inner, key=lambda h: (abs(h - frac * 2 * d), h))
-        rows = [shallow, max(inner)] + ([2 * d + 1 if 2 * d + 1 in have else None] if final else [])
-        plan[m] = (metric, d, rows)
-    return plan, ["shallow", "last"] + ([FINAL_ROW] if final else [])
+        plan[m] = (metric, d, [shallow, max(inner)] + ([2 * d + 1] if 2 * d + 1 in have else []))
+    return plan
 
 
 def fig_routing(df: pd.DataFrame, sublayers: Sequence[int] | None = None,
                 models: Sequence[str] | None = None) -> Figure:
-    """Routing maps, one column per model (residual models: the counterfactual importance; DAR
-    models: alpha) at matching rows: a shallow sublayer (the same relative depth for every model),
-    the last sublayer l = 2D, and, when a DAR model is there, its final aggregator l = 2D + 1 in a
-    row of its own (labelled so; a residual model has none). ``sublayers`` overrides the rows."""
+    """Routing maps, one row per model (residual models: the counterfactual importance; DAR models:
+    alpha): a shallow sublayer (the same relative depth for every model), the last sublayer l = 2D
+    and, for DAR, its final aggregator l = 2D + 1 (a residual model has none: its row has two panels,
+    as wide as the room allows). ``sublayers`` overrides the panels."""
     _data.check_frame(df)
     sub = _data.latest_checkpoint(df[df["metric"].isin(ROUTING_METRICS)])
     if sub.empty:
         raise ValueError(f"none of {list(ROUTING_METRICS)} in the table")
-    plan, _ = _routing_plan(sub, _order(sub, models), sublayers)
-    nrow = max(len(r) for _, _, r in plan.values())
-    ncol = len(plan)
+    plan = _routing_plan(sub, _order(sub, models), sublayers)
+    widest = max(len(sls) for _, _, sls in plan.values())
     n_levels = len(_data.levels_of(sub))
     with paper_style():
-        fig = new_figure(TWO_COLUMN if ncol > 1 else ONE_COLUMN, 0.3 + nrow * max(2.0, 0.8 + 0.11 * n_levels))
-        axes = fig.subplots(nrow, ncol, squeeze=False)
-        for c, (m, (metric, d, sls)) in enumerate(plan.items()):
-            for r in range(nrow):
-                ax = axes[r, c]
-                if r >= len(sls):
-                    ax.set_axis_off()
-                    continue
-                if sls[r] is None:
-                    _note(ax, f"{m}: {NO_FINAL}")
-                    continue
+        fig = new_figure(TWO_COLUMN if widest > 1 else ONE_COLUMN, 0.3 + len(plan) * max(2.0, 0.8 + 0.11 * n_levels))
+        rows = fig.add_gridspec(len(plan), 1)
+        for r, (m, (metric, d, sls)) in enumerate(plan.items()):
+            row = rows[r].subgridspec(1, len(sls))  # a row's panels share its whole width
+            for c, sl in enumerate(sls):
+                ax = fig.add_subplot(row[0, c])
                 try:
-                    plot_routing_map(sub, model=m, sublayer=sls[r], metric=metric, ax=ax, depth=d)
+                    plot_routing_map(sub, model=m, sublayer=sl, metric=metric, ax=ax, depth=d)
                 except ValueError:
-                    _note(ax, f"{m}: sublayer {sls[r]} not recorded")
+                    _note(ax, f"{m}: sublayer {sl} not recorded")
                     continue
                 if c:
                     ax.set_ylabel("")
@@ -411,7 +400,8 @@ def fig_training(
                 ax.set_title(title + (f", {ax.get_title()}" if "noise" in ax.get_title() else ""))
             if i:
                 ax.set_ylabel("")
-        level_key(fig, axes, order, colors, levels, band=_has_band(fig), notes=depth.notes(sub))
+        level_key(fig, axes, order, colors, levels, band=_has_band(fig), notes=depth.notes(sub),
+                  of=len(_data.levels_of(sub)))
         _finish(fig, sub)
     return fig
 
@@ -503,7 +493,14 @@ def grid_by_block(
                 ax.set_xlabel(label if last or depth[metric] != depth[present[-1]] else "")
                 ax.xaxis.set_major_locator(depth_locator())
         g.figure.set_layout_engine(LegibleLayout())  # room for the legend, the colour bars and the footer
-        g.figure.legend(handles=line_legend_handles(colors, models, band=any(bands)), loc="outside right upper")
+        fig, renderer = g.figure, g.figure._get_renderer()
+        plain = fig.legend(handles=line_legend_handles(colors, models, band=any(bands)), loc="outside right upper")
+        wide = plain.get_window_extent(renderer).width
+        plain.remove()
+        legend = fig.legend(handles=line_legend_handles(colors, models, levels, band=any(bands),
+                                                        of=len(_data.levels_of(rows))), loc="outside right upper")
+        # the figure grows by what the levels entry adds to the legend, so the panels keep their width
+        fig.set_figwidth(fig.get_figwidth() + (legend.get_window_extent(renderer).width - wide) / fig.dpi)
         for m in reversed(models) if len(levels) > 1 else []:  # each model's noise-level colour map
             level_colorbar(g.figure, colors[m], levels, ax=list(g.axes.ravel()), orientation="vertical",
                            label=f"noise level: {m}")
@@ -514,15 +511,84 @@ def grid_by_block(
 # ============================================================================ everything
 
 
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure :func:`render_all` writes: its file name, the metrics it needs (any one of them), what
+    else the table must hold (``"levels"``: two noise levels; ``"steps"``: a series of checkpoints), and
+    ``build(df, models, baseline) -> Figure``."""
+
+    name: str
+    metrics: tuple[str, ...]
+    build: Callable[[pd.DataFrame, list[str], str | None], Figure]
+    needs: str | None = None
+
+
+def _registry() -> list[FigureSpec]:
+    specs = [FigureSpec("symptoms", SYMPTOM_METRICS, lambda d, ms, b: fig_symptoms(d, models=ms))]
+    specs += [FigureSpec(f"heatmap_{m}", (m,), lambda d, ms, b, m=m: fig_heatmaps(d, m, models=ms, baseline=b),
+                         needs="levels") for m in HEATMAP_METRICS]
+    specs += [
+        FigureSpec("cka", ("cka",), lambda d, ms, b: fig_cka(d, models=ms)),
+        FigureSpec("routing", ROUTING_METRICS, lambda d, ms, b: fig_routing(d, models=ms)),
+        FigureSpec("probe", ("probe_r2",), lambda d, ms, b: fig_probe(d, models=ms)),
+        FigureSpec("channel_spectrum", (SPECTRUM_METRIC,), lambda d, ms, b: fig_channel_spectrum(d, models=ms)),
+        FigureSpec("cache_map", CACHE_MAP_METRICS, lambda d, ms, b: fig_cache_map(d)),
+        FigureSpec("ablation", ABLATION_METRICS, lambda d, ms, b: fig_ablation(d)),
+    ]
+    specs += [FigureSpec(f"training_{m}", (m,), lambda d, ms, b, m=m: fig_training(d, m, models=ms), needs="steps")
+              for m in TRAINING_METRICS]
+    return specs
+
+
+FIGURES: tuple[FigureSpec, ...] = tuple(_registry())  # every figure render_all writes, in order
+
+# why a metric can be missing: the analysis that records it ("--no-x" turns it off, "--x" turns it on)
+ANALYSIS_FLAGS = {
+    **dict.fromkeys(("h_rms", "v_rms"), ("sublayers", "--no-sublayers")),
+    **dict.fromkeys(ROUTING_METRICS + ("route_entropy",), ("routes", "--no-routes")),
+    "cka": ("cka", "--no-cka"),
+    "probe_r2": ("probe", "--no-probe"),
+    **dict.fromkeys(OUTLIER_METRICS, ("outliers", "--no-outliers")),
+    SPECTRUM_METRIC: ("channel_maps", "--channel-maps"),
+    **dict.fromkeys(CACHE_MAP_METRICS, ("trajectory", "--trajectory")),
+    **dict.fromkeys(ABLATION_METRICS, ("ablation", "--ablation")),
+}
+SUBLAYER_SITES = ("h_rms", "v_rms", "route_importance")  # recorded at sublayer sites (DAR's alpha: its own)
+DAR_ONLY = {"route_alpha", "route_entropy"}
+
+
+def missing_reason(df: pd.DataFrame, metrics: Sequence[str]) -> str:
+    """Why the table has none of ``metrics``: the analysis was off (and the flag that turns it on), or the
+    models have no sites where it is measured; else only that the rows are missing."""
+    text = f"no {' / '.join(metrics)} rows"
+    analyses = ((df.attrs.get("dardiag") or {}).get("settings") or {}).get("analyses") or {}
+    field, flag = ANALYSIS_FLAGS.get(metrics[0], (None, None))
+    if field is not None:
+        on = analyses.get(field)
+        if flag.startswith("--no-") and on is False:
+            return f"{text}: profiled with {flag}"
+        if not flag.startswith("--no-") and not on:
+            return f"{text}: profile with {flag}"
+    if "probe_r2" in metrics and "n_samples" in df.columns and df["n_samples"].max() < PROBE_MIN_PAIRS:
+        return (f"{text}: the timestep probe needs {PROBE_MIN_PAIRS} or more images per level, the run has "
+                f"{int(df['n_samples'].max())}")
+    if set(metrics) <= DAR_ONLY and "routing" in df.columns and (df["routing"].dropna() == "residual").all():
+        return f"{text}: does not apply, no DAR model (routing weights exist only in DAR)"
+    if any(m in SUBLAYER_SITES for m in metrics) and _data.has(df, "block") and not _data.has(df, "sublayer"):
+        return (f"{text}: does not apply, the models are recorded per block only (no sublayer sites: "
+                f"diffusers and generic transformers)")
+    return text
+
+
 def render_all(df: pd.DataFrame, out_dir: str | Path, *, models: Sequence[str] | None = None,
                baseline: str | None = None) -> list[tuple[str, Path | str]]:
-    """Render every figure the table's metrics allow to ``out_dir/{name}.pdf`` and ``.png``.
-    ``models``: which models, in the panels' order (default: the table's order); ``baseline``: the
-    denominator of the heatmaps' ratio panels (default: the one residual model, else the first).
+    """Render every figure the table's metrics allow (:data:`FIGURES`) to ``out_dir/{name}.pdf`` and
+    ``.png``. ``models``: which models, in the panels' order (default: the table's order); ``baseline``:
+    the denominator of the heatmaps' ratio panels (default: the one residual model, else the first).
 
     Returns ``[(name, pdf_path | skip_reason)]``: a :class:`~pathlib.Path` (PNG beside it) for each
-    rendered figure, a string starting with ``"skipped: "`` otherwise. A missing metric never
-    raises; an empty table raises :class:`DardiagError`.
+    rendered figure, a string starting with ``"skipped: "`` that says why otherwise. A missing metric
+    never raises; an empty table raises :class:`DardiagError`.
     """
     if not isinstance(df, pd.DataFrame) or df.empty:
         raise DardiagError("the table holds no rows; nothing to plot")
@@ -532,50 +598,29 @@ def render_all(df: pd.DataFrame, out_dir: str | Path, *, models: Sequence[str] |
     df = _data.with_optional_columns(df)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    have = _metrics(df)
-    multi_step = "step" in df.columns and df["step"].dropna().nunique() >= 2
-
-    plan: list[tuple[str, Callable[[], Figure] | str]] = []
-
-    def need(name: str, metrics: Sequence[str], build: Callable[[], Figure]) -> None:
-        if any(m in have for m in metrics):
-            plan.append((name, build))
-        else:
-            plan.append((name, f"skipped: no {' / '.join(metrics)} rows"))
-
     if models is not None:
         df = df[df["model"].isin(list(models))]
+    have = _metrics(df)
+    multi_step = "step" in df.columns and df["step"].dropna().nunique() >= 2
     order = _order(df, models)
-    need("symptoms", SYMPTOM_METRICS, lambda: fig_symptoms(df, models=order))
-    for metric in HEATMAP_METRICS:
-        if metric in have and len(_data.levels_of(df[df["metric"] == metric])) < 2:
-            plan.append((f"heatmap_{metric}", "skipped: fewer than two noise levels"))
-        else:
-            need(f"heatmap_{metric}", [metric],
-                 lambda metric=metric: fig_heatmaps(df, metric, models=order, baseline=baseline))
-    need("cka", ["cka"], lambda: fig_cka(df, models=order))
-    need("routing", ROUTING_METRICS, lambda: fig_routing(df, models=order))
-    need("probe", ["probe_r2"], lambda: fig_probe(df, models=order))
-    need("channel_spectrum", [SPECTRUM_METRIC], lambda: fig_channel_spectrum(df, models=order))
-    need("cache_map", CACHE_MAP_METRICS, lambda: fig_cache_map(df))
-    need("ablation", ABLATION_METRICS, lambda: fig_ablation(df))
-    for metric in TRAINING_METRICS:
-        if metric in have and not multi_step:
-            plan.append((f"training_{metric}", "skipped: one checkpoint step only; needs a series"))
-        else:
-            need(f"training_{metric}", [metric], lambda metric=metric: fig_training(df, metric, models=order))
 
     results: list[tuple[str, Path | str]] = []
-    for name, job in plan:
-        if isinstance(job, str):
-            results.append((name, job))
+    for spec in FIGURES:
+        if not any(m in have for m in spec.metrics):
+            results.append((spec.name, f"skipped: {missing_reason(df, spec.metrics)}"))
+            continue
+        if spec.needs == "levels" and len(_data.levels_of(df[df["metric"].isin(spec.metrics)])) < 2:
+            results.append((spec.name, "skipped: fewer than two noise levels"))
+            continue
+        if spec.needs == "steps" and not multi_step:
+            results.append((spec.name, "skipped: one checkpoint step only; needs a series"))
             continue
         try:
-            fig = job()
+            fig = spec.build(df, order, baseline)
         except ValueError as e:  # the rows do not support this figure: say why, render the rest
-            results.append((name, f"skipped: {e}"))
+            results.append((spec.name, f"skipped: {e}"))
             continue
         with paper_style():
-            pdf, _ = save(fig, out_dir / name)
-        results.append((name, pdf))
+            pdf, _ = save(fig, out_dir / spec.name)
+        results.append((spec.name, pdf))
     return results

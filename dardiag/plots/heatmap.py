@@ -19,7 +19,7 @@ from matplotlib.collections import QuadMesh
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from dardiag.comparability import match_depth
+from dardiag.analysis.comparability import match_depth
 from dardiag.plots import _data, depth
 from dardiag.plots.legible import flat_data, flat_limits, flat_text
 from dardiag.plots.labels import (
@@ -128,7 +128,7 @@ def flat_colorbar(cb, values, label: str) -> None:
     v = np.asarray(values, dtype=float)
     mid = float(np.median(v[np.isfinite(v)]))
     cb.set_ticks([mid], labels=[f"{mid:.4g}"])
-    cb.ax.yaxis.set_minor_locator(NullLocator())
+    cb.long_axis.set_minor_locator(NullLocator())
     cb.set_label(f"{label}:\n{flat_text(values, kind)}")
 
 
@@ -241,7 +241,7 @@ def round_log_colorbar(cb, *, ratio: bool = False) -> None:
     if not ticks:
         return
     cb.set_ticks(ticks, labels=tick_texts(ticks))
-    cb.ax.yaxis.set_minor_locator(NullLocator())
+    cb.long_axis.set_minor_locator(NullLocator())
 
 
 def ratio_colorbar(ax: Axes | list, mesh: QuadMesh, label: str, values=None):

@@ -24,6 +24,7 @@ OTHER_BLOCK_LABEL = "block j (0 = embedding)"
 SUBLAYER_LABEL = "sublayer l (2D+1 = final)"
 SOURCE_LABEL = "source i (0 = embedding)"
 NOISE_LABEL = "noise level (1 = pure noise)"
+NOISE_LABEL_2 = "noise level\n(1 = pure noise)"  # for panels shorter than the label (1.6 in)
 STEP_LABEL = "training step"
 RANK_LABEL = "channel rank (1 = largest RMS)"
 BAND_LABEL = r"$\pm$2 s.e."
@@ -142,11 +143,6 @@ def tick_texts(ticks: Sequence[float]) -> list[str]:
     return out
 
 
-def tick_text(v: float) -> str:
-    """One round tick value as text (see :func:`tick_texts`)."""
-    return tick_texts([v])[0]
-
-
 # ============================================================================ legends
 
 
@@ -166,16 +162,24 @@ def band_handle() -> Patch:
 
 def line_legend_handles(
     colors: dict[str, str], models: Iterable[str], levels: Sequence[float] = (), *, band: bool = False,
-    notes: dict[str, str] | None = None,
+    notes: dict[str, str] | None = None, of: int | None = None,
 ) -> list:
     """Handles for line plots: a colour per model (with ``notes``) and the band's meaning when error
     bands are drawn. The noise levels are not legend entries: each model's colour map has its own
-    colour bar (:func:`level_colorbar`)."""
+    colour bar (:func:`level_colorbar`); when ``levels`` are fewer than the ``of`` the table holds, one
+    entry says which are drawn."""
     markers = model_markers(colors)
     handles: list = model_handles({m: colors[m] for m in models}, markers, notes)
     if band:
         handles.append(band_handle())
+    if levels and of is not None and of > len(levels):
+        handles.append(Line2D([], [], linestyle="none", label=levels_drawn_text(levels, of)))
     return handles
+
+
+def levels_drawn_text(levels: Sequence[float], of: int) -> str:
+    """``5 of 16 noise levels drawn:`` over ``0, 0.27, 0.53, 0.8, 1``: which levels a line plot shows."""
+    return f"{len(levels)} of {of} noise levels drawn:\n{', '.join(level_labels(sorted(levels)))}"
 
 
 LEVEL_BAR_LABEL = "noise level (1 = noise)"
@@ -190,8 +194,7 @@ def level_colorbar(fig, color: str, levels: Sequence[float], *, cax=None, ax=Non
     cb = fig.colorbar(sm, orientation=orientation, **kw)
     cb.set_ticks([0.0, 0.5, 1.0], labels=["0", "0.5", "1"])
     cb.ax.minorticks_on()
-    long = cb.ax.xaxis if orientation == "horizontal" else cb.ax.yaxis
-    long.set_minor_locator(FixedLocator([float(v) for v in levels]))
+    cb.long_axis.set_minor_locator(FixedLocator([float(v) for v in levels]))
     cb.outline.set_linewidth(0.4)
     if title:
         cb.ax.set_title(title, fontsize=7, pad=2, loc="left")
@@ -201,12 +204,17 @@ def level_colorbar(fig, color: str, levels: Sequence[float], *, cax=None, ax=Non
 
 
 def level_key(fig, axes, models: Sequence[str], colors: dict[str, str], levels: Sequence[float], *,
-              band: bool = False, notes: dict[str, str] | None = None) -> None:
-    """The key of line panels ``axes``: a legend above them (the models, with ``notes``, and the
-    band), and one colour bar per model to their right for its noise levels (darker = noisier, a
-    mark at each level drawn); with one level or none, only the legend."""
-    handles = line_legend_handles(colors, models, band=band, notes=notes)
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 4))
+              band: bool = False, notes: dict[str, str] | None = None, of: int | None = None) -> None:
+    """The key of line panels ``axes``: a legend above them (the models, with ``notes``, the band, and
+    which levels are drawn when fewer than the ``of`` the table holds), and one colour bar per model
+    to their right for its noise levels (darker = noisier, a mark at each level drawn); with one
+    level or none, only the legend."""
+    handles = line_legend_handles(colors, models, levels, band=band, notes=notes, of=of)
+    for ncols in range(min(len(handles), 4), 0, -1):  # as many entries a row as the figure's width holds
+        legend = fig.legend(handles=handles, loc="outside upper center", ncols=ncols)
+        if ncols == 1 or legend.get_window_extent(fig._get_renderer()).width <= 0.98 * fig.bbox.width:
+            break
+        legend.remove()
     for m in reversed(models) if len(levels) > 1 else []:  # the last made sits nearest: the first model's
         level_colorbar(fig, colors[m], levels, ax=list(axes), orientation="vertical",
                        label=f"noise level: {m}", title=None)

@@ -29,12 +29,13 @@ MIN_GAP_PT = 2.0  # labels closer than this (points) count as colliding
 # ============================================================================ tick labels
 
 
-def _labels(axis: Axis, renderer) -> list[tuple[float, str, object]]:
+def _labels(axis: Axis, renderer, minor: bool = False) -> list[tuple[float, str, object]]:
     """(location, text, extent) of the axis' visible, non-empty major tick labels, in axis order (one
-    per tick: the side that shows, e.g. the right one of a vertical colour bar)."""
+    per tick: the side that shows, e.g. the right one of a vertical colour bar); ``minor``: the
+    minor tick labels after them (a "3x10^-1" beside "0.2" reads as one number)."""
     out = []
     lo, hi = sorted(axis.get_view_interval())
-    for tick in axis.get_major_ticks():
+    for tick in axis.get_major_ticks() + (axis.get_minor_ticks() if minor else []):
         loc = float(tick.get_loc())
         if not lo - 1e-9 * max(1.0, abs(hi - lo)) <= loc <= hi + 1e-9 * max(1.0, abs(hi - lo)):
             continue  # outside the view: matplotlib does not draw it
@@ -60,19 +61,17 @@ def overlapping_tick_labels(fig: Figure, gap_pt: float = MIN_GAP_PT) -> list[tup
     fig.draw_without_rendering()
     renderer = fig._get_renderer()
     gap = gap_pt * fig.dpi / 72
-    return [p for ax in fig.axes for axis in (ax.xaxis, ax.yaxis) for p in _pairs(_labels(axis, renderer), gap)]
+    return [p for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+            for p in _pairs(_labels(axis, renderer, minor=True), gap)]
 
 
-def overlapping_texts(fig: Figure) -> list[tuple[str, str]]:
-    """Pairs of texts of ``fig`` that overlap: tick labels of one axis (within :data:`MIN_GAP_PT`),
-    and, across the whole figure, any two of: tick labels, axis labels, titles, legends' texts and
-    the figure's own texts (strictly overlapping). Draws the figure first (which lays it out)."""
-    bad = overlapping_tick_labels(fig)
-    renderer = fig._get_renderer()
-    owned = []  # (owner, text, extent): texts of one owner may touch (an axis' labels are checked above)
+def _texts(fig: Figure, renderer) -> list[tuple[object, str, object]]:
+    """(owner, text, extent) of every visible text of ``fig``: tick labels (major and minor), axis
+    labels, titles and texts of every Axes, legends' texts and the figure's own texts."""
+    owned = []  # texts of one owner may touch (an axis' labels are checked by overlapping_tick_labels)
     for i, ax in enumerate(fig.axes):
         for j, axis in enumerate((ax.xaxis, ax.yaxis)):
-            owned += [((i, j), t, b) for _, t, b in _labels(axis, renderer)]
+            owned += [((i, j), t, b) for _, t, b in _labels(axis, renderer, minor=True)]
             if axis.label.get_visible() and axis.label.get_text().strip():
                 owned.append(((i, j, "label"), axis.label.get_text(), axis.label.get_window_extent(renderer)))
         for t in (ax.title, ax._left_title, ax._right_title, *ax.texts):
@@ -85,12 +84,32 @@ def overlapping_texts(fig: Figure) -> list[tuple[str, str]]:
     for t in fig.texts:
         if t.get_visible() and t.get_text().strip():
             owned.append((("fig", id(t)), t.get_text(), t.get_window_extent(renderer)))
+    return owned
+
+
+def overlapping_texts(fig: Figure) -> list[tuple[str, str]]:
+    """Pairs of texts of ``fig`` that overlap: tick labels of one axis (within :data:`MIN_GAP_PT`),
+    and, across the whole figure, any two of: tick labels, axis labels, titles, legends' texts and
+    the figure's own texts (strictly overlapping). Draws the figure first (which lays it out)."""
+    bad = overlapping_tick_labels(fig)
+    owned = _texts(fig, fig._get_renderer())
     for a in range(len(owned)):
         for b in range(a + 1, len(owned)):
             (oa, ta, ba), (ob, tb, bb) = owned[a], owned[b]
             if oa != ob and _collide(ba, bb, -0.5):  # a negative gap: only a real overlap counts
                 bad.append((ta, tb))
     return bad
+
+
+def clipped_texts(fig: Figure, tolerance_px: float = 1.0, *, drawn: bool = False) -> list[str]:
+    """Texts of ``fig`` that reach outside the figure (cut off when saved), after drawing it (``drawn``:
+    it was drawn since its last change, e.g. by :func:`overlapping_texts`)."""
+    if not drawn:
+        fig.draw_without_rendering()
+    box = fig.bbox
+    return [t for _, t, b in _texts(fig, fig._get_renderer())
+            if b.x0 < box.x0 - tolerance_px or b.y0 < box.y0 - tolerance_px
+            or b.x1 > box.x1 + tolerance_px or b.y1 > box.y1 + tolerance_px]
 
 
 def _thin(axis: Axis, renderer, gap: float) -> bool:

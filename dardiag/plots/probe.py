@@ -21,6 +21,7 @@ from dardiag.plots.theme import model_colors, model_markers
 
 SITE_INDEX = {"z": "block", "h": "sublayer"}
 ERRORBAR_GID = "stderr-bars"
+CUT_GID = "stderr-bar-cut"  # the arrow heads of bars cut at the top of the axis
 DODGE = 0.2  # total horizontal spread of the models' points (in blocks) when error bars are drawn
 
 
@@ -88,12 +89,19 @@ def plot_probe_r2(df: pd.DataFrame, *, ax: Axes | None = None, site: str = "z", 
         style="model", style_order=models, markers={m: markers[m] for m in models}, dashes=False,
         markeredgewidth=0, estimator=None, errorbar=None, sort=True, legend=False, ax=ax,
     )
+    cut = False
     for m in models:
         c = cells[(cells["model"] == m) & np.isfinite(cells["stderr"])]
         if len(c):
-            bars = ax.errorbar(c[x], c["value"], yerr=2 * c["stderr"], fmt="none", ecolor=colors[m],
-                               elinewidth=0.8, capsize=0, zorder=1.5)
+            v, up = c["value"].to_numpy(dtype=float), bar_tops(c)
+            bars = ax.errorbar(c[x], v, yerr=[2 * c["stderr"].to_numpy(dtype=float), up - v], fmt="none",
+                               ecolor=colors[m], elinewidth=0.8, capsize=0, zorder=1.5)
             bars.lines[2][0].set_gid(ERRORBAR_GID)
+            over = up < v + 2 * c["stderr"].to_numpy(dtype=float)
+            if over.any():  # the bar goes on past the axis (towards R^2 = 1): an arrow head says so
+                ax.plot(c[x].to_numpy()[over], up[over], linestyle="none", marker="^", markersize=3,
+                        color=colors[m], zorder=1.6, gid=CUT_GID)
+                cut = True
 
     handles = model_handles({m: colors[m] for m in models}, markers, notes)
     ref = rows[(site_col == "x_t") & rows["model"].isin(models)].groupby("model")["value"].mean()
@@ -108,6 +116,9 @@ def plot_probe_r2(df: pd.DataFrame, *, ax: Axes | None = None, site: str = "z", 
             handles.append(Line2D([], [], color="0.4", linestyle="--", label=r"raw $x_t$ (model colour)"))
     if bars:
         handles.append(Line2D([], [], color="0.4", marker="|", linestyle="none", markersize=6, label=r"$\pm$2 s.e."))
+    if cut:
+        handles.append(Line2D([], [], color="0.4", marker="^", linestyle="none", markersize=3,
+                              label="bar goes on (to 1)"))
 
     _fit_y(ax, cells, ref.to_numpy(dtype=float))
     depth.label_depth_axis(ax, x, rel)
@@ -117,20 +128,31 @@ def plot_probe_r2(df: pd.DataFrame, *, ax: Axes | None = None, site: str = "z", 
     return ax
 
 
+def bar_tops(cells: pd.DataFrame) -> np.ndarray:
+    """Where each +-2 s.e. bar is drawn to: value + 2 s.e., but never past R^2 = 1 and, above
+    :data:`NINES_FROM`, at most one nine past the value (R^2 0.9996 +- 0.0012 ends at 0.99996, not at
+    1, which the 1 - R^2 spacing would put infinitely far up)."""
+    v = cells["value"].to_numpy(dtype=float)
+    up = v + 2 * np.nan_to_num(cells["stderr"].to_numpy(dtype=float), nan=0.0)
+    cap = np.where(v > NINES_FROM, 1.0 - (1.0 - np.minimum(v, 1.0 - NINES_CAP)) / 10, 1.0)
+    return np.minimum(up, cap)
+
+
 def _fit_y(ax: Axes, cells: pd.DataFrame, ref: np.ndarray) -> None:
-    """y limits around the values, their +-2 s.e. bars and the x_t lines (never below -1)."""
+    """y limits around the values, their +-2 s.e. bars (as drawn: :func:`bar_tops`) and the x_t lines
+    (never below -1)."""
     v = cells["value"].to_numpy(dtype=float)
     se = np.nan_to_num(cells["stderr"].to_numpy(dtype=float), nan=0.0)
-    pts = np.concatenate([v - 2 * se, v + 2 * se, ref])
+    pts = np.concatenate([v - 2 * se, bar_tops(cells), ref])
     pts = pts[np.isfinite(pts)]
     if not pts.size:
         return
     lo, hi = max(-1.0, float(pts.min())), min(1.0, float(pts.max()))
     best = float(np.nanmax(v))
-    if best > NINES_FROM:  # bars that pass the top (R^2 <= 1 anyway) run off the edge
-        top = min(1.0 - NINES_CAP, 1.0 - (1.0 - best) / 2)
-        u_lo, u_hi = _nines(lo), _nines(top)
-        nines_axis(ax, float(_unnines(u_lo - 0.08 * (u_hi - u_lo))), float(top))
+    if best > NINES_FROM:  # spaced by 1 - R^2: the top a little above the highest bar or value
+        u_lo, u_hi = _nines(lo), _nines(max(hi, 1.0 - (1.0 - best) / 2))
+        pad = 0.04 * (u_hi - u_lo)
+        nines_axis(ax, float(_unnines(u_lo - 2 * pad)), float(min(1.0 - NINES_CAP, _unnines(u_hi + pad))))
         return
     pad = max(0.02, 0.08 * (hi - lo))
     ax.set_ylim(lo - pad, hi + pad)

@@ -35,7 +35,7 @@ from dardiag.plots.theme import BAND_ALPHA, level_cmap, model_colors, model_mark
 
 FLAT_GID = "flat-note"  # the gid of the text saying a panel's data are constant / all zero
 
-MAX_LEVELS = 5  # default cap on lines per model; pass noise_levels= for others
+MAX_LINES = 5  # default cap on lines per model; pass noise_levels= for others
 BAND_GID = "stderr-band"  # the gid of every +-2 s.e. band (tests and users find them by it)
 
 
@@ -195,7 +195,7 @@ def plot_metric_by_block(
     if not available:
         levels: list[float] = []
     elif noise_levels is None:
-        levels = _data.spread(available, MAX_LEVELS)
+        levels = _data.spread(available, MAX_LINES)
     else:
         levels = _data.nearest(available, noise_levels)
 
@@ -216,7 +216,8 @@ def plot_metric_by_block(
         ylabel += f" (B={int(sub['batch_size'].iloc[0])})"  # grad_rms scales with 1/B
     ax.set_ylabel(ylabel)
     if legend:
-        ax.legend(handles=line_legend_handles(colors, drawn_models, band=band, notes=notes), loc="best")
+        ax.legend(handles=line_legend_handles(colors, drawn_models, drawn_levels, band=band, notes=notes,
+                                              of=len(available)), loc="best")
         if len(drawn_levels) > 1:
             for m in reversed(drawn_models):  # the last made sits nearest the Axes: the first model's
                 level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, orientation="vertical",

@@ -6,12 +6,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 from dardiag.plots import _data
 from dardiag.plots.labels import STEP_LABEL, is_log, level_colorbar, level_label, line_legend_handles, metric_label
-from dardiag.plots.symptoms import MAX_LEVELS, draw_lines, log_axis
+from dardiag.plots.symptoms import MAX_LINES, draw_lines, log_axis
 from dardiag.plots.theme import TWO_COLUMN, model_colors, new_figure, paper_style
-from dardiag.summary import symptom_summary
+from dardiag.analysis.summary import symptom_summary
 
 
 def plot_metric_vs_step(
@@ -58,7 +59,7 @@ def plot_metric_vs_step(
         sub = _data.select_level(sub, noise_level)
         levels = []
     else:
-        levels = _data.spread(available, MAX_LEVELS) if len(available) > 1 else []
+        levels = _data.spread(available, MAX_LINES) if len(available) > 1 else []
         if len(available) == 1:
             noise_level = available[0]
 
@@ -69,6 +70,7 @@ def plot_metric_vs_step(
         log_axis(ax)
     ax.set_xlabel(STEP_LABEL)
     ax.set_ylabel(metric_label(metric))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # whole steps: no 12.5
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
     where = [f"{c} {v}" for c, v in (("block", block), ("sublayer", sublayer), ("other block", other_block), ("source", source)) if v is not None]
     if noise_level is not None:
@@ -77,7 +79,8 @@ def plot_metric_vs_step(
     if where:
         ax.set_title(", ".join(where))
     if legend:
-        ax.legend(handles=line_legend_handles(colors, drawn_models, drawn_levels, band=band), loc="best")
+        ax.legend(handles=line_legend_handles(colors, drawn_models, drawn_levels, band=band, of=len(available)),
+                  loc="best")
         for m in reversed(drawn_models) if len(drawn_levels) > 1 else []:  # each model's noise-level colour map
             level_colorbar(ax.figure, colors[m], drawn_levels, ax=ax, orientation="vertical",
                            label=f"noise level: {m}")
@@ -129,6 +132,7 @@ def plot_symptom_vs_step(summary: pd.DataFrame, symptom: str, *, noise_level: fl
     if symptom in LOG_SYMPTOMS and (rows[symptom] > 0).all():
         ax.set_yscale("log")
     ax.set_xlabel(STEP_LABEL)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     ax.set_ylabel(RUN_SYMPTOMS.get(symptom, symptom))
     ax.set_title(f"noise {level_label(level)}")
     if legend:

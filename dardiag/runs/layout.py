@@ -8,7 +8,8 @@ Profile runs (``dardiag profile``, ``demo``, ``train --profile-every``'s ``OUT/p
     OUT/_calibration/        ``dardiag calibrate``'s configurations (METHOD-BRANCH.json)
     OUT/_inputs/             generated inputs, ``generated-m<k>.pt`` per model (x0, conditioning, meta:
                              the ``dardiag generate`` format), so a resumed or re-plotted run uses them
-    OUT/_work/               the sweep's scratch files (kept on resume, set aside by --force):
+    OUT/_work/               the sweep's scratch files (kept on resume, set aside by --force, deleted
+                             when the run completes):
                              probe features per level, ``partial-<unit>.pt`` of a level stopped
                              between two minibatches, generated inputs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +32,7 @@ from dardiag.runs.layout import (
     RUN_FILE,
     WORK_DIRNAME,
 )
-from dardiag.sanity import attach_notices
+from dardiag.analysis.sanity import attach_notices
 from dardiag.store import METADATA_KEY, conform, dumps, read_parts, to_pandas, to_table, write_part
 from dardiag.store.parquet import check_name, metadata_of
 
@@ -253,11 +254,13 @@ class RunDir:
         (self.path / name).unlink(missing_ok=True)
 
     def finish(self) -> None:
-        """Mark the run complete; the run a ``force`` replaced is deleted only now."""
+        """Mark the run complete; the run a ``force`` replaced is deleted only now, and the sweep's scratch
+        (``OUT/_work``: probe features, generated inputs, half-done levels) too: nothing reads it again."""
         self._state["status"] = "complete"
         self._state["updated"] = self._state["finished"] = _now()
         self._save()
         lifecycle.finish(self.path)
+        shutil.rmtree(self.path / WORK_DIRNAME, ignore_errors=True)
 
 
 # ============================================================================ reading
@@ -268,7 +271,7 @@ def read_profile(path: str | os.PathLike) -> pd.DataFrame:
 
     ``df.attrs["dardiag"]`` holds the run metadata (from ``_run.json``, else the parquet schema
     metadata); ``df.attrs["dardiag_status"]`` the run status when known; ``df.attrs["dardiag_notices"]``
-    the sanity notices (:mod:`dardiag.sanity`). Integer id columns are pandas ``Int64`` (nullable).
+    the sanity notices (:mod:`dardiag.analysis.sanity`). Integer id columns are pandas ``Int64`` (nullable).
     Raises a one-line :class:`DardiagError` if ``path`` is missing, is not a run directory or holds no
     rows.
     """

@@ -18,6 +18,9 @@ STDERR_KINDS = {
     "none": "undefined (NaN): a max or a ratio of sums over all images",
 }
 
+#: the timestep probe needs this many (x0, noise) pairs (train, validation and test parts): fewer write no rows
+PROBE_MIN_PAIRS = 8
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -38,7 +41,7 @@ class Metric:
 
 _Z = ("site", "block", "noise_level")  # a block state z_k at a noise level
 _SUB = ("site", "sublayer", "noise_level")  # a sublayer input h_l / output v_l (or a DAR aggregator)
-_STATE = ("site", "noise_level")  # any probed state: z_k (block) or h_l / v_l (sublayer)
+_STATE = ("site", "noise_level")  # any recorded state: z_k (block) or h_l / v_l (sublayer)
 _STEP = ("site", "block", "sampler_step", "noise_level")  # block k at step i of the model's sampler
 _CALL = ("sampler_step", "noise_level")  # the whole transformer call at step i of a pipeline's loop
 

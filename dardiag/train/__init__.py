@@ -4,6 +4,7 @@ Enough to make the bundled models (``dardiag/assets``) and checkpoint series for
 not a replacement for the DiT/SiT training code.
 """
 
+from dardiag.data import check_matches_model, digits_latents, load_latents
 from dardiag.train.config import TrainConfig
 from dardiag.train.export import export
 from dardiag.sampler import sample, save_grid

@@ -10,10 +10,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from dardiag.engine.config import checked_grid
 from dardiag.errors import DardiagError
+from dardiag.families import DIT_FAMILIES
 from dardiag.models.config import DiTConfig, preset
 
-TRAIN_FAMILIES = ("sit", "dit", "repa")  # sit: velocity objective (default); dit: epsilon; repa: flow (t = 1 noise)
 # Fields that may change when a run is resumed: they decide how long and how often, not what is learned.
 RESUMABLE = frozenset({"out", "steps", "save_every", "log_every", "profile_every", "device", "resume", "force"})
 LR_MAX = 1e37  # AdamW's first step is lr / (1 - beta1) = 10 lr, and torch needs it as a float32
@@ -130,7 +131,7 @@ def _check(c: TrainConfig) -> None:
     def finite(v: float) -> bool:
         return isinstance(v, (int, float)) and math.isfinite(v)
 
-    need(c.family in TRAIN_FAMILIES, f"--family must be one of {', '.join(TRAIN_FAMILIES)} for training, got {c.family!r}")
+    need(c.family in DIT_FAMILIES, f"--family must be one of {', '.join(DIT_FAMILIES)} for training, got {c.family!r}")
     need(c.steps >= 1, f"--steps must be at least 1, got {c.steps}")
     need(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}")
     need(finite(c.lr) and 0 < c.lr <= LR_MAX,
@@ -148,9 +149,7 @@ def _check(c: TrainConfig) -> None:
     need(c.profile_batch_size >= 1, f"--profile-batch-size must be at least 1, got {c.profile_batch_size}")
     need(not c.profile_cka or c.profile_batch_size >= 4,
          f"--profile-batch-size must be at least 4 for CKA (or pass --no-profile-cka), got {c.profile_batch_size}")
-    levels = c.profile_noise_levels
-    need(levels is None or (len(levels) > 0 and all(finite(v) and 0 <= v <= 1 for v in levels)),
-         f"--profile-noise-levels must be numbers in [0, 1] (1 = pure noise), got {list(levels or [])}")
+    checked_grid(c.profile_noise_levels, flag="--profile-noise-levels")
     need(not (c.resume and c.force), "pass either --resume or --force, not both")
     need(c.input_size is None or c.input_size >= 1, f"--input-size must be positive, got {c.input_size}")
     need(c.lora >= 0, f"--lora must be a rank >= 1 (0 = off), got {c.lora}")

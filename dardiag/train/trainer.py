@@ -94,10 +94,7 @@ def _draw(config: TrainConfig, family_name: str, step: int, x0_all, y_all, devic
     idx = batch_indices(config.seed, step, config.batch_size, n)  # (N,)
     g = generator(config.seed, "batch", step)
     x0 = x0_all[idx]  # (N, C, H, W)
-    if family_name == "dit":
-        t = torch.randint(0, 1000, (config.batch_size,), generator=g)  # (N,) 0..999, 999 = noise
-    else:  # sit: 1 = data; repa: 1 = noise; both uniform on [0, 1)
-        t = torch.rand(config.batch_size, generator=g)  # (N,) in [0, 1)
+    t = get_family(family_name).draw_native(config.batch_size, g)  # (N,) dit: 0..999; sit, repa: [0, 1)
     noise = torch.randn(x0.shape, generator=g)  # (N, C, H, W)
     return x0.to(device), y_all[idx].to(device), noise.to(device), t.to(device)
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from dardiag.adapters.classes.spec import HEAD, TAIL, ClassEntry, Stack, Stream, cfg_get, mask, patch2d, text
+from dardiag.adapters.classes.spec import (
+    HEAD, TAIL, ClassEntry, Stack, Stream, cfg_get, mask, patch2d, square_latent, text,
+)
 from dardiag.errors import DardiagError
 
 VAE_FACTOR = 8  # pixels per latent side in the SD / PixArt / Sana-free VAEs
@@ -52,15 +54,6 @@ def _sana(m, x, t, y, cond):
         t = t * c.timestep_scale
     return m(x, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t, guidance=guidance,
              encoder_attention_mask=mask(cond, dtype=torch.long)).sample  # (N, C_out, H, W)
-
-
-def _latent(pixels: int, factor: int = VAE_FACTOR):
-    """The pipeline's default latent (C, H, W) for configs without a ``sample_size``: ``pixels`` a side
-    through a VAE of ``factor``; a config's own ``sample_size`` (the tests' tiny ones) wins."""
-    def shape(cfg):
-        side = cfg.get("sample_size") or pixels // factor
-        return (cfg["in_channels"], side, side)
-    return shape
 
 
 def _grid_crop(rows: int, cols: int, base: int):
@@ -126,7 +119,7 @@ def _prx_latent(cfg):
             "PRXPixel configs (RGB pixels, resolution embeds) predict x0 from randn x 2 noise; no dardiag family "
             "describes that process yet: only latent-space PRX is profiled")
     # PRXPipeline's default 512 px: Flux VAE (16 channels, 8x) or DC-AE (32 channels, 32x)
-    return _latent(512, 32 if cfg["in_channels"] == 32 else VAE_FACTOR)(cfg)
+    return square_latent(512 // (32 if cfg["in_channels"] == 32 else VAE_FACTOR))(cfg)
 
 
 def _prx(m, x, t, y, cond):
@@ -235,27 +228,27 @@ ENTRIES = (
         "max length (set --text-tokens); PRXPixel configs are refused"),
     ClassEntry(
         "BriaFibo2Transformer2DModel", (Stack("noise_refiner"), Stack("layers", TAIL)), "flow", _fibo2,
-        cond=_fibo2_cond, tokens=patch2d, latent=_latent(1024), text_tokens=4096,
+        cond=_fibo2_cond, tokens=patch2d, latent=square_latent(1024 // VAE_FACTOR), text_tokens=4096,
         left_out=(("perceiver.layers", "gist tokens read from the text only"),), fixed=_fibo2_fixed,
         note="the main layers run on [gist; image] tokens; prompts are padded to the longest, not to 4096 "
         "tokens: pass --text-tokens for a typical caption length (the gist count follows from it)"),
     ClassEntry(
         "OmniGenTransformer2DModel", (Stack("layers", TAIL),), "flow-rev", _omnigen,
-        cond=lambda cfg, L: {"input_ids": (L,)}, tokens=patch2d, latent=_latent(1024), text_tokens=128,
+        cond=lambda cfg, L: {"input_ids": (L,)}, tokens=patch2d, latent=square_latent(1024 // VAE_FACTOR), text_tokens=128,
         fixed=lambda cfg, shape: "synthetic input_ids: L token ids uniform over the vocabulary; no input "
         "images; OmniGen's causal text mask and positions 0..L+T",
         note="text enters as token ids of the model's own vocabulary (supply real ones as input_ids, shape "
         "[N, --text-tokens]); prompts are not padded: 128 tokens by default"),
     ClassEntry(
         "ZImageTransformer2DModel", (Stack("noise_refiner"), Stack("layers", HEAD)), "flow-rev", _zimage,
-        cond=text("cap_feats", ("cap_feat_dim",)), tokens=_zimage_tokens, latent=_latent(1024), text_tokens=512,
+        cond=text("cap_feats", ("cap_feat_dim",)), tokens=_zimage_tokens, latent=square_latent(1024 // VAE_FACTOR), text_tokens=512,
         left_out=(("context_refiner", "text tokens only"), ("siglip_refiner", "omni mode only: image inputs")),
         fixed=lambda cfg, shape: "basic (text to image) mode, one frame",
         note="image and caption tokens are each padded to a multiple of 32: image token counts include the "
         "learned pad tokens when (H/p)(W/p) is not a multiple of 32"),
     ClassEntry(
         "ErnieImageTransformer2DModel", (Stack("layers", Stream(part="head", layout="seq")),), "flow1000", _ernie,
-        cond=text("text_bth", ("text_in_dim",)), tokens=patch2d, latent=_latent(1024, 16), text_tokens=256,
+        cond=text("text_bth", ("text_in_dim",)), tokens=patch2d, latent=square_latent(1024 // 16), text_tokens=256,
         fixed=lambda cfg, shape: "all text tokens valid (text_lens = L)",
         note="the blocks run sequence-first on [image; text]: the image part is read as (N, T, D); latents are "
         "the pipeline's 2x2-patchified VAE latents (128 channels at 1/16); prompts are not padded (and the "

@@ -14,7 +14,7 @@ import torch
 
 from dardiag.adapters.classes.spec import (
     FIRST, HEAD, SECOND, TAIL, ClassEntry, Stack, cfg_get, full, grid_ids, mask, pack2x2, patch2d, sigma, text,
-    text_pooled, unpack2x2,
+    text_pooled, unpack2x2, pack_patches, square_latent, unpack_patches,
 )
 
 FLUX_GUIDANCE = 3.5  # FluxPipeline's default guidance scale for guidance-distilled (dev) configs
@@ -28,15 +28,6 @@ LONGCAT_TEXT_MAX = 512  # LongCatImagePipeline's tokenizer maximum: image rotary
 #################################################################################
 #             Helpers of the entries below (this group's only)                  #
 #################################################################################
-
-
-def _latent(side: int, per_token: int = 1):
-    """``latent``: (in_channels / per_token, side, side), the config's sample_size first; ``per_token`` = 4 for
-    configs that count 2x2-packed channels."""
-    def shape(cfg):
-        n = cfg_get(cfg, "sample_size", default=side)
-        return (cfg["in_channels"] // per_token, n, n)
-    return shape
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:
@@ -300,23 +291,9 @@ def _nucleus(m, x, t, y, cond):
     N, C, H, W = x.shape
     p = m.config.patch_size
     ehs = cond["encoder_hidden_states"]  # (N, L, D_text)
-    out = m(_pack(x, p), encoder_hidden_states=ehs, timestep=sigma(t, x), img_shapes=[(1, H // p, W // p)] * N,
+    out = m(pack_patches(x, p), encoder_hidden_states=ehs, timestep=sigma(t, x), img_shapes=[(1, H // p, W // p)] * N,
             encoder_hidden_states_mask=mask(cond, dtype=torch.long)).sample
-    return -_unpack(out, H, W, p)  # the pipeline negates the output: the model predicts x0 - noise
-
-
-def _pack(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, H/p * W/p, C p p): p x p patches, channels (C, p, p) as the pipelines pack them."""
-    N, C, H, W = x.shape
-    x = x.view(N, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)  # (N, H/p, W/p, C, p, p)
-    return x.reshape(N, (H // p) * (W // p), C * p * p)
-
-
-def _unpack(x: torch.Tensor, H: int, W: int, p: int) -> torch.Tensor:
-    """The inverse of :func:`_pack`: (N, T, C p p) -> (N, C, H, W)."""
-    N, T, Cpp = x.shape
-    x = x.view(N, H // p, W // p, Cpp // (p * p), p, p).permute(0, 3, 1, 4, 2, 5)  # (N, C, H/p, p, W/p, p)
-    return x.reshape(N, Cpp // (p * p), H, W)
+    return -unpack_patches(out, H, W, p)  # the pipeline negates the output: the model predicts x0 - noise
 
 
 def _nucleus_latent(cfg):
@@ -372,7 +349,7 @@ def _ideogram4(m, x, t, y, cond):
 
 # Flux-style classes: one text sequence of joint_attention_dim, 2x2-packed latents (128 x 128 at 1024 px)
 _FLUX_PACKED = dict(cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=_packed_tokens,
-                    latent=_latent(128, 4))
+                    latent=square_latent(128, 4))
 
 ENTRIES = (
     ClassEntry(
@@ -401,7 +378,7 @@ ENTRIES = (
     ClassEntry(
         "BriaFiboTransformer2DModel",
         (Stack("transformer_blocks", SECOND), Stack("single_transformer_blocks", TAIL)), "flow1000", _fibo,
-        cond=_fibo_cond, tokens=patch2d, latent=_latent(64), text_tokens=3000,
+        cond=_fibo_cond, tokens=patch2d, latent=square_latent(64), text_tokens=3000,
         fixed=lambda cfg, shape: "txt_ids zeros, img_ids (0, row, column), latents unpatched (the pipeline's default), "
         "supplied or all-valid text mask",
         note="text_encoder_layers (one text-encoder layer per block) are synthesised like the text embedding; "
@@ -427,7 +404,7 @@ ENTRIES = (
     ClassEntry(
         "Flux2Transformer2DModel",
         (Stack("transformer_blocks", SECOND), Stack("single_transformer_blocks", TAIL)), "flow1000", _flux2,
-        cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=patch2d, latent=_latent(64),
+        cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=patch2d, latent=square_latent(64),
         text_tokens=512,
         fixed=lambda cfg, shape: "txt_ids (0, 0, 0, i), img_ids (0, row, column, 0)"
         + (f", guidance {FLUX2_GUIDANCE:g}" if cfg.get("guidance_embeds") else ""),
@@ -436,7 +413,7 @@ ENTRIES = (
     ClassEntry(
         "Flux3Transformer2DModel",
         (Stack("mode_blocks.image"), Stack("single_transformer_blocks", SECOND)), "flow1000", _flux3,
-        cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=patch2d, latent=_latent(64),
+        cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=patch2d, latent=square_latent(64),
         text_tokens=8192,
         left_out=(("txt_mode_blocks", "text-only blocks (they run before the image blocks and see no image token)"),),
         fixed=lambda cfg, shape: f"txt_ids (0, 0, 0, i), img_ids (0, {FLUX3_ROPE_SCALE:g} row, "
@@ -446,7 +423,7 @@ ENTRIES = (
              "multiple of 80 tokens (at most 8192): set --text-tokens to a caption's length"),
     ClassEntry(
         "GlmImageTransformer2DModel", (Stack("transformer_blocks", FIRST),), "flow1000", _glm,
-        cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch2d, latent=_latent(128),
+        cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch2d, latent=square_latent(128),
         text_tokens=2048,
         fixed=lambda cfg, shape: "prior tokens dropped (the pipeline's unconditional prior), target size "
         f"{shape[-2] * 8}x{shape[-1] * 8} px, crop (0, 0)",
@@ -456,19 +433,19 @@ ENTRIES = (
     ClassEntry(
         "HiDreamImageTransformer2DModel",
         (Stack("double_stream_blocks", FIRST), Stack("single_stream_blocks", HEAD)), "flow1000", _hidream,
-        cond=_hidream_cond, tokens=patch2d, latent=_latent(128), text_tokens=128,
+        cond=_hidream_cond, tokens=patch2d, latent=square_latent(128), text_tokens=128,
         note="output negated as in HiDreamImagePipeline (the model predicts x0 - noise); square latents only "
              "(others are padded to max_resolution tokens)"),
     ClassEntry(
         "HunyuanImageTransformer2DModel",
         (Stack("transformer_blocks", FIRST), Stack("single_transformer_blocks", FIRST)), "flow1000",
         _hunyuan_image, cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch2d,
-        latent=_latent(64), text_tokens=1000, fixed=_hunyuan_fixed,
+        latent=square_latent(64), text_tokens=1000, fixed=_hunyuan_fixed,
         left_out=(("context_embedder", "the text token refiner: text only"),)),
     ClassEntry(
         "Krea2Transformer2DModel", (Stack("transformer_blocks", TAIL),), "flow1000", _krea2,
         cond=lambda cfg, L: {"encoder_hidden_states": (L, int(cfg["num_text_layers"]), int(cfg["text_hidden_dim"]))},
-        tokens=_packed_tokens, latent=_latent(128, 4), text_tokens=512,
+        tokens=_packed_tokens, latent=square_latent(128, 4), text_tokens=512,
         left_out=(("text_fusion", "text-only blocks fusing the text-encoder layers"),),
         fixed=lambda cfg, shape: "position ids: text zeros, image (0, row, column); supplied or all-valid text mask"),
     ClassEntry(
@@ -490,7 +467,7 @@ ENTRIES = (
         fixed=lambda cfg, shape: "txt_ids (0, i, i), img_ids (0, row, column)"),
     ClassEntry(
         "QwenImage21Transformer2DModel", (Stack("transformer_blocks", TAIL),), "flow1000", _qwen21,
-        cond=text("encoder_hidden_states", ("context_in_dim",)), tokens=patch2d, latent=_latent(64),
+        cond=text("encoder_hidden_states", ("context_in_dim",)), tokens=patch2d, latent=square_latent(64),
         text_tokens=512,
         fixed=lambda cfg, shape: "text-to-image layout (prompt, then one slot per 2x2 target tokens), "
         "img_shapes (1, H, W), supplied or all-valid text mask, no condition image",
@@ -498,7 +475,7 @@ ENTRIES = (
              "latents are unpatched at 1/16 of the pixels"),
     ClassEntry(
         "Ideogram4Transformer2DModel", (Stack("layers", TAIL),), "flow-rev", _ideogram4,
-        cond=text("encoder_hidden_states", ("llm_features_dim",)), tokens=patch2d, latent=_latent(128),
+        cond=text("encoder_hidden_states", ("llm_features_dim",)), tokens=patch2d, latent=square_latent(128),
         text_tokens=2048,
         fixed=lambda cfg, shape: "one segment [text; image], text positions (i, i, i), image (0, row, column) + "
         "65536, text region of the latents zero",

@@ -13,7 +13,7 @@ D hidden size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -146,14 +146,6 @@ class Refused:
     reason: str
 
 
-@dataclass
-class Call:
-    """What an entry's forward needs besides the model: set per call by the adapter."""
-
-    image_tokens: int = 0
-    extra: dict = field(default_factory=dict)
-
-
 #################################################################################
 #                       Helpers the entries share                               #
 #################################################################################
@@ -186,18 +178,38 @@ def patch3d(cfg: dict, shape: Shape, key: str = "patch_size", t_key: str | None 
     return -(-F // pt) * (H // ph) * (W // pw)
 
 
+def pack_patches(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H/p * W/p, C p p): p x p patches, channels (C, p, p) as the pipelines pack them."""
+    N, C, H, W = x.shape
+    x = x.view(N, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)  # (N, H/p, W/p, C, p, p)
+    return x.reshape(N, (H // p) * (W // p), C * p * p)
+
+
+def unpack_patches(x: torch.Tensor, H: int, W: int, p: int) -> torch.Tensor:
+    """The inverse of :func:`pack_patches`: (N, T, C p p) -> (N, C, H, W)."""
+    N, T, Cpp = x.shape
+    x = x.view(N, H // p, W // p, Cpp // (p * p), p, p).permute(0, 3, 1, 4, 2, 5)  # (N, C, H/p, p, W/p, p)
+    return x.reshape(N, Cpp // (p * p), H, W)
+
+
 def pack2x2(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, H/2 * W/2, 4C): the 2x2 patch packing of Flux-style pipelines."""
-    N, C, H, W = x.shape
-    x = x.view(N, C, H // 2, 2, W // 2, 2).permute(0, 2, 4, 1, 3, 5)  # (N, H/2, W/2, C, 2, 2)
-    return x.reshape(N, (H // 2) * (W // 2), C * 4)
+    return pack_patches(x, 2)
 
 
 def unpack2x2(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """The inverse of :func:`pack2x2`: (N, T, 4C) -> (N, C, H, W)."""
-    N, T, C4 = x.shape
-    x = x.view(N, H // 2, W // 2, C4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # (N, C, H/2, 2, W/2, 2)
-    return x.reshape(N, C4 // 4, H, W)
+    return unpack_patches(x, H, W, 2)
+
+
+def square_latent(side: int, per_token: int = 1):
+    """``latent``: (in_channels / per_token, side, side), the config's own ``sample_size`` first (the
+    tests' tiny configs); ``side`` is the pipeline's default latent side, ``per_token`` 4 for configs
+    that count 2x2-packed channels."""
+    def shape(cfg):
+        n = cfg_get(cfg, "sample_size", default=side)
+        return (cfg["in_channels"] // per_token, n, n)
+    return shape
 
 
 def grid_ids(rows: int, cols: int, *, device, axes: int = 3, first: float = 0.0) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Can two models' numbers be compared cell by cell? What each model was measured on, how they differ,
-and which cells pair up (pure pandas; :func:`dardiag.summary.compare_runs` uses it).
+and which cells pair up (pure pandas; :func:`dardiag.analysis.summary.compare_runs` uses it).
 
 What decides comparability (diagnostics.md):
 
@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from dardiag.rows import latest_checkpoint
+from dardiag.analysis.rows import latest_checkpoint
 
 LEVEL_ATOL = 1e-9  # two noise levels within this are the same level (grids written as floats)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dardiag.rows import latest_checkpoint
+from dardiag.analysis.rows import latest_checkpoint
 
 NOTICES_ATTR = "dardiag_notices"
 COS_ONE = 1e-6  # cos(z_{k-1}, z_k) within this of 1: the block did not turn the state (float32 rounding)
