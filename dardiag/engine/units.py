@@ -295,7 +295,8 @@ def _trajectory_unit(si: int, p: ModelPlan, ctx: Context, base: dict) -> Unit:
                 ctx.halt.check()
         rows = distributed.reduce_collector(col).rows()
         partial.drop(ctx.work if distributed.is_main() else None, uid)
-        return [{**base, **r} for r in rows]
+        said = {**base, "inputs": f"sampler trajectory: {job.label}, from seeded noise"}  # not the run's x0
+        return [{**said, **r} for r in rows]
 
     return Unit(uid, s.name, f"sampler trajectory ({job.label})", len(chunks) * job.steps, run,
                 pending=uid not in ctx.completed,

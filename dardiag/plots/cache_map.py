@@ -82,8 +82,10 @@ def trajectory_inputs(rows: pd.DataFrame) -> pd.DataFrame:
     seeded noise (its conditioning: that of the run's inputs), not the run's images themselves."""
     if "inputs" not in rows.columns or "sampler_step" not in rows.columns:
         return rows
-    steps = rows.groupby("model")["sampler_step"].max().astype(int) + 1  # steps 0 .. n - 1
     said = rows["inputs"].astype("string").fillna("")
+    if said.str.startswith("sampler trajectory").all():  # the engine already says which sampler ran
+        return rows
+    steps = rows.groupby("model")["sampler_step"].max().astype(int) + 1  # steps 0 .. n - 1
     labels = [f"the model's own sampler, {steps[m]} steps from seeded noise" + (f" (conditioning as in: {v})" if v
               else "") for m, v in zip(rows["model"], said)]
     return rows.assign(inputs=labels)
