@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     from dardiag.adapters.open import open_subject
     from dardiag.engine.config import Analyses, ProfileConfig
     from dardiag.engine.inputs import make_inputs
-    from dardiag.engine.pipeline_trajectory import pipeline_job
+    from dardiag.savings.pipeline_trajectory import pipeline_job
     from dardiag.pipelines.options import PipelineOptions, attach_pipelines
 
     prompts = ("a photo of a cat", "a red house under the sky", "blue dog", "a tree")
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
 
         import diffusers
 
-        from dardiag.cache_eval import Setting, evaluate
+        from dardiag.savings.evaluate import Setting, evaluate
 
         def calls() -> None:  # what cache-eval runs, with nothing of dardiag's around it
             for j in range(args.samples):
@@ -128,7 +128,7 @@ def main(argv=None) -> None:
                 fn()
                 times[name].append(time.process_time() - start)
         import dardiag
-        from dardiag.calibrate import METHODS, calibrate
+        from dardiag.savings.calibrate import METHODS, calibrate
 
         run = dardiag.profile(str(folder), samples=args.samples, trajectory_steps=args.steps, noise_levels=[0.5],
                               batch_size=args.samples, device="cpu", prompts=prompts, height=256, width=256,

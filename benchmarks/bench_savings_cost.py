@@ -38,7 +38,7 @@ from dardiag.engine.config import Analyses, ProfileConfig, default_grid
 from dardiag.engine.inputs import make_inputs, minibatches
 from dardiag.engine.plan import resolve_grid
 from dardiag.engine.sweep import profile
-from dardiag.engine.trajectory import chunk_seed, trajectory_chunks
+from dardiag.savings.trajectory import chunk_seed, trajectory_chunks
 from dardiag.models import DiT, DiTConfig
 
 VARIANTS = ("sweep", "+ablation", "+trajectory", "forward", "sampler")

@@ -120,7 +120,7 @@ def sample(model, family: str | Family, y, *, steps: int = 50, cfg_scale: float 
 
     Deterministic: the starting noise comes from a CPU generator seeded with ``seed``. ``forward(i, x,
     t_native, y) -> output``, when given, replaces ``model(x, t_native, y)`` at step ``i`` (0 = the
-    noisiest): a cached sampler (``dardiag.caching``) or an observer (``dardiag.engine.trajectory``).
+    noisiest): a cached sampler (``dardiag.savings.schedule``) or an observer (``dardiag.savings.trajectory``).
     ``on_step(i)`` is called after step ``i`` (``dardiag sample`` stops there at a first Ctrl-C).
     """
     fam = get_family(family) if isinstance(family, str) else family

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import dardiag
-from dardiag.cache_eval import run_cache_eval
-from dardiag.calibrate import calibrate, python_line
+from dardiag.savings.evaluate import run_cache_eval
+from dardiag.savings.calibrate import calibrate, python_line
 from dardiag.engine.config import Analyses
 from dardiag.pipelines.options import PipelineOptions
 

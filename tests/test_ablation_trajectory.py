@@ -10,10 +10,10 @@ import torch
 import dardiag
 from dardiag.adapters.dit import dit_subject
 from dardiag.checkpoints import ModelInfo
-from dardiag.engine.ablation import run_ablation
+from dardiag.savings.ablation import run_ablation
 from dardiag.engine.config import Analyses
 from dardiag.engine.inputs import make_inputs, minibatches
-from dardiag.engine.trajectory import chunk_seed, run_trajectory, trajectory_chunks
+from dardiag.savings.trajectory import chunk_seed, run_trajectory, trajectory_chunks
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.metrics import relative_change, token_cosine

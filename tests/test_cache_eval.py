@@ -12,7 +12,7 @@ diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from dardiag.adapters.open import open_subject  # noqa: E402
-from dardiag.cache_eval import Setting, evaluate, parse_settings, run_cache_eval, summarise  # noqa: E402
+from dardiag.savings.evaluate import Setting, evaluate, parse_settings, run_cache_eval, summarise  # noqa: E402
 from dardiag.errors import DardiagError  # noqa: E402
 from dardiag.pipelines.options import PipelineOptions, attach_pipelines  # noqa: E402
 from pipeline_fixtures import CALLS, PROMPTS, SIZES, build_pipeline  # noqa: E402

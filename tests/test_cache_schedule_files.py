@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from dardiag.cache_plan import plan_schedule
-from dardiag.caching import CacheSchedule
+from dardiag.savings.plan import plan_schedule
+from dardiag.savings.schedule import CacheSchedule
 from dardiag.errors import DardiagError
 
 GOOD = {"format": "dardiag-cache-schedule", "depth": 2, "steps": 4, "cells": [[1, 1], [2, 3]], "meta": {}}

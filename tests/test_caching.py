@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import dardiag
-from dardiag.cache_plan import evaluate_schedule, plan_schedule
-from dardiag.caching import CachedForward, CacheSchedule
+from dardiag.savings.plan import evaluate_schedule, plan_schedule
+from dardiag.savings.schedule import CachedForward, CacheSchedule
 from dardiag.cli.app import app
 from dardiag.engine.config import Analyses
 from dardiag.errors import DardiagError

@@ -15,7 +15,7 @@ diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 import dardiag  # noqa: E402
-from dardiag.calibrate import calibrate, computed_steps, resample, threshold_for  # noqa: E402
+from dardiag.savings.calibrate import calibrate, computed_steps, resample, threshold_for  # noqa: E402
 from dardiag.engine.config import Analyses  # noqa: E402
 from dardiag.errors import DardiagError  # noqa: E402
 from pipeline_fixtures import CALLS, PROMPTS, SIZES, build_pipeline, generators, load_pipeline  # noqa: E402

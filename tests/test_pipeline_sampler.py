@@ -290,7 +290,7 @@ def test_cache_plan_runs_the_pipeline_itself(pipes, tmp_path, capsys):
     """A schedule planned on a pipeline trajectory is applied in the pipeline's own loop: TAU = 0 reuses
     nothing and reproduces the uncached latents exactly; a TAU above every error reuses every cell after
     step 0 and moves the latents and the decoded images (PixArt has a VAE), with standard errors."""
-    from dardiag.cache_plan import evaluate_schedule, open_model_of, plan_schedule
+    from dardiag.savings.plan import evaluate_schedule, open_model_of, plan_schedule
 
     folder = pipes("pixart")
     out = tmp_path / "traj"

@@ -16,7 +16,7 @@ import dardiag  # noqa: E402
 from dardiag.engine.config import Analyses  # noqa: E402
 from dardiag.plots import fig_ablation, fig_cache_map, plot_cache_map, render_all  # noqa: E402
 from dardiag.plots.cache_map import cache_grid  # noqa: E402
-from dardiag.savings import ablation_summary, rank_correlation, trajectory_summary  # noqa: E402
+from dardiag.savings.summary import ablation_summary, rank_correlation, trajectory_summary  # noqa: E402
 from test_ablation_trajectory import _subject  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -44,7 +44,8 @@ def test_schema_declares_the_columns_in_order():
     assert SCHEMA.names == [
         "run_id", "model", "routing", "family", "checkpoint", "step", "metric", "site", "block", "other_block",
         "sublayer", "source", "noise_level", "t_native", "value", "n_samples", "batch_size", "token_values",
-        "cka_rows", "stderr", "channel_values", "inputs", "sampler_step",  # added later: new columns only append
+        "cka_rows", "stderr", "channel_values", "inputs", "sampler_step",
+        "branch", "sample_values",  # added later: new columns only append
     ]
     assert SCHEMA.field("token_values").type == pa.list_(pa.float32())
     assert set(REQUIRED_COLUMNS) == {"run_id", "model", "routing", "family", "checkpoint", "metric", "value",

@@ -44,7 +44,7 @@ def cache_eval_cmd(
     from dardiag.engine.devices import describe_device
     from dardiag.pipelines.options import PipelineOptions, parse_call
     from dardiag.runs.stop import stop_on_signals
-    from dardiag.cache_eval import run_cache_eval
+    from dardiag.savings.evaluate import run_cache_eval
 
     if out.exists() and not force:
         raise DardiagError(f"--out {out} already exists; pass --force to replace it, or choose another folder")

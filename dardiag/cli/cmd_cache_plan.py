@@ -29,7 +29,7 @@ def cache_plan_cmd(
     """Plan a sampler cache from a trajectory run and measure it end to end."""
     import torch
 
-    from dardiag.cache_plan import evaluate_schedule, open_model_of, plan_schedule
+    from dardiag.savings.plan import evaluate_schedule, open_model_of, plan_schedule
     from dardiag.cli.savings import print_cache_plan
     from dardiag.engine.devices import resolve_device
     from dardiag.models.config import DiTConfig

@@ -29,7 +29,7 @@ def calibrate_cmd(
 ):
     """Calibrate a caching method (MagCache, FirstBlockCache, TeaCache, ...) on a pipeline's trajectory run."""
     from dardiag.atomic import atomic_write
-    from dardiag.calibrate import calibrate, python_line
+    from dardiag.savings.calibrate import calibrate, python_line
     from dardiag.runs import read_profile
     from dardiag.runs.layout import CALIBRATION_DIRNAME
 

@@ -42,7 +42,7 @@ def sample_cmd(
     fmt = grid_format(out, overwrite=force)
     schedule = None
     if cache_schedule is not None:
-        from dardiag.caching import CacheSchedule
+        from dardiag.savings.schedule import CacheSchedule
 
         schedule = CacheSchedule.load(cache_schedule)
         if schedule.steps != steps:
@@ -64,7 +64,7 @@ def sample_cmd(
         forward = None
         if schedule is not None:  # a real cached sampler: reused blocks are not computed
             from dardiag.adapters.dit import dit_subject
-            from dardiag.caching import CachedForward
+            from dardiag.savings.schedule import CachedForward
 
             schedule.check_weights(info.sha256, checkpoint)
             forward = CachedForward(dit_subject(model, info), schedule)

@@ -8,7 +8,7 @@ import pandas as pd
 from dardiag.cli.report import console
 from dardiag.cli.tables import best_tables, print_tables
 from dardiag.cli.tables import pm as _pm
-from dardiag.savings import ablation_summary, trajectory_summary
+from dardiag.savings.summary import ablation_summary, trajectory_summary
 
 ABLATION_KEY = ("rho: Spearman rank correlation over (block, noise level) cells of cos_prev with the cost of skipping "
                 "the block (dloss: the loss increase; rel. out: the output change); negative: the blocks that turn "

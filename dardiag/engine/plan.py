@@ -18,11 +18,11 @@ import torch
 
 from dardiag import __version__
 from dardiag.engine import distributed
-from dardiag.engine.ablation import check_ablation
+from dardiag.savings.ablation import check_ablation
 from dardiag.engine.config import ProfileConfig, checked_grid
 from dardiag.engine.inputs import Inputs, make_inputs, minibatches
 from dardiag.engine.subjects import name_series, unique_names, weights_sha256
-from dardiag.engine.trajectory import check_trajectory
+from dardiag.savings.trajectory import check_trajectory
 from dardiag.errors import DardiagError
 from dardiag.subject import Subject
 

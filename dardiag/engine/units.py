@@ -27,15 +27,15 @@ import torch
 
 from dardiag.atomic import atomic_write
 from dardiag.engine import distributed, partial
-from dardiag.engine.ablation import ablation_rows
+from dardiag.savings.ablation import ablation_rows
 from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import ProfileConfig
 from dardiag.engine.inputs import minibatches
 from dardiag.engine.plan import ModelPlan
 from dardiag.engine.progress import Progress
 from dardiag.engine.timestep_probe import probe_rows
-from dardiag.engine.pipeline_trajectory import pipeline_job
-from dardiag.engine.trajectory import TrajectoryCollector, dit_job
+from dardiag.savings.pipeline_trajectory import pipeline_job
+from dardiag.savings.trajectory import TrajectoryCollector, dit_job
 from dardiag.runs import stop
 from dardiag.runs.layout import INPUTS_DIRNAME, inputs_name
 

@@ -18,7 +18,7 @@ from dardiag.plots.theme import ONE_COLUMN, model_colors, new_figure, no_ligatur
 
 
 def plot_cache_eval(summary: pd.DataFrame, *, ax: Axes | None = None, x: str = "speedup_blocks") -> Axes:
-    """One line per method of ``summary`` (``dardiag.cache_eval.summarise``): ``x`` against rel_error."""
+    """One line per method of ``summary`` (``dardiag.savings.evaluate.summarise``): ``x`` against rel_error."""
     ax = ax if ax is not None else plt.gca()
     if summary.empty:
         raise ValueError("no cached settings to draw; run dardiag cache-eval with at least one method")

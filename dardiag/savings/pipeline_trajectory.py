@@ -10,7 +10,7 @@ group of rows is "cond" when its conditioning equals what the pipeline hands the
 guidance off, else "uncond" (two passes per step, or one batch of [uncond; cond], come out the same).
 
 Per block k, step i >= 1 and branch, per sample (diagnostics definitions as the DiT path,
-``dardiag.engine.trajectory``): ``step_rel_change`` and ``step_cos`` of z_k, ``delta_rel_change`` of
+``dardiag.savings.trajectory``): ``step_rel_change`` and ``step_cos`` of z_k, ``delta_rel_change`` of
 the block's contribution z_k - z_{k-1}, and, unless turned off, the causal ``cache_error``: the call
 run again with block k's contribution of step i - 1 reused (tap editing, ``dardiag.hooks.edits``), the
 relative change of its prediction (the learned-variance half of the channels left out). One extra
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from dardiag.engine.trajectory import TrajectoryCollector, TrajectoryJob, check_trajectory
+from dardiag.savings.trajectory import TrajectoryCollector, TrajectoryJob, check_trajectory
 from dardiag.hooks.edits import BlockEdit, contribution
 from dardiag.hooks.recorder import Keep, Tap, record
 from dardiag.metrics import relative_change, token_cosine

@@ -36,8 +36,8 @@ from torch import nn
 from dardiag.adapters.open import DTYPES, open_subject
 from dardiag.adapters.options import LoadOptions
 from dardiag.atomic import atomic_write
-from dardiag.cache_plan import plan_schedule
-from dardiag.calibrate import calibrate
+from dardiag.savings.plan import plan_schedule
+from dardiag.savings.calibrate import calibrate
 from dardiag.engine.collector import mean_and_stderr
 from dardiag.engine.devices import device_name
 from dardiag.pipelines.options import PipelineOptions, attach_pipelines
@@ -45,7 +45,7 @@ from dardiag.plots.pareto import fig_cache_eval
 from dardiag.plots.theme import save
 from dardiag.errors import DardiagError
 from dardiag.metrics import relative_change
-from dardiag.pipelines.cached import CachedCalls, final_outputs
+from dardiag.savings.pipeline_cache import CachedCalls, final_outputs
 from dardiag.pipelines.sampler import PipelineSampler
 from dardiag.runs import read_profile
 from dardiag.subject import Subject

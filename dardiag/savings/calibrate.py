@@ -2,7 +2,7 @@
 trajectory run (``profile --trajectory`` on a diffusers pipeline), with uncertainty over the run's prompts.
 
 The run holds, per sampler step, guidance branch and sample, what the methods compare between steps
-(``dardiag.engine.pipeline_trajectory``): ``mag_ratio``, ``first_block_change``, ``modulated_input_change``
+(``dardiag.savings.pipeline_trajectory``): ``mag_ratio``, ``first_block_change``, ``modulated_input_change``
 and ``output_change``. Each method below turns them into the keyword arguments of its configuration
 (``config``: ``MagCacheConfig(**config)`` works for diffusers' classes), with standard errors over prompts:
 

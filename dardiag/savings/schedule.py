@@ -8,7 +8,7 @@ sampler's ``forward`` option (``Subject.sample(..., forward=...)``, ``dardiag.sa
 forward=...)``), so on dardiag's DiT a reused block costs no block computation at all. An empty
 schedule runs exactly the uncached sampler.
 
-``dardiag.cache_plan`` derives a schedule from a ``--trajectory`` run and measures what applying it does.
+``dardiag.savings.plan`` derives a schedule from a ``--trajectory`` run and measures what applying it does.
 """
 
 from __future__ import annotations

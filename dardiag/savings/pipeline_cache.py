@@ -1,6 +1,6 @@
 """A cache schedule applied inside a pipeline's own loop, and what it measurably does to its outputs.
 
-:class:`CachedCalls` is the pipeline-side counterpart of ``dardiag.caching.CachedForward``: around every
+:class:`CachedCalls` is the pipeline-side counterpart of ``dardiag.savings.schedule.CachedForward``: around every
 transformer call of the pipeline (``dardiag.pipelines.sampler.intercept``), at sampler step i the blocks
 the schedule names for step i reuse the contribution they made at the last step they were computed, in
 the same call position of the step (the same guidance branch); step 0 computes everything. Editing is

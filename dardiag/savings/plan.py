@@ -7,7 +7,7 @@ reuse their previous output, what that saves, and what it measurably does to the
   at once compounds, and a block reused at consecutive steps carries an older contribution, which is
   why the schedule's effect is measured rather than predicted.
 * :func:`evaluate_schedule`: the model's sampler run twice from the same noise, uncached and with the
-  schedule applied for real (``dardiag.caching.CachedForward``): the relative error of the final
+  schedule applied for real (``dardiag.savings.schedule.CachedForward``): the relative error of the final
   samples (per image, mean with its standard error), the block evaluations saved, the wall time of
   both runs, and on the bundled digit models the sample score the trainer computes
   (``dardiag.train.score``: classifier accuracy and Frechet distance).
@@ -27,11 +27,11 @@ import torch
 
 from dardiag.adapters.open import open_subject
 from dardiag.adapters.options import LoadOptions
-from dardiag.caching import CachedForward, CacheSchedule
+from dardiag.savings.schedule import CachedForward, CacheSchedule
 from dardiag.engine.collector import mean_and_stderr
 from dardiag.engine.config import SAMPLER_CFG
 from dardiag.errors import DardiagError
-from dardiag.pipelines.cached import evaluate as pipeline_evaluate
+from dardiag.savings.pipeline_cache import evaluate as pipeline_evaluate
 from dardiag.pipelines.options import PipelineOptions, attach_pipelines
 from dardiag.metrics import relative_change
 from dardiag.subject import Subject
@@ -117,7 +117,7 @@ def _timed_sample(subject: Subject, y, steps: int, cfg: float, seed: int, forwar
 def evaluate_schedule(subject: Subject, schedule: CacheSchedule, *, samples: int | None = None, seed: int = 0,
                       cfg: float | None = None) -> dict:
     """Sample ``samples`` images (balanced classes; default 360) uncached and cached from the same noise and
-    compare; a model sampled by its pipeline runs the pipeline itself (``dardiag.pipelines.cached``: its
+    compare; a model sampled by its pipeline runs the pipeline itself (``dardiag.savings.pipeline_cache``: its
     prompts and seeds, by default one sample per prompt)."""
     if subject.pipeline is not None:
         return pipeline_evaluate(subject, schedule, samples=samples or len(subject.pipeline.prompts))
