@@ -40,61 +40,18 @@ from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
 from dardiag.engine.devices import device_name
 from dardiag.engine.inputs import SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches, noisy_batch  # noqa: F401
+from dardiag.engine.level import run_level
 from dardiag.engine.plan import ModelPlan, plan_models, resolve_grid, run_metadata  # noqa: F401
 from dardiag.engine.progress import Progress, as_progress
 from dardiag.engine.timestep_probe import probe_rows
 from dardiag.engine.trajectory import trajectory_rows
 from dardiag.errors import DardiagError
-from dardiag.hooks.recorder import frozen_parameters, record
 from dardiag.runs import RunDir, claim, read_profile, stop
 from dardiag.runs.layout import WORK_DIRNAME
 from dardiag.store import to_pandas, to_table
 from dardiag.subject import Subject
 
 AUTOCAST = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-#################################################################################
-#                                 One unit                                      #
-#################################################################################
-
-
-def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: int, analyses: Analyses,
-              device, dtype=torch.float32, batches: Sequence[slice] | None = None,
-              resume: tuple[LevelCollector, int] | None = None,
-              on_batch: Callable[[LevelCollector, int, slice], None] | None = None) -> LevelCollector:
-    """All minibatches of one noise level through one model; returns the filled collector.
-
-    ``resume=(collector, k)`` continues a level whose first k minibatches that collector holds;
-    ``on_batch(collector, k, slice)`` is called after the k-th minibatch (progress, stopping).
-    """
-    model, fam = subject.model, subject.family
-    col, skip = resume if resume is not None else (LevelCollector(subject.spec, analyses, device), 0)
-    autocast = dtype != torch.float32
-    _ = inputs.x0  # generated inputs are drawn here, before any hook is attached
-    with frozen_parameters(model), record(model, list(subject.spec.taps), col):
-        for k, sl in enumerate(batches if batches is not None else minibatches(inputs.count, batch_size), 1):
-            if k <= skip:
-                continue
-            x0, noise, y, t, x_t = noisy_batch(inputs, sl, t_native, fam, device)  # x_t (N, C, [F,] H, W)
-            x_t.requires_grad_(True)  # leaf: gradients flow to activations
-            ids = torch.arange(sl.start, sl.stop)
-            col.begin_batch(x_t, ids)
-            cond = subject.make_cond(x0.shape[0], ids) if subject.make_cond else None
-            with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=autocast):
-                out = subject.call(model, x_t, t, y, cond)  # (N, C_out, H, W)
-            losses = fam.loss_per_image(out, x0, noise, t)  # (N,)
-            loss = losses.mean()  # the family's simple loss; each image's own value feeds the standard error
-            if not torch.isfinite(loss):
-                raise DardiagError(
-                    f"{subject.name}: the loss is not finite at t={t_native:g} (NaN/inf in weights or "
-                    "inputs?); check the checkpoint with `dardiag inspect`"
-                )
-            loss.backward()
-            col.end_batch(losses)
-            if on_batch is not None:
-                on_batch(col, k, sl)
-    return col
 
 
 #################################################################################

@@ -1,0 +1,57 @@
+"""One unit of the sweep: all minibatches of one noise level through one model, into a collector.
+
+For each minibatch: forward with the recorder's hooks -> backward of the family's simple loss ->
+streaming sums (``dardiag.engine.collector``). ``dardiag.engine.sweep`` decides which units run, where
+their rows go and when to stop; this module only measures.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from dardiag.engine.collector import LevelCollector
+from dardiag.engine.config import Analyses
+from dardiag.engine.inputs import Inputs, minibatches, noisy_batch
+from dardiag.errors import DardiagError
+from dardiag.hooks.recorder import frozen_parameters, record
+from dardiag.subject import Subject
+
+
+def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: int, analyses: Analyses,
+              device, dtype=torch.float32, batches: Sequence[slice] | None = None,
+              resume: tuple[LevelCollector, int] | None = None,
+              on_batch: Callable[[LevelCollector, int, slice], None] | None = None) -> LevelCollector:
+    """All minibatches of one noise level through one model; returns the filled collector.
+
+    ``resume=(collector, k)`` continues a level whose first k minibatches that collector holds;
+    ``on_batch(collector, k, slice)`` is called after the k-th minibatch (progress, stopping).
+    """
+    model, fam = subject.model, subject.family
+    col, skip = resume if resume is not None else (LevelCollector(subject.spec, analyses, device), 0)
+    autocast = dtype != torch.float32
+    _ = inputs.x0  # generated inputs are drawn here, before any hook is attached
+    with frozen_parameters(model), record(model, list(subject.spec.taps), col):
+        for k, sl in enumerate(batches if batches is not None else minibatches(inputs.count, batch_size), 1):
+            if k <= skip:
+                continue
+            x0, noise, y, t, x_t = noisy_batch(inputs, sl, t_native, fam, device)  # x_t (N, C, [F,] H, W)
+            x_t.requires_grad_(True)  # leaf: gradients flow to activations
+            ids = torch.arange(sl.start, sl.stop)
+            col.begin_batch(x_t, ids)
+            cond = subject.make_cond(x0.shape[0], ids) if subject.make_cond else None
+            with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=autocast):
+                out = subject.call(model, x_t, t, y, cond)  # (N, C_out, H, W)
+            losses = fam.loss_per_image(out, x0, noise, t)  # (N,)
+            loss = losses.mean()  # the family's simple loss; each image's own value feeds the standard error
+            if not torch.isfinite(loss):
+                raise DardiagError(
+                    f"{subject.name}: the loss is not finite at t={t_native:g} (NaN/inf in weights or "
+                    "inputs?); check the checkpoint with `dardiag inspect`"
+                )
+            loss.backward()
+            col.end_batch(losses)
+            if on_batch is not None:
+                on_batch(col, k, sl)
+    return col
