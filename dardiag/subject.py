@@ -51,3 +51,6 @@ class Subject:
     weights_id: str | None = None
     # how whole blocks are skipped or reused (ablation, trajectory caching); None: this model cannot be edited
     editing: Editing | None = None
+    # module paths of the blocks, in call order: the units the memory levers act on (dardiag.engine.memory:
+    # each recomputed in the backward, each sharded on its own); () = not known
+    blocks: tuple[str, ...] = ()

@@ -414,6 +414,7 @@ def diffusers_model_subject(
         info=info,
         make_cond=make_cond,
         editing=tap_editing(model, spec.taps),  # ablation and caching by hooks on the image stream of each block
+        blocks=tuple(p.removesuffix(".image") for p in adapter.paths),  # a wrapped block: its ImagePart
     )
 
 

@@ -2,7 +2,8 @@
 profile), validated once, stored whole in the run metadata and compared on resume.
 
 ``ProfileConfig`` holds every measurement setting (the grid, inputs size, minibatching, seed,
-precision, analyses) and ``device``, the one setting a resumed run may change (``RESUMABLE``). How a
+precision, analyses) and ``device`` and ``checkpoint_blocks``, the settings a resumed run may change
+(``RESUMABLE``). How a
 checkpoint is opened (family, heads, latent side, ...) is not a measurement setting: it is
 ``dardiag.adapters.options.LoadOptions``, used before the engine sees a model. The run's arguments that
 are not settings stay outside too: the models, ``inputs``, ``out``, display names, ``force``/``resume``
@@ -24,7 +25,8 @@ DEFAULT_LEVELS = 16
 MAX_LEVELS = 1000  # DiT's whole discrete schedule; a larger grid is a typo, not a study
 DTYPES = ("float32", "bfloat16", "float16")
 CKA_ROWS = ("tokens", "images")
-RESUMABLE = frozenset({"device"})  # may differ when a run is continued: it does not decide what is measured
+# may differ when a run is continued: they do not decide what is measured (checkpointed blocks give the same table)
+RESUMABLE = frozenset({"device", "checkpoint_blocks"})
 CKA_MIN_ROWS = 4  # the unbiased HSIC estimator needs n >= 4 rows per minibatch
 OPTIONAL_ANALYSES = ("ablation", "trajectory")  # off by default; compared on resume only when on
 
@@ -94,6 +96,9 @@ class ProfileConfig:
     generate_steps: int = 50  # inputs="generated": sampler steps (DDIM for dit, Euler for sit / repa)
     generate_cfg: float = 1.0  # inputs="generated": classifier-free guidance scale (1 = off)
     trajectory_steps: int = 50  # analyses.trajectory: steps of the model's sampler (guidance: generate_cfg)
+    # every block recomputed in the backward (dardiag.engine.memory); None: when the plain backward would
+    # not fit the free memory (the cost line's estimate)
+    checkpoint_blocks: bool | None = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalise once)
@@ -126,6 +131,9 @@ class ProfileConfig:
         if not isinstance(self.trajectory_steps, int) or isinstance(self.trajectory_steps, bool) or self.trajectory_steps < 2:
             raise DardiagError(f"--trajectory-steps must be an integer >= 2 (step i is compared with i - 1), "
                                f"got {self.trajectory_steps!r}")
+        if self.checkpoint_blocks not in (None, True, False):
+            raise DardiagError(f"checkpoint_blocks must be True, False or None (decided by the free memory), "
+                               f"got {self.checkpoint_blocks!r}")
         if not (isinstance(self.generate_cfg, (int, float)) and math.isfinite(self.generate_cfg)
                 and self.generate_cfg >= 0):
             raise DardiagError(f"--generate-cfg must be a finite number >= 0 (1 = off), got {self.generate_cfg!r}")

@@ -14,6 +14,7 @@ import torch
 from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses
 from dardiag.engine.inputs import Inputs, minibatches, noisy_batch
+from dardiag.engine.memory import checkpointing
 from dardiag.errors import DardiagError
 from dardiag.hooks.recorder import frozen_parameters, record
 from dardiag.subject import Subject
@@ -22,17 +23,19 @@ from dardiag.subject import Subject
 def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: int, analyses: Analyses,
               device, dtype=torch.float32, batches: Sequence[slice] | None = None,
               resume: tuple[LevelCollector, int] | None = None,
-              on_batch: Callable[[LevelCollector, int, slice], None] | None = None) -> LevelCollector:
+              on_batch: Callable[[LevelCollector, int, slice], None] | None = None,
+              checkpoint: bool = False) -> LevelCollector:
     """All minibatches of one noise level through one model; returns the filled collector.
 
     ``resume=(collector, k)`` continues a level whose first k minibatches that collector holds;
-    ``on_batch(collector, k, slice)`` is called after the k-th minibatch (progress, stopping).
+    ``on_batch(collector, k, slice)`` is called after the k-th minibatch (progress, stopping);
+    ``checkpoint``: every block recomputed in the backward (``dardiag.engine.memory``), the same table.
     """
     model, fam = subject.model, subject.family
     col, skip = resume if resume is not None else (LevelCollector(subject.spec, analyses, device), 0)
     autocast = dtype != torch.float32
     _ = inputs.x0  # generated inputs are drawn here, before any hook is attached
-    with frozen_parameters(model), record(model, list(subject.spec.taps), col):
+    with frozen_parameters(model), checkpointing(subject, checkpoint), record(model, list(subject.spec.taps), col):
         for k, sl in enumerate(batches if batches is not None else minibatches(inputs.count, batch_size), 1):
             if k <= skip:
                 continue

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from dardiag.atomic import atomic_write
-from dardiag.engine import cost, distributed, partial
+from dardiag.engine import cost, distributed, memory, partial
 from dardiag.engine.ablation import ablation_rows
 from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
@@ -94,6 +94,7 @@ def profile(subjects: Sequence[Subject] | Subject, *, out: str | Path | None = N
     try:
         device = distributed.rank_device(config.device)
         plans = plan_models(subjects, config, inputs, names, device)
+        config = memory.resolve(plans, config, device, report if distributed.is_main() else None)  # --checkpoint-blocks
         meta = run_metadata(plans, config, inputs, device, opened)
         if distributed.is_main():
             _report(plans, config, device, report)
@@ -323,7 +324,7 @@ def _run_units(plans: list[ModelPlan], completed: frozenset, config: ProfileConf
                     col = run_level(s, inp, t_native, batch_size=config.batch_size, analyses=analyses,
                                     device=device, dtype=AUTOCAST[config.dtype], batches=batches,
                                     resume=partial.load(work, unit, s.spec, analyses, device, batches),
-                                    on_batch=after)
+                                    on_batch=after, checkpoint=config.checkpoint_blocks)
                     stats = distributed.reduce_collector(col)  # merged over processes: the single-process statistics
                     rows = stats.rows()
                     if analyses.ablation:  # the same minibatches again, each block skipped in turn

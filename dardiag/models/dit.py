@@ -21,6 +21,7 @@ from torch import nn
 from dardiag.models.config import DiTConfig
 from dardiag.models.routing import DARRouting, ResidualRouting
 from dardiag.hooks.edits import BlockEdit
+from dardiag.hooks.recompute import checkpointed
 from dardiag.hooks.sites import Site, SiteLayout, site_names
 
 
@@ -151,6 +152,26 @@ class DiTBlock(nn.Module):
         shift, scale, gate = mod[3], mod[4], mod[5]
         return gate.unsqueeze(1) * self.mlp(modulate(self.norm2(h), shift, scale))  # (N, T, D)
 
+    def forward(self, h, c, route, checkpoint=None):
+        """Both sublayers from the attention input ``h`` (N, T, D). The block adds nothing: ``route(j, v)``
+        hands sublayer j's output to the model's routing and returns the next sublayer's input.
+
+        One call per block, so that a wrapper of the module (FSDP2 gathering its weights) sees the
+        block's whole work; returns the MLP's output, the tensor whose gradient reaches the block first
+        in the backward. ``checkpoint(branch, h, mod)``: each sublayer's activations recomputed in the
+        backward (``DiT.enable_gradient_checkpointing``); the routing, and every probe site, stay outside.
+        """
+        run = checkpoint if checkpoint is not None and torch.is_grad_enabled() else _call
+        mod = self.modulation(c)  # six (N, D)
+        h = route(0, run(self.attn_branch, h, mod))  # (N, T, D)
+        v = run(self.mlp_branch, h, mod)  # (N, T, D)
+        route(1, v)
+        return v
+
+
+def _call(function, *args):
+    return function(*args)
+
 
 class FinalLayer(nn.Module):
     def __init__(self, dim: int, patch_size: int, out_channels: int):
@@ -189,6 +210,7 @@ class DiT(nn.Module):
         names = site_names(cfg.depth) + [f"alpha_{l}" for l in self.routing.route_sources() if l > 1]
         self.sites = nn.ModuleDict({name: Site() for name in names})
         self._edits: dict[int, BlockEdit] = {}  # set only inside ``edited``
+        self._checkpoint = None  # set by enable_gradient_checkpointing
         if self.pos_embed.device.type != "meta":  # the loader builds on meta, then assigns weights
             self.initialize_weights()
 
@@ -266,6 +288,23 @@ class DiT(nn.Module):
         finally:
             self._edits = before
 
+    # ------------------------------------------------------------------ memory
+    _supports_gradient_checkpointing = True  # the protocol of diffusers' models, which dardiag drives alike
+    checkpoints_every_block = True  # and its own checkpointing covers every block (dardiag.engine.memory)
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self._checkpoint is not None
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:
+        """Every sublayer's activations recomputed in the backward instead of kept (``torch.utils.checkpoint``,
+        non-reentrant; ``gradient_checkpointing_func(function, *args)`` instead, when given). The states
+        between sublayers are kept: the routing reads them, and the probe sites sit on them."""
+        self._checkpoint = gradient_checkpointing_func or checkpointed
+
+    def disable_gradient_checkpointing(self) -> None:
+        self._checkpoint = None
+
     # ------------------------------------------------------------------ forward
     def unpatchify(self, x):
         c, p, g = self.config.out_channels, self.config.patch_size, self.config.grid_size
@@ -284,15 +323,14 @@ class DiT(nn.Module):
                 for j in range(2 if edit.reuse is not None else 0):  # skip: nothing written, no source
                     self.routing.write(stream, 2 * k + j + 1, edit.reuse[j])
                 continue
-            mod = block.modulation(c)  # six (N, D)
-            for j, branch in enumerate((block.attn_branch, block.mlp_branch)):
-                l = 2 * k + j + 1
-                h = self._tap(f"h_{l}", self.routing.read(stream, l))  # (N, T, D)
-                v = branch(h, mod)  # (N, T, D)
+
+            def route(j, v, l0=2 * k + 1, edit=edit):  # sublayer l0 + j wrote v; -> the input of l0 + j + 1
                 if edit is not None:  # some rows take a reused output instead
                     v = edit.put(j, v)
-                v = self._tap(f"v_{l}", v)
-                self.routing.write(stream, l, v)
+                self.routing.write(stream, l0 + j, self._tap(f"v_{l0 + j}", v))
+                return self._tap(f"h_{l0 + 1}", self.routing.read(stream, l0 + 1)) if j == 0 else None
+
+            block(self._tap(f"h_{2 * k + 1}", self.routing.read(stream, 2 * k + 1)), c, route, self._checkpoint)
         z = self.routing.end(stream)  # (N, T, D)
         out = self.final_layer(z, c)  # (N, T, P*P*C_out)
         return self.unpatchify(out)  # (N, C_out, H, W)
