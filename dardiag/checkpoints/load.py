@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from dardiag.checkpoints.files import checked_entries, read_with_format, sha256_file
+from dardiag.checkpoints.sharded import shard_from_files
 from dardiag.checkpoints.infer import (
     FAMILIES,
     args_dict,
@@ -141,9 +142,10 @@ def check_tensors(expected: dict, sd: dict, path, *, have: str = "checkpoint", w
 
 
 def build_and_load(cfg: DiTConfig, sd: dict, path: Path, device="cpu",
-                   dtype: torch.dtype = torch.float32) -> tuple[DiT, list[str]]:
+                   dtype: torch.dtype = torch.float32, *, shard: bool = False) -> tuple[DiT, list[str]]:
     """Strict copy of ``sd`` into a fresh model built on the meta device (no random init, no second
-    copy): each tensor goes to ``device`` in ``dtype`` once, and the model takes it as it is."""
+    copy): each tensor goes to ``device`` in ``dtype`` once, and the model takes it as it is.
+    ``shard`` (under torchrun): sharded over the processes, each copying only its rows of ``sd``."""
     with torch.device("meta"):
         model = DiT(cfg)
     expected = model.state_dict()
@@ -164,6 +166,9 @@ def build_and_load(cfg: DiTConfig, sd: dict, path: Path, device="cpu",
             "is this a DiT/SiT checkpoint?"
         )
     check_tensors(expected, sd, path)
+    if shard:
+        blocks = [f"blocks.{k}" for k in range(cfg.depth)]
+        return shard_from_files(model, blocks, sd, dtype=dtype, device=device, name=path.name), rebuilt
     sd = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval(), rebuilt
@@ -194,11 +199,14 @@ def load_model(
     weights: str | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    shard: bool = False,
 ) -> tuple[DiT, ModelInfo]:
     """Load any DiT/SiT/REPA/dardiag checkpoint as a ``DiT`` called like the official one.
 
     ``weights`` picks "ema" or "model" in training checkpoints (default: EMA when present). The
     weights arrive on ``device`` in ``dtype`` (floating tensors), read once: no float32 copy first.
+    ``shard`` (under torchrun): the model sharded over the processes, each reading only its rows of the
+    file, which is mapped, not read (``dardiag.checkpoints.sharded``).
     Raises ``DardiagError`` with one line for every problem with the file or the flags.
     """
     path = Path(path)
@@ -206,7 +214,7 @@ def load_model(
         raise DardiagError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
     _check_flag("--num-heads", num_heads)
     _check_flag("--input-size", input_size)
-    obj, how = read_with_format(path)
+    obj, how = read_with_format(path, mapped=shard)
     sd, which, fmt, meta, args = unwrap(obj, path, weights)
     if how == "safetensors":
         fmt = "safetensors"
@@ -222,10 +230,12 @@ def load_model(
         step, step_source = training_step(obj, fmt, path)
         if step is not None:
             sources["step"] = step_source
-    problems = _nonfinite(sd)
+    problems = [] if shard else _nonfinite(sd)  # sharded: each process checks the rows it read
+    model, rebuilt = build_and_load(cfg, sd, path, device, dtype, shard=shard)
+    if shard:
+        problems = _nonfinite({n: p.to_local() for n, p in model.named_parameters()})
     for msg in problems:
         warnings.warn(f"{path}: {msg}", stacklevel=2)
-    model, rebuilt = build_and_load(cfg, sd, path, device, dtype)
     info = ModelInfo(
         path=str(path), family=fam, config=cfg, sha256=sha256_file(path), weights=which,
         file_format=fmt, step=step, name=path.stem, ignored_keys=ignored, rebuilt=rebuilt,

@@ -1,4 +1,4 @@
-"""Checkpointed blocks: a backward that keeps the states between blocks, not every activation inside them.
+"""The levers for a backward that does not fit: checkpointed blocks, and weights sharded over processes.
 
 With ``--checkpoint-blocks`` each block of a Subject (``Subject.blocks``) is run again in the backward
 instead of keeping its activations (``dardiag.hooks.recompute``: torch's non-reentrant checkpoint,
@@ -8,6 +8,12 @@ same call, sublayer by sublayer, so that its routing stays outside); every block
 does not run through its own checkpointing, and every block of a model that has none, is
 checkpointed here, by its module's forward. Without the flag the cost line decides
 (:func:`resolve`): on when the plain backward would not fit the free memory.
+
+With ``--shard`` under torchrun the weights are sharded over the processes as they are loaded
+(``dardiag.checkpoints.sharded``: FSDP2, each block its own unit) and each process measures its share
+of the minibatches, as without it. FSDP2 gathers a unit's weights inside its forward and backward,
+so every process must run as many passes as the others: a process with one minibatch fewer runs a
+last one whose statistics it does not keep (``dardiag.engine.level``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,18 @@ def _patched(module: nn.Module) -> Iterator[None]:
             del module.forward
         else:
             module.forward = own
+
+
+def check_shard(config: ProfileConfig) -> None:
+    """``--shard``, before anything is read: under torchrun with 2 or more processes, and only the analyses
+    whose passes every process runs alike (the ablation and the trajectory split their own passes unevenly)."""
+    if distributed.world_size() < 2:
+        raise DardiagError("--shard spreads the weights over torchrun's processes: start the command with "
+                           "torchrun --nproc-per-node N (N >= 2), e.g. torchrun --nproc-per-node 2 -m dardiag "
+                           "profile MODEL --shard")
+    for name in ("ablation", "trajectory"):
+        if getattr(config.analyses, name):
+            raise DardiagError(f"--{name} is not available with --shard yet; profile --{name} without --shard")
 
 
 def _every_block(model: nn.Module) -> bool:
