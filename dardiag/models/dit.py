@@ -144,13 +144,22 @@ class DiTBlock(nn.Module):
     def modulation(self, c):
         return self.adaLN_modulation(c).chunk(6, dim=1)  # six (N, D)
 
-    def attn_branch(self, h, mod):
+    def attn_branch(self, h, mod, run=None):
         shift, scale, gate = mod[0], mod[1], mod[2]
-        return gate.unsqueeze(1) * self.attn(modulate(self.norm1(h), shift, scale))  # (N, T, D)
+        return gate.unsqueeze(1) * (run or _call)(self._attention, h, shift, scale)  # (N, T, D)
 
-    def mlp_branch(self, h, mod):
+    def mlp_branch(self, h, mod, run=None):
         shift, scale, gate = mod[3], mod[4], mod[5]
-        return gate.unsqueeze(1) * self.mlp(modulate(self.norm2(h), shift, scale))  # (N, T, D)
+        return gate.unsqueeze(1) * (run or _call)(self._mlp, h, shift, scale)  # (N, T, D)
+
+    # ``run(function, *args)`` runs these two, checkpointed or not; the gate stays outside: a checkpoint
+    # recomputes up to the last tensor its function saved for the backward, and the gate's product saves
+    # the gate, so inside it would make every recomputation run to the end (the output projections too)
+    def _attention(self, h, shift, scale):
+        return self.attn(modulate(self.norm1(h), shift, scale))  # (N, T, D)
+
+    def _mlp(self, h, shift, scale):
+        return self.mlp(modulate(self.norm2(h), shift, scale))  # (N, T, D)
 
     def forward(self, h, c, route, checkpoint=None):
         """Both sublayers from the attention input ``h`` (N, T, D). The block adds nothing: ``route(j, v)``
@@ -158,13 +167,13 @@ class DiTBlock(nn.Module):
 
         One call per block, so that a wrapper of the module (FSDP2 gathering its weights) sees the
         block's whole work; returns the MLP's output, the tensor whose gradient reaches the block first
-        in the backward. ``checkpoint(branch, h, mod)``: each sublayer's activations recomputed in the
+        in the backward. ``checkpoint(function, *args)``: each sublayer's activations recomputed in the
         backward (``DiT.enable_gradient_checkpointing``); the routing, and every probe site, stay outside.
         """
-        run = checkpoint if checkpoint is not None and torch.is_grad_enabled() else _call
+        run = checkpoint if checkpoint is not None and torch.is_grad_enabled() else None
         mod = self.modulation(c)  # six (N, D)
-        h = route(0, run(self.attn_branch, h, mod))  # (N, T, D)
-        v = run(self.mlp_branch, h, mod)  # (N, T, D)
+        h = route(0, self.attn_branch(h, mod, run))  # (N, T, D)
+        v = self.mlp_branch(h, mod, run)  # (N, T, D)
         route(1, v)
         return v
 
