@@ -108,7 +108,8 @@ class Cost:
     def line(self) -> str:
         """The one line said before any work (see the module docstring)."""
         approx = "~" if self.estimated_shape else ""
-        other = self.weights_bytes + self.cka_bytes + (self.minibatch_bytes if self.checkpoint else self.checkpointed_bytes)
+        backward = self.minibatch_bytes if self.checkpoint else self.checkpointed_bytes  # the other way
+        other = self.weights_bytes + self.cka_bytes + backward
         how = (f"with every block checkpointed {_gib(self.checkpointed_bytes)}" if self.checkpoint
                else f"{_gib(self.minibatch_bytes)}")
         weights = f"weights {_gib(self.weights_bytes)}"

@@ -67,18 +67,6 @@ def _patched(module: nn.Module) -> Iterator[None]:
             module.forward = own
 
 
-def check_shard(config: ProfileConfig) -> None:
-    """``--shard``, before anything is read: under torchrun with 2 or more processes, and only the analyses
-    whose passes every process runs alike (the ablation and the trajectory split their own passes unevenly)."""
-    if distributed.world_size() < 2:
-        raise DardiagError("--shard spreads the weights over torchrun's processes: start the command with "
-                           "torchrun --nproc-per-node N (N >= 2), e.g. torchrun --nproc-per-node 2 -m dardiag "
-                           "profile MODEL --shard")
-    for name in ("ablation", "trajectory"):
-        if getattr(config.analyses, name):
-            raise DardiagError(f"--{name} is not available with --shard yet; profile --{name} without --shard")
-
-
 def _every_block(model: nn.Module) -> bool:
     """The model's own checkpointing covers every block (dardiag's DiT): no block is wrapped here."""
     return bool(getattr(model, "checkpoints_every_block", False))
@@ -121,7 +109,20 @@ def resolve(plans: Sequence, config: ProfileConfig, device,
     on = bool(distributed.broadcast_object(bool(over) and can))
     if on and over and report is not None:
         c = over[0]
-        report(f"checkpointing every block in the backward: {c.model} would need ~{cost._gib(c.work_bytes)} GiB "
-               f"besides its weights without it, more than the {cost._gib(c.free_bytes)} GiB free; the table is "
-               "the same (--no-checkpoint-blocks keeps every activation)")
+        need, free = c.work_bytes / cost.GiB, c.free_bytes / cost.GiB
+        report(f"checkpointing every block in the backward: {c.model} would need ~{need:.1f} GiB besides its "
+               f"weights without it, more than the {free:.1f} GiB free; the table is the same "
+               "(--no-checkpoint-blocks keeps every activation)")
     return config.replace(checkpoint_blocks=on)
+
+
+def check_shard(config: ProfileConfig) -> None:
+    """``--shard``, before anything is read: under torchrun with 2 or more processes, and only the analyses
+    whose passes every process runs alike (the ablation and the trajectory split their own passes unevenly)."""
+    if distributed.world_size() < 2:
+        raise DardiagError("--shard spreads the weights over torchrun's processes: start the command with "
+                           "torchrun --nproc-per-node N (N >= 2), e.g. torchrun --nproc-per-node 2 -m dardiag "
+                           "profile MODEL --shard")
+    for name in ("ablation", "trajectory"):
+        if getattr(config.analyses, name):
+            raise DardiagError(f"--{name} is not available with --shard yet; profile --{name} without --shard")

@@ -161,19 +161,26 @@ class DiTBlock(nn.Module):
     def _mlp(self, h, shift, scale):
         return self.mlp(modulate(self.norm2(h), shift, scale))  # (N, T, D)
 
+    def _mlp_of(self, make, shift, scale, *args):
+        return self._mlp(make(*args), shift, scale)  # (N, T, D)
+
     def forward(self, h, c, route, checkpoint=None):
-        """Both sublayers from the attention input ``h`` (N, T, D). The block adds nothing: ``route(j, v)``
-        hands sublayer j's output to the model's routing and returns the next sublayer's input.
+        """Both sublayers from the attention input ``h`` (N, T, D). The block adds nothing: ``route(j, v,
+        recompute)`` hands sublayer j's output to the model's routing; for j = 0 it returns ``(make,
+        args)``, the MLP's input being ``make(*args)``.
 
         One call per block, so that a wrapper of the module (FSDP2 gathering its weights) sees the
         block's whole work; returns the MLP's output, the tensor whose gradient reaches the block first
         in the backward. ``checkpoint(function, *args)``: each sublayer's activations recomputed in the
-        backward (``DiT.enable_gradient_checkpointing``); the routing, and every probe site, stay outside.
+        backward (``DiT.enable_gradient_checkpointing``); the routing stays outside, but where it can
+        say how to make the MLP's input again (residual: the stream plus the attention's output) that is
+        recomputed too instead of kept.
         """
         run = checkpoint if checkpoint is not None and torch.is_grad_enabled() else None
         mod = self.modulation(c)  # six (N, D)
-        h = route(0, self.attn_branch(h, mod, run))  # (N, T, D)
-        v = self.mlp_branch(h, mod, run)  # (N, T, D)
+        make, args = route(0, self.attn_branch(h, mod, run), run is not None)
+        shift, scale, gate = mod[3], mod[4], mod[5]
+        v = gate.unsqueeze(1) * (run or _call)(self._mlp_of, make, shift, scale, *args)  # (N, T, D)
         route(1, v)
         return v
 
@@ -333,11 +340,14 @@ class DiT(nn.Module):
                     self.routing.write(stream, 2 * k + j + 1, edit.reuse[j])
                 continue
 
-            def route(j, v, l0=2 * k + 1, edit=edit):  # sublayer l0 + j wrote v; -> the input of l0 + j + 1
+            def route(j, v, recompute=False, l0=2 * k + 1, edit=edit):  # sublayer l0 + j wrote v
                 if edit is not None:  # some rows take a reused output instead
                     v = edit.put(j, v)
-                self.routing.write(stream, l0 + j, self._tap(f"v_{l0 + j}", v))
-                return self._tap(f"h_{l0 + 1}", self.routing.read(stream, l0 + 1)) if j == 0 else None
+                v = self._tap(f"v_{l0 + j}", v)
+                if j == 1:
+                    return self.routing.write(stream, l0 + 1, v)
+                make, args = self.routing.write_read(stream, l0, v, recompute)  # the input of sublayer l0 + 1
+                return (lambda *a, l=l0 + 1: self._tap(f"h_{l}", make(*a))), args
 
             block(self._tap(f"h_{2 * k + 1}", self.routing.read(stream, 2 * k + 1)), c, route, self._checkpoint)
         z = self.routing.end(stream)  # (N, T, D)
