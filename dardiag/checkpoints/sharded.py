@@ -8,7 +8,7 @@ torchrun's: one dimension over all processes of the process group (gloo on CPU, 
 Loading never holds the whole model in one process: the model is built on the meta device, sharded
 there, given memory for its own rows only (``to_empty``), and each process copies its rows from the
 files, which are mapped, not read (torch.save's zip format, or a safetensors file mapped in place):
-only the pages of its rows are ever touched. Buffers the constructors computed (position tables) are
+only the pages of its rows are ever touched, and each tensor's are given back once its rows are copied. Buffers the constructors computed (position tables) are
 kept; buffers the files hold are read whole (they are not sharded).
 
 Facts: FSDP2 shards dim 0 as ``torch.chunk`` does (ceil(rows / W) per process, the last ones shorter or
@@ -17,6 +17,9 @@ empty); frozen parameters need no gradient reduction, so the backward only gathe
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
 from typing import Mapping, Sequence
 
 import torch
@@ -146,9 +149,30 @@ def _load_local(model: nn.Module, sources: Mapping[str, torch.Tensor], computed:
                 raise DardiagError(f"{where}: {name} is split as {list(local.shape)} here, not in rows of "
                                    f"{list(src.shape)}; profile it without --shard")
             local.copy_(part)
+            _release(part)
         for name, b in model.named_buffers():
             if name in computed:
                 b.copy_(computed[name])
             else:
                 b.copy_(sources[rename.get(name, name)])
     return model.eval()
+
+
+_PAGEOUT = 21  # Linux's MADV_PAGEOUT (5.4+): reclaim these pages; memory not backed by a file is left as it is
+
+
+def _release(part: torch.Tensor) -> None:
+    """Give back the pages of the file just copied from: a mapped page stays in the process once touched,
+    so without this a process would end its loading holding its rows twice (copy and mapping), as much as
+    the whole model. Harmless on memory that is not a file's (never written, so never lost) and where the
+    kernel cannot (nothing happens)."""
+    if not sys.platform.startswith("linux") or not part.numel():
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        page = mmap.PAGESIZE
+        start = part.data_ptr() // page * page
+        end = part.data_ptr() + part.numel() * part.element_size()
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), ctypes.c_int(_PAGEOUT))
+    except (OSError, AttributeError):
+        pass
