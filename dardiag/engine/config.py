@@ -3,9 +3,8 @@ profile), validated once, stored whole in the run metadata and compared on resum
 
 ``ProfileConfig`` holds every measurement setting (the grid, inputs size, minibatching, seed,
 precision, analyses) and ``device`` and ``checkpoint_blocks``, the settings a resumed run may change
-(``RESUMABLE``). How a
-checkpoint is opened (family, heads, latent side, ...) is not a measurement setting: it is
-``dardiag.adapters.options.LoadOptions``, used before the engine sees a model. The run's arguments that
+(``RESUMABLE``). How a checkpoint is opened (family, heads, latent side, ...) is not a measurement
+setting: it is ``dardiag.adapters.options.LoadOptions``, used before the engine sees a model. The run's arguments that
 are not settings stay outside too: the models, ``inputs``, ``out``, display names, ``force``/``resume``
 and the progress callback.
 """
