@@ -15,6 +15,7 @@ from dardiag.engine import distributed
 from dardiag.engine.config import ProfileConfig
 from dardiag.engine.devices import device_name
 from dardiag.engine.inputs import GENERATED
+from dardiag.engine.memory import check_shard
 from dardiag.engine.progress import Progress, as_progress
 from dardiag.engine.sweep import profile as profile_subjects
 from dardiag.errors import DardiagError
@@ -67,6 +68,9 @@ def profile(models: Sequence | object, *, out: str | Path | None = None, inputs=
         raise DardiagError(f"pass config= or keyword settings, not both (got {', '.join(sorted(settings))})")
     config = config.replace(device=device_name(config.device))  # before any file is read: a bad --device costs no load
     device = distributed.rank_device(config.device)
+    if load.shard:  # the process group before any weight is read: each process reads only its rows
+        check_shard(config)
+        distributed.init_if_needed(config.device)  # the sweep leaves it when done
     watch = as_progress(progress)
     models = _as_list(models)
     if not models:

@@ -57,3 +57,6 @@ class Subject:
     # the diffusers pipeline that samples this model (a dardiag.pipelines.PipelineSampler): generated inputs
     # and trajectories along its own loop; None: dardiag's own sampler (``sample``) or none
     pipeline: object | None = None
+    # module paths of the blocks, in call order: the units the memory levers act on (dardiag.engine.memory:
+    # each recomputed in the backward, each sharded on its own); () = not known
+    blocks: tuple[str, ...] = ()

@@ -35,7 +35,8 @@ from dardiag.checkpoints.diffusers_dir import (
     build_on_meta, check_weights, load_diffusers_model, pipeline_components, read_config, weight_files,
 )
 from dardiag.checkpoints.single_file import is_single_file, single_file_model
-from dardiag.checkpoints.files import sha256_file
+from dardiag.checkpoints.files import checked_entries, read_with_format, sha256_file
+from dardiag.checkpoints.sharded import renamed, shard_from_files, tensor_names
 from dardiag.errors import DardiagError
 from dardiag.families import get_family
 from dardiag.hooks.recorder import Tap
@@ -302,11 +303,16 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
     the sweep's ``--dtype`` autocasts); ``seed``: seed of synthetic conditioning (drawn per sample id).
     ``weights=False`` (a model folder or pipeline): the plan only, for ``dardiag inspect``: the model is
     built on the meta device and the files' headers are checked, no weight is read or hashed.
+    ``options.shard`` (a model folder or pipeline, under torchrun): built on the meta device, sharded over
+    the processes, each reading only its rows (``dardiag.checkpoints.sharded``).
     """
     options = (options or LoadOptions()).replace(**option_fields) if option_fields else (options or LoadOptions())
     path = Path(path)
     dtype = dtype or torch.float32
     if path.is_file():
+        if options.shard:
+            raise DardiagError(f"{path}: --shard reads diffusers model folders (their shards, row by row); convert "
+                               "the single file to a folder with save_pretrained, or profile it without --shard")
         model, raw, class_name, files = single_file_model(path, config=options.config, dtype=dtype, device=device)
         folder, pipeline = path, False
     else:
@@ -314,7 +320,11 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
         raw, class_name = read_config(folder)
         check_supported(class_name, folder)
         files = weight_files(folder)
-        if weights:
+        if weights and options.shard:  # the weights come after the Subject: its blocks are the units
+            model = build_on_meta(folder, class_name, raw)
+            check_weights(folder, class_name, model, files)
+            built = tensor_names(model)
+        elif weights:
             model = load_diffusers_model(folder, class_name, raw, files, dtype=dtype, device=device)
         else:  # the plan only: headers checked against a meta-device model, no weight read or hashed
             model = build_on_meta(folder, class_name, raw)
@@ -334,6 +344,10 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
         model, name=name or _display_name(folder), options=options, seed=seed, class_name=class_name,
         raw_config=raw, checkpoint=str(folder), info=info,
     )
+    if weights and options.shard:
+        sources = {k: v for f in files for k, v in checked_entries(read_with_format(f, mapped=True)[0], f).items()}
+        shard_from_files(model, subject.blocks, sources, dtype=dtype, device=device, name=subject.name,
+                         rename=renamed(model, built))
     subject.weights_id = sha
     return subject
 
@@ -414,6 +428,7 @@ def diffusers_model_subject(
         info=info,
         make_cond=make_cond,
         editing=tap_editing(model, spec.taps),  # ablation and caching by hooks on the image stream of each block
+        blocks=tuple(p.removesuffix(".image") for p in adapter.paths),  # a wrapped block: its ImagePart
     )
 
     def resize(shape: tuple[int, ...]) -> None:  # a pipeline's sizes: the latents it draws

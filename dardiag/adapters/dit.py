@@ -69,4 +69,5 @@ def dit_subject(model, info, *, name: str | None = None) -> Subject:
         info=info.to_dict(),
         sample=_sampler(model, info.family),
         editing=dit_editing(model),
+        blocks=tuple(f"blocks.{k}" for k in range(cfg.depth)),
     )

@@ -179,4 +179,5 @@ def generic_subject(
               "depth": len(paths), **(info or {})},
         make_cond=make_cond,
         editing=tap_editing(model, spec.taps),  # ablation and caching by hooks on the block states
+        blocks=tuple(paths),
     )

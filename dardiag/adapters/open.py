@@ -20,6 +20,7 @@ import torch
 from dardiag.adapters.dit import dit_subject
 from dardiag.adapters.options import LoadOptions
 from dardiag.checkpoints import ModelInfo, load_model
+from dardiag.checkpoints.sharded import is_sharded, wrap
 from dardiag.errors import DardiagError
 from dardiag.models import DiT
 from dardiag.subject import Subject
@@ -53,6 +54,25 @@ def open_subject(obj, options: LoadOptions | None = None, *, device="cpu", name:
     synthetic conditioning a text-to-image model gets when none is supplied.
     """
     options = options or LoadOptions()
+    if not isinstance(obj, (str, Path)):
+        subject = _in_memory(obj, options, name)
+        if options.shard and not is_sharded(subject.model):  # every process holds the same model: each keeps its rows
+            wrap(subject.model.to(device), subject.blocks, device, subject.name)
+        return subject
+    path = Path(obj)
+    dtype = DTYPES[options.weights_dtype or "float32"]
+    if path.is_dir() and ((path / "config.json").is_file() or (path / "model_index.json").is_file()):
+        return _diffusers_subject()(path, options, device=device, name=name, dtype=dtype, seed=seed)
+    if _original_single_file(path):  # e.g. flux1-dev.safetensors as released
+        return _diffusers_subject()(path, options, device=device, name=name, dtype=dtype, seed=seed)
+    model, info = load_model(path, family=options.family, num_heads=options.num_heads,
+                             input_size=options.input_size, device=device, dtype=dtype, shard=options.shard)
+    subject = dit_subject(model, info, name=name)
+    subject.weights_id = info.sha256
+    return subject
+
+
+def _in_memory(obj, options: LoadOptions, name: str | None) -> Subject:
     if isinstance(obj, Subject):
         return obj
     if isinstance(obj, DiT):
@@ -61,17 +81,5 @@ def open_subject(obj, options: LoadOptions | None = None, *, device="cpu", name:
         return dit_subject(obj, ModelInfo.in_memory(obj, family=options.family, name=name or "model"))
     if isinstance(obj, tuple) and len(obj) == 2:
         return dit_subject(obj[0], obj[1], name=name)
-    if not isinstance(obj, (str, Path)):
-        raise DardiagError(f"cannot profile a {type(obj).__name__}; pass a path, a dardiag DiT, (model, info) "
-                           "or a Subject")
-    path = Path(obj)
-    dtype = DTYPES[options.weights_dtype or "float32"]
-    if path.is_dir() and ((path / "config.json").is_file() or (path / "model_index.json").is_file()):
-        return _diffusers_subject()(path, options, device=device, name=name, dtype=dtype, seed=seed)
-    if _original_single_file(path):  # e.g. flux1-dev.safetensors as released
-        return _diffusers_subject()(path, options, device=device, name=name, dtype=dtype, seed=seed)
-    model, info = load_model(path, family=options.family, num_heads=options.num_heads,
-                             input_size=options.input_size, device=device, dtype=dtype)
-    subject = dit_subject(model, info, name=name)
-    subject.weights_id = info.sha256
-    return subject
+    raise DardiagError(f"cannot profile a {type(obj).__name__}; pass a path, a dardiag DiT, (model, info) "
+                       "or a Subject")

@@ -17,6 +17,7 @@ from dardiag.errors import DardiagError
 
 DTYPES = ("float32", "bfloat16", "float16")
 ALWAYS_COMPARED = ("family", "num_heads", "input_size")
+NOT_COMPARED = ("shard",)  # how the weights are spread over processes: the same table either way
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class LoadOptions:
     weights_dtype: str | None = None  # weights dtype (None: float32, or the profile's --dtype)
     blocks: tuple[str, ...] | None = None  # block lists of an unknown class, in call order
     config: str | None = None  # a single original file: the folder of its diffusers config.json
+    shard: bool = False  # under torchrun: weights sharded over the processes, each loading its share (FSDP2)
 
     def __post_init__(self):
         for name in ("num_heads", "input_size", "frames", "text_tokens"):
@@ -38,6 +40,8 @@ class LoadOptions:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 flag = "--" + name.replace("_", "-")
                 raise DardiagError(f"{flag} must be a positive integer, got {v!r}")
+        if not isinstance(self.shard, bool):
+            raise DardiagError(f"shard must be True or False, got {self.shard!r}")
         if self.weights_dtype is not None and self.weights_dtype not in DTYPES:
             raise DardiagError(f"unknown weights dtype {self.weights_dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.blocks is not None:
@@ -55,7 +59,8 @@ class LoadOptions:
 
     def compared(self) -> dict[str, Any]:
         """What a resumed run must share (see the module docstring)."""
-        return {k: v for k, v in self.to_dict().items() if k in ALWAYS_COMPARED or v is not None}
+        return {k: v for k, v in self.to_dict().items()
+                if (k in ALWAYS_COMPARED or v is not None) and k not in NOT_COMPARED}
 
     @classmethod
     def fields(cls) -> set[str]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
+import mmap
 import os
 import pickle
 import pickletools
 import re
+import struct
 import textwrap
 import warnings
 import zipfile
@@ -107,14 +110,15 @@ def read_file(path: str | os.PathLike) -> object:
     return read_with_format(Path(path))[0]
 
 
-def read_with_format(path: Path) -> tuple[object, str]:
-    """-> (loaded object, "safetensors" | "torch"): the content decides, not the suffix."""
+def read_with_format(path: Path, *, mapped: bool = False) -> tuple[object, str]:
+    """-> (loaded object, "safetensors" | "torch"): the content decides, not the suffix. ``mapped``: a
+    safetensors file mapped, not read (torch.save's zip format always is)."""
     _check_path(path)
     head = _read_head(path)
     kind = _sniff(head, path.stat().st_size)
     _refuse_by_content(path, kind, head)
     if kind == "safetensors" or (kind == "unknown" and path.suffix == ".safetensors"):
-        return _load_safetensors(path), "safetensors"
+        return (mapped_safetensors(path) if mapped else _load_safetensors(path)), "safetensors"
     try:
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the error says more
@@ -183,6 +187,33 @@ _SAFETENSORS_DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
+
+
+def mapped_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as views of the file mapped in memory (copy-on-write: never
+    written back); nothing is read until a tensor's pages are touched."""
+    out = {}
+    try:  # the format: 8 bytes of header length, the JSON header, then every tensor's bytes
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
+            if dtype is None:
+                raise DardiagError(f"{path}: {key} has dtype {entry.get('dtype')}, which torch cannot hold")
+            a, b = entry["data_offsets"]
+            count = (b - a) // torch.empty((), dtype=dtype).element_size()
+            flat = torch.frombuffer(data, dtype=dtype, count=count, offset=8 + size + a) if count else torch.empty(
+                0, dtype=dtype)
+            out[key] = flat.view(entry["shape"])
+    except DardiagError:
+        raise
+    except Exception as e:  # a truncated or hostile file: a short header, offsets outside it, wrong shapes
+        raise DardiagError(f"{path} is not a readable safetensors file ({short_error(e)})") from None
+    return out
 
 
 def _load_safetensors(path: Path) -> dict:

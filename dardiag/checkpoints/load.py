@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from dardiag.checkpoints.files import checked_entries, read_with_format, sha256_file
+from dardiag.checkpoints.sharded import shard_from_files
 from dardiag.checkpoints.infer import (
     args_dict,
     block_numbers,
@@ -141,9 +142,10 @@ def check_tensors(expected: dict, sd: dict, path, *, have: str = "checkpoint", w
 
 
 def build_and_load(cfg: DiTConfig, sd: dict, path: Path, device="cpu",
-                   dtype: torch.dtype = torch.float32) -> tuple[DiT, list[str]]:
+                   dtype: torch.dtype = torch.float32, *, shard: bool = False) -> tuple[DiT, list[str]]:
     """Strict copy of ``sd`` into a fresh model built on the meta device (no random init, no second
-    copy): each tensor goes to ``device`` in ``dtype`` once, and the model takes it as it is."""
+    copy): each tensor goes to ``device`` in ``dtype`` once, and the model takes it as it is.
+    ``shard`` (under torchrun): sharded over the processes, each copying only its rows of ``sd``."""
     with torch.device("meta"):
         model = DiT(cfg)
     expected = model.state_dict()
@@ -164,6 +166,9 @@ def build_and_load(cfg: DiTConfig, sd: dict, path: Path, device="cpu",
             "is this a DiT/SiT checkpoint?"
         )
     check_tensors(expected, sd, path)
+    if shard:
+        blocks = [f"blocks.{k}" for k in range(cfg.depth)]
+        return shard_from_files(model, blocks, sd, dtype=dtype, device=device, name=path.name), rebuilt
     sd = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval(), rebuilt
@@ -195,6 +200,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     finite: bool = False,
+    shard: bool = False,
 ) -> tuple[DiT, ModelInfo]:
     """Load any DiT/SiT/REPA/dardiag checkpoint as a ``DiT`` called like the official one.
 
@@ -202,6 +208,8 @@ def load_model(
     weights arrive on ``device`` in ``dtype`` (floating tensors), read once: no float32 copy first.
     Non-finite weights are a warning (a profile shows where they lead), or with ``finite`` an error
     (what samples, trains or converts from them makes only NaN).
+    ``shard`` (under torchrun): the model sharded over the processes, each reading only its rows of the
+    file, which is mapped, not read (``dardiag.checkpoints.sharded``).
     Raises ``DardiagError`` with one line for every problem with the file or the flags.
     """
     path = Path(path)
@@ -209,7 +217,7 @@ def load_model(
         raise DardiagError(f"unknown family {family!r}; choose one of {', '.join(DIT_FAMILIES)}")
     _check_flag("--num-heads", num_heads)
     _check_flag("--input-size", input_size)
-    obj, how = read_with_format(path)
+    obj, how = read_with_format(path, mapped=shard)
     sd, which, fmt, meta, args = unwrap(obj, path, weights)
     if how == "safetensors":
         fmt = "safetensors"
@@ -225,14 +233,17 @@ def load_model(
         step, step_source = training_step(obj, fmt, path)
         if step is not None:
             sources["step"] = step_source
-    problems = _nonfinite(sd)
+    problems = [] if shard else _nonfinite(sd)  # sharded: each process checks the rows it read
+    if not (finite and problems):
+        model, rebuilt = build_and_load(cfg, sd, path, device, dtype, shard=shard)
+        if shard:
+            problems = _nonfinite({n: p.to_local() for n, p in model.named_parameters()})
     if finite and problems:
         more = f" (and {len(problems) - 1} more tensors)" if len(problems) > 1 else ""
         raise DardiagError(f"{path}: {problems[0]}{more}; nothing was done with it: pass a checkpoint whose weights "
                            "are finite (an earlier one?)")
     for msg in problems:
         warnings.warn(f"{path}: {msg}", stacklevel=2)
-    model, rebuilt = build_and_load(cfg, sd, path, device, dtype)
     info = ModelInfo(
         path=str(path), family=fam, config=cfg, sha256=sha256_file(path), weights=which,
         file_format=fmt, step=step, name=path.stem, ignored_keys=ignored, rebuilt=rebuilt,

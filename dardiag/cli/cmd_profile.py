@@ -100,6 +100,12 @@ def profile_cmd(
     progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal; in a log, one line "
                                             "per finished unit)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)"),
+    checkpoint_blocks: Optional[bool] = typer.Option(None, "--checkpoint-blocks/--no-checkpoint-blocks",
+                                                     help="recompute every block in the backward: the same table "
+                                                     "in less memory (default: when the plain backward would not "
+                                                     "fit the free memory)"),
+    shard: bool = typer.Option(False, "--shard", help="under torchrun: shard the weights over the processes "
+                               "(FSDP2, each block its own unit), each process loading only its share"),
 ):
     """Measure act_rms, grad_rms, cos_prev, CKA, routing and the timestep probe per block and level."""
     if threads is not None:
@@ -130,9 +136,11 @@ def profile_cmd(
                         channel_maps=channel_maps, ablation=ablation, trajectory=trajectory, cache_error=cache_error)
     config = ProfileConfig(noise_levels=grid, timesteps=ts, samples=samples, batch_size=batch_size, seed=seed,
                            device=device, dtype=dtype, analyses=analyses, generate_steps=generate_steps,
-                           generate_cfg=generate_cfg, trajectory_steps=trajectory_steps)
+                           generate_cfg=generate_cfg, trajectory_steps=trajectory_steps,
+                           checkpoint_blocks=checkpoint_blocks)
     load = LoadOptions(family=family, num_heads=num_heads, input_size=input_size, frames=frames,
-                       text_tokens=text_tokens, blocks=blocks, config=str(config_dir) if config_dir else None)
+                       text_tokens=text_tokens, blocks=blocks, config=str(config_dir) if config_dir else None,
+                       shard=shard)
     if out is None:
         out = default_out(checkpoints)
     where = describe_device(device)  # a bad --device is one line before anything else

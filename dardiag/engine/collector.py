@@ -172,7 +172,10 @@ class LevelCollector:
 
         CKA runs here rather than after the forward because autograd has freed the activations by
         now: the Gram tile then never adds to the forward+backward peak (DiT-XL/2, 4 images: 0.4 GiB).
+        The sublayer outputs kept for the routing importance are dropped before it: with checkpointed
+        blocks nothing else holds them, and this phase is then the minibatch's peak.
         """
+        self._batch = {k: v for k, v in self._batch.items() if k.startswith("z_")}  # the sublayer outputs go first
         if self.cka is not None:
             P = self.spec.depth + 1
             self.cka.update([cka_rows(self._batch[f"z_{k}"], self.an.cka_rows) for k in range(P)])

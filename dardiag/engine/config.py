@@ -2,9 +2,9 @@
 profile), validated once, stored whole in the run metadata and compared on resume.
 
 ``ProfileConfig`` holds every measurement setting (the grid, inputs size, minibatching, seed,
-precision, analyses) and ``device``, the one setting a resumed run may change (``RESUMABLE``). How a
-checkpoint is opened (family, heads, latent side, ...) is not a measurement setting: it is
-``dardiag.adapters.options.LoadOptions``, used before the engine sees a model. The run's arguments that
+precision, analyses) and ``device`` and ``checkpoint_blocks``, the settings a resumed run may change
+(``RESUMABLE``). How a checkpoint is opened (family, heads, latent side, ...) is not a measurement
+setting: it is ``dardiag.adapters.options.LoadOptions``, used before the engine sees a model. The run's arguments that
 are not settings stay outside too: the models, ``inputs``, ``out``, display names, ``force``/``resume``
 and the progress callback.
 """
@@ -25,7 +25,8 @@ MAX_LEVELS = 1000  # DiT's whole discrete schedule; a larger grid is a typo, not
 MAX_SAMPLER_STEPS = 10_000  # 40x the most any released sampler uses; more is a typo that would run for days
 DTYPES = ("float32", "bfloat16", "float16")
 CKA_ROWS = ("tokens", "images")
-RESUMABLE = frozenset({"device"})  # may differ when a run is continued: it does not decide what is measured
+# may differ when a run is continued: they do not decide what is measured (checkpointed blocks give the same table)
+RESUMABLE = frozenset({"device", "checkpoint_blocks"})
 CKA_MIN_ROWS = 4  # the unbiased HSIC estimator needs n >= 4 rows per minibatch
 OPTIONAL_ANALYSES = ("ablation", "trajectory")  # off by default; compared on resume only when on
 SAMPLER_STEPS, SAMPLER_CFG = 50, 1.0  # dardiag's own sampler when no step count / guidance is given
@@ -112,6 +113,9 @@ class ProfileConfig:
     generate_steps: int | None = None  # inputs="generated": sampler steps (DDIM for dit, Euler for sit / repa)
     generate_cfg: float | None = None  # inputs="generated": classifier-free guidance scale (1 = off)
     trajectory_steps: int | None = None  # analyses.trajectory: steps of the model's sampler (guidance: generate_cfg)
+    # every block recomputed in the backward (dardiag.engine.memory); None: when the plain backward would
+    # not fit the free memory (the cost line's estimate)
+    checkpoint_blocks: bool | None = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalise once)
@@ -132,6 +136,9 @@ class ProfileConfig:
                 f"--batch-size {self.batch_size} is too small for CKA: the unbiased estimator needs at least 4 "
                 "rows per minibatch; use --batch-size 4 or more, or --no-cka"
             )
+        if self.checkpoint_blocks not in (None, True, False):
+            raise DardiagError(f"checkpoint_blocks must be True, False or None (decided by the free memory), "
+                               f"got {self.checkpoint_blocks!r}")
         if self.generate_steps is not None and (not isinstance(self.generate_steps, int) or isinstance(
                 self.generate_steps, bool) or not 1 <= self.generate_steps <= MAX_SAMPLER_STEPS):
             raise DardiagError(f"--generate-steps must be an integer in 1..{MAX_SAMPLER_STEPS}, "

@@ -39,10 +39,11 @@ from dardiag.runs import stop
 __all__ = [
     "is_distributed", "rank", "world_size", "is_main", "init_if_needed", "rank_device", "shard",
     "reduce_collector", "gather_probe", "gather_object", "broadcast_object", "max_over_ranks", "all_ranks",
-    "barrier", "shutdown",
+    "barrier", "shutdown", "peers",
 ]
 
 T = TypeVar("T")
+_created = None  # the process group init_if_needed made (a group made later by someone else is not dardiag's)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -82,6 +83,35 @@ def _collective() -> Iterator[None]:
         raise stop.Stopped(halt.signum) from None
 
 
+@contextmanager
+def peers(inside: bool = True) -> Iterator[None]:
+    """Work with collectives inside it (a sharded model gathers its weights in every forward and backward):
+    when another process has gone, this one's collective fails. Asked to stop already, that is the stop (a
+    second signal stopped the other at once); otherwise the other process failed (its own line says why),
+    and this one ends with one line too, deaf to the signal torchrun sends next. Nothing changes when
+    ``inside`` is false or in a single process."""
+    if not (inside and _several()):
+        yield
+        return
+    try:
+        yield
+    except RuntimeError as e:
+        if not isinstance(e, getattr(dist, "DistError", ())) and not _gone(str(e)):
+            raise  # a failure of this process' own work: a bug, with its traceback
+        halt = stop.current()
+        if halt.requested:
+            raise stop.Stopped(halt.signum) from None
+        halt.leaving = True  # torchrun ends the remaining processes next: nothing more to say
+        raise DardiagError(f"process {rank()}: another process of this run ended in the middle of a minibatch "
+                           "(its own message says why), so this one stops too; run the same command again to "
+                           "continue from the last finished noise level") from None
+
+
+def _gone(message: str) -> bool:
+    return any(s in message for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                                      "NCCL", "Gloo", "gloo"))
+
+
 def world_size() -> int:
     """Processes in the sweep: the process group's size, else torchrun's ``WORLD_SIZE``, else 1."""
     return dist.get_world_size() if _active() else _env_int("WORLD_SIZE", 1)
@@ -112,10 +142,14 @@ def rank_device(device: str | torch.device) -> torch.device:
 def init_if_needed(device: str | torch.device = "cpu") -> bool:
     """Join the process group torchrun describes (env ``WORLD_SIZE`` > 1) unless one exists.
 
-    gloo for CPU devices, nccl for CUDA (after selecting ``cuda:LOCAL_RANK``). Returns True when this
-    call created the group, i.e. the caller should destroy it with :func:`shutdown` when done.
+    gloo for CPU devices, nccl for CUDA (after selecting ``cuda:LOCAL_RANK``). Returns True when dardiag
+    created the group (this call, or an earlier one that left it to the caller: ``--shard`` joins before
+    loading), i.e. the caller should destroy it with :func:`shutdown` when done.
     """
-    if _active() or _env_int("WORLD_SIZE", 1) <= 1:
+    global _created
+    if _active():
+        return _created is not None and _created is dist.group.WORLD
+    if _env_int("WORLD_SIZE", 1) <= 1:
         return False
     if not dist.is_available():
         raise DardiagError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
@@ -130,6 +164,7 @@ def init_if_needed(device: str | torch.device = "cpu") -> bool:
         dist.init_process_group("nccl", device_id=device)
     else:
         dist.init_process_group("gloo")
+    _created = dist.group.WORLD
     return True
 
 

@@ -23,6 +23,8 @@ def weights_sha256(model: nn.Module) -> str:
     """
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
+        if hasattr(t, "full_tensor"):  # sharded over processes (--shard): every process gathers the whole tensor
+            t = t.full_tensor()
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

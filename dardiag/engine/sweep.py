@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from dardiag.engine import cost, distributed, partial, units
+from dardiag.engine import cost, distributed, memory, partial, units
 from dardiag.engine.config import Analyses, ProfileConfig, default_grid  # noqa: F401 (the sweep's vocabulary)
 from dardiag.engine.devices import device_name
 from dardiag.engine.inputs import PIPELINE_HINT, SYNTHETIC_NOTICE, Inputs, make_inputs, minibatches, noisy_batch  # noqa: F401
@@ -94,6 +94,7 @@ def profile(subjects: Sequence[Subject] | Subject, *, out: str | Path | None = N
     try:
         device = distributed.rank_device(config.device)
         plans = plan_models(subjects, config, inputs, names, device)
+        config = memory.resolve(plans, config, device, report if distributed.is_main() else None)  # --checkpoint-blocks
         meta = run_metadata(plans, config, inputs, device, opened)
         if distributed.is_main():
             _report(plans, config, device, report)

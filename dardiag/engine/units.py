@@ -188,7 +188,8 @@ def _level(s, p: ModelPlan, ctx: Context, unit: str, level: float, t_native: flo
 
     resume = partial.load(work, unit, batches, lambda st: partial.restored_level(s.spec, an, st, device))
     col = ctx.measure(s, p.inputs, t_native, batch_size=cfg.batch_size, analyses=an, device=device,
-                      dtype=ctx.dtype, batches=batches, resume=resume, on_batch=after)
+                      dtype=ctx.dtype, batches=batches, resume=resume, on_batch=after,
+                      checkpoint=cfg.checkpoint_blocks)
     rows = distributed.reduce_collector(col).rows()  # merged over processes: the single-process statistics
     if an.ablation:  # the same minibatches again, each block skipped in turn
         ctx.progress.describe(f"{s.name}  noise level {level:.3f}: block ablation")

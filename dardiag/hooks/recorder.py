@@ -6,6 +6,10 @@ e.g. the hidden state entering the first block). Gradients are taken with ``Tens
 on the very tensor the model goes on using, attached from inside the forward hook: this sees
 dL/d(tensor) exactly, survives in-place ops and keyword-only calls, and never needs
 ``register_full_backward_hook``. Hooks return nothing, so recording cannot change any output.
+
+Blocks checkpointed for the backward (``dardiag.hooks.recompute``) run again inside it; hooks that fire
+then are ignored, so a state is recorded once per forward and its gradient once, through the tensor
+of the forward itself.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import nn
+
+from dardiag.hooks.recompute import recomputing
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ def record(model: nn.Module, taps: list[Tap], sink: Sink, *, grads: bool = True)
     handles = []
 
     def attach(name: str, x) -> None:
+        if recomputing():  # the backward running a checkpointed block again: the forward recorded it
+            return
         if not torch.is_tensor(x):
             raise TypeError(f"tap {name} picked a {type(x).__name__}, not a tensor")
         sink.on_forward(name, x)

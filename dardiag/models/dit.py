@@ -21,6 +21,7 @@ from torch import nn
 from dardiag.models.config import DiTConfig
 from dardiag.models.routing import DARRouting, ResidualRouting
 from dardiag.hooks.edits import BlockEdit
+from dardiag.hooks.recompute import checkpointed
 from dardiag.hooks.sites import Site, SiteLayout, site_names
 
 
@@ -143,13 +144,49 @@ class DiTBlock(nn.Module):
     def modulation(self, c):
         return self.adaLN_modulation(c).chunk(6, dim=1)  # six (N, D)
 
-    def attn_branch(self, h, mod):
+    def attn_branch(self, h, mod, run=None):
         shift, scale, gate = mod[0], mod[1], mod[2]
-        return gate.unsqueeze(1) * self.attn(modulate(self.norm1(h), shift, scale))  # (N, T, D)
+        return gate.unsqueeze(1) * (run or _call)(self._attention, h, shift, scale)  # (N, T, D)
 
-    def mlp_branch(self, h, mod):
+    def mlp_branch(self, h, mod, run=None):
         shift, scale, gate = mod[3], mod[4], mod[5]
-        return gate.unsqueeze(1) * self.mlp(modulate(self.norm2(h), shift, scale))  # (N, T, D)
+        return gate.unsqueeze(1) * (run or _call)(self._mlp, h, shift, scale)  # (N, T, D)
+
+    # ``run(function, *args)`` runs these two, checkpointed or not; the gate stays outside: a checkpoint
+    # recomputes up to the last tensor its function saved for the backward, and the gate's product saves
+    # the gate, so inside it would make every recomputation run to the end (the output projections too)
+    def _attention(self, h, shift, scale):
+        return self.attn(modulate(self.norm1(h), shift, scale))  # (N, T, D)
+
+    def _mlp(self, h, shift, scale):
+        return self.mlp(modulate(self.norm2(h), shift, scale))  # (N, T, D)
+
+    def _mlp_of(self, make, shift, scale, *args):
+        return self._mlp(make(*args), shift, scale)  # (N, T, D)
+
+    def forward(self, h, c, route, checkpoint=None):
+        """Both sublayers from the attention input ``h`` (N, T, D). The block adds nothing: ``route(j, v,
+        recompute)`` hands sublayer j's output to the model's routing; for j = 0 it returns ``(make,
+        args)``, the MLP's input being ``make(*args)``.
+
+        One call per block, so that a wrapper of the module (FSDP2 gathering its weights) sees the
+        block's whole work; returns the MLP's output, the tensor whose gradient reaches the block first
+        in the backward. ``checkpoint(function, *args)``: each sublayer's activations recomputed in the
+        backward (``DiT.enable_gradient_checkpointing``); the routing stays outside, but where it can
+        say how to make the MLP's input again (residual: the stream plus the attention's output) that is
+        recomputed too instead of kept.
+        """
+        run = checkpoint if checkpoint is not None and torch.is_grad_enabled() else None
+        mod = self.modulation(c)  # six (N, D)
+        make, args = route(0, self.attn_branch(h, mod, run), run is not None)
+        shift, scale, gate = mod[3], mod[4], mod[5]
+        v = gate.unsqueeze(1) * (run or _call)(self._mlp_of, make, shift, scale, *args)  # (N, T, D)
+        route(1, v)
+        return v
+
+
+def _call(function, *args):
+    return function(*args)
 
 
 class FinalLayer(nn.Module):
@@ -189,6 +226,7 @@ class DiT(nn.Module):
         names = site_names(cfg.depth) + [f"alpha_{l}" for l in self.routing.route_sources() if l > 1]
         self.sites = nn.ModuleDict({name: Site() for name in names})
         self._edits: dict[int, BlockEdit] = {}  # set only inside ``edited``
+        self._checkpoint = None  # set by enable_gradient_checkpointing
         if self.pos_embed.device.type != "meta":  # the loader builds on meta, then assigns weights
             self.initialize_weights()
 
@@ -266,6 +304,23 @@ class DiT(nn.Module):
         finally:
             self._edits = before
 
+    # ------------------------------------------------------------------ memory
+    _supports_gradient_checkpointing = True  # the protocol of diffusers' models, which dardiag drives alike
+    checkpoints_every_block = True  # and its own checkpointing covers every block (dardiag.engine.memory)
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self._checkpoint is not None
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:
+        """Every sublayer's activations recomputed in the backward instead of kept (``torch.utils.checkpoint``,
+        non-reentrant; ``gradient_checkpointing_func(function, *args)`` instead, when given). The states
+        between sublayers are kept: the routing reads them, and the probe sites sit on them."""
+        self._checkpoint = gradient_checkpointing_func or checkpointed
+
+    def disable_gradient_checkpointing(self) -> None:
+        self._checkpoint = None
+
     # ------------------------------------------------------------------ forward
     def unpatchify(self, x):
         c, p, g = self.config.out_channels, self.config.patch_size, self.config.grid_size
@@ -284,15 +339,17 @@ class DiT(nn.Module):
                 for j in range(2 if edit.reuse is not None else 0):  # skip: nothing written, no source
                     self.routing.write(stream, 2 * k + j + 1, edit.reuse[j])
                 continue
-            mod = block.modulation(c)  # six (N, D)
-            for j, branch in enumerate((block.attn_branch, block.mlp_branch)):
-                l = 2 * k + j + 1
-                h = self._tap(f"h_{l}", self.routing.read(stream, l))  # (N, T, D)
-                v = branch(h, mod)  # (N, T, D)
+
+            def route(j, v, recompute=False, l0=2 * k + 1, edit=edit):  # sublayer l0 + j wrote v
                 if edit is not None:  # some rows take a reused output instead
                     v = edit.put(j, v)
-                v = self._tap(f"v_{l}", v)
-                self.routing.write(stream, l, v)
+                v = self._tap(f"v_{l0 + j}", v)
+                if j == 1:
+                    return self.routing.write(stream, l0 + 1, v)
+                make, args = self.routing.write_read(stream, l0, v, recompute)  # the input of sublayer l0 + 1
+                return (lambda *a, l=l0 + 1: self._tap(f"h_{l}", make(*a))), args
+
+            block(self._tap(f"h_{2 * k + 1}", self.routing.read(stream, 2 * k + 1)), c, route, self._checkpoint)
         z = self.routing.end(stream)  # (N, T, D)
         out = self.final_layer(z, c)  # (N, T, P*P*C_out)
         return self.unpatchify(out)  # (N, C_out, H, W)

@@ -68,8 +68,20 @@ class ResidualRouting(nn.Module):
     def end(self, stream: _Stream) -> torch.Tensor:
         return stream.x
 
+    def write_read(self, stream: _Stream, l: int, v: torch.Tensor, recompute: bool = False):
+        """``write`` then ``read`` of sublayer l + 1 (l odd), as ``(make, args)``: the input is ``make(*args)``.
+        With ``recompute`` it is made from the stream before and ``v`` (the same sum, bit for bit), so a
+        checkpoint that makes it again keeps only those two (the probe holds them anyway)."""
+        before = stream.x
+        self.write(stream, l, v)
+        return (torch.add, (before, v)) if recompute else (_same, (stream.x,))
+
     def route_sources(self) -> dict[int, tuple[int, ...]]:
         return {}
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 #################################################################################
@@ -292,3 +304,9 @@ class DARRouting(nn.Module):
     def end(self, stream: _Stream) -> torch.Tensor:
         h = self._aggregate(stream, self.num_sublayers + 1)
         return stream.tap(f"z_{self.depth}", h)  # (N, T, D)
+
+    def write_read(self, stream: _Stream, l: int, v: torch.Tensor, recompute: bool = False):
+        """``write`` then ``read`` of sublayer l + 1, as ``(make, args)``; an aggregate is kept as it is
+        (it reads sources the stream lets go once read)."""
+        self.write(stream, l, v)
+        return _same, (self.read(stream, l + 1),)
