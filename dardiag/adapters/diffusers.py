@@ -311,15 +311,12 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
             check_weights(folder, class_name, model, files)
     routing = None if path.is_file() else routed_folder(folder)
     if routing is not None:  # written by dardiag to-dar: the routing is grafted back, its files hashed too
-        files = [*files, folder / ROUTING_JSON, folder / ROUTING_WEIGHTS]
+        files = model_files(folder)
         attach_routing(folder, model, class_name, routing, weights=weights,
                        count_tokens=token_counter(model, entry_for(class_name, model, where=str(folder))[0], raw))
     sha = None
     if weights or path.is_file():
-        hashes = {f.name: sha256_file(f) for f in files}
-        sha = next(iter(hashes.values())) if len(hashes) == 1 else hashlib.sha256(
-            "".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
-        listed = hashes
+        sha, listed = files_sha256(files)
     else:
         listed = {f.name: f"{f.stat().st_size / 2**20:.1f} MiB" for f in files}
     info = {"path": str(folder), "file_class_name": raw.get("_class_name"), "sha256": sha, "files": listed}
@@ -331,6 +328,20 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
     )
     subject.weights_id = sha
     return subject
+
+
+def files_sha256(files: list[Path]) -> tuple[str, dict[str, str]]:
+    """(one sha256 for the model's files, each file's): the file's own for one file, else a hash of the list."""
+    hashes = {f.name: sha256_file(f) for f in files}
+    sha = next(iter(hashes.values())) if len(hashes) == 1 else hashlib.sha256(
+        "".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
+    return sha, hashes
+
+
+def model_files(folder: Path) -> list[Path]:
+    """What a diffusers model folder's function is read from: its weights, and a routed folder's routing files."""
+    files = weight_files(folder)
+    return [*files, folder / ROUTING_JSON, folder / ROUTING_WEIGHTS] if routed_folder(folder) else files
 
 
 def denoiser_folder(path: Path) -> tuple[Path, bool]:

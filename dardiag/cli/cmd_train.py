@@ -69,6 +69,7 @@ def train_cmd(
     from dardiag.train import export as export_fn
     from dardiag.train.export import check_target
     from dardiag.train.init import init_config
+    from dardiag.train.run import is_diffusers_dir
     from dardiag.train.trainer import prepare
 
     sizes = {"depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": patch}
@@ -85,7 +86,12 @@ def train_cmd(
         profile_noise_levels=_levels(profile_noise_levels), profile_cka=profile_cka, device=device,
         resume=resume, force=force, lora=lora,
     )
-    if init is not None:
+    diffusers = init is not None and is_diffusers_dir(init)
+    if diffusers:  # a diffusers folder (residual or routed by to-dar): its config says the model
+        from dardiag.train.diffusers_model import diffusers_init_config
+
+        config = diffusers_init_config(init, given=given, preset=preset, **settings)
+    elif init is not None:
         config = init_config(init, given=given, preset=preset, **settings)
     else:
         config = TrainConfig(preset=preset, **given, **settings)
@@ -124,7 +130,8 @@ def train_cmd(
             print(f"step {step:>7d}/{steps}  loss {loss:.4f}", file=sys.stderr, flush=True)
 
     with stop_on_signals("this step"):  # a first Ctrl-C / SIGTERM: finish the step, save last.pt, exit 130 / 143
-        last = train(config, on_step=progress, plan=plan)
+        said = {"report": lambda line: print(line, flush=True)} if diffusers else {}  # what a diffusers run trains
+        last = train(config, on_step=progress, plan=plan, **said)
     print(_summary(out))
     if export is not None:
         print(f"exported EMA weights to {export_fn(last, export, overwrite=force)}")

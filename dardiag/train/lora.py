@@ -28,16 +28,17 @@ def _peft():
     return peft
 
 
-def add_lora(model: nn.Module, rank: int) -> nn.Module:
-    """Wrap ``model``'s targets in place; only LoRA factors and ``routing.*`` keep requires_grad."""
+def add_lora(model: nn.Module, rank: int, *, targets=TARGETS, train: tuple[str, ...] = ("routing.",)) -> nn.Module:
+    """Wrap ``model``'s targets (a regex, or module names) in place; only LoRA factors and the parameters
+    under ``train`` (the DAR routing) keep requires_grad."""
     if rank < 1:
         raise DardiagError(f"--lora must be a rank >= 1, got {rank}")
     peft = _peft()
-    config = peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=TARGETS, bias="none")
+    config = peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets, bias="none")
     model.requires_grad_(False)
     model = peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     for name, p in model.named_parameters():
-        p.requires_grad_(".lora_" in name or name.startswith("routing."))
+        p.requires_grad_(".lora_" in name or name.startswith(train))
     return model
 
 
