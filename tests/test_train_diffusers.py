@@ -19,7 +19,9 @@ from dardiag.adapters.classes import TABLE  # noqa: E402
 from dardiag.adapters.diffusers import diffusers_subject  # noqa: E402
 from dardiag.adapters.routed import enable_checkpointing, router_of  # noqa: E402
 from dardiag.convert.folder import convert_folder  # noqa: E402
+from dardiag.errors import DardiagError  # noqa: E402
 from dardiag.families import get_family  # noqa: E402
+from dardiag.train.diffusers_export import check_export_dir  # noqa: E402
 from dardiag import read_profile  # noqa: E402
 from dardiag.train import TrainConfig, train  # noqa: E402
 from dardiag.train.diffusers_data import check_matches_subject  # noqa: E402
@@ -139,6 +141,34 @@ def test_a_run_resumes_bit_identically_and_profiles(flux, tmp_path):
     df = read_profile(tmp_path / "straight" / "profile")
     assert sorted(df.step.unique()) == [2, 4] and set(df.routing) == {"dar-static_t-block"}
     assert {"act_rms", "grad_rms", "route_alpha", "loss"} <= set(df.metric)
+
+
+def test_export_is_the_ema_as_a_folder(flux, tmp_path, capsys):
+    """--export writes the EMA (LoRA merged, the routing's own) as a diffusers folder that computes what the
+    EMA computes, and that every reader loads as a routed model."""
+    from dardiag.adapters.routed.start import outputs
+    from dardiag.train.diffusers_export import export_diffusers
+
+    _, dar, data = flux
+    c = config(dar, data, tmp_path / "run", lora=2, steps=3, lr=5e-2)
+    train(c)
+    folder = export_diffusers(tmp_path / "run" / "last.pt", tmp_path / "ema")
+    s = diffusers_subject(folder, text_tokens=TEXT_TOKENS)
+    assert s.routing == "dar-static_t-block"
+    ref = diffusers_subject(dar, text_tokens=TEXT_TOKENS)
+    model, _ = prepare_model(ref, c)
+    obj = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    import dardiag.train.lora as lora
+
+    lora.load_trainable(model, obj["ema"], "last.pt", like=model)
+    from dardiag.adapters.routed.start import check_batch
+
+    batch = check_batch(s, 3, seed=2)
+    want = outputs(ref, batch)
+    assert (want - outputs(diffusers_subject(dar, text_tokens=TEXT_TOKENS), batch)).abs().max() > 1e-4  # it moved
+    torch.testing.assert_close(outputs(s, batch), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(DardiagError, match="already exists"):
+        check_export_dir(folder, tmp_path / "run", overwrite=False)
 
 
 def test_a_video_class_fine_tunes(tmp_path):

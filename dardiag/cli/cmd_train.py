@@ -60,7 +60,8 @@ def train_cmd(
                                 "an unfinished run in OUT anyway"),
     force: bool = typer.Option(False, "--force", help="start over: the run in OUT (only its own files) is kept in "
                                "OUT/_replaced until the new one completes; also replaces an existing --export file"),
-    export: Optional[Path] = typer.Option(None, help="after training, write the EMA weights alone to this file "
+    export: Optional[Path] = typer.Option(None, help="after training, write the EMA weights alone to this file (a "
+                                          "diffusers --init: a folder like it) "
                                           "(not overwritten without --force)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine)"),
 ):
@@ -88,6 +89,8 @@ def train_cmd(
     )
     diffusers = init is not None and is_diffusers_dir(init)
     if diffusers:  # a diffusers folder (residual or routed by to-dar): its config says the model
+        from dardiag.train.diffusers_export import check_export_dir as check_target
+        from dardiag.train.diffusers_export import export_diffusers as export_fn
         from dardiag.train.diffusers_model import diffusers_init_config
 
         config = diffusers_init_config(init, given=given, preset=preset, **settings)

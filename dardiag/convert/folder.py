@@ -100,7 +100,7 @@ def _write(src: Path, out: Path, rel: Path, router, extra: dict, force: bool) ->
     old = out.parent / f".{out.name}.dardiag-old-{os.getpid()}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        _mirror(src, tmp)
+        mirror(src, tmp)
         write_routing(tmp / rel, router, extra)
         if out.exists() or out.is_symlink():  # force: set the old one aside until the new one is in place
             os.replace(out, old)
@@ -117,7 +117,7 @@ def _write(src: Path, out: Path, rel: Path, router, extra: dict, force: bool) ->
             old.unlink()
 
 
-def _mirror(src: Path, dst: Path) -> None:
+def mirror(src: Path, dst: Path) -> None:
     """Every file under ``src`` at the same place under ``dst``: a hard link of the file itself (a
     symbolic link, as in the Hugging Face cache, is followed), or a copy where links cannot be made."""
     for root, _, files in os.walk(src, followlinks=True):

@@ -13,6 +13,7 @@ a plain ``from_pretrained`` of OUT_DIR gives the source model, without routing.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -70,5 +71,6 @@ def write_routing(folder: Path, router, extra: dict) -> None:
     """The two routing files of a model folder (inside a folder not yet visible, or replacing a run's own)."""
     save_file({k: v.detach().float().cpu().contiguous() for k, v in router.state_dict().items()},
               str(folder / ROUTING_WEIGHTS))
+    os.chmod(folder / ROUTING_WEIGHTS, 0o644)  # safetensors writes 0600; the weights beside it are readable
     doc = {"routing": router.spec.to_dict(), **extra}
     (folder / ROUTING_JSON).write_text(json.dumps(doc, indent=2, default=str) + "\n")
