@@ -67,6 +67,14 @@ def check_matches_subject(data: dict, subject: Subject, *, what: str) -> None:
                            f"({type(e).__name__}: {' '.join(str(e).split())[:140]})") from None
 
 
+def shape_options(x0: torch.Tensor) -> dict:
+    """The loading options under which a Subject takes latents shaped like ``x0`` (the profile checks it)."""
+    H, W = x0.shape[-2:]
+    if H != W:
+        raise DardiagError(f"--profile-every profiles square latents; the data's are {H}x{W}")
+    return {"input_size": int(H), **({"frames": int(x0.shape[2])} if x0.dim() == 5 else {})}
+
+
 def probe_set(data: dict, config: TrainConfig) -> dict:
     """The periodic profile's fixed inputs: the first ``profile_samples`` latents with their conditioning,
     noise fixed by the seed."""

@@ -32,7 +32,7 @@ from dardiag.runs.lifecycle import Plan
 from dardiag.subject import Subject
 from dardiag.train import lora, outdir
 from dardiag.train.config import TrainConfig
-from dardiag.train.diffusers_data import check_matches_subject, load_training_data, probe_set
+from dardiag.train.diffusers_data import check_matches_subject, load_training_data, probe_set, shape_options
 from dardiag.train.diffusers_model import load_diffusers_init, prepare_model
 from dardiag.train.profiling import ProfileHook
 from dardiag.train.rng import batch_indices, generator, seed_for
@@ -161,7 +161,8 @@ def _loop(c: TrainConfig, plan: Plan, device, family: Family, data: dict, subjec
         hook = None
         if c.profile_every:
             psubject = diffusers_model_subject(ema, class_name=subject.info["class_name"], raw_config=subject.info["config"],
-                                               name=out.name or "train", seed=c.seed, text_tokens=_text_tokens(supplied))
+                                               name=out.name or "train", seed=c.seed, text_tokens=_text_tokens(supplied),
+                                               **shape_options(data["x0"]))
             hook = DiffusersProfileHook(c, out / PROFILE_DIR, probe_set(data, c), name=out.name or "train",
                                         subject=psubject)
         params = [p for p in model.parameters() if p.requires_grad]

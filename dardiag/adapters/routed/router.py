@@ -127,16 +127,19 @@ class DepthRouter(nn.Module):
 
     def _inv_rms(self, v: torch.Tensor) -> torch.Tensor:
         eps = self.aggregators[str(next(iter(self.routes)))].eps
-        return torch.rsqrt(v.float().pow(2).mean(-1, keepdim=True) + eps)  # (N, T, 1)
+        norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True, dtype=torch.float32)  # one fused pass  (N, T, 1)
+        return torch.rsqrt(norm.square() / v.shape[-1] + eps)  # (N, T, 1)
 
     def mix(self, l: int, values: list, inv_rms: list, t_emb, last) -> tuple[torch.Tensor, torch.Tensor]:
         """(h_l (N, T, D), alpha (S, N, T)) of aggregator ``l`` over ``values`` in its source order."""
         agg = self.aggregators[str(l)]
         alpha = agg(values, inv_rms, agg.make_query(t_emb, last))  # (S, N, T), float32
-        h = agg.mix(values, alpha)  # (N, T, D)
-        if self.gain is not None:
-            h = h * self.gain[self._slot[l]].to(h.dtype)
-        return h, alpha
+        # the gain scales the weights, not the (N, T, D) sum: one pass fewer each way, and at the start
+        # g alpha_i = k / k, so the sum is the residual sum itself
+        weights = alpha * self.gain[self._slot[l]] if self.gain is not None else alpha  # (S, N, T)
+        # contiguous: the sum takes the layout of v_0, which a patch embedding leaves transposed, and every op of
+        # the next block would then run on that layout (3x slower layer norms on Wan-shaped models)
+        return agg.mix(values, weights).contiguous(), alpha  # (N, T, D)
 
     def _mix_pass(self, p: Pass, l: int) -> torch.Tensor:
         srcs = self.routes[l]
