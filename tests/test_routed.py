@@ -24,7 +24,7 @@ from dardiag.adapters.diffusers import diffusers_model_subject, diffusers_subjec
 from dardiag.adapters.generic import first_input  # noqa: E402
 from dardiag.adapters.image_stream import image_of, innermost, stream_blocks, entry_streams  # noqa: E402
 from dardiag.adapters.routed import RoutingSpec, graft, router_of  # noqa: E402
-from dardiag.adapters.routed.spec import ROUTING_JSON, ROUTING_WEIGHTS  # noqa: E402
+from dardiag.checkpoints.routing_files import ROUTING_JSON, ROUTING_WEIGHTS  # noqa: E402
 from dardiag.adapters.routed.start import check_batch, first_call, outputs  # noqa: E402
 from dardiag.adapters.routed.sublayers import SUBLAYERS  # noqa: E402
 from dardiag.api import profile  # noqa: E402

@@ -34,7 +34,7 @@ from dardiag.adapters.image_stream import entry_streams, stream_blocks, through
 from dardiag.adapters.options import LoadOptions
 from dardiag.adapters.routed.folder import attach_routing, routed_folder
 from dardiag.adapters.routed.graft import is_routed, routed_call, routed_site_spec, router_of, token_counter
-from dardiag.adapters.routed.spec import ROUTING_JSON, ROUTING_WEIGHTS
+from dardiag.checkpoints.routing_files import ROUTING_JSON, ROUTING_WEIGHTS
 from dardiag.checkpoints.diffusers_dir import (
     build_on_meta, check_weights, load_diffusers_model, pipeline_components, read_config, weight_files,
 )

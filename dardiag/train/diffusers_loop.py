@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from dardiag.adapters.diffusers import diffusers_model_subject
 from dardiag.atomic import atomic_write
 from dardiag.engine.devices import resolve_device
 from dardiag.families import Family, get_family
@@ -160,6 +159,8 @@ def _loop(c: TrainConfig, plan: Plan, device, family: Family, data: dict, subjec
                    + (f"; conditioning {subject.make_cond.describe()}" if subject.make_cond else ""))
         hook = None
         if c.profile_every:
+            from dardiag.adapters.diffusers import diffusers_model_subject  # diffusers is an optional extra
+
             psubject = diffusers_model_subject(ema, class_name=subject.info["class_name"], raw_config=subject.info["config"],
                                                name=out.name or "train", seed=c.seed, text_tokens=_text_tokens(supplied),
                                                **shape_options(data["x0"]))

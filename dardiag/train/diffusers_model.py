@@ -17,14 +17,10 @@ import torch
 from torch import nn
 
 from dardiag.adapters.classes import TABLE
-from dardiag.adapters.diffusers import (
-    check_supported, denoiser_folder, diffusers_subject, files_sha256, model_files,
-)
 from dardiag.adapters.image_stream import entry_streams, stream_blocks
 from dardiag.adapters.routed import enable_checkpointing
 from dardiag.adapters.routed.folder import routed_folder
 from dardiag.adapters.routed.spec import ROUTER
-from dardiag.checkpoints.diffusers_dir import read_config
 from dardiag.errors import DardiagError
 from dardiag.subject import Subject
 from dardiag.train import lora
@@ -38,6 +34,10 @@ NOT_ADAPTED = ("norm", "mod", "emb", "time", "scale_shift")
 
 def diffusers_init_config(init, *, given: dict, preset: str | None = None, **settings) -> TrainConfig:
     """A TrainConfig for fine-tuning the diffusers folder ``init`` (``given``: the model flags passed)."""
+    from dardiag.adapters.diffusers import (  # diffusers is an optional extra
+        check_supported, denoiser_folder, files_sha256, model_files, read_config,
+    )
+
     path = Path(init)
     folder, _ = denoiser_folder(path)
     raw, class_name = read_config(folder)
@@ -76,6 +76,8 @@ def diffusers_init_config(init, *, given: dict, preset: str | None = None, **set
 
 def load_diffusers_init(config: TrainConfig, device) -> Subject:
     """The ``--init`` folder as a Subject whose model is ready to train (float32 master weights)."""
+    from dardiag.adapters.diffusers import diffusers_subject  # diffusers is an optional extra
+
     subject = diffusers_subject(config.init, device=device, dtype=torch.float32, seed=config.seed)
     if config.init_sha256 is not None and subject.weights_id != config.init_sha256:
         raise DardiagError(f"--init {config.init} is not the folder this run started from (its files changed); "

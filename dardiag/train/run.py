@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dardiag.runs.lifecycle import Plan
 from dardiag.train.config import TrainConfig
+from dardiag.train.diffusers_loop import train_diffusers
 from dardiag.train.trainer import train as train_dit
 
 
@@ -20,7 +21,5 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None, report
     """Train, checkpointing into ``config.out``; returns ``OUT/last.pt``. ``report(line)``: a diffusers run
     says there what it trains (the DiT run's settings are all flags)."""
     if config.init is not None and is_diffusers_dir(config.init):
-        from dardiag.train.diffusers_loop import train_diffusers  # diffusers is an optional extra
-
         return train_diffusers(config, on_step=on_step, plan=plan, report=report)
     return train_dit(config, on_step=on_step, plan=plan)

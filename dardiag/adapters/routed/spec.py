@@ -23,8 +23,6 @@ from dardiag.errors import DardiagError
 LEVELS = ("block", "sublayer")
 QUERIES = ("static", "static_t", "dynamic")
 FORMAT = 1  # version of the files below
-ROUTING_JSON = "dardiag_routing.json"  # beside config.json: this folder is a routed model
-ROUTING_WEIGHTS = "dardiag_routing.safetensors"  # the router's parameters (dar_routing.* without the prefix)
 ROUTER = "dar_routing"  # the router's attribute on the model
 
 
