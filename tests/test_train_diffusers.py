@@ -236,3 +236,26 @@ def test_residual_folder_with_dar_flags_and_digits_are_refused(capsys, flux, tmp
     torch.save({"x0": torch.randn(4, 3, 8, 8)}, bad)
     assert "C = 4" in one_line_error(capsys, "train", "--init", src, "--data", bad, "--out", tmp_path / "o")
     assert json.loads((src / "config.json").read_text())["_class_name"] == "FluxTransformer2DModel"
+
+
+def test_a_routed_lora_step_runs_under_bfloat16_autocast(flux):
+    """The CUDA path's autocast (here on the CPU, where it exists too): routed forward and backward stay finite,
+    the softmax in float32, and the loss is the float32 one to bfloat16's precision."""
+    _, dar, data = flux
+    c = config(dar, data, "unused", lora=2)
+    s = load_diffusers_init(c, "cpu")
+    d = torch.load(data, weights_only=True)
+    check_matches_subject(d, s, what="test data")
+    model, _ = prepare_model(s, c)
+    fam = get_family(c.family)
+    x0, noise, x_t, t, y, cond = step_inputs(s, d, c, fam, 0, "cpu")
+    exact = fam.loss(s.call(model, x_t, t, y, cond), x0, noise, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = s.call(model, x_t, t, y, cond)
+    assert out.dtype == torch.bfloat16
+    loss = fam.loss(out, x0, noise, t)
+    loss.backward()
+    assert loss.item() == pytest.approx(exact.item(), rel=3e-2)
+    grads = [p.grad for n, p in model.named_parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert router_of(model).gain.grad.abs().sum() > 0
