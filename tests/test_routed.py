@@ -279,3 +279,4 @@ def test_routed_and_refused_folders_are_refused(folders, tmp_path):
     (out / ROUTING_WEIGHTS).write_bytes(b"not safetensors")
     with pytest.raises(DardiagError, match="not a readable safetensors"):
         diffusers_subject(out)
+
