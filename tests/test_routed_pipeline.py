@@ -12,16 +12,15 @@ pytest.importorskip("transformers")
 from dardiag.api import profile  # noqa: E402
 from dardiag.convert.folder import convert_folder  # noqa: E402
 from dardiag.engine.config import Analyses  # noqa: E402
-from tests.test_prompts import pipeline  # noqa: E402,F401  (a tiny Flux pipeline with its text encoders)
+from dardiag.adapters.prompts import encode_prompts  # noqa: E402
+from tests.test_prompts import PROMPTS, pipeline  # noqa: E402,F401  (a tiny Flux pipeline with its text encoders)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_a_routed_pipeline_encodes_prompts_and_profiles_with_them(pipeline, tmp_path):
     """`dardiag prompts --pipeline OUT_DIR`: a converted pipeline keeps its text encoders (hard links); their
     encoding is the source pipeline's, and the routed model profiles with it."""
-    from dardiag.adapters.prompts import encode_prompts
-    from tests.test_prompts import PROMPTS
-
     root, _ = pipeline
     out = tmp_path / "flux-dar"
     convert_folder(root, out, check_samples=0)
