@@ -43,7 +43,7 @@ def data_file(path, cls: str, n: int = 8, frames: int | None = None):
     if cls == "FluxTransformer2DModel":
         obj.update(encoder_hidden_states=torch.randn(n, TEXT_TOKENS, 12, generator=g),
                    pooled_projections=torch.randn(n, 10, generator=g))
-    elif cls == "WanTransformer3DModel":
+    elif cls in ("WanTransformer3DModel", "QwenImageTransformer2DModel"):
         obj["encoder_hidden_states"] = torch.randn(n, TEXT_TOKENS, 12, generator=g)
     torch.save(obj, path)
     return path
@@ -88,6 +88,17 @@ def test_first_loss_of_a_converted_folder_is_the_source_loss(flux, tmp_path, lor
     train(c, on_step=lambda step, loss: losses.append(loss))
     assert losses[0] == pytest.approx(source_loss(src, c), rel=1e-5)
     assert logged(tmp_path / "run")[0] == float(f"{losses[0]:.6g}")
+
+
+def test_first_loss_at_the_sublayer_level_is_the_source_loss(tmp_path):
+    """QwenImage (the paper's MM-DiT) routed per sublayer, gain-free, with LoRA: the same start."""
+    src = save(live("QwenImageTransformer2DModel"), tmp_path / "qwen")
+    convert_folder(src, tmp_path / "qwen-dar", check_samples=0, level="sublayer")
+    data = data_file(tmp_path / "data.pt", "QwenImageTransformer2DModel")
+    c = config(tmp_path / "qwen-dar", data, tmp_path / "run", lora=2)
+    losses = []
+    train(c, on_step=lambda step, loss: losses.append(loss))
+    assert losses[0] == pytest.approx(source_loss(src, c), rel=1e-5)
 
 
 def test_residual_folder_first_loss_is_its_own(flux, tmp_path):
