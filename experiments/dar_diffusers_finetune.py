@@ -15,7 +15,7 @@ Each run profiles its EMA every --profile-every steps on the first --profile-sam
 runs), OUT/runs.parquet, OUT/summary.csv, OUT/table.md and OUT/training_runs.{pdf,png}.
 
 Laptop (a tiny QwenImage transformer, pretrained here first on the digits with a text embedding per
-class, so that the fine-tunes start from a trained model; about 30 min on a 2-core CPU):
+class, so that the fine-tunes start from a trained model; 78 min on our loaded 2-core CPU):
 
     python experiments/dar_diffusers_finetune.py --out runs/diffusers_finetune
 
@@ -36,10 +36,8 @@ import pandas as pd
 import torch
 
 import dardiag
-from dardiag.adapters.diffusers import diffusers_subject
+from dardiag.adapters.diffusers import denoiser_folder, diffusers_subject, read_config
 from dardiag.adapters.routed.sublayers import SUBLAYERS
-from dardiag.checkpoints.diffusers_dir import read_config
-from dardiag.adapters.diffusers import denoiser_folder
 from dardiag.convert.folder import convert_folder
 from dardiag.data import digits_latents
 from dardiag.engine.sweep import profile

@@ -36,11 +36,12 @@ def train_cmd(
     chunk_size: Optional[int] = typer.Option(None, help="DAR chunk size S, must divide 2 x depth (default 4)"),
     class_dropout: Optional[float] = typer.Option(None, help="label dropout probability (CFG null class; default 0.1)"),
     family: Optional[str] = typer.Option(None, help="sit (velocity objective, default) | dit (epsilon) | repa (flow)"),
-    init: Optional[Path] = typer.Option(None, help="fine-tune this checkpoint (residual or DAR, e.g. from "
-                                        "dardiag to-dar); the model flags then come from the file"),
+    init: Optional[Path] = typer.Option(None, help="fine-tune this checkpoint or diffusers folder (residual or DAR, "
+                                        "e.g. from dardiag to-dar); the model flags then come from the file"),
     lora: int = typer.Option(0, help="with --init: LoRA rank on the attention/MLP linears, base frozen, routing "
                              "trained in full (needs dardiag[lora]); 0 = full fine-tune"),
-    data: str = typer.Option("digits", help="digits, or a latents file (.pt/.npz with x0 [N,C,H,W], y)"),
+    data: str = typer.Option("digits", help="digits, or a latents file (.pt/.npz with x0 [N,C,H,W], y; for a "
+                             "diffusers --init its conditioning too, as dardiag latents + prompts write it)"),
     steps: int = typer.Option(3000, help="optimizer steps in total (a resumed run continues to this)"),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(1e-3, help="AdamW learning rate (weight decay 0)"),
