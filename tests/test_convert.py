@@ -139,7 +139,7 @@ def _bundled_dar():
     ("dar", "already a DAR model"),
     ("not_dit", "not a DiT/SiT checkpoint"),
     ("text", "not"),
-    ("diffusers", "diffusers model folder"),
+    ("diffusers", "does not apply to the diffusers folder"),  # DiT flags on a folder (to-dar DIR: tests/test_routed.py)
     ("chunk", "chunk size 5 does not divide the 12 sublayers"),
     ("exists", "already exists"),
     ("query", "--query must be one of"),

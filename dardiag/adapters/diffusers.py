@@ -27,10 +27,14 @@ from torch import nn
 
 from dardiag.adapters.classes import TABLE, ClassEntry, Stream, refusal
 from dardiag.adapters.classes.guess import guess_entry
-from dardiag.adapters.classes.spec import LAYOUTS, from_tokens, patch2d, to_tokens
+from dardiag.adapters.classes.spec import LAYOUTS, patch2d
 from dardiag.adapters.conditioning import Conditioning
-from dardiag.adapters.generic import first_input, resolve_blocks, with_first_input
+from dardiag.adapters.generic import first_input, with_first_input
+from dardiag.adapters.image_stream import entry_streams, stream_blocks, through
 from dardiag.adapters.options import LoadOptions
+from dardiag.adapters.routed.folder import attach_routing, routed_folder
+from dardiag.adapters.routed.graft import is_routed, routed_call, routed_site_spec, router_of, token_counter
+from dardiag.checkpoints.routing_files import ROUTING_JSON, ROUTING_WEIGHTS
 from dardiag.checkpoints.diffusers_dir import (
     build_on_meta, check_weights, load_diffusers_model, pipeline_components, read_config, weight_files,
 )
@@ -56,6 +60,8 @@ class ImagePart(nn.Module):
     the returned values are unchanged. The first block (``entry``) sends the image tokens of its input
     through ``image_in`` as well: that is z_0."""
 
+    wraps_block = True  # image_stream.innermost looks through it
+
     def __init__(self, block: nn.Module, stream: Stream, adapter: "TableAdapter", *, entry: bool = False):
         super().__init__()
         self.block, self.stream = block, stream
@@ -74,15 +80,7 @@ class ImagePart(nn.Module):
 
     def _through(self, x: torch.Tensor, identity: nn.Module) -> torch.Tensor:
         """``x`` in the stream's layout, its image tokens sent through ``identity`` as (N, T, D)."""
-        s, T = self.stream, self._adapter[0].image_tokens
-        if s.part is None:  # image tokens only, in a folded or sequence-first layout
-            return from_tokens(identity(to_tokens(x, s.layout, T)), s.layout, x.shape)
-        dim, S = s.token_dim, x.shape[s.token_dim]  # S: image + text tokens of a sample
-        head = s.part == "head"
-        image = x.narrow(dim, 0 if head else S - T, T)
-        rest = x.narrow(dim, T, S - T) if head else x.narrow(dim, 0, S - T)
-        image = from_tokens(identity(to_tokens(image, s.layout, T)), s.layout, image.shape)  # seen as (N, T, D)
-        return torch.cat([image, rest] if head else [rest, image], dim=dim)
+        return through(x, self.stream, self._adapter[0].image_tokens, identity)
 
 
 class TableAdapter:
@@ -96,9 +94,7 @@ class TableAdapter:
         self.text_tokens = text_tokens or entry.text_tokens
         self.image_tokens = 0  # T, set by every call (ImagePart and the stream check read it)
         self.shape = self._input_shape(latent_size, frames)
-        self.streams = {s.path: s.stream for s in entry.stacks}
-        if entry.adapt is not None:
-            self.streams.update(entry.adapt(model))
+        self.streams = entry_streams(model, entry)
         self.paths, self.picks = self._wrap_blocks()
 
     # --- shapes -----------------------------------------------------------------
@@ -136,17 +132,9 @@ class TableAdapter:
         return int(count(self.cfg, tuple(shape)))
 
     # --- blocks -----------------------------------------------------------------
-    def _blocks(self) -> list[tuple[str, Stream]]:
-        """(block path, its stream) in call order: stack after stack, or alternating (``interleaved``,
-        as the model zips its stacks)."""
-        stacks = [[(p, self.streams[s.path]) for p in resolve_blocks(self.model, s.path)] for s in self.entry.stacks]
-        if self.entry.interleaved:
-            return [b for turn in zip(*stacks) for b in turn]
-        return [b for blocks in stacks for b in blocks]
-
     def _wrap_blocks(self) -> tuple[list[str], dict[str, object]]:
         paths, picks = [], {}
-        for k, (path, stream) in enumerate(self._blocks()):
+        for k, (path, stream) in enumerate(stream_blocks(self.model, self.entry, self.streams)):
             if not stream.wrapped:
                 paths.append(path)
                 picks[path] = self._pick(stream)
@@ -155,6 +143,8 @@ class TableAdapter:
             holder = self.model.get_submodule(parent)
             if not isinstance(holder[int(index)], ImagePart):
                 holder[int(index)] = ImagePart(holder[int(index)], stream, self, entry=k == 0)
+            else:  # wrapped by an earlier adapter (a model profiled again, a training run's EMA copy): T from this one
+                holder[int(index)]._adapter[0] = self
             paths.append(f"{path}.image")
             picks[f"{path}.image"] = self._pick(Stream())  # the identity child returns a tensor
         return paths, picks
@@ -329,12 +319,14 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
         else:  # the plan only: headers checked against a meta-device model, no weight read or hashed
             model = build_on_meta(folder, class_name, raw)
             check_weights(folder, class_name, model, files)
+    routing = None if path.is_file() else routed_folder(folder)
+    if routing is not None:  # written by dardiag to-dar: the routing is grafted back, its files hashed too
+        files = model_files(folder)
+        attach_routing(folder, model, class_name, routing, weights=weights,
+                       count_tokens=token_counter(model, entry_for(class_name, model, where=str(folder))[0], raw))
     sha = None
     if weights or path.is_file():
-        hashes = {f.name: sha256_file(f) for f in files}
-        sha = next(iter(hashes.values())) if len(hashes) == 1 else hashlib.sha256(
-            "".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
-        listed = hashes
+        sha, listed = files_sha256(files)
     else:
         listed = {f.name: f"{f.stat().st_size / 2**20:.1f} MiB" for f in files}
     info = {"path": str(folder), "file_class_name": raw.get("_class_name"), "sha256": sha, "files": listed}
@@ -350,6 +342,20 @@ def diffusers_subject(path, options: LoadOptions | None = None, *, device="cpu",
                          rename=renamed(model, built))
     subject.weights_id = sha
     return subject
+
+
+def files_sha256(files: list[Path]) -> tuple[str, dict[str, str]]:
+    """(one sha256 for the model's files, each file's): the file's own for one file, else a hash of the list."""
+    hashes = {f.name: sha256_file(f) for f in files}
+    sha = next(iter(hashes.values())) if len(hashes) == 1 else hashlib.sha256(
+        "".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
+    return sha, hashes
+
+
+def model_files(folder: Path) -> list[Path]:
+    """What a diffusers model folder's function is read from: its weights, and a routed folder's routing files."""
+    files = weight_files(folder)
+    return [*files, folder / ROUTING_JSON, folder / ROUTING_WEIGHTS] if routed_folder(folder) else files
 
 
 def denoiser_folder(path: Path) -> tuple[Path, bool]:
@@ -383,7 +389,7 @@ def diffusers_model_subject(
     if "latent_size" in option_fields:  # the name this function took before LoadOptions
         option_fields["input_size"] = option_fields.pop("latent_size")
     options = (options or LoadOptions()).replace(**{k: v for k, v in option_fields.items() if v is not None})
-    class_name = class_name or type(model).__name__
+    class_name = class_name or getattr(type(model), "_base", type(model)).__name__  # a routed model: its source class
     entry, guess = entry_for(class_name, model, blocks=options.blocks)
     if guess:
         warnings.warn(guess, stacklevel=2)
@@ -391,6 +397,11 @@ def diffusers_model_subject(
                            text_tokens=options.text_tokens)
     fam = get_family(options.family or entry.family)
     spec = SiteSpec(depth=len(adapter.paths), taps=adapter.taps(), has_sublayers=False, routes={}, residual=True)
+    routing, call, editing = "residual", adapter.call, tap_editing(model, spec.taps)
+    if is_routed(model):  # DAR routing grafted on (dardiag to-dar): its own sites, weights, no block editing
+        spec, routing, call, editing = routed_site_spec(model), router_of(model).spec.name, \
+            routed_call(adapter.call, adapter.tokens), None
+        info = {**(info or {}), "routing": router_of(model).spec.to_dict()}
     shapes = adapter.cond_shapes()
     fixed = tuple(n for n in [adapter.fixed_conditioning()] if n)
     make_cond = Conditioning(shapes, seed=seed, notes=fixed) if shapes else None
@@ -420,14 +431,14 @@ def diffusers_model_subject(
         model=model,
         family=fam,
         spec=spec,
-        routing="residual",
+        routing=routing,
         input_shape=adapter.shape,
         num_classes=entry.classes(adapter.cfg),
-        call=adapter.call,
+        call=call,
         checkpoint=checkpoint,
         info=info,
         make_cond=make_cond,
-        editing=tap_editing(model, spec.taps),  # ablation and caching by hooks on the image stream of each block
+        editing=editing,  # ablation and caching by hooks on the image stream of each block
         blocks=tuple(p.removesuffix(".image") for p in adapter.paths),  # a wrapped block: its ImagePart
     )
 

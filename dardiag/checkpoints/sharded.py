@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from dardiag.engine.distributed import is_sharded  # noqa: F401 (where sharding is asked about)
 from dardiag.errors import DardiagError
 
 def _fsdp():
@@ -34,15 +35,6 @@ def _fsdp():
         raise DardiagError(f"--shard needs torch's FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); this "
                            f"is torch {torch.__version__}: upgrade torch, or profile without --shard") from None
     return fully_shard, FSDPModule
-
-
-def is_sharded(model: nn.Module) -> bool:
-    """Whether ``model`` is sharded by FSDP2 (its forward then gathers weights from every process)."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:
-        return False
-    return isinstance(model, FSDPModule)
 
 
 def _group() -> tuple[int, int]:

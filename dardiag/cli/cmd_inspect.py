@@ -85,6 +85,7 @@ def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
         "adapter": info.get("adapter"),
         "family": subject.family.name,
         "family_description": subject.family.description,
+        "routing": subject.routing,
         "depth": subject.spec.depth,
         "block_lists": info.get("block_lists"),
         "stacks": plan.get("stacks"),

@@ -36,11 +36,12 @@ def train_cmd(
     chunk_size: Optional[int] = typer.Option(None, help="DAR chunk size S, must divide 2 x depth (default 4)"),
     class_dropout: Optional[float] = typer.Option(None, help="label dropout probability (CFG null class; default 0.1)"),
     family: Optional[str] = typer.Option(None, help="sit (velocity objective, default) | dit (epsilon) | repa (flow)"),
-    init: Optional[Path] = typer.Option(None, help="fine-tune this checkpoint (residual or DAR, e.g. from "
-                                        "dardiag to-dar); the model flags then come from the file"),
+    init: Optional[Path] = typer.Option(None, help="fine-tune this checkpoint or diffusers folder (residual or DAR, "
+                                        "e.g. from dardiag to-dar); the model flags then come from the file"),
     lora: int = typer.Option(0, help="with --init: LoRA rank on the attention/MLP linears, base frozen, routing "
                              "trained in full (needs dardiag[lora]); 0 = full fine-tune"),
-    data: str = typer.Option("digits", help="digits, or a latents file (.pt/.npz with x0 [N,C,H,W], y)"),
+    data: str = typer.Option("digits", help="digits, or a latents file (.pt/.npz with x0 [N,C,H,W], y; for a "
+                             "diffusers --init its conditioning too, as dardiag latents + prompts write it)"),
     steps: int = typer.Option(3000, help="optimizer steps in total (a resumed run continues to this)"),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(1e-3, help="AdamW learning rate (weight decay 0)"),
@@ -60,7 +61,8 @@ def train_cmd(
                                 "an unfinished run in OUT anyway"),
     force: bool = typer.Option(False, "--force", help="start over: the run in OUT (only its own files) is kept in "
                                "OUT/_replaced until the new one completes; also replaces an existing --export file"),
-    export: Optional[Path] = typer.Option(None, help="after training, write the EMA weights alone to this file "
+    export: Optional[Path] = typer.Option(None, help="after training, write the EMA weights alone to this file (a "
+                                          "diffusers --init: a folder like it) "
                                           "(not overwritten without --force)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine)"),
 ):
@@ -69,6 +71,7 @@ def train_cmd(
     from dardiag.train import export as export_fn
     from dardiag.train.export import check_target
     from dardiag.train.init import init_config
+    from dardiag.train.run import is_diffusers_dir
     from dardiag.train.trainer import prepare
 
     sizes = {"depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": patch}
@@ -85,7 +88,14 @@ def train_cmd(
         profile_noise_levels=_levels(profile_noise_levels), profile_cka=profile_cka, device=device,
         resume=resume, force=force, lora=lora,
     )
-    if init is not None:
+    diffusers = init is not None and is_diffusers_dir(init)
+    if diffusers:  # a diffusers folder (residual or routed by to-dar): its config says the model
+        from dardiag.train.diffusers_export import check_export_dir as check_target
+        from dardiag.train.diffusers_export import export_diffusers as export_fn
+        from dardiag.train.diffusers_model import diffusers_init_config
+
+        config = diffusers_init_config(init, given=given, preset=preset, **settings)
+    elif init is not None:
         config = init_config(init, given=given, preset=preset, **settings)
     else:
         config = TrainConfig(preset=preset, **given, **settings)

@@ -41,8 +41,8 @@ def _check_paths(src: Path, out: Path, force: bool) -> None:
     if src.is_dir():
         what = ("a diffusers model folder" if (src / "config.json").is_file() else
                 "a diffusers pipeline folder" if (src / "model_index.json").is_file() else "a directory")
-        raise DardiagError(f"{src} is {what}; to-dar converts DiT/SiT/REPA checkpoint files (.pt, .safetensors) "
-                           "of the reference trunk, whose keys and numerics dardiag's DiT reproduces")
+        raise DardiagError(f"{src} is {what}; convert_file converts DiT/SiT/REPA checkpoint files (.pt, "
+                           ".safetensors); a diffusers folder: dardiag.convert.folder.convert_folder (dardiag to-dar DIR)")
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise DardiagError(f"OUT {out} is SRC; choose another file for the DAR checkpoint")
     if (out.exists() or out.is_symlink()) and not force:

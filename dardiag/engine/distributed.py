@@ -262,3 +262,12 @@ def gather_probe(feats: dict[str, torch.Tensor], ids: torch.Tensor):
     order = torch.argsort(all_ids, stable=True)
     merged = {k: torch.cat([p[0][k] for p in parts])[order] for k in feats}
     return merged, all_ids[order]
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is sharded by FSDP2 (its forward then gathers weights from every process)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return isinstance(model, FSDPModule)

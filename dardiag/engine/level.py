@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from dardiag.checkpoints.sharded import is_sharded
 from dardiag.engine import distributed
 from dardiag.engine.collector import LevelCollector
 from dardiag.engine.config import Analyses
@@ -39,7 +38,7 @@ def run_level(subject: Subject, inputs: Inputs, t_native: float, *, batch_size: 
     model = subject.model
     col, skip = resume if resume is not None else (LevelCollector(subject.spec, analyses, device), 0)
     mine = list(batches if batches is not None else minibatches(inputs.count, batch_size))
-    sharded = is_sharded(model) and distributed.is_distributed()
+    sharded = distributed.is_sharded(model) and distributed.is_distributed()
     rounds = distributed.max_over_ranks(len(mine)) if sharded else len(mine)
     _ = inputs.x0  # generated inputs are drawn here, before any hook is attached
     with frozen_parameters(model), checkpointing(subject, checkpoint), distributed.peers(sharded):

@@ -9,7 +9,7 @@ from dardiag.train.config import TrainConfig
 from dardiag.train.export import export
 from dardiag.sampler import sample, save_grid
 from dardiag.train.score import digit_score
-from dardiag.train.trainer import train
+from dardiag.train.run import train
 
 __all__ = [
     "TrainConfig", "train", "export", "sample", "save_grid", "digit_score",

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from dardiag.engine.config import checked_grid
 from dardiag.errors import DardiagError
-from dardiag.families import DIT_FAMILIES
+from dardiag.families import DIT_FAMILIES, FAMILIES
 from dardiag.models.config import DiTConfig, preset
 
 # Fields that may change when a run is resumed: they decide how long and how often, not what is learned.
@@ -131,7 +132,10 @@ def _check(c: TrainConfig) -> None:
     def finite(v: float) -> bool:
         return isinstance(v, (int, float)) and math.isfinite(v)
 
-    need(c.family in DIT_FAMILIES, f"--family must be one of {', '.join(DIT_FAMILIES)} for training, got {c.family!r}")
+    # a diffusers --init folder trains with its class's own family (dardiag.train.diffusers_model)
+    diffusers = c.init is not None and Path(c.init).is_dir() and c.family in FAMILIES
+    need(c.family in DIT_FAMILIES or diffusers,
+         f"--family must be one of {', '.join(DIT_FAMILIES)} for training, got {c.family!r}")
     need(c.steps >= 1, f"--steps must be at least 1, got {c.steps}")
     need(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}")
     need(finite(c.lr) and 0 < c.lr <= LR_MAX,

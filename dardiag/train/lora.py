@@ -30,28 +30,36 @@ def _peft():
     return peft
 
 
-def check_rank(model: nn.Module, rank: int) -> None:
+def _targeted(targets, name: str) -> bool:
+    """peft's rule: a string is a regex over the whole name, a list names modules by their last parts."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def check_rank(model: nn.Module, rank: int, targets=TARGETS) -> None:
     """A rank above a target's smaller side (the width, for DiT's linears) adds nothing a full fine-tune
     lacks, at a larger cost in memory and time than the full fine-tune itself."""
     if rank < 1:
         raise DardiagError(f"--lora must be a rank >= 1, got {rank}")
     sides = [min(m.in_features, m.out_features) for name, m in model.named_modules()
-             if re.fullmatch(TARGETS, name) and isinstance(m, nn.Linear)]
+             if _targeted(targets, name) and isinstance(m, nn.Linear)]
     if sides and rank > min(sides):
         raise DardiagError(f"--lora {rank} is above the rank of the layers it adapts (width {min(sides)}): a rank "
                            f"beyond that adds nothing; use a rank up to {min(sides)} (often far less), or "
                            "--lora 0 for a full fine-tune")
 
 
-def add_lora(model: nn.Module, rank: int) -> nn.Module:
-    """Wrap ``model``'s targets in place; only LoRA factors and ``routing.*`` keep requires_grad."""
-    check_rank(model, rank)
+def add_lora(model: nn.Module, rank: int, *, targets=TARGETS, train: tuple[str, ...] = ("routing.",)) -> nn.Module:
+    """Wrap ``model``'s targets (a regex, or module names) in place; only LoRA factors and the parameters
+    under ``train`` (the DAR routing) keep requires_grad."""
+    check_rank(model, rank, targets)
     peft = _peft()
-    config = peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=TARGETS, bias="none")
+    config = peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets, bias="none")
     model.requires_grad_(False)
     model = peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     for name, p in model.named_parameters():
-        p.requires_grad_(".lora_" in name or name.startswith("routing."))
+        p.requires_grad_(".lora_" in name or name.startswith(train))
     return model
 
 

@@ -69,16 +69,19 @@ class ProfileHook:
         unit = f"step{step:07d}"
         if unit in self.run.completed:  # recomputed after a resume; the rows on disk are the same
             return
-        info = ModelInfo.in_memory(ema, family=self.config.family, name=self.name, step=step)
         was_training = ema.training
         # the profiler may draw from the global RNG; fork it so training's random stream is unchanged
         with torch.random.fork_rng(devices=[]):
-            df = profile(dit_subject(ema, info), inputs=self.probe, config=self.settings, progress=progress)
+            df = profile(self.profiled(ema, step), inputs=self.probe, config=self.settings, progress=progress)
         ema.train(was_training)
         df = df.copy()
         df["step"] = step
         df["run_id"] = self.run.metadata["run_id"]  # one id for the whole training run, not one per call
         self.run.mark_done(unit, df)
+
+    def profiled(self, ema, step: int):
+        """The Subject the profile measures: the EMA model at ``step``."""
+        return dit_subject(ema, ModelInfo.in_memory(ema, family=self.config.family, name=self.name, step=step))
 
     def finish(self) -> None:
         self.run.finish()

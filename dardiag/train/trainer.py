@@ -15,7 +15,9 @@ import copy
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -237,6 +239,82 @@ def train(config: TrainConfig, *, on_step=None, plan: Plan | None = None, report
     return out / LAST
 
 
+@dataclass
+class Steps:
+    """What the step loop needs besides the settings: the model, its EMA and optimizer, how step i's loss is
+    made (``loss_at``: its batch, forward and loss; the dropout seed and learning rate are set before), how
+    a checkpoint is written (``save(step, loss, wall_s, numbered)``), the periodic profile, where it starts."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    params: list
+    loss_at: Callable[[int], torch.Tensor]
+    save: Callable[..., None]
+    hook: object  # ProfileHook or None
+    start: int
+    wall_before: float
+    saved: int | None  # the step of the good OUT/last.pt, if any
+    trainable_only: bool = False  # the EMA follows the trainable tensors only (LoRA: the base stays bit-identical)
+
+
+def run_steps(c: TrainConfig, plan: Plan, r: Steps, on_step, saved_step: list, watch: Watch | None = None) -> None:
+    """Steps ``r.start`` .. ``c.steps``: loss, backward, clip, AdamW, EMA, the loss log, the periodic profile,
+    checkpoints; a first Ctrl-C / SIGTERM finishes the step and keeps it; divergence stops with what is kept.
+    ``watch`` says the progress (loss, time per step, ETA) and the periodic profiles."""
+    out = Path(c.out)
+    outdir.write_config(out, c.to_dict())
+    log = outdir.LossLog(out, keep_until=r.start)
+    watch = watch or Watch(c)
+    watch.begin(r.start)
+    t0 = time.perf_counter()
+    loss_value = float("nan")
+    saved = r.saved
+    halt = stop.current()  # a first Ctrl-C / SIGTERM under `dardiag train`: finish the step, keep it, stop
+    try:
+        with halt.deferred("this step"):  # the loop checks between steps; a second signal stops at once
+            for step in range(r.start, c.steps):
+                if halt.requested:
+                    if saved != step and _all_finite(r.model, r.ema):
+                        r.save(step, loss_value, r.wall_before + time.perf_counter() - t0, numbered=False)
+                        saved = saved_step[0] = step
+                    halt.check()
+                torch.manual_seed(seed_for(c.seed, "dropout", step))  # label dropout's torch.rand
+                lr = lr_at(c, step)
+                for group in r.opt.param_groups:
+                    group["lr"] = lr
+                loss = r.loss_at(step)
+                done = step + 1
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
+                    raise _diverged(c, f"the loss is {loss_value}", done, saved, plan.replacing)
+                r.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(r.params, c.grad_clip)
+                r.opt.step()
+                if r.trainable_only:
+                    update_ema(r.ema, r.model, ema_decay(c.ema, done), trainable_only=True)
+                else:
+                    update_ema(r.ema, r.model, ema_decay(c.ema, done))
+                wall = time.perf_counter() - t0
+                if done % c.log_every == 0 or done == c.steps:
+                    log.write(done, loss_value, lr, wall)
+                profile_s = 0.0
+                if r.hook is not None and done % c.profile_every == 0:
+                    profile_s = watch.profiled(r.hook, r.ema, done)
+                if (c.save_every and done % c.save_every == 0) or done == c.steps:
+                    if not _all_finite(r.model, r.ema):  # a finite loss can still overflow the update
+                        raise _diverged(c, "the weights are no longer finite", done, saved, plan.replacing)
+                    r.save(done, loss_value, r.wall_before + wall)
+                    saved = saved_step[0] = done
+                watch.step(done, loss_value, profile_s)
+                if on_step is not None:
+                    on_step(done, loss_value)
+    finally:
+        log.close()
+
+
 def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_step, saved_step: list,
           init: DiT | None = None, watch: Watch | None = None) -> None:
     out = Path(c.out)
@@ -266,63 +344,26 @@ def _loop(c: TrainConfig, plan: Plan, device, family, data, held_out, mcfg, on_s
             start, wall_before = _restore(stored, resume_from, model, ema, opt)
         del stored
         saved = start if resume_from is not None else None  # the step of the good OUT/last.pt, if any
-        outdir.write_config(out, c.to_dict())
-        log = outdir.LossLog(out, keep_until=start)
         watch = watch or Watch(c)
         watch.opening(plan, device, data, model, start)
         if hook is not None and start == 0 and init is not None:
             # the starting point of a fine-tune, the figure's "before" (a new model's step 0 is adaLN-Zero:
             # every block the identity and every gradient 0, which says nothing and breaks log axes)
             watch.profiled(hook, ema, 0)
-        watch.begin(start)
-        t0 = time.perf_counter()
-        loss_value = float("nan")
         model.train()  # train mode: the LabelEmbedder drops labels with p = class_dropout
-        halt = stop.current()  # a first Ctrl-C / SIGTERM under `dardiag train`: finish the step, keep it, stop
-        try:
-            with halt.deferred("this step"):  # the loop checks between steps; a second signal stops at once
-                for step in range(start, c.steps):
-                    if halt.requested:
-                        if saved != step and _all_finite(model, ema):
-                            _save(out, c, model, ema, opt, step, loss_value, wall_before + time.perf_counter() - t0,
-                                  numbered=False)
-                            saved = saved_step[0] = step
-                        halt.check()
-                    x0, y, noise, t = _draw(c, family.name, step, x0_all, y_all, device)
-                    torch.manual_seed(seed_for(c.seed, "dropout", step))  # the LabelEmbedder's torch.rand
-                    lr = lr_at(c, step)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                    pred = model(family.corrupt(x0, noise, t), t, y)  # (N, C, H, W)
-                    loss = family.loss(pred, x0, noise, t)
-                    done = step + 1
-                    loss_value = loss.item()
-                    if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
-                        raise _diverged(c, f"the loss is {loss_value}", done, saved, plan.replacing)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if c.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
-                    opt.step()
-                    if c.lora:
-                        update_ema(ema, model, ema_decay(c.ema, done), trainable_only=True)
-                    else:
-                        update_ema(ema, model, ema_decay(c.ema, done))
-                    wall = time.perf_counter() - t0
-                    if done % c.log_every == 0 or done == c.steps:
-                        log.write(done, loss_value, lr, wall)
-                    profile_s = 0.0
-                    if hook is not None and done % c.profile_every == 0:
-                        profile_s = watch.profiled(hook, ema, done)
-                    if (c.save_every and done % c.save_every == 0) or done == c.steps:
-                        if not _all_finite(model, ema):  # a finite loss can still overflow the update
-                            raise _diverged(c, "the weights are no longer finite", done, saved, plan.replacing)
-                        _save(out, c, model, ema, opt, done, loss_value, wall_before + wall)
-                        saved = saved_step[0] = done
-                    watch.step(done, loss_value, profile_s)
-                    if on_step is not None:
-                        on_step(done, loss_value)
-        finally:
-            log.close()
+
+        def loss_at(step: int) -> torch.Tensor:
+            x0, y, noise, t = _draw(c, family.name, step, x0_all, y_all, device)
+            pred = model(family.corrupt(x0, noise, t), t, y)  # (N, C, H, W)
+            return family.loss(pred, x0, noise, t)
+
+        def save(step: int, loss: float, wall_s: float, numbered: bool = True) -> None:
+            if numbered:  # the usual call; tests replace _save with one taking these arguments only
+                _save(out, c, model, ema, opt, step, loss, wall_s)
+            else:
+                _save(out, c, model, ema, opt, step, loss, wall_s, numbered=False)
+
+        run_steps(c, plan, Steps(model, ema, opt, params, loss_at, save, hook, start, wall_before, saved,
+                                 trainable_only=bool(c.lora)), on_step, saved_step, watch)
     if hook is not None:
         hook.finish()
