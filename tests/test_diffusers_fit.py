@@ -55,6 +55,16 @@ def test_a_flag_past_the_table_is_refused_in_one_line():
     assert list(s.input_shape) == [4, 4, 8, 8] and s.info["plan"]["sizes"] == ""
 
 
+def test_a_default_side_the_patch_does_not_divide_is_rounded_down():
+    """A config's sample size of 10 latent pixels with 4-pixel patches: 8 with no flag (said), a refusal as a flag."""
+    model = build("DiTTransformer2DModel", sample_size=10, patch_size=4)
+    s = diffusers_model_subject(model)
+    assert list(s.input_shape) == [4, 8, 8] and "a multiple of the patch 4" in s.info["plan"]["sizes"]
+    profiles(s)
+    with pytest.raises(DardiagError, match="--input-size 10: the latent side must be a positive multiple"):
+        diffusers_model_subject(model, input_size=10)
+
+
 def test_the_caption_positions_of_axes_lens_bound_the_text_tokens(tmp_path):
     """Lumina-2 places the caption on the first rotary axis, then the image: 256 pipeline tokens do not fit a
     32-position table, 31 do (saved and loaded, as a user's folder)."""

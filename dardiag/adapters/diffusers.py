@@ -137,6 +137,9 @@ class TableAdapter:
                 step = 1 if axis == "frames" else unit
                 was, shape[i] = shape[i], max(step, limit.most // step * step)
                 self.sized.append(f"{words} {shape[i]}, not the default {was} ({limit.why})")
+            elif axis != "frames" and shape[i] % unit:  # a default side the patch does not divide
+                was, shape[i] = shape[i], max(unit, shape[i] // unit * unit)
+                self.sized.append(f"{words} {shape[i]}, not the default {was} (a multiple of the patch {unit})")
         if shape[-1] % unit or shape[-2] % unit:
             raise DardiagError(
                 f"--input-size {shape[-1]}: the latent side must be a positive multiple of the model's "
@@ -270,9 +273,10 @@ class TableAdapter:
             package = _optional_import(where, e.name)
             return (f"{said}; the model's code imports {e.name!r} only when "
                     f"{package or 'an optional package'} is installed: install it (pip install {package or '...'})")
-        F = f"--frames {x_t.shape[2]}, " if self.entry.video else ""
-        sizes = f"--input-size {x_t.shape[-1]}, {F}--text-tokens {self.text_tokens}"
-        if "rot" in where or "rope" in where:  # a rotary helper: sizes past its table, or a head it cannot split
+        sizes = ", ".join([f"--input-size {x_t.shape[-1]}"] + ([f"--frames {x_t.shape[2]}"] if self.entry.video else [])
+                          + ([f"--text-tokens {self.text_tokens}"] if self.text_tokens else []))
+        function = where.split(" ", 1)[0]
+        if "rot" in function or "rope" in function:  # a rotary helper: sizes past its table, or a head it cannot split
             head = cfg_get(self.cfg, "attention_head_dim", "head_dim")
             return (f"{said}; its rotary embedding rejects these sizes ({sizes}): a smaller one may fit, but if "
                     f"none does, its head dimension{f' {head}' if head else ''} is too small for its rotary "
