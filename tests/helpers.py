@@ -133,3 +133,18 @@ def cli(*args, cwd=None) -> "subprocess.CompletedProcess":
     finally:
         os.chdir(here)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """-> (exit code, stdout, stderr) of ``dardiag ARGS`` in this process (pytest's ``capsys``); any
+    exception but SystemExit is a traceback, and fails the test."""
+    from dardiag.cli.app import app
+
+    capsys.readouterr()
+    try:
+        app([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -6,7 +6,6 @@ stopped run continues to the uninterrupted table."""
 
 from __future__ import annotations
 
-import os
 import signal
 
 import pandas as pd

@@ -14,6 +14,7 @@ import torch
 import dardiag
 from dardiag.errors import DardiagError
 from dardiag.train import TrainConfig, train
+from helpers import run_cli
 
 TINY_FLAGS = ["--depth", "2", "--hidden", "32", "--heads", "2", "--patch", "4", "--batch-size", "8"]
 TINY = dict(depth=2, hidden_size=32, num_heads=2, patch_size=4, batch_size=8)
@@ -22,20 +23,6 @@ TINY = dict(depth=2, hidden_size=32, num_heads=2, patch_size=4, batch_size=8)
 @pytest.fixture(autouse=True)
 def _one_thread(single_thread):
     yield
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """-> (exit code, stdout, stderr) of ``dardiag ARGS``; any exception but SystemExit is a traceback."""
-    from dardiag.cli.app import app
-
-    capsys.readouterr()
-    try:
-        app([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(capsys, *args, progress: bool = False) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -25,9 +26,9 @@ import diffusers
 import torch
 from torch import nn
 
-from dardiag.adapters.classes import TABLE, ClassEntry, Stream, refusal
+from dardiag.adapters.classes import TABLE, ClassEntry, Stream, fit, refusal
 from dardiag.adapters.classes.guess import guess_entry
-from dardiag.adapters.classes.spec import LAYOUTS, patch2d
+from dardiag.adapters.classes.spec import LAYOUTS, Limit, cfg_get, patch2d
 from dardiag.adapters.conditioning import Conditioning
 from dardiag.adapters.generic import first_input, with_first_input
 from dardiag.adapters.image_stream import entry_streams, stream_blocks, through
@@ -91,28 +92,51 @@ class TableAdapter:
                  frames: int | None = None, text_tokens: int | None = None):
         self.model, self.entry = model, entry
         self.cfg = {**raw_config, **dict(model.config)}
-        self.text_tokens = text_tokens or entry.text_tokens
         self.image_tokens = 0  # T, set by every call (ImagePart and the stream check read it)
+        self.limits: dict[str, Limit] = {}  # what the config's tables allow (classes.fit)
+        self.sized: list[str] = []  # defaults shrunk to those limits, in words
         self.shape = self._input_shape(latent_size, frames)
+        self.text_tokens = self._text_tokens(text_tokens)
         self.streams = entry_streams(model, entry)
         self.paths, self.picks = self._wrap_blocks()
 
     # --- shapes -----------------------------------------------------------------
     def _input_shape(self, latent_size, frames) -> tuple[int, ...]:
-        cfg = self.cfg
-        if self.entry.latent is not None:
-            shape = list(self.entry.latent(cfg))
-        else:
-            side = cfg.get("sample_size") or 32
-            side = side[-1] if isinstance(side, (list, tuple)) else side
-            shape = [cfg["in_channels"], *([cfg.get("num_frames") or 9] if self.entry.video else []), side, side]
-        if frames is not None:
-            if not self.entry.video:
-                raise DardiagError(f"--frames: {self.entry.name} is an image model (latents N, C, H, W)")
-            shape[1] = frames
-        if latent_size is not None:
-            shape[-2:] = [latent_size, latent_size]
+        """(C, [F,] H, W): the pipeline's default (or the config's own sample size), shrunk to what the
+        config's positional tables take (``classes.fit``); a flag names a size, checked against them."""
+        cfg, name = self.cfg, self.entry.name
+        try:
+            if self.entry.latent is not None:
+                shape = list(self.entry.latent(cfg))
+            else:
+                side = cfg.get("sample_size") or 32
+                side = side[-1] if isinstance(side, (list, tuple)) else side
+                shape = [cfg["in_channels"], *([cfg.get("num_frames") or 9] if self.entry.video else []), side, side]
+        except KeyError as e:  # a config without the fields a latent shape is read from (an audio or text model)
+            raise DardiagError(f"{name}: its config has no {e.args[0]}, from which dardiag reads the latent shape; "
+                               "dardiag profiles transformers over image or video latents") from None
+        if frames is not None and not self.entry.video:
+            raise DardiagError(f"--frames: {name} is an image model (latents N, C, H, W)")
         unit = self._patch_side()
+        self.limits = fit.limits(self.entry, cfg, (self._patch_time() if self.entry.video else 1, unit))
+        flags = {"frames": ("--frames", frames), "height": ("--input-size", latent_size),
+                 "width": ("--input-size", latent_size)}
+        axes = (("frames",) if self.entry.video else ()) + ("height", "width")  # the last axes of (C, [F,] H, W)
+        for i, axis in zip(range(len(shape) - len(axes), len(shape)), axes):
+            (flag, value), limit = flags[axis], self.limits.get(axis)
+            words = "frames" if axis == "frames" else f"latent {axis}"
+            if value is not None:
+                if limit is not None and value > limit.most:
+                    raise DardiagError(f"{flag} {value}: {name}'s config takes at most {limit.most} {words} "
+                                       f"({limit.why}); pass {flag} {limit.most} or less")
+                shape[i] = value
+            elif limit is not None and shape[i] > limit.most:
+                step = 1 if axis == "frames" else unit
+                was, shape[i] = shape[i], max(step, limit.most // step * step)
+                self.sized.append(f"{words} {shape[i]}, not the default {was} ({limit.why})")
+            elif axis != "frames" and shape[i] % unit:  # a default side the patch does not divide
+                was, shape[i] = shape[i], max(unit, shape[i] // unit * unit)
+                self.sized.append(f"{words} {shape[i]}, not the default {was} (a multiple of the patch {unit})")
         if shape[-1] % unit or shape[-2] % unit:
             raise DardiagError(
                 f"--input-size {shape[-1]}: the latent side must be a positive multiple of the model's "
@@ -120,11 +144,30 @@ class TableAdapter:
             )
         return tuple(int(s) for s in shape)
 
+    def _text_tokens(self, given: int | None) -> int:
+        """Length of synthetic text embeddings: the flag, else the pipeline's, shrunk to the config's limit."""
+        limit, default = self.limits.get("text"), self.entry.text_tokens
+        if given is not None:
+            if limit is not None and given > limit.most:
+                raise DardiagError(f"--text-tokens {given}: {self.entry.name}'s config takes at most {limit.most} "
+                                   f"text tokens ({limit.why}); pass --text-tokens {limit.most} or less")
+            return given
+        if limit is not None and default > limit.most:
+            self.sized.append(f"{limit.most} text tokens, not the default {default} ({limit.why})")
+            return limit.most
+        return default
+
     def _patch_side(self) -> int:
         """Latent pixels per token side: the patch size, x2 for 2x2-packed (Flux-style) latents."""
         side = 256
         T = self.tokens((1, *([1] if self.entry.video else []), side, side))
         return max(1, round((side * side / max(T, 1)) ** 0.5))
+
+    def _patch_time(self) -> int:
+        """Latent frames per token along time (the temporal patch) of a video model."""
+        side, frames = self._patch_side(), 64
+        one, many = self.tokens((1, 1, side, side)), self.tokens((1, frames, side, side))
+        return max(1, round(frames * one / max(many, 1)))
 
     def tokens(self, shape) -> int:
         """Image tokens T of one sample of this latent shape (C, [F,] H, W)."""
@@ -193,12 +236,44 @@ class TableAdapter:
         cond = _Reads({k: v.to(x_t.device, dtype if v.is_floating_point() else v.dtype)  # masks keep bool
                        for k, v in (cond or {}).items()})
         self.image_tokens = self.tokens(x_t.shape[1:])
-        out = self.entry.forward(model, x_t.to(dtype), t_native, y, cond)
+        try:
+            out = self.entry.forward(model, x_t.to(dtype), t_native, y, cond)
+        except DardiagError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a failure inside the model's own code is said in one line
+            where = _model_frame(e.__traceback__)
+            if where is None:  # raised by dardiag's own code: a bug, with its traceback
+                raise
+            raise DardiagError(self._failed(e, where, x_t, cond)) from None
         unread = [k for k in cond if k.endswith("_mask") and k not in cond.read]
         if unread:  # a mask the call ignores would be reported as used while the padding is attended
             raise DardiagError(f"inputs hold {unread[0]}, but dardiag calls {self.entry.name} without a text mask "
                                f"(its pipeline passes none); drop {unread[0]} from the inputs")
         return out.sample if hasattr(out, "sample") else out  # (N, C_out, [F,] H, W)
+
+    def _failed(self, e: Exception, where: str, x_t: torch.Tensor, cond: dict) -> str:
+        """One line for an exception from inside the model: the class, the shapes dardiag passed, the
+        model's own message, and the flag that changes what it was given."""
+        passed = ", ".join([f"latents {list(x_t.shape)}"] + [f"{k} {list(v.shape)}" for k, v in cond.items()])
+        message = " ".join(str(e).split())[:240] or "(no message)"
+        said = f"{self.entry.name} failed in its own forward ({where}) on what dardiag passed it ({passed}): " \
+               f"{type(e).__name__}: {message}"
+        if isinstance(e, _OUT_OF_MEMORY):
+            return f"{said}; pass a smaller --batch-size (or --input-size, --frames)"
+        if isinstance(e, NameError) and e.name:  # diffusers imports some names only when a package is installed
+            package = _optional_import(where, e.name)
+            return (f"{said}; the model's code imports {e.name!r} only when "
+                    f"{package or 'an optional package'} is installed: install it (pip install {package or '...'})")
+        sizes = ", ".join([f"--input-size {x_t.shape[-1]}"] + ([f"--frames {x_t.shape[2]}"] if self.entry.video else [])
+                          + ([f"--text-tokens {self.text_tokens}"] if self.text_tokens else []))
+        function = where.split(" ", 1)[0]
+        if "rot" in function or "rope" in function:  # a rotary helper: sizes past its table, or a head it cannot split
+            head = cfg_get(self.cfg, "attention_head_dim", "head_dim")
+            return (f"{said}; its rotary embedding rejects these sizes ({sizes}): a smaller one may fit, but if "
+                    f"none does, its head dimension{f' {head}' if head else ''} is too small for its rotary "
+                    "helper, which no flag changes")
+        return (f"{said}; the sizes come from {sizes}: change the one the message points at (if every size "
+                "fails, this config does not fit its pipeline's call: please report it)")
 
     def plan(self) -> dict:
         """What will be profiled, in words and numbers (``dardiag inspect`` prints it)."""
@@ -214,7 +289,19 @@ class TableAdapter:
                 where += f", image = its {which} {self.tokens(self.shape)} tokens"
             stacks.append({"path": s.path, "blocks": len(self.model.get_submodule(s.path)), "stream": where})
         order = "alternating, one block of each stack in turn" if self.entry.interleaved else "stack after stack"
-        return {"stacks": stacks, "order": order, "left_out": dict(self.entry.left_out), "note": self.entry.note}
+        return {"stacks": stacks, "order": order, "left_out": dict(self.entry.left_out), "note": self.entry.note,
+                "sizes": "; ".join(self.sized)}
+
+
+def _first_lines(plan: dict) -> list[str]:
+    """What the profile says before it starts (the engine's report): every block list not profiled, and
+    sizes shrunk to the config."""
+    lines = []
+    if plan["left_out"]:
+        lines.append("left out " + "; ".join(f"{path} ({why})" for path, why in plan["left_out"].items()))
+    if plan["sizes"]:
+        lines.append(f"sizes from its config: {plan['sizes']}")
+    return lines
 
 
 class _Reads(dict):
@@ -227,6 +314,39 @@ class _Reads(dict):
     def get(self, key, default=None):
         self.read.add(key)
         return super().get(key, default)
+
+
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+_DIFFUSERS = str(Path(diffusers.__file__).parent)
+_DARDIAG = str(Path(__file__).parents[1])
+
+
+def _model_frame(tb) -> str | None:
+    """Where in diffusers an exception was raised ("function in module"), or None when it came from
+    dardiag's own code (its innermost frame is dardiag's) or never passed through the model."""
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    if not frames or frames[-1].co_filename.startswith(_DARDIAG):
+        return None
+    ours = [f for f in frames if f.co_filename.startswith(_DIFFUSERS)]
+    if not ours:
+        return None
+    f = ours[-1]
+    return f"{f.co_name} in diffusers/{Path(f.co_filename).relative_to(_DIFFUSERS).as_posix()}"
+
+
+def _optional_import(where: str, name: str) -> str | None:
+    """The package a diffusers module imports ``name`` from (``from torchvision import transforms``), read
+    from the module's source; ``where`` as :func:`_model_frame` says it."""
+    try:
+        source = (Path(_DIFFUSERS) / where.split(" in diffusers/", 1)[1]).read_text()
+    except (IndexError, OSError):
+        return None
+    hit = re.search(rf"^\s*from\s+([\w.]+)\s+import\s+[^\n]*\b{re.escape(name)}\b", source, re.M) or \
+        re.search(rf"^\s*import\s+([\w.]+)\s+as\s+{re.escape(name)}\b", source, re.M)
+    return hit.group(1).split(".")[0] if hit else None
 
 
 def _by_tokens(output, T: int) -> torch.Tensor:
@@ -415,6 +535,7 @@ def diffusers_model_subject(
         "plan": plan,
         "input_shape": list(adapter.shape),
         "image_tokens": adapter.tokens(adapter.shape),
+        "first_lines": _first_lines(plan),
         "stream_tokens": adapter.stream_tokens(),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "diffusers_version": diffusers.__version__,

@@ -102,8 +102,19 @@ def _depth(sd: dict, path: Path) -> int:
     return max(numbers) + 1
 
 
-def _latent_size(sd: dict, args: dict, input_size: int | None, p: int, path: Path) -> tuple[int, str]:
-    """-> (latent side, where it was read from)."""
+class MissingFlags(DardiagError):
+    """What a bare file cannot say, all of it in one message, with what it does say (``known``: DiTConfig
+    fields and where each was read), which ``dardiag inspect`` shows before the message."""
+
+    def __init__(self, path: Path, missing: dict[str, str], known: dict, sources: dict):
+        self.missing, self.known, self.sources = missing, known, sources
+        asks = "; ".join(f"{flag} ({why})" for flag, why in missing.items())
+        super().__init__(f"{path}: the file cannot say {len(missing)} thing{'s' if len(missing) > 1 else ''} "
+                         f"dardiag needs; pass {asks}")
+
+
+def _latent_size(sd: dict, args: dict, input_size: int | None, p: int, path: Path) -> tuple[int | None, str]:
+    """-> (latent side, where it was read from), or (None, why it cannot be read)."""
     if "pos_embed" in sd:
         T = sd["pos_embed"].shape[1]
         if math.isqrt(T) ** 2 != T:
@@ -119,14 +130,15 @@ def _latent_size(sd: dict, args: dict, input_size: int | None, p: int, path: Pat
         latent = image // 8 if isinstance(image, int) else 0  # the SD VAE downsamples 8x
         source = f"args.image_size={image!r} / 8"
     else:
-        raise DardiagError(f"{path} has no pos_embed, so the latent size cannot be read; pass --input-size")
+        return None, "the latent side: the file has no pos_embed and no saved image_size"
     if latent < p or latent % p:
         raise DardiagError(f"latent side {latent} ({source}) is not a positive multiple of the patch size {p}")
     return latent, source
 
 
-def _heads(num_heads: int | None, args: dict, H: int, path: Path) -> tuple[int, str]:
-    """-> (attention heads, source). The weights cannot say (qkv is fused); saved args can, and win."""
+def _heads(num_heads: int | None, args: dict, H: int, path: Path) -> tuple[int | None, str]:
+    """-> (attention heads, source), or (None, why the file cannot say). The weights cannot say (qkv is
+    fused); saved args can, and win."""
     model_name = str(args.get("model", ""))
     size = model_name.split("-", 1)[1].split("/")[0] if "-" in model_name else None
     saved = SIZES[size][2] if size in SIZES and SIZES[size][1] == H else None
@@ -143,14 +155,14 @@ def _heads(num_heads: int | None, args: dict, H: int, path: Path) -> tuple[int, 
         return saved, f"args.model={model_name}"
     if guess is not None:
         return guess, f"preset width {H}"
-    raise DardiagError(
-        f"cannot read the number of attention heads from the weights (qkv is fused) for "
-        f"hidden size {H}, which is not a preset width; pass --num-heads"
-    )
+    return None, (f"the attention heads: the weights cannot say them (qkv is fused) for hidden size {H}, "
+                  "which is not a preset width")
 
 
-def infer_config(sd: dict, *, num_heads: int | None, args: dict, path: Path, input_size: int | None):
-    """Architecture from a bare state dict (checkpoints.md, 'Reading hyper-parameters')."""
+def read_architecture(sd: dict, *, num_heads: int | None, args: dict, path: Path,
+                      input_size: int | None) -> tuple[dict, dict, dict]:
+    """What a bare state dict says of its architecture (checkpoints.md, 'Reading hyper-parameters'):
+    -> (DiTConfig fields, where each was read, {flag: what is missing and why})."""
     missing = [k for k in REQUIRED_KEYS if k not in sd]
     if missing:
         raise DardiagError(
@@ -167,16 +179,27 @@ def infer_config(sd: dict, *, num_heads: int | None, args: dict, path: Path, inp
             f"final_layer.linear.weight has {out_rows} rows; a patch-{p} model with {C} channels "
             f"needs {p * p * C} or {2 * p * p * C}"
         )
-    latent, sources["input_size"] = _latent_size(sd, args, input_size, p, path)
-    heads, sources["num_heads"] = _heads(num_heads, args, H, path)
-    if H % heads:
-        raise DardiagError(f"--num-heads {heads} does not divide the hidden size {H}")
-    cfg = DiTConfig(
-        input_size=latent, patch_size=p, in_channels=C, hidden_size=H, depth=_depth(sd, path),
-        num_heads=heads, mlp_ratio=mlp_ratio, num_classes=sd["y_embedder.embedding_table.weight"].shape[0] - 1,
-        learn_sigma=out_rows == p * p * 2 * C, qk_norm="blocks.0.attn.q_norm.weight" in sd,
-    )
-    return cfg, sources
+    fields = dict(patch_size=p, in_channels=C, hidden_size=H, depth=_depth(sd, path), mlp_ratio=mlp_ratio,
+                  num_classes=sd["y_embedder.embedding_table.weight"].shape[0] - 1,
+                  learn_sigma=out_rows == p * p * 2 * C, qk_norm="blocks.0.attn.q_norm.weight" in sd)
+    missing = {}
+    for field, flag, (value, source) in (("input_size", "--input-size N", _latent_size(sd, args, input_size, p, path)),
+                                         ("num_heads", "--num-heads N", _heads(num_heads, args, H, path))):
+        if value is None:
+            missing[flag] = source
+        else:
+            fields[field], sources[field] = value, source
+    if fields.get("num_heads") and H % fields["num_heads"]:
+        raise DardiagError(f"--num-heads {fields['num_heads']} does not divide the hidden size {H}")
+    return fields, sources, missing
+
+
+def infer_config(sd: dict, *, num_heads: int | None, args: dict, path: Path, input_size: int | None):
+    """Architecture from a bare state dict: -> (DiTConfig, sources); one error naming every flag missing."""
+    fields, sources, missing = read_architecture(sd, num_heads=num_heads, args=args, path=path, input_size=input_size)
+    if missing:
+        raise MissingFlags(path, missing, fields, sources)
+    return DiTConfig(**fields), sources
 
 
 
@@ -238,9 +261,10 @@ def family_from_name(path: Path) -> tuple[str | None, str]:
     return (m.group(1).lower(), "the file name") if m else (None, "")
 
 
-def detect_family(family: str | None, args: dict, has_projectors: bool, path: Path) -> tuple[str, str]:
+def detect_family(family: str | None, args: dict, has_projectors: bool, path: Path) -> tuple[str | None, str]:
     """-> (family, source) for a file without dardiag metadata: saved args (authoritative), else the
-    flag, else a released file's name (a flag overrides a name: files get renamed)."""
+    flag, else a released file's name (a flag overrides a name: files get renamed); (None, why) when
+    none says."""
     read_fam, why = family_from_args(args, has_projectors)
     if family is not None:
         if read_fam is not None and read_fam != family:
@@ -251,10 +275,7 @@ def detect_family(family: str | None, args: dict, has_projectors: bool, path: Pa
     named, why = family_from_name(path)
     if named is not None:
         return named, why
-    raise DardiagError(
-        f"{path}: DiT and SiT checkpoints are identical key for key, so the family cannot be "
-        "read from the weights; pass --family dit or --family sit"
-    )
+    return None, "the noise family: DiT and SiT checkpoints are identical key for key"
 
 
 def from_meta(meta, path: Path, family, num_heads, input_size) -> tuple[DiTConfig, str, dict, int | None]:

@@ -26,9 +26,10 @@ from dardiag.checkpoints.sharded import shard_from_files
 from dardiag.checkpoints.infer import (
     args_dict,
     block_numbers,
+    MissingFlags,
     detect_family,
     from_meta,
-    infer_config,
+    read_architecture,
     training_step,
 )
 from dardiag.errors import DardiagError
@@ -228,8 +229,16 @@ def load_model(
     if meta:
         cfg, fam, sources, step = from_meta(meta, path, family, num_heads, input_size)
     else:
-        cfg, sources = infer_config(sd, num_heads=num_heads, args=args, path=path, input_size=input_size)
-        fam, sources["family"] = detect_family(family, args, bool(ignored), path)
+        fields, sources, missing = read_architecture(sd, num_heads=num_heads, args=args, path=path,
+                                                     input_size=input_size)
+        fam, why = detect_family(family, args, bool(ignored), path)
+        if fam is None:
+            missing["--family dit or --family sit"] = why
+        else:
+            sources["family"] = why
+        if missing:  # everything the file cannot say, in one message (and what it does say, for inspect)
+            raise MissingFlags(path, missing, {**fields, "family": fam}, sources)
+        cfg = DiTConfig(**fields)
         step, step_source = training_step(obj, fmt, path)
         if step is not None:
             sources["step"] = step_source

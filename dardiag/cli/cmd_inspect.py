@@ -36,8 +36,13 @@ def inspect_cmd(
     if diffusers_dir or (checkpoint.suffix == ".safetensors" and _is_original_single_file(checkpoint)):
         return _inspect_diffusers(checkpoint, options, as_json)
     from dardiag.checkpoints import load_model
+    from dardiag.checkpoints.infer import MissingFlags
 
-    model, info = load_model(checkpoint, family=family, num_heads=num_heads, input_size=input_size)
+    try:
+        model, info = load_model(checkpoint, family=family, num_heads=num_heads, input_size=input_size)
+    except MissingFlags as e:  # show what the file says, then what it cannot (the error, exit 2)
+        _print_partial(checkpoint, e, as_json)
+        raise
     d = info.to_dict()
     d["parameters"] = sum(p.numel() for p in model.parameters())
     if as_json:
@@ -56,6 +61,25 @@ def inspect_cmd(
         table.add_row("ignored keys", ", ".join(info.ignored_keys[:6]) + (" ..." if len(info.ignored_keys) > 6 else ""))
     if info.rebuilt:
         table.add_row("rebuilt", ", ".join(info.rebuilt))
+    Console().print(table)
+
+
+def _print_partial(path: Path, e, as_json: bool) -> None:
+    """A bare file that cannot say everything: what it says, with where it was read, and what is missing."""
+    if as_json:
+        print(json.dumps({"known": e.known, "sources": e.sources, "missing": e.missing}, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{path} (incomplete)", show_header=False)
+    for key, value in e.known.items():
+        if value is not None:
+            src = e.sources.get(key, "the weights' shapes")
+            table.add_row(key, escape(str(value)) + f"  [dim]({escape(src)})[/dim]")
+    for flag, why in e.missing.items():
+        table.add_row("missing", escape(f"{why}: pass {flag}"))
     Console().print(table)
 
 
@@ -94,7 +118,9 @@ def _inspect_diffusers(path: Path, options, as_json: bool) -> None:
         "note": plan.get("note"),
         "guess": info.get("guess"),
         "input_shape": list(subject.input_shape),
+        "sizes": plan.get("sizes"),  # defaults shrunk to what the config's position tables take
         "image_tokens": info.get("image_tokens"),
+        "stream_tokens": info.get("stream_tokens"),  # tokens a block carries (image, and joint text)
         "num_classes": subject.num_classes,
         "conditioning": info.get("conditioning"),
         "parameters": sum(p.numel() for p in subject.model.parameters()),

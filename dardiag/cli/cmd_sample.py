@@ -13,7 +13,8 @@ from dardiag.errors import DardiagError
 
 @command("sample")
 def sample_cmd(
-    checkpoint: Path = typer.Argument(..., help="a dardiag checkpoint (or a DiT/SiT one with --family)"),
+    checkpoint: Path = typer.Argument(..., help="a dardiag checkpoint, or a DiT/SiT one (with --family, and "
+                                      "--num-heads where its width is not a preset's)"),
     out: Path = typer.Option(Path("samples.png"),
                              help="image grid, one row per class: .png (or .jpg, .bmp, .tif, .webp)"),
     n_per_class: int = typer.Option(8, help="samples per class"),
@@ -21,6 +22,9 @@ def sample_cmd(
     cfg: float = typer.Option(1.0, help="classifier-free guidance scale >= 0 (1 = off, 0 = unconditional)"),
     seed: int = typer.Option(0),
     family: Optional[str] = typer.Option(None, help="sit | dit, when the file cannot say"),
+    num_heads: Optional[int] = typer.Option(None, help="attention heads, when the file cannot say (a bare state "
+                                            "dict of a non-preset width)"),
+    input_size: Optional[int] = typer.Option(None, help="latent side, when the file cannot say (no pos_embed)"),
     device: str = typer.Option("auto", help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N"),
     score: bool = typer.Option(False, "--score", help="digit score: classifier accuracy and Fréchet distance"),
     force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
@@ -55,7 +59,8 @@ def sample_cmd(
     # step (or the grid's write) and says so; loading, and a second signal, stop at once
     nothing = f"nothing was written to {out} (a stopped sample does not resume: the same command starts over)"
     with stop_on_signals("this sampler step", keeps=nothing) as halt:
-        model, info = load_model(checkpoint, family=family, device=device, finite=True)
+        model, info = load_model(checkpoint, family=family, num_heads=num_heads, input_size=input_size, device=device,
+                                 finite=True)
         cfg_model = model.config
         if score and (cfg_model.in_channels, cfg_model.input_size, cfg_model.num_classes) != (1, 16, 10):
             raise DardiagError("--score is for digits models (1 x 16 x 16 latents, 10 classes)")

@@ -28,7 +28,8 @@ def train_cmd(
     preset: Optional[str] = typer.Option(None, help="model size preset, e.g. DiT-S/2 (instead of --depth ...)"),
     depth: Optional[int] = typer.Option(None, help="blocks (default 8)"),
     hidden: Optional[int] = typer.Option(None, help="hidden size (default 64)"),
-    heads: Optional[int] = typer.Option(None, help="attention heads (default 4)"),
+    heads: Optional[int] = typer.Option(None, "--heads", "--num-heads", help="attention heads (default 4; with "
+                                        "--init, for a bare file whose width is not a preset's)"),
     patch: Optional[int] = typer.Option(None, help="patch size (default 2)"),
     input_size: Optional[int] = typer.Option(None, help="latent side; must match the data (default: the data's)"),
     routing: Optional[str] = typer.Option(None, help="residual | dar (default residual)"),

@@ -4,6 +4,7 @@ its causal cache error, and a cache plan's measured effect."""
 from __future__ import annotations
 
 import pandas as pd
+from rich.table import Table
 
 from dardiag.cli.report import console
 from dardiag.cli.tables import best_tables, print_tables

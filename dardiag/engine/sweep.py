@@ -132,6 +132,8 @@ def _report(plans: list[ModelPlan], config: ProfileConfig, device, report: Calla
             src = s.info.get("sources") or {}
             why = src.get("family") or src.get("config") or s.info.get("adapter") or "the caller"
             report(f"{s.name}: family {s.family.name} (from {why}), {s.routing}, {s.spec.depth} blocks")
+            for line in s.info.get("first_lines", ()):  # what the adapter says up front (block lists left out, ...)
+                report(f"{s.name}: {line}")
             report(c.line())
     for c in costs:
         if c.warning() is not None:

@@ -67,9 +67,9 @@ def diffusers_init_config(init, *, given: dict, preset: str | None = None, **set
             raise DardiagError(f"{flag(k)} {v} contradicts the --init folder {path}, which has {k} {have[k]}; "
                                "drop the flag")
     if settings.get("data", "digits") == "digits":
-        raise DardiagError(f"--data: a diffusers model trains on a latents file in its own layout (x0 and its "
-                           f"conditioning, from dardiag latents / prompts / generate); the digits are for dardiag's "
-                           f"own DiT")
+        raise DardiagError("--data: a diffusers model trains on a latents file in its own layout (x0 and its "
+                           "conditioning, from dardiag latents / prompts / generate); the digits are for dardiag's "
+                           "own DiT")
     sha, _ = files_sha256(model_files(folder))
     return TrainConfig(**settings, **have, init=str(path), init_sha256=sha)
 

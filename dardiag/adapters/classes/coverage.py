@@ -18,10 +18,15 @@ START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 
 
 def candidate_classes() -> list[str]:
-    """The classes of the installed diffusers a user may point dardiag at: its transformer and DiT models."""
+    """The classes of the installed diffusers a user may point dardiag at: its transformer and DiT models
+    (model classes by type, not by name: some drop the ``Model`` suffix)."""
     import diffusers
 
-    names = [n for n in dir(diffusers) if n.endswith("Model") and ("Transformer" in n or "DiT" in n)]
+    def is_model(name: str) -> bool:
+        cls = getattr(diffusers, name, None)
+        return isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)
+
+    names = [n for n in dir(diffusers) if ("Transformer" in n or "DiT" in n) and is_model(n)]
     return sorted(set(names) | set(TABLE))
 
 

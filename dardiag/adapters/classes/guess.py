@@ -56,7 +56,7 @@ def guess_entry(model: nn.Module, name: str, *, base: ClassEntry | None = None,
     if base is not None:
         entry = ClassEntry(base.name, tuple(Stack(s, Stream(index=-1)) for s in stacks), base.family, base.forward,
                            cond=base.cond, tokens=base.tokens, video=base.video, text_tokens=base.text_tokens,
-                           classes=base.classes, latent=base.latent, fixed=base.fixed)
+                           classes=base.classes, latent=base.latent, fixed=base.fixed, fit=base.fit)
         return entry, f"{name}: profiling the blocks given by --blocks: {', '.join(stacks)} ({depth} blocks)"
     video = _is_video(model, cfg)
     params = set(inspect.signature(type(model).forward).parameters)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from dardiag.adapters.classes.spec import (
-    HEAD, TAIL, ClassEntry, Stack, Stream, cfg_get, mask, patch2d, square_latent, text,
+    HEAD, TAIL, ClassEntry, Limit, Stack, Stream, cfg_get, mask, patch2d, sides, square_latent, text,
 )
 from dardiag.errors import DardiagError
 
@@ -141,19 +141,20 @@ def _fibo2_fixed(cfg, shape):
     return "no context_latents (text to image), no text mask; gist tokens counted from L as the model does"
 
 
-def _token_ids(z: torch.Tensor, vocab: int) -> torch.Tensor:
+def _token_ids(z: torch.Tensor, first: int, end: int) -> torch.Tensor:
     """Token ids (N, L) from the conditioning tensor: supplied ids (non-negative integers) as they are;
-    synthetic N(0, 1) draws become ids uniform over the ordinary vocabulary through the normal CDF."""
+    synthetic N(0, 1) draws become ids uniform over the ordinary ids first..end-1 through the normal CDF."""
     if torch.equal(z, z.round()) and z.min() >= 0:
         return z.long()
-    return (torch.special.ndtr(z.float()) * vocab).long().clamp_(0, vocab - 1)
+    return first + (torch.special.ndtr(z.float()) * (end - first)).long().clamp_(0, end - first - 1)
 
 
 def _omnigen(m, x, t, y, cond):
     N, _, H, W = x.shape
-    p = m.config.patch_size
-    vocab = min(m.config.pad_token_id, m.config.vocab_size)  # ids from pad_token_id on are special tokens
-    ids = _token_ids(cond["input_ids"], vocab)  # (N, L)
+    p, pad = m.config.patch_size, m.config.pad_token_id
+    # ordinary ids: below pad_token_id (special tokens follow it), or after it when it is the first id
+    first, end = (1, m.config.vocab_size) if pad == 0 else (0, min(pad, m.config.vocab_size))
+    ids = _token_ids(cond["input_ids"], first, end)  # (N, L)
     L, T = ids.shape[1], (H // p) * (W // p)
     S = L + 1 + T  # [text; time token; image]
     # OmniGenCollator.create_mask: causal over text and time token, image tokens attend to everything
@@ -214,7 +215,9 @@ ENTRIES = (
         "Lumina2Transformer2DModel", (Stack("noise_refiner"), Stack("layers", TAIL)), "flow-rev", _lumina2,
         cond=text("encoder_hidden_states", ("cap_feat_dim",)), tokens=patch2d, text_tokens=256,
         left_out=(("context_refiner", "text tokens only"),),
-        fixed=lambda cfg, shape: "supplied or all-valid text mask"),
+        fixed=lambda cfg, shape: "supplied or all-valid text mask",
+        fit=lambda cfg: {"text": Limit(cfg["axes_lens"][0] - 1, f"axes_lens[0] {cfg['axes_lens'][0]}: caption "
+                                       "positions, then the image's")}),
     ClassEntry(
         "LuminaNextDiT2DModel", (Stack("layers"),), "flow-rev", _lumina_next,
         cond=text("encoder_hidden_states", ("cross_attention_dim",)), tokens=patch2d, text_tokens=256,
@@ -235,6 +238,8 @@ ENTRIES = (
     ClassEntry(
         "OmniGenTransformer2DModel", (Stack("layers", TAIL),), "flow-rev", _omnigen,
         cond=lambda cfg, L: {"input_ids": (L,)}, tokens=patch2d, latent=square_latent(1024 // VAE_FACTOR), text_tokens=128,
+        fit=lambda cfg: sides(cfg.get("pos_embed_max_size") or 192, cfg.get("patch_size"),
+                              f"pos_embed_max_size {cfg.get('pos_embed_max_size') or 192} patches a side"),
         fixed=lambda cfg, shape: "synthetic input_ids: L token ids uniform over the vocabulary; no input "
         "images; OmniGen's causal text mask and positions 0..L+T",
         note="text enters as token ids of the model's own vocabulary (supply real ones as input_ids, shape "
@@ -244,6 +249,8 @@ ENTRIES = (
         cond=text("cap_feats", ("cap_feat_dim",)), tokens=_zimage_tokens, latent=square_latent(1024 // VAE_FACTOR), text_tokens=512,
         left_out=(("context_refiner", "text tokens only"), ("siglip_refiner", "omni mode only: image inputs")),
         fixed=lambda cfg, shape: "basic (text to image) mode, one frame",
+        fit=lambda cfg: {"text": Limit((cfg["axes_lens"][0] - 2) // 32 * 32, f"axes_lens[0] {cfg['axes_lens'][0]}: "
+                                       "caption positions from 1, padded to a multiple of 32, then the image's")},
         note="image and caption tokens are each padded to a multiple of 32: image token counts include the "
         "learned pad tokens when (H/p)(W/p) is not a multiple of 32"),
     ClassEntry(

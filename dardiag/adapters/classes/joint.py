@@ -9,12 +9,13 @@ Flow classes take sigma x 1000 (``flow1000``), or sigma in [0, 1] which the forw
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
 from dardiag.adapters.classes.spec import (
-    FIRST, HEAD, SECOND, TAIL, ClassEntry, Stack, cfg_get, full, grid_ids, mask, pack2x2, patch2d, sigma, text,
-    text_pooled, unpack2x2, pack_patches, square_latent, unpack_patches,
+    FIRST, HEAD, SECOND, TAIL, ClassEntry, Stack, cfg_get, full, grid_ids, mask, pack2x2, patch2d, sides, sigma,
+    text, text_pooled, unpack2x2, pack_patches, square_latent, unpack_patches,
 )
 
 FLUX_GUIDANCE = 3.5  # FluxPipeline's default guidance scale for guidance-distilled (dev) configs
@@ -354,7 +355,9 @@ _FLUX_PACKED = dict(cond=text("encoder_hidden_states", ("joint_attention_dim",))
 ENTRIES = (
     ClassEntry(
         "SD3Transformer2DModel", (Stack("transformer_blocks", SECOND),), "flow1000", _sd3,
-        cond=text_pooled(("joint_attention_dim",)), tokens=patch2d, text_tokens=77 + 256),
+        cond=text_pooled(("joint_attention_dim",)), tokens=patch2d, text_tokens=77 + 256,
+        fit=lambda cfg: sides(cfg.get("pos_embed_max_size"), cfg.get("patch_size"),
+                              f"pos_embed_max_size {cfg.get('pos_embed_max_size')} patches a side")),
     ClassEntry(
         "FluxTransformer2DModel",
         (Stack("transformer_blocks", SECOND), Stack("single_transformer_blocks", SECOND)), "flow1000", _flux,
@@ -369,6 +372,8 @@ ENTRIES = (
         "AuraFlowTransformer2DModel",
         (Stack("joint_transformer_blocks", SECOND), Stack("single_transformer_blocks", TAIL)), "flow1000", _auraflow,
         cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=patch2d, text_tokens=256,
+        fit=lambda cfg: sides(math.isqrt(cfg.get("pos_embed_max_size") or 1024), cfg.get("patch_size"),
+                              f"pos_embed_max_size {cfg.get('pos_embed_max_size')} patches in a square"),
         note="8 learned register tokens are prepended to the text stream (not part of the image stream)"),
     ClassEntry(
         "BriaTransformer2DModel",
@@ -393,7 +398,9 @@ ENTRIES = (
     ClassEntry(
         "CogView3PlusTransformer2DModel", (Stack("transformer_blocks", FIRST),), "ddpm-v-zsnr4", _cogview3plus,
         cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch2d, text_tokens=224,
-        fixed=_sizes_fixed),
+        fixed=_sizes_fixed,
+        fit=lambda cfg: sides(cfg.get("pos_embed_max_size") or 128, cfg.get("patch_size"),
+                              f"pos_embed_max_size {cfg.get('pos_embed_max_size') or 128} patches a side")),
     ClassEntry(
         "CogView4Transformer2DModel", (Stack("transformer_blocks", FIRST),), "flow1000", _cogview4,
         cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch2d, text_tokens=1024,
@@ -415,7 +422,8 @@ ENTRIES = (
         (Stack("mode_blocks.image"), Stack("single_transformer_blocks", SECOND)), "flow1000", _flux3,
         cond=text("encoder_hidden_states", ("joint_attention_dim",)), tokens=patch2d, latent=square_latent(64),
         text_tokens=8192,
-        left_out=(("txt_mode_blocks", "text-only blocks (they run before the image blocks and see no image token)"),),
+        left_out=(("txt_mode_blocks", "text-only blocks (they run before the image blocks and see no image token)"),
+                  ("mode_blocks.image_cond", "reference-image blocks: they run on reference images only (none here)")),
         fixed=lambda cfg, shape: f"txt_ids (0, 0, 0, i), img_ids (0, {FLUX3_ROPE_SCALE:g} row, "
         f"{FLUX3_ROPE_SCALE:g} column, 0), no reference image"
         + (", flow-map target_timestep = timestep (the instantaneous velocity)" if cfg.get("flow_map") else ""),

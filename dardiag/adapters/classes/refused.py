@@ -21,6 +21,11 @@ REFUSED = (
             "positions, modality tags, timestep direction) only its caller defines; diffusers ships no pipeline for "
             "it to follow"),
     Refused("UniDiffuserModel", "a joint image-text diffusion model (U-ViT over both), not an image denoiser"),
+    Refused("LongCatAudioDiTTransformer", "an audio (1-D sequence) model, not image or video latents"),
+    Refused("Cosmos3OmniTransformer", "a packed text-vision-sound-action sequence whose layout (token indexes, "
+            "positions, per-token timesteps) only its caller builds: a multimodal model, not a denoiser of image or "
+            "video latents alone"),
+    Refused("RFD4ProteinaTransformer", "a protein-structure model (atoms and residues), not image or video latents"),
     Refused("DreamLiteTransformer2DModel", "a transformer layer inside DreamLite's UNet (DreamLiteUNetModel is the "
             "denoiser, a UNet), not a denoiser"),
 )
@@ -31,6 +36,9 @@ KINDS = (
     (r"^Autoencoder|VAE|Vae$|^VQModel$|^ConsistencyDecoder", "an autoencoder (VAE), not a denoiser; "
      "`dardiag latents --vae DIR` uses it to encode images"),
     (r"ControlNet|T2IAdapter|MultiAdapter", "a ControlNet/adapter that conditions a denoiser, not a denoiser"),
+    # a legacy Transformer2DModel config whose norm_type is neither DiT's nor PixArt's (read_config names it so)
+    (r"^Transformer2DModel \(norm_type", "the continuous or discrete Transformer2DModel that UNets use inside their "
+     "blocks, not a denoiser (dardiag reads its DiT (ada_norm_zero) and PixArt (ada_norm_single) configs)"),
 )
 
 

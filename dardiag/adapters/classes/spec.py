@@ -133,9 +133,21 @@ class ClassEntry:
     adapt: Callable | None = None  # adapt(model) -> {stack path: Stream}: streams that vary by version
     interleaved: bool = False  # the stacks' blocks alternate in call order (Latte: spatial 0, temporal 0, ...)
     note: str = ""  # anything a user should know about this class's profile
+    # fit(config) -> {"frames"/"height"/"width"/"text": Limit}: the largest sizes the config's fixed tables
+    # take, beyond the generic ones (dardiag.adapters.classes.fit); the defaults shrink to them
+    fit: Callable[[dict], dict] | None = None
 
     def stack_paths(self) -> tuple[str, ...]:
         return tuple(s.path for s in self.stacks)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The largest size (latent frames, rows, columns, or text tokens) a config's positional tables take,
+    and the config entry that says so, in words."""
+
+    most: int
+    why: str
 
 
 @dataclass(frozen=True)
@@ -221,6 +233,14 @@ def grid_ids(rows: int, cols: int, *, device, axes: int = 3, first: float = 0.0)
     if axes == 3:
         ids[..., 0] = first
     return ids.reshape(-1, axes)
+
+
+def sides(tokens: int | None, patch, why: str) -> dict[str, Limit]:
+    """A ``fit`` of at most ``tokens`` patches along the latent's rows and columns (none when None)."""
+    if not tokens:
+        return {}
+    p = patch[-1] if isinstance(patch, (list, tuple)) else (patch or 1)
+    return {"height": Limit(int(tokens) * p, why), "width": Limit(int(tokens) * p, why)}
 
 
 def sigma(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

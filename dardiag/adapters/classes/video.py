@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from dardiag.adapters.classes.spec import (
-    FIRST, ClassEntry, Stack, Stream, cfg_get, full, mask, patch3d, sigma, text, text_pooled,
+    FIRST, ClassEntry, Limit, Stack, Stream, cfg_get, full, mask, patch3d, sigma, text, text_pooled,
 )
 
 HUNYUAN_GUIDANCE = 6.0  # HunyuanVideo(-Framepack) pipelines' default guidance scale (embedded x 1000)
@@ -168,7 +168,8 @@ def _cog(m, x, t, y, cond, **extra):
 
 
 def _cog_latent(cfg):
-    F = _frames(49, cfg.get("temporal_compression_ratio") or 4)  # the pipelines' 49 frames: 13
+    # the config's sample_frames (the pipelines' 49 frames as released: 13 latent frames)
+    F = _frames(cfg.get("sample_frames") or 49, cfg.get("temporal_compression_ratio") or 4)
     pt = cfg.get("patch_size_t") or 1
     return (_channels(cfg), -(-F // pt) * pt, cfg["sample_height"], cfg["sample_width"])
 
@@ -178,6 +179,14 @@ def _cog_fixed(cfg, shape):
         _condition_words(cfg, shape), "ofs 2.0" if cfg.get("ofs_embed_dim") else "",
         "rotary ids as in the pipeline" if cfg.get("use_rotary_positional_embeddings") else "",
         "frames padded at the front to a multiple of patch_size_t" if cfg.get("patch_size_t") else "")
+
+
+def _cog_fit(cfg):
+    """The sin-cos and learned position embeddings cover exactly max_text_seq_length text tokens."""
+    if cfg.get("use_rotary_positional_embeddings") and not cfg.get("use_learned_positional_embeddings"):
+        return {}
+    L = cfg.get("max_text_seq_length") or 226
+    return {"text": Limit(L, f"max_text_seq_length {L}: the position embedding's text rows")}
 
 
 COG_NOTE = ("family cogvideox (SNR shift 1: CogVideoX-5B, 1.5, ConsisID); CogVideoX-2B was trained with SNR "
@@ -337,6 +346,13 @@ def _cosmos(m, x, t, y, cond):
              condition_mask=x.new_zeros(N, extra, F, H, W) if extra > 0 else None).sample  # (N, C, F, H, W)
 
 
+def _cosmos_fit(cfg):
+    """The learned and rotary position tables span max_size (frames, rows, columns) of the latent."""
+    T, H, W = cfg.get("max_size") or (128, 240, 240)
+    why = f"max_size {[T, H, W]}: the position tables"
+    return {"frames": Limit(T, why), "height": Limit(H, why), "width": Limit(W, why)}
+
+
 def _cosmos_fixed(cfg, shape):
     extra = cfg["in_channels"] - shape[0]
     return _words("padding mask zeros", "condition mask zeros (no conditioning frame)" if extra > 0 else "",
@@ -358,15 +374,16 @@ ENTRIES = (
     ClassEntry(
         "CogVideoXTransformer3DModel", (Stack("transformer_blocks", FIRST),), "cogvideox", _cog,
         cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch3d, video=True, text_tokens=226,
-        latent=_cog_latent, fixed=_cog_fixed, note=COG_NOTE),
+        latent=_cog_latent, fixed=_cog_fixed, note=COG_NOTE, fit=_cog_fit),
     ClassEntry(
         "ConsisIDTransformer3DModel", (Stack("transformer_blocks", FIRST),), "cogvideox", _consisid,
         cond=text("encoder_hidden_states", ("text_embed_dim",)), tokens=patch3d, video=True, text_tokens=226,
-        latent=_cog_latent,
+        latent=_cog_latent, fit=_cog_fit,
         fixed=lambda cfg, shape: _words(_cog_fixed(cfg, shape), "face id embedding and ViT features zeros"
                                         if cfg.get("is_train_face") else ""),
         left_out=(("perceiver_cross_attention", "face cross-attention added between blocks: z_k is the block "
-                   "output before block k's face residual"),)),
+                   "output before block k's face residual"),
+                  ("local_facial_extractor.layers", "reads the reference face's ViT features only"))),
     ClassEntry(
         "LTXVideoTransformer3DModel", (Stack("transformer_blocks"),), "flow1000", _ltx,
         cond=text("encoder_hidden_states", ("caption_channels",)), tokens=patch3d, video=True, text_tokens=128,
@@ -416,7 +433,7 @@ ENTRIES = (
         "CosmosTransformer3DModel", (Stack("transformer_blocks"),), "flow", _cosmos,
         cond=_cosmos_cond, tokens=patch3d, video=True, text_tokens=512,
         latent=lambda cfg: _latent(cfg, frames=_frames(93, 4), side=(704 // 8, 1280 // 8)),
-        fixed=_cosmos_fixed,
+        fixed=_cosmos_fixed, fit=_cosmos_fit,
         note="Cosmos-Predict2/2.5 process (rectified flow, t = sigma in [0, 1], velocity); Cosmos-1.0 "
              "checkpoints (EDM preconditioning) follow another process that dardiag has no family for"),
 )

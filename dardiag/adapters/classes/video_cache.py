@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import torch
 
-from dardiag.adapters.classes.spec import TAIL, ClassEntry, Stack, mask, patch3d, text
+from dardiag.adapters.classes.spec import TAIL, ClassEntry, Limit, Stack, mask, patch3d, text
 from dardiag.adapters.classes.video import _latent, _pack, _unpack
 from dardiag.adapters.classes.video_more import CLIP_TOKENS, WAN_SIDE, WAN_TEXT, _image
 from dardiag.errors import DardiagError
@@ -53,7 +53,12 @@ def _static_camera(m, x):
     from diffusers.pipelines.sana_wm.cam_utils import prepare_camera
 
     N, C, F, H, W = x.shape
-    stride = m.config.chunk_plucker_channels // 6  # Plücker (6 channels) of each pixel frame of a latent frame
+    channels = m.config.chunk_plucker_channels
+    if channels % 6:
+        raise DardiagError(f"SanaWMTransformer3DModel: chunk_plucker_channels {channels} is not 6 (Plücker "
+                           "coordinates) x the VAE's frames per latent frame, so SanaWMPipeline's camera "
+                           "conditioning cannot be built for this config")
+    stride = channels // 6  # Plücker (6 channels) of each pixel frame of a latent frame
     frames, Hp, Wp = (F - 1) * stride + 1, H * SANA_WM_VAE, W * SANA_WM_VAE  # the pixel video
     poses = np.tile(np.eye(4, dtype=np.float32), (frames, 1, 1))  # (frames, 4, 4) camera-to-world
     f = SANA_WM_FOCAL * Wp
@@ -269,6 +274,8 @@ def _animate2(m, x, t, y, cond):
 ENTRIES += (
     ClassEntry("WanAnimate2Transformer3DModel", (Stack("blocks"),), "flow1000", _animate2,
                cond=_animate2_cond, tokens=patch3d, video=True, text_tokens=WAN_TEXT,
+               fit=lambda cfg: {"text": Limit(cfg.get("text_len") or WAN_TEXT,
+                                              f"text_len {cfg.get('text_len')}: prompts are padded to it")},
                latent=lambda cfg: _latent(cfg, frames=1 + (ANIMATE2_FRAMES - 1) // 4 + 1, side=WAN_SIDE,
                                           channels="out_dim"),  # reference slot + an 81-frame segment at 480x832
                fixed=lambda cfg, shape: "first segment: reference-image slot known (mask 1), no previous frames, "

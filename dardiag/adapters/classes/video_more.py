@@ -346,6 +346,8 @@ ENTRIES = (
                **{**WAN, "fixed": lambda cfg, shape: _wan_fixed(cfg, shape) + ", zero pose latents, blank face "
                   f"video (all pixels -1, {_animate_face_frames(shape[1])} frames)"},
                latent=lambda cfg: _wan_latent(cfg, side=(90, 160)),  # 77-frame segment + reference at 720x1280
+               left_out=(("face_adapter", "face cross-attention added after every inject_face_latents_blocks-th "
+                          "block: z_k is the block output before it"),),
                note="z_k is the block output before the face adapter's output is added"),
     ClassEntry("AnyFlowTransformer3DModel", (Stack("blocks"),), "flow1000", _anyflow,
                **{**WAN, "fixed": lambda cfg, shape: "r_timestep = timestep (instantaneous velocity)"},
