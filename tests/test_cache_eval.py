@@ -80,3 +80,21 @@ def test_cache_dit_is_one_more_method(wan):
     rows = evaluate(subject, [Setting("cache-dit", 0.0), Setting("cache-dit", 10.0)], samples=2, steps=4)
     zero, big = rows[rows.setting == 0.0], rows[rows.setting == 10.0]
     assert zero.identical.all() and (big.blocks < big.blocks_uncached).all()
+
+
+def test_the_command_prints_its_table_and_writes_its_files(wan, tmp_path, capsys):
+    """`dardiag cache-eval` end to end: the summary table, the parquet, summary.csv and the figure."""
+    from helpers import run_cli
+
+    folder, _ = wan
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS[:2]) + "\n")
+    calls = [a for k, v in CALLS["wan"].items() for a in ("--call", f"{k}={v}")]
+    sizes = [a for k, v in SIZES["wan"].items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    code, out, err = run_cli(capsys, "cache-eval", folder, "--out", tmp_path / "ce", "--prompts", prompts,
+                             "--methods", "firstblock", "--settings", "firstblock=0,10", "--steps", "3",
+                             "--device", "cpu", *calls, *sizes)
+    assert code == 0, err
+    assert "Caching methods on this pipeline" in out and "firstblock" in out
+    for name in ("cache_eval.parquet", "summary.csv", "cache_eval.png"):
+        assert (tmp_path / "ce" / name).is_file(), name
