@@ -82,7 +82,8 @@ def generate(model, out: str | Path, *, options: PipelineOptions | None = None, 
     whole = inputs.fill([parts[i] for i in range(len(drawing.chunks))])
     obj = {**{k: v.contiguous() for k, v in whole.items()}, "y": inputs.y,  # y: a run on the file draws the same noise
            "meta": {**drawing.meta, "inputs": inputs.source, "kind": "generated", "count": inputs.count,
-                    "shape": list(subject.input_shape), "denoiser": subject.info.get("class_name")}}
+                    "shape": list(subject.input_shape), "denoiser": subject.info.get("class_name"),
+                    "routing": subject.routing}}
     atomic_write(out, lambda f: torch.save(obj, f))
     keep.unlink(missing_ok=True)
     return obj
