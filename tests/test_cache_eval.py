@@ -98,3 +98,16 @@ def test_the_command_prints_its_table_and_writes_its_files(wan, tmp_path, capsys
     assert "Caching methods on this pipeline" in out and "firstblock" in out
     for name in ("cache_eval.parquet", "summary.csv", "cache_eval.png"):
         assert (tmp_path / "ce" / name).is_file(), name
+
+
+def test_a_hook_that_runs_fail_open_is_a_note_not_a_perfect_method(tmp_path):
+    """SeaCache needs step metadata that FluxPipeline's loop does not pass: diffusers then computes every block
+    ("fail-open"); that must not read as a method with no error and no speed-up."""
+    folder = build_pipeline("flux", tmp_path)
+    subject = open_subject(str(folder))
+    attach_pipelines([subject], PipelineOptions(prompts=tuple(PROMPTS[:1]), call=CALLS["flux"], **SIZES["flux"]),
+                     needed=True, seed=0, steps=3, guidance=None, device="cpu", dtype=torch.float32)
+    notes = []
+    rows = evaluate(subject, [Setting("seacache", 0.5), Setting("firstblock", 0.0)], samples=1, steps=3, notes=notes)
+    assert set(rows.method) == {"uncached", "firstblock"}
+    assert len(notes) == 1 and notes[0].startswith("seacache: diffusers ran it in fail-open mode"), notes

@@ -21,6 +21,7 @@ Legend: P prompts, S sampler steps, D blocks.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -243,16 +244,46 @@ def evaluate(subject: Subject, settings: list[Setting], *, samples: int, steps: 
             if on_sample is not None:
                 on_sample(f"sample {j + 1}/{samples}: {s.label}")
             try:
-                with applied(s, subject, steps, mag_ratios=mag_ratios, schedule_of=schedule_of) as around:
+                with fail_open() as said, applied(s, subject, steps, mag_ratios=mag_ratios,
+                                                  schedule_of=schedule_of) as around:
                     got = _measure(ps, j, steps, counts, around)
                     if isinstance(around, CachedCalls):  # hook edits: the blocks ran; count what the schedule reuses
                         got["blocks"] = around.computed
+                if said:  # the hook gave up and computed everything: its rows would pass for a perfect method
+                    raise DardiagError(f"diffusers ran it in fail-open mode on this pipeline, computing every "
+                                       f"block ({said[0]}); nothing of it is measured")
             except DardiagError as e:
                 refused.add(s.method)
                 notes.append(f"{s.method}: {e}")
                 continue
             rows.append(_row(s.method, s.value, j, got, ref))
     return pd.DataFrame(rows)
+
+
+@contextmanager
+def fail_open() -> Iterator[list[str]]:
+    """-> the messages with which a diffusers cache hook said it runs "fail-open" (SeaCache without the
+    step metadata its pipeline does not pass, with autograd on, ...): they are kept, not printed."""
+    import diffusers.hooks  # noqa: F401 (every hook's logger exists before the filters go on)
+
+    said: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "fail-open" in text or "running full" in text:
+            said.append(" ".join(text.split()))
+            return False
+        return True
+
+    names = [n for n in list(logging.root.manager.loggerDict) if n.startswith("diffusers.hooks")]
+    loggers = [logging.getLogger(n) for n in names]
+    for lg in loggers:
+        lg.addFilter(keep)
+    try:
+        yield said
+    finally:
+        for lg in loggers:
+            lg.removeFilter(keep)
 
 
 def _row(method: str, value: float, j: int, got: dict, ref: dict) -> dict:
