@@ -1,11 +1,12 @@
 """Caching methods on one pipeline, calibrated and evaluated end to end (the README's Pareto figure).
 
-A Flux-shaped pipeline with random weights (benchmarks/bench_pipeline_trajectory.py builds it: 6 blocks,
-width 256, 256 image + 32 text tokens): its trajectory over the prompts (``profile --trajectory``), then
+A Flux-shaped pipeline with random weights (benchmarks/bench_pipeline_trajectory.py builds it: 6 blocks, width
+256, 256 image + 32 text tokens): its trajectory over the prompts (``profile --trajectory``), then
 ``calibrate`` (MagCache's ratios, FirstBlockCache's threshold for half the steps computed, TeaCache's
-polynomial) and ``cache-eval`` with every method of diffusers that runs on it and dardiag's own schedule,
-from the same seeds. Random weights: the curves show that the machinery measures speed and error, not
-which method a real model prefers (that needs the real weights).
+polynomial) and ``cache-eval`` with every method of diffusers that runs on it (FirstBlockCache at half, once
+and twice the calibrated threshold) and dardiag's own schedule, from the same seeds. Random weights: the
+curves show that the machinery measures speed and error, not which method a real model prefers (that needs the
+real weights).
 
     python experiments/cache_methods.py --out runs/cache-methods          # a few minutes on a 2-core CPU
 """
@@ -43,14 +44,17 @@ def main(argv=None) -> None:
     df = dardiag.profile(str(folder), out=run, samples=len(PROMPTS), trajectory_steps=args.steps, noise_levels=[0.5],
                          batch_size=4, device="cpu", prompts=PROMPTS, **sizes,
                          analyses=Analyses(cka=False, probe=False, outliers=False, trajectory=True))
+    calibrated = {}
     for method in ("magcache", "firstblock", "teacache"):
-        got = calibrate(df, method, computed=args.steps // 2)
+        got = calibrated[method] = calibrate(df, method, computed=args.steps // 2)
         print(python_line(got))
         for note in got.get("notes", []):
             print("  ", note)
+    t = calibrated["firstblock"]["config"]["threshold"]  # half the steps computed; half and twice that around it
+    first = ",".join(f"{v:.4g}" for v in (t / 2, t, 2 * t))
     summary, notes = run_cache_eval(folder, args.out / "eval", options=PipelineOptions(prompts=PROMPTS, **sizes),
                                     methods=["firstblock", "magcache", "taylorseer", "pab", "seacache", "dardiag"],
-                                    settings=["dardiag=0.02,0.05,0.1"], calibration=run, steps=args.steps,
+                                    settings=[f"firstblock={first}", "dardiag=0.002,0.005,0.01,0.02"], calibration=run, steps=args.steps,
                                     device="cpu", force=True)
     for note in notes:
         print("note:", note)
