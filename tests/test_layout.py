@@ -135,12 +135,12 @@ def test_the_engine_sees_only_subjects():
 def test_every_file_read_of_a_checkpoint_lives_in_checkpoints():
     """torch.load / safetensors / json reads of model files: only in dardiag.checkpoints (the engine's own
     scratch files, the run directory's parts, a cache schedule's JSON and the generate command's kept batches
-    are dardiag's own, not checkpoints)."""
+    are dardiag's own, not checkpoints; adapters.failures reads diffusers' own source, not a model)."""
     offenders = []
     for m, p in modules().items():
         if m.startswith(("dardiag.checkpoints", "dardiag.engine", "dardiag.runs", "dardiag.train",
                          "dardiag.data", "dardiag.latents", "dardiag.cli", "dardiag.savings.schedule",
-                         "dardiag.pipelines.generate")):
+                         "dardiag.pipelines.generate", "dardiag.adapters.failures")):
             continue
         text = p.read_text()
         if re.search(r"torch\.load\(|safe_open\(|load_file\(|from_pretrained\(|from_single_file\(|\.read_text\(", text):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from dardiag.adapters.classes import TABLE, ClassEntry, Stream, fit, refusal
 from dardiag.adapters.classes.guess import guess_entry
 from dardiag.adapters.classes.spec import LAYOUTS, Limit, cfg_get, patch2d
 from dardiag.adapters.conditioning import Conditioning
+from dardiag.adapters.failures import model_frame, optional_import
 from dardiag.adapters.generic import first_input, with_first_input
 from dardiag.adapters.image_stream import entry_streams, stream_blocks, through
 from dardiag.adapters.options import LoadOptions
@@ -241,7 +241,7 @@ class TableAdapter:
         except DardiagError:
             raise
         except Exception as e:  # noqa: BLE001 - a failure inside the model's own code is said in one line
-            where = _model_frame(e.__traceback__)
+            where = model_frame(e.__traceback__)
             if where is None:  # raised by dardiag's own code: a bug, with its traceback
                 raise
             raise DardiagError(self._failed(e, where, x_t, cond)) from None
@@ -261,7 +261,7 @@ class TableAdapter:
         if isinstance(e, _OUT_OF_MEMORY):
             return f"{said}; pass a smaller --batch-size (or --input-size, --frames)"
         if isinstance(e, NameError) and e.name:  # diffusers imports some names only when a package is installed
-            package = _optional_import(where, e.name)
+            package = optional_import(where, e.name)
             return (f"{said}; the model's code imports {e.name!r} only when "
                     f"{package or 'an optional package'} is installed: install it (pip install {package or '...'})")
         sizes = ", ".join([f"--input-size {x_t.shape[-1]}"] + ([f"--frames {x_t.shape[2]}"] if self.entry.video else [])
@@ -317,38 +317,6 @@ class _Reads(dict):
 
 
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-_DIFFUSERS = str(Path(diffusers.__file__).parent)
-_DARDIAG = str(Path(__file__).parents[1])
-
-
-def _model_frame(tb) -> str | None:
-    """Where in diffusers an exception was raised ("function in module"), or None when it came from
-    dardiag's own code (its innermost frame is dardiag's) or never passed through the model."""
-    frames = []
-    while tb is not None:
-        frames.append(tb.tb_frame.f_code)
-        tb = tb.tb_next
-    if not frames or frames[-1].co_filename.startswith(_DARDIAG):
-        return None
-    ours = [f for f in frames if f.co_filename.startswith(_DIFFUSERS)]
-    if not ours:
-        return None
-    f = ours[-1]
-    return f"{f.co_name} in diffusers/{Path(f.co_filename).relative_to(_DIFFUSERS).as_posix()}"
-
-
-def _optional_import(where: str, name: str) -> str | None:
-    """The package a diffusers module imports ``name`` from (``from torchvision import transforms``), read
-    from the module's source; ``where`` as :func:`_model_frame` says it."""
-    try:
-        source = (Path(_DIFFUSERS) / where.split(" in diffusers/", 1)[1]).read_text()
-    except (IndexError, OSError):
-        return None
-    hit = re.search(rf"^\s*from\s+([\w.]+)\s+import\s+[^\n]*\b{re.escape(name)}\b", source, re.M) or \
-        re.search(rf"^\s*import\s+([\w.]+)\s+as\s+{re.escape(name)}\b", source, re.M)
-    return hit.group(1).split(".")[0] if hit else None
-
-
 def _by_tokens(output, T: int) -> torch.Tensor:
     tensors = [o for o in (output if isinstance(output, (tuple, list)) else [output]) if torch.is_tensor(o)]
     hits = [o for o in tensors if o.dim() == 3 and o.shape[1] == T]
