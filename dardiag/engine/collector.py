@@ -166,6 +166,9 @@ class LevelCollector:
             # N <grad_j, v_i,j>: the value is then B-independent (unlike grad_rms)
             srcs = [self._batch["z_0"]] + [self._batch[f"v_{j}"] for j in range(1, i)]
             self._add(f"importance_{i}", None, source_importance(grad, srcs, per_image=True) * grad.shape[0])
+            # the gradients of h_l arrive from the last sublayer down (h_l feeds h_{l+1}), so no later one reads
+            # v_{i-1}: dropped now, the backward's share of the kept outputs shrinks as it goes
+            self._batch.pop(f"v_{i - 1}", None)
 
     def end_batch(self, loss_per_image: torch.Tensor) -> None:
         """After the backward pass: fold this minibatch's states into the CKA sums, add the losses.

@@ -284,8 +284,12 @@ class CKAAccumulator:
         group_means = [torch.stack(means[g0:g1]) for g0, g1 in groups]  # (g, 1, d) per group
 
         def centered(g0: int, g1: int, mu: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-            rows = torch.stack([x[r0:r1] for x in states[g0:g1]])  # (g, b, d)
-            return rows.to(device=device, dtype=dt) - mu  # (g, b, d)
+            # one buffer, filled and centered in place: a stack, its cast and the difference would be three
+            # (DiT-XL/2, 4 images: 0.16 instead of 0.06 GiB per group, twice over for the off-diagonal tiles)
+            rows = torch.empty(g1 - g0, r1 - r0, mu.shape[-1], dtype=dt, device=device)  # (g, b, d)
+            for row, x in zip(rows, states[g0:g1]):
+                row.copy_(x[r0:r1])
+            return rows.sub_(mu)  # (g, b, d)
 
         tr_kl = torch.zeros(P, P, dtype=torch.float64, device=device)  # (P, P) tr(K L)
         rowsums = torch.zeros(P, n, dtype=torch.float64, device=device)  # (P, n) rowsum(K)
