@@ -13,9 +13,8 @@ diffusers = pytest.importorskip("diffusers")
 
 from dardiag.adapters.classes import TABLE, coverage, refusal  # noqa: E402
 from dardiag.adapters.classes.spec import ClassEntry, Stack  # noqa: E402
-from dardiag.adapters.diffusers import (  # noqa: E402
-    TableAdapter, _optional_import, diffusers_model_subject, diffusers_subject,
-)
+from dardiag.adapters.diffusers import TableAdapter, diffusers_model_subject, diffusers_subject  # noqa: E402
+from dardiag.adapters.failures import optional_import  # noqa: E402
 from dardiag.api import profile  # noqa: E402
 from dardiag.engine.config import Analyses  # noqa: E402
 from dardiag.errors import DardiagError  # noqa: E402
@@ -132,8 +131,8 @@ def test_a_bug_in_dardiags_own_call_keeps_its_traceback():
 def test_a_name_imported_only_with_an_optional_package_is_named():
     """Cosmos resizes its padding mask with torchvision, which diffusers imports only when installed."""
     where = "forward in diffusers/models/transformers/transformer_cosmos.py"
-    assert _optional_import(where, "transforms") == "torchvision"
-    assert _optional_import(where, "no_such_name") is None
+    assert optional_import(where, "transforms") == "torchvision"
+    assert optional_import(where, "no_such_name") is None
 
 
 #################################################################################
