@@ -192,8 +192,9 @@ def test_a_run_failing_before_its_first_unit_leaves_no_out(tmp_path, capsys):
         model.blocks[0].mlp.fc1.weight[0, 0] = float("nan")
     save_checkpoint(tmp_path / "nan.pt", model, family="sit", step=1)
     out = tmp_path / "never"
-    code, _, err = cli(capsys, "profile", tmp_path / "nan.pt", "--out", out, "--levels", "2", "--samples", "8",
-                       "--batch-size", "4", "--no-progress")
+    with pytest.warns(UserWarning, match="non-finite"):  # said first, then the one-line error
+        code, _, err = cli(capsys, "profile", tmp_path / "nan.pt", "--out", out, "--levels", "2", "--samples", "8",
+                           "--batch-size", "4", "--no-progress")
     one_line(code, err, "not finite")
     assert not out.exists()
 
