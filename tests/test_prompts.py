@@ -17,20 +17,9 @@ import dardiag  # noqa: E402
 from helpers import cli  # noqa: E402
 from dardiag.engine.config import Analyses  # noqa: E402
 from diffusers_tiny import build  # noqa: E402
+from pipeline_fixtures import PROMPTS, WORDS, tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-WORDS = "a photo of cat dog red blue house tree under the sky".split()
-PROMPTS = ["a photo of a cat", "a red house under the sky", "blue dog", "a tree"]
-
-
-def tokenizer(max_length: int):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "</s>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
-                                                eos_token="</s>", model_max_length=max_length)
 
 
 @pytest.fixture(scope="module")

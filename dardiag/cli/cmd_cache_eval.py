@@ -8,7 +8,9 @@ from typing import List, Optional
 import typer
 
 from dardiag.cli.app import command
-from dardiag.cli.pipeline_flags import CALL, HEIGHT, NUM_FRAMES, PIPELINE, PROMPTS, WIDTH
+from dardiag.cli.pipeline_flags import (
+    CALL, GUIDANCE, HEIGHT, NUM_FRAMES, PIPELINE, PROMPTS, WIDTH, pipeline_options,
+)
 from dardiag.errors import DardiagError
 
 
@@ -29,7 +31,7 @@ def cache_eval_cmd(
     samples: Optional[int] = typer.Option(None, help="samples (default: one per prompt); sample j: prompt j mod P"),
     seed: int = typer.Option(0, help="sample j is drawn with generator seed + j, cached and uncached alike"),
     steps: Optional[int] = typer.Option(None, help="the pipeline's num_inference_steps (default: its own)"),
-    generate_cfg: Optional[float] = typer.Option(None, help="the pipeline's guidance_scale (default: its own)"),
+    generate_cfg: Optional[float] = GUIDANCE,
     height: Optional[int] = HEIGHT,
     width: Optional[int] = WIDTH,
     num_frames: Optional[int] = NUM_FRAMES,
@@ -42,14 +44,12 @@ def cache_eval_cmd(
     from dardiag.cli.report import console
     from dardiag.cli.savings import print_cache_eval
     from dardiag.engine.devices import describe_device
-    from dardiag.pipelines.options import PipelineOptions, parse_call
     from dardiag.runs.stop import stop_on_signals
     from dardiag.savings.evaluate import run_cache_eval
 
     if out.exists() and not force:
         raise DardiagError(f"--out {out} already exists; pass --force to replace it, or choose another folder")
-    options = PipelineOptions(pipeline=str(pipeline) if pipeline else None, prompts=str(prompts) if prompts else None,
-                              height=height, width=width, num_frames=num_frames, call=parse_call(call))
+    options = pipeline_options(pipeline, prompts, height, width, num_frames, call)
     console.print(f"{describe_device(device)}; cache evaluation -> {out}", markup=False, highlight=False)
     with stop_on_signals("this pipeline call"):
         summary, notes = run_cache_eval(model, out, options=options, methods=[m.strip() for m in methods.split(",")

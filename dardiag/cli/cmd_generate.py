@@ -8,7 +8,9 @@ from typing import List, Optional
 import typer
 
 from dardiag.cli.app import command
-from dardiag.cli.pipeline_flags import CALL, HEIGHT, NUM_FRAMES, PIPELINE, PROMPTS, WIDTH
+from dardiag.cli.pipeline_flags import (
+    CALL, GUIDANCE, HEIGHT, NUM_FRAMES, PIPELINE, PROMPTS, WIDTH, pipeline_options,
+)
 
 
 @command("generate")
@@ -23,7 +25,7 @@ def generate_cmd(
     seed: int = typer.Option(0, help="sample j is drawn with torch.Generator(device).manual_seed(seed + j)"),
     batch_size: int = typer.Option(4, help="prompts per pipeline call"),
     generate_steps: Optional[int] = typer.Option(None, help="the pipeline's num_inference_steps (default: its own)"),
-    generate_cfg: Optional[float] = typer.Option(None, help="the pipeline's guidance_scale (default: its own)"),
+    generate_cfg: Optional[float] = GUIDANCE,
     height: Optional[int] = HEIGHT,
     width: Optional[int] = WIDTH,
     num_frames: Optional[int] = NUM_FRAMES,
@@ -38,11 +40,9 @@ def generate_cmd(
     from dardiag.cli.report import console
     from dardiag.engine.devices import describe_device
     from dardiag.pipelines.generate import generate
-    from dardiag.pipelines.options import PipelineOptions, parse_call
     from dardiag.runs.stop import stop_on_signals
 
-    options = PipelineOptions(pipeline=str(pipeline) if pipeline else None, prompts=str(prompts) if prompts else None,
-                              height=height, width=width, num_frames=num_frames, call=parse_call(call))
+    options = pipeline_options(pipeline, prompts, height, width, num_frames, call)
     console.print(f"{describe_device(device)}; generated inputs -> {out}", markup=False, highlight=False)
     with LiveProgress(console, progress, unit="sampler steps") as live, stop_on_signals("this batch of prompts",
                                                                                          notify=live.alert):

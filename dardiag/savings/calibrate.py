@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from dardiag.errors import DardiagError
+from dardiag.savings.summary import one_model_rows
 
 METHODS = ("magcache", "firstblock", "teacache", "taylorseer", "pab", "fastercache")
 CLASSES = {"magcache": "MagCacheConfig", "firstblock": "FirstBlockCacheConfig", "teacache": "TeaCache",
@@ -50,18 +51,9 @@ NEEDS = {"magcache": "mag_ratio", "firstblock": "first_block_change", "teacache"
 
 
 def _rows(df: pd.DataFrame, metric: str, model: str | None, branch: str | None) -> tuple[str, str | None, pd.DataFrame]:
-    rows = df[df["metric"] == metric]
-    if rows.empty:
-        raise DardiagError(f"the run has no {metric} rows: calibrate reads a pipeline's trajectory; run "
-                           "`dardiag profile PIPELINE --trajectory --prompts P.txt` first")
-    models = sorted(rows["model"].unique().tolist())
-    if model is None:
-        if len(models) > 1:
-            raise DardiagError(f"the run holds {len(models)} models ({', '.join(models)}); choose one with --model")
-        model = models[0]
-    if model not in models:
-        raise DardiagError(f"model {model!r} has no {metric} rows; models with them: {', '.join(models)}")
-    rows = rows[rows["model"] == model]
+    model, rows = one_model_rows(df, metric, model,
+                                 f"the run has no {metric} rows: calibrate reads a pipeline's trajectory; run "
+                                 "`dardiag profile PIPELINE --trajectory --prompts P.txt` first")
     branches = sorted(b for b in rows["branch"].dropna().unique()) if "branch" in rows.columns else []
     if branch is None:
         branch = "cond" if "cond" in branches else (branches[0] if branches else None)

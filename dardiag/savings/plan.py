@@ -32,6 +32,7 @@ from dardiag.engine.collector import mean_and_stderr
 from dardiag.engine.config import SAMPLER_CFG
 from dardiag.errors import DardiagError
 from dardiag.savings.pipeline_cache import evaluate as pipeline_evaluate
+from dardiag.savings.summary import one_model_rows
 from dardiag.pipelines.options import PipelineOptions, attach_pipelines
 from dardiag.metrics import relative_change
 from dardiag.subject import Subject
@@ -40,25 +41,12 @@ from dardiag.train.score import digit_score
 DIGITS = ((1, 16, 16), 10)  # input shape and classes of the bundled digit models: they get a sample score
 
 
-def _trajectory_rows(df: pd.DataFrame, model: str | None) -> tuple[str, pd.DataFrame]:
-    rows = df[df["metric"] == "cache_error"]
-    if rows.empty:
-        raise DardiagError("the run has no cache_error rows; profile with --trajectory first")
-    models = sorted(rows["model"].unique().tolist())
-    if model is None:
-        if len(models) > 1:
-            raise DardiagError(f"the run holds {len(models)} models ({', '.join(models)}); choose one with --model")
-        model = models[0]
-    if model not in models:
-        raise DardiagError(f"model {model!r} has no cache_error rows; models with them: {', '.join(models)}")
-    return model, rows[rows["model"] == model]
-
-
 def plan_schedule(df: pd.DataFrame, tolerance: float, *, model: str | None = None) -> CacheSchedule:
     """The cells of ``model`` (the run's only one by default) whose cache_error is below ``tolerance``."""
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise DardiagError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
-    model, rows = _trajectory_rows(df, model)
+    model, rows = one_model_rows(df, "cache_error", model,
+                                 "the run has no cache_error rows; profile with --trajectory first")
     settings = (df.attrs.get("dardiag") or {}).get("settings") or {}
     steps = int(settings.get("trajectory_steps") or int(rows["sampler_step"].max()) + 1)
     depth = int(rows["block"].max())

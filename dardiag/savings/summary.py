@@ -20,6 +20,23 @@ import numpy as np
 import pandas as pd
 
 from dardiag.analysis.summary import latest_checkpoint
+from dardiag.errors import DardiagError
+
+
+def one_model_rows(df: pd.DataFrame, metric: str, model: str | None, missing: str) -> tuple[str, pd.DataFrame]:
+    """``model``'s rows of ``metric`` (the run's only model with them by default); ``missing``: the line
+    said when the run has none."""
+    rows = df[df["metric"] == metric]
+    if rows.empty:
+        raise DardiagError(missing)
+    models = sorted(rows["model"].unique().tolist())
+    if model is None:
+        if len(models) > 1:
+            raise DardiagError(f"the run holds {len(models)} models ({', '.join(models)}); choose one with --model")
+        model = models[0]
+    if model not in models:
+        raise DardiagError(f"model {model!r} has no {metric} rows; models with them: {', '.join(models)}")
+    return model, rows[rows["model"] == model]
 
 
 def _cells(df: pd.DataFrame, metric: str, keys: list[str]) -> pd.Series:

@@ -35,8 +35,8 @@ from dardiag.train.diffusers_data import check_matches_subject, load_training_da
 from dardiag.train.diffusers_model import load_diffusers_init, prepare_model
 from dardiag.train.profiling import ProfileHook
 from dardiag.train.rng import batch_indices, generator, seed_for
-from dardiag.train.watch import Watch
 from dardiag.train.trainer import RNG_SCHEME, Steps, _deterministic, _one_line, prepare, run_steps
+from dardiag.train.watch import Watch
 from dardiag.errors import DardiagError
 
 FORMAT = "diffusers-finetune"  # the checkpoint's kind: trainable tensors over an --init folder
