@@ -161,6 +161,15 @@ def test_function_local_imports_only_defer_heavy_things():
     assert bad == []
 
 
+def test_the_profile_and_the_demo_need_no_optional_extra():
+    """diffusers, transformers, peft and cache-dit are optional extras: `pip install -e . && dardiag demo`
+    on a fresh machine has none of them, so nothing a DiT profile imports may import them."""
+    code = ("import sys, dardiag, dardiag.api, dardiag.cli.cmd_demo, dardiag.cli.cmd_profile, dardiag.engine.sweep, "
+            "dardiag.train; print([m for m in ('diffusers', 'transformers', 'peft', 'cache_dit') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_store_runs_and_plots_do_not_import_torch():
     code = ("import sys, dardiag.store, dardiag.runs, dardiag.plots, dardiag.summary, dardiag.analysis.comparability; "
             "print('torch' in sys.modules)")

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import diffusers
 import torch
 from torch import nn
 
@@ -183,6 +182,8 @@ def build_on_meta(path: Path, class_name: str, raw: dict) -> nn.Module:
 def text_encoders(path: Path, device="cpu", dtype: torch.dtype = torch.float32):
     """A pipeline folder's pipeline without its denoiser and VAE: the text encoders, tokenizers and
     scheduler only (offline), for its own ``encode_prompt``."""
+    import diffusers  # an optional extra: only what opens diffusers folders needs it
+
     name = read_json(path / "model_index.json", "diffusers pipeline").get("_class_name")
     cls = getattr(diffusers, str(name), None)
     if not isinstance(cls, type) or not issubclass(cls, diffusers.DiffusionPipeline):
