@@ -170,6 +170,8 @@ def dtype_argument(dtype: torch.dtype) -> dict:
 
 def build_on_meta(path: Path, class_name: str, raw: dict) -> nn.Module:
     """The model a config describes, parameters on the meta device (no memory, no weights read)."""
+    import diffusers
+
     cls = getattr(diffusers, class_name)
     try:
         with quiet_diffusers(), parameters_on_meta():
